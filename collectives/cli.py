@@ -1,0 +1,348 @@
+"""Command line -> one frozen :class:`Config`, with nccl-tests' flag names.
+
+nccl-tests flags: ``-b -e -i -f -n -w -c -d -o -r -a -T``; collscale's own:
+``--transport --json --csv --time-budget --in-place/--out-of-place/--both
+--algo --seed --inject-fault``.  Sizes take K/M/G/T suffixes (powers of
+1024, as nccl-tests); datatypes accept nccl-tests names (``float``,
+``half``, ``double``) as well as numpy ones, comma lists and ``all``.
+
+:func:`main` is what ``python -m collectives.NAME`` runs: it owns the
+process (MPI, printing, exit status).  :func:`run` is the in-process entry
+point: ``run(name, comm, argv)`` returns the records and prints nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import traceback
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Tuple
+
+from collectives import spec as specs
+from collectives.dtypes import DType, Op, ConfigError, parse_dtypes, parse_ops
+
+__all__ = ["Config", "ConfigError", "parse_size", "sweep_sizes", "parse_args", "run", "main", "entry_points",
+           "EXIT_WRONG", "EXIT_USAGE", "EXIT_ERROR", "EXIT_TIMEOUT"]
+
+EXIT_WRONG = 1  # a result was wrong
+EXIT_USAGE = 2  # bad input
+EXIT_ERROR = 3  # a rank failed; the job was aborted
+EXIT_TIMEOUT = 124  # a collective exceeded -T
+
+DEFAULT_MIN = 8
+DEFAULT_MAX = 64 << 20
+MAX_ITERS = 100_000
+MIN_ITERS = 5
+
+_SUFFIX = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """``"64M"`` -> 67108864.  K/M/G/T are powers of 1024; ``B``/``iB`` may follow."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(I?B)?\s*", str(text).upper())
+    if not match:
+        raise ConfigError(f"invalid size '{text}' (use bytes, optionally with K, M, G or T, e.g. 64M)")
+    value = float(match.group(1)) * _SUFFIX[match.group(2)]
+    if value != int(value):
+        raise ConfigError(f"size '{text}' is not a whole number of bytes")
+    return int(value)
+
+
+def sweep_sizes(min_bytes: int, max_bytes: int, step_factor: Optional[float],
+                step_bytes: Optional[int]) -> Tuple[int, ...]:
+    """The requested sizes, nccl-tests style: ×factor or +bytes from min to max."""
+    sizes = []
+    size = min_bytes
+    while size <= max_bytes:
+        sizes.append(size)
+        if step_factor is not None:
+            nxt = int(size * step_factor)
+            size = nxt if nxt > size else size + 1
+        else:
+            size += step_bytes
+    return tuple(sizes)
+
+
+@dataclass(frozen=True)
+class Config:
+    collective: str
+    sizes: Tuple[int, ...]
+    size_flags: str  # how the sweep was asked for, for the header
+    iters: Optional[int]  # None: chosen per size from time_budget
+    warmup: int
+    check: int
+    dtypes: Tuple[DType, ...]
+    ops: Tuple[Op, ...]
+    root: Optional[int]  # None: every root in turn (-r all)
+    average: int
+    transport: str
+    json: Optional[str]
+    csv: Optional[str]
+    time_budget: float
+    placements: Tuple[str, ...]
+    timeout: float
+    algo: Optional[str]
+    seed: int
+    inject_fault: Optional[int]
+    options: dict = field(default_factory=dict)
+
+    @property
+    def aggregation(self) -> str:
+        return ("rank0", "avg", "min", "max")[self.average]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, and prints help on rank 0 only."""
+
+    quiet = False
+
+    def error(self, message):
+        raise ConfigError(message)
+
+    def _print_message(self, message, file=None):
+        if not self.quiet:
+            super()._print_message(message, file)
+
+
+def _nonneg_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"'{text}' must be >= 0")
+    return value
+
+
+def _pos_int(text):
+    value = _nonneg_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+def _pos_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"'{text}' must be > 0")
+    return value
+
+
+def _nonneg_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"'{text}' must be >= 0")
+    return value
+
+
+def build_parser(collective: str, quiet: bool = False) -> argparse.ArgumentParser:
+    spec = specs.get(collective)
+    p = _Parser(
+        prog=f"python -m collectives.{collective}",
+        description=f"{collective}: {spec.summary}.  Measures time, algbw and busbw per size "
+        "(nccl-tests columns) and validates every result.",
+        epilog="Sizes accept K, M, G (powers of 1024).  Run under mpirun for more than one rank: "
+        f"mpirun -n 8 python -m collectives.{collective}",
+    )
+    p.quiet = quiet
+    g = p.add_argument_group("sizes (nccl-tests)")
+    g.add_argument("-b", "--minbytes", help="smallest size (default 8)")
+    g.add_argument("-e", "--maxbytes", help="largest size (default 64M)")
+    g.add_argument("-f", "--stepfactor", type=_pos_float, help="multiply the size by this (default 2)")
+    g.add_argument("-i", "--stepbytes", help="add this many bytes per step instead of -f")
+    g = p.add_argument_group("operation (nccl-tests)")
+    g.add_argument("-d", "--datatype", default="float32",
+                   help="int8 uint8 int32 uint32 int64 uint64 float16 bfloat16 float32 float64 "
+                   "(or nccl-tests names float, half, double), a comma list, or all (default float32)")
+    g.add_argument("-o", "--op", default="sum", help="sum prod min max avg, a comma list, or all (default sum)")
+    g.add_argument("-r", "--root", default="0", help="root rank for broadcast and reduce, or all (default 0)")
+    g = p.add_argument_group("timing (nccl-tests)")
+    g.add_argument("-n", "--iters", type=_pos_int,
+                   help="timed iterations per size (default: chosen from --time-budget)")
+    g.add_argument("-w", "--warmup_iters", type=_nonneg_int, default=5, help="untimed warm-up iterations (default 5)")
+    g.add_argument("-c", "--check", type=_nonneg_int, default=1,
+                   help="validated runs per size, outside the timed loop; 0 disables (default 1)")
+    g.add_argument("-a", "--average", type=int, choices=(0, 1, 2, 3), default=1,
+                   help="time across ranks: 0 rank 0, 1 average, 2 min, 3 max (default 1)")
+    g.add_argument("-T", "--timeout", type=_nonneg_float, default=300.0,
+                   help="abort if one collective takes longer than this many seconds; 0: never (default 300)")
+    g = p.add_argument_group("collscale")
+    g.add_argument("--transport", default="auto", help="mpi, ... or auto (default); see python -m transports")
+    g.add_argument("--algo", help="algorithm, where the transport has several")
+    g.add_argument("--json", metavar="PATH", help="append one JSON line per measured row to PATH")
+    g.add_argument("--csv", metavar="PATH", help="append one CSV row per measured row to PATH")
+    g.add_argument("--time-budget", type=_pos_float, default=0.05, metavar="SECONDS",
+                   help="timed seconds per size and placement when -n is not given (default 0.05)")
+    place = g.add_mutually_exclusive_group()
+    place.add_argument("--in-place", dest="placement", action="store_const", const="in")
+    place.add_argument("--out-of-place", dest="placement", action="store_const", const="out")
+    place.add_argument("--both", dest="placement", action="store_const", const="both",
+                       help="measure out-of-place and in-place (default)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the validation inputs (default 0)")
+    g.add_argument("--inject-fault", type=_nonneg_int, metavar="RANK",
+                   help="corrupt one element of RANK's result before each check: proves that "
+                   "validation catches errors (the run then exits 1)")
+    return p
+
+
+def parse_args(collective: str, argv: Sequence[str], quiet: bool = False) -> Config:
+    """Parse and check everything that does not depend on the rank count."""
+    spec = specs.get(collective)
+    a = build_parser(collective, quiet).parse_args(list(argv))
+    if a.stepfactor is not None and a.stepbytes is not None:
+        raise ConfigError("give either -f (step factor) or -i (step bytes), not both")
+    min_given, max_given = a.minbytes is not None, a.maxbytes is not None
+    lo = parse_size(a.minbytes) if min_given else DEFAULT_MIN
+    hi = parse_size(a.maxbytes) if max_given else DEFAULT_MAX
+    if min_given and not max_given:
+        hi = max(hi, lo)
+    if max_given and not min_given:
+        lo = min(lo, hi)
+    if lo < 1:
+        raise ConfigError("sizes must be at least 1 byte (-b)")
+    if lo > hi:
+        raise ConfigError(f"minimum size {lo} B (-b) is larger than the maximum {hi} B (-e)")
+    if a.stepfactor is not None and a.stepfactor <= 1:
+        raise ConfigError("-f (step factor) must be greater than 1")
+    step_bytes = parse_size(a.stepbytes) if a.stepbytes is not None else None
+    if step_bytes is not None and step_bytes < 1:
+        raise ConfigError("-i (step bytes) must be at least 1")
+    factor = a.stepfactor if a.stepfactor is not None else (None if step_bytes else 2.0)
+    sizes = sweep_sizes(lo, hi, factor, step_bytes) if spec.sized else (0,)
+    if len(sizes) > 10_000:
+        raise ConfigError(f"that sweep has {len(sizes)} sizes; use a larger -i or -f")
+    step = f"{factor:g}(factor)" if factor else f"{step_bytes}(bytes)"
+    size_flags = f"minBytes {lo} maxBytes {hi} step: {step}"
+
+    if a.root.strip().lower() == "all":
+        root = None
+    else:
+        try:
+            root = int(a.root)
+        except ValueError:
+            raise ConfigError(f"invalid root '{a.root}' (a rank number or all)") from None
+        if root < 0:
+            raise ConfigError(f"invalid root {root}: ranks start at 0")
+
+    placements = {"in": ("in",), "out": ("out",)}.get(a.placement, ("out", "in"))
+    return Config(
+        collective=collective,
+        sizes=sizes,
+        size_flags=size_flags,
+        iters=a.iters,
+        warmup=a.warmup_iters,
+        check=a.check,
+        dtypes=parse_dtypes(a.datatype),
+        ops=parse_ops(a.op),
+        root=root,
+        average=a.average,
+        transport=a.transport.strip().lower(),
+        json=a.json,
+        csv=a.csv,
+        time_budget=a.time_budget,
+        placements=placements,
+        timeout=a.timeout,
+        algo=a.algo,
+        seed=a.seed,
+        inject_fault=a.inject_fault,
+    )
+
+
+def check_against_ranks(cfg: Config, nranks: int) -> None:
+    """The checks that need the rank count; identical on every rank."""
+    spec = specs.get(cfg.collective)
+    if spec.exact_ranks is not None and nranks != spec.exact_ranks:
+        raise ConfigError(
+            f"{cfg.collective} needs exactly {spec.exact_ranks} ranks, this job has {nranks} "
+            f"(mpirun -n {spec.exact_ranks} python -m collectives.{cfg.collective})"
+        )
+    if spec.rooted and cfg.root is not None and cfg.root >= nranks:
+        raise ConfigError(f"root {cfg.root} does not exist: this job has {nranks} ranks (0..{nranks - 1})")
+    if not set(cfg.placements) & set(spec.placements):
+        raise ConfigError(f"{cfg.collective} has no in-place form (drop --in-place)")
+    if cfg.inject_fault is not None and cfg.inject_fault >= nranks:
+        raise ConfigError(f"--inject-fault {cfg.inject_fault}: this job has {nranks} ranks")
+
+
+def run(collective: str, comm=None, argv: Sequence[str] = (), sinks=None) -> List[dict]:
+    """Measure ``collective`` in-process and return the records (prints nothing).
+
+    ``comm`` is an mpi4py communicator, a :class:`launch.comm.Comm`, or None
+    for the job's world.  ``sinks`` receive the records as they are measured;
+    files named by ``--json``/``--csv`` are written on rank 0 either way.
+    """
+    from collectives import harness
+    from launch.comm import as_comm
+
+    comm = as_comm(comm)
+    cfg = parse_args(collective, argv, quiet=comm.rank != 0)
+    check_against_ranks(cfg, comm.size)
+    return harness.run(comm, cfg, list(sinks or []))
+
+
+def main(collective: str, argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m collectives.NAME``: run, print the table on rank 0, return the exit status."""
+    from collectives import harness
+    from collectives.output import stdout_table
+    from launch.comm import world
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        comm, tweaks = world()
+    except Exception as exc:  # MPI could not start: nothing to coordinate with
+        print(f"collscale: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    rank = comm.rank
+    try:
+        cfg = parse_args(collective, argv, quiet=rank != 0)
+        check_against_ranks(cfg, comm.size)
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    except ConfigError as exc:
+        if rank == 0:
+            print(f"collscale: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        records = harness.run(comm, cfg, [stdout_table()] if rank == 0 else [], env_tweaks=tweaks)
+    except ConfigError as exc:  # found once the job was up (transport, files); agreed by all ranks
+        if rank == 0:
+            print(f"collscale: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"collscale: rank {rank}: interrupted; aborting the job", file=sys.stderr)
+        comm.abort(130)
+        return 130
+    except BaseException as exc:  # one rank failed: the others may be blocked, so abort them all
+        print(f"collscale: rank {rank}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if os.environ.get("COLLSCALE_DEBUG"):
+            traceback.print_exc()
+        else:
+            print("collscale: (set COLLSCALE_DEBUG=1 for the traceback); aborting the job", file=sys.stderr)
+        comm.abort(EXIT_ERROR)
+        return EXIT_ERROR
+    wrong = sum(r["wrong"] or 0 for r in records)
+    return EXIT_WRONG if wrong else 0
+
+
+def entry_points(collective: str):
+    """``(run, main)`` for one collective's module: ``run(comm, argv)`` and ``main(argv=None)``."""
+    specs.get(collective)
+
+    def run_one(comm=None, argv: Sequence[str] = (), sinks=None) -> List[dict]:
+        return run(collective, comm, argv, sinks)
+
+    def main_one(argv: Optional[Sequence[str]] = None) -> int:
+        return main(collective, argv)
+
+    run_one.__doc__ = f"Measure {collective} in-process and return the records (see collectives.cli.run)."
+    main_one.__doc__ = f"python -m collectives.{collective}: print the table, return the exit status."
+    return run_one, main_one

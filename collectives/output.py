@@ -1,0 +1,205 @@
+"""Writers for the one record format: the nccl-tests table, JSON Lines, CSV.
+
+A *record* is a flat dict, one per measured (point, placement); every
+writer sees the same records.  JSON Lines and CSV write each record the
+moment it exists and flush it, so a crash or a kill loses nothing already
+measured.  The table prints one line per point (out-of-place then in-place
+columns, as nccl-tests does) as soon as the point is complete.
+
+Only rank 0 writes.  Files are appended to, so a sweep of several runs
+collects in one file; ``run_id`` tells runs apart.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import sys
+from typing import IO, Dict, Iterable, List, Optional, Sequence
+
+__all__ = [
+    "FIELDS",
+    "Sink",
+    "TableWriter",
+    "JsonlWriter",
+    "CsvWriter",
+    "format_time",
+    "format_row",
+    "table_header",
+    "open_sinks",
+]
+
+# Column order of CSV and of each JSON object.  Records may carry more keys
+# (JSON keeps them); these are always present.
+FIELDS = (
+    "schema", "kind", "status", "run_id", "timestamp", "collective", "transport", "algo",
+    "buffer", "nranks", "nhosts", "ranks_per_host", "oversubscribed", "size_bytes", "count",
+    "dtype", "op", "root", "in_place", "iters", "warmup", "aggregation", "time_us",
+    "time_us_min", "time_us_p50", "time_us_p99", "time_us_max", "time_us_rank_min",
+    "time_us_rank_max", "algbw_gbs", "busbw_gbs", "busbw_factor", "wrong", "checks", "reason",
+    "hosts", "transport_version", "collscale_version", "python_version", "numpy_version",
+    "mpi4py_version",
+)
+
+
+class Sink:
+    """What the harness talks to; every method is optional."""
+
+    def header(self, info: Dict) -> None: ...
+    def record(self, rec: Dict) -> None: ...
+    def point(self, recs: Sequence[Dict]) -> None: ...
+    def footer(self, summary: Dict) -> None: ...
+    def close(self) -> None: ...
+
+
+# -- the table ---------------------------------------------------------------
+
+def format_time(us: float) -> str:
+    """nccl-tests' time cell: fewer decimals as the number grows."""
+    if us >= 10000.0:
+        return "%7.0f" % us
+    if us >= 100.0:
+        return "%7.1f" % us
+    return "%7.2f" % us
+
+
+def _cells(rec: Optional[Dict]) -> str:
+    if rec is None:
+        return "  %7s  %6s  %6s  %6s" % ("n/a", "-", "-", "-")
+    status = rec["status"]
+    if status == "unsupported":
+        return "  %7s  %6s  %6s  %6s" % ("unsup", "-", "-", "-")
+    wrong = "N/A" if rec.get("wrong") is None else str(rec["wrong"])
+    return "  %7s  %6.2f  %6.2f  %6s" % (
+        format_time(rec["time_us"]), rec["algbw_gbs"], rec["busbw_gbs"], wrong
+    )
+
+
+def format_row(recs: Sequence[Dict]) -> str:
+    """One table line from a point's records (out-of-place and/or in-place)."""
+    by_place = {r["in_place"]: r for r in recs}
+    first = recs[0]
+    root = first["root"] if first["root"] is not None else -1
+    return "%12d  %12d  %8s  %6s  %6d%s%s" % (
+        first["size_bytes"], first["count"], first["dtype"] or "none", first["op"] or "none",
+        root, _cells(by_place.get(False)), _cells(by_place.get(True)),
+    )
+
+
+_KEYS = "%11s  %12s  %8s  %6s  %6s"
+_CELLS = "  %7s  %6s  %6s  %6s"
+
+
+def table_header() -> List[str]:
+    width = len(_CELLS % ("", "", "", ""))
+    left = "#" + " " * len(_KEYS % ("", "", "", "", ""))
+    return [
+        left + "out-of-place".center(width) + "in-place".center(width),
+        "#" + _KEYS % ("size", "count", "type", "redop", "root")
+        + (_CELLS % ("time", "algbw", "busbw", "#wrong")) * 2,
+        "#" + _KEYS % ("(B)", "(elements)", "", "", "")
+        + (_CELLS % ("(us)", "(GB/s)", "(GB/s)", "")) * 2,
+    ]
+
+
+class TableWriter(Sink):
+    def __init__(self, stream: IO[str]):
+        self.stream = stream
+
+    def _say(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def header(self, info):
+        self._say(info["header_lines"] + ["#"] + table_header())
+
+    def point(self, recs):
+        self._say([format_row(recs)])
+
+    def footer(self, summary):
+        lines = []
+        for note in summary.get("unsupported", []):
+            lines.append(f"# unsup: {note}")
+        bad = summary["wrong"]
+        lines.append(f"# Out of bounds values : {bad} {'OK' if bad == 0 else 'FAILED'}")
+        avg = summary["avg_busbw"]
+        lines.append("# Avg bus bandwidth    : %s" % ("%g" % avg if avg is not None else "N/A"))
+        lines.append("#")
+        self._say(lines)
+
+
+# -- files -------------------------------------------------------------------
+
+def _clean(value):
+    # JSON has no NaN or infinity; pandas reads null as NaN.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class JsonlWriter(Sink):
+    def __init__(self, path: str):
+        self.path = path
+        self.file = open(path, "a", encoding="utf-8")
+
+    def record(self, rec):
+        ordered = {k: _clean(rec.get(k)) for k in FIELDS}
+        ordered.update({k: _clean(v) for k, v in rec.items() if k not in ordered})
+        self.file.write(json.dumps(ordered, separators=(",", ":")) + "\n")
+        self.file.flush()
+
+    def close(self):
+        self.file.close()
+
+
+class CsvWriter(Sink):
+    def __init__(self, path: str):
+        self.path = path
+        new = not os.path.exists(path) or os.path.getsize(path) == 0
+        self.file = open(path, "a", encoding="utf-8", newline="")
+        self.writer = csv.DictWriter(self.file, fieldnames=FIELDS, extrasaction="ignore")
+        if new:
+            self.writer.writeheader()
+            self.file.flush()
+
+    def record(self, rec):
+        self.writer.writerow({k: _clean(rec.get(k)) for k in FIELDS})
+        self.file.flush()
+
+    def close(self):
+        self.file.close()
+
+
+def open_sinks(json_path: Optional[str], csv_path: Optional[str], table: Optional[IO[str]] = None):
+    """The writers rank 0 uses; raises OSError (with the path) when a file cannot open."""
+    sinks: List[Sink] = []
+    if table is not None:
+        sinks.append(TableWriter(table))
+    for path, cls in ((json_path, JsonlWriter), (csv_path, CsvWriter)):
+        if path:
+            try:
+                sinks.append(cls(path))
+            except OSError as exc:
+                for s in sinks:
+                    s.close()
+                raise OSError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return sinks
+
+
+def render_table(info: Dict, points: Sequence[Sequence[Dict]], summary: Dict) -> str:
+    """The whole table as a string (tests and reports)."""
+    buf = io.StringIO()
+    t = TableWriter(buf)
+    t.header(info)
+    for recs in points:
+        t.point(recs)
+    t.footer(summary)
+    return buf.getvalue()
+
+
+def stdout_table() -> TableWriter:
+    return TableWriter(sys.stdout)

@@ -1,0 +1,184 @@
+"""The control communicator: how the harness's ranks agree, outside any timing.
+
+The harness needs a handful of small, object-level collectives of its own
+(agree on an iteration count, aggregate times, sum ``#wrong``, gather host
+names).  They go through a :class:`Comm`, never through the transport being
+measured, so a transport under test cannot disturb its own bookkeeping.
+
+:func:`world` builds one from MPI when ``mpi4py`` is importable, applying the
+oversubscription settings of :mod:`launch.env` *before* ``MPI_Init``;
+otherwise a single process is :class:`SelfComm`.  :func:`as_comm` accepts an
+mpi4py communicator too, so tests can pass ``MPI.COMM_WORLD`` directly.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, List, Protocol
+
+from launch import env as launch_env
+
+__all__ = ["Comm", "MPIComm", "SelfComm", "world", "as_comm", "mpi_available", "release_mpich_segments"]
+
+_REDUCERS = {"sum": sum, "max": max, "min": min}
+
+
+class Comm(Protocol):
+    """Object collectives for the harness's own coordination."""
+
+    rank: int
+    size: int
+
+    def barrier(self) -> None: ...
+    def bcast(self, obj: Any, root: int = 0) -> Any: ...
+    def allgather(self, obj: Any) -> List[Any]: ...
+    def allreduce(self, value: Any, op: str = "sum") -> Any: ...
+    def abort(self, code: int) -> None: ...
+
+
+class SelfComm:
+    """One process, no launcher, no MPI: every collective is the identity."""
+
+    rank = 0
+    size = 1
+    mpi = None
+
+    def barrier(self) -> None:
+        return None
+
+    def bcast(self, obj, root=0):
+        return obj
+
+    def allgather(self, obj):
+        return [obj]
+
+    def allreduce(self, value, op="sum"):
+        return value
+
+    def abort(self, code: int) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+class MPIComm:
+    """A :class:`Comm` over an mpi4py communicator (kept as ``.mpi``)."""
+
+    def __init__(self, mpi_comm):
+        self.mpi = mpi_comm
+        self.rank = mpi_comm.Get_rank()
+        self.size = mpi_comm.Get_size()
+
+    def barrier(self) -> None:
+        self.mpi.Barrier()
+
+    def bcast(self, obj, root=0):
+        return self.mpi.bcast(obj, root=root)
+
+    def allgather(self, obj):
+        return self.mpi.allgather(obj)
+
+    def allreduce(self, value, op="sum"):
+        # Small Python objects: gather and reduce locally, which keeps one
+        # code path for ints, floats and tuples alike.
+        return _REDUCERS[op](self.mpi.allgather(value))
+
+    def abort(self, code: int) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.mpi.Abort(code)
+
+
+def mpi_available() -> bool:
+    """True when mpi4py can be imported (without initialising MPI)."""
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+_WORLD = None
+
+
+def world():
+    """The job's control communicator; initialises MPI on first use.
+
+    Returns ``(comm, settings)`` where ``settings`` is what was put into the
+    environment to tame oversubscription (empty when not needed).
+    """
+    global _WORLD
+    if _WORLD is not None:
+        return _WORLD
+    launched = launch_env.detect()
+    settings = {}
+    oversubscribed = launch_env.is_oversubscribed(launched.local_size)
+    if oversubscribed:
+        settings = launch_env.apply_oversubscription_settings()
+    if mpi_available():
+        import mpi4py
+
+        # Measured with the MPICH wheel on 2 cores (tiny allreduce): 8 ranks
+        # take 6.5-22 ms under THREAD_FUNNELED but ~45 us under THREAD_MULTIPLE,
+        # whose progress loop gives the core away; with a core per rank,
+        # FUNNELED is faster (1.3 us vs 1.7 us at 2 ranks).  The watchdog
+        # thread never calls MPI, so either level is correct.
+        level = "multiple" if oversubscribed else "funneled"
+        if "MPI4PY_RC_THREAD_LEVEL" not in os.environ:
+            mpi4py.rc.thread_level = level
+            settings["mpi4py.rc.thread_level"] = level
+        from mpi4py import MPI
+
+        comm = MPIComm(MPI.COMM_WORLD)
+        release_mpich_segments(comm)
+    elif launched.size not in (None, 1):
+        raise RuntimeError(
+            f"launched as {launched.size} ranks by {launched.launcher}, but mpi4py is not "
+            "installed, so the ranks cannot coordinate; install collscale's core "
+            "dependencies (pip install collscale) or run a single rank"
+        )
+    else:
+        comm = SelfComm()
+    _WORLD = (comm, settings)
+    return _WORLD
+
+
+def release_mpich_segments(comm: "MPIComm") -> int:
+    """Unlink MPICH's start-up shared-memory segment once every rank has attached.
+
+    MPICH creates ``/dev/shm/mpich_shm_*`` in MPI_Init and unlinks it only in
+    MPI_Finalize, so a rank that is killed, aborts or times out leaves it
+    behind.  Every local rank maps it during MPI_Init; after a barrier the
+    name is no longer needed (the mappings stay valid, and Finalize ignores
+    the missing name), so no exit path can leak it.  Measured safe with
+    sub-communicators and shared windows created afterwards.  Only MPICH's
+    own segment is touched: UCX and Open MPI attach theirs lazily by name.
+    """
+    comm.barrier()
+    removed = 0
+    for path in _mapped_shm("/dev/shm/mpich_shm_"):
+        try:
+            os.unlink(path)
+            removed += 1
+        except OSError:
+            pass  # another local rank was first
+    return removed
+
+
+def _mapped_shm(prefix: str):
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split(None, 5)[5].strip() for line in maps if prefix in line}
+    except OSError:
+        return []
+    return sorted(p for p in paths if p.startswith(prefix) and not p.endswith("(deleted)"))
+
+
+def as_comm(obj) -> Comm:
+    """Accept a :class:`Comm`, an mpi4py communicator, or None (the world)."""
+    if obj is None:
+        return world()[0]
+    if hasattr(obj, "Get_rank") and hasattr(obj, "Barrier"):
+        return MPIComm(obj)
+    return obj

@@ -1,0 +1,182 @@
+"""The Transport protocol, the Unsupported error, and buffer helpers.
+
+A transport moves data between ranks.  The protocol is narrow: ``rank``,
+``size``, ``alloc``, one method per collective, ``synchronize`` and
+``close``.  Each collective method *prepares* the operation and returns a
+:class:`Bound`: ``bound.run()`` executes it (this is what the timed loop
+calls, so a transport binds everything it can beforehand), and
+``bound.result`` is the buffer or view that holds this rank's result
+afterwards (None where the rank gets none, e.g. a non-root in reduce).
+
+Buffer conventions (``send is None`` means in place):
+
+* allreduce, sendrecv, alltoall: in place, ``recv`` holds the input.
+* broadcast: ``send`` is read at the root only; in place, the root's
+  ``recv`` holds the data.
+* reduce: in place, every rank's ``recv`` holds its input; only the root's
+  result is defined.
+* allgather: in place, this rank's block already sits at
+  ``recv[rank*block:(rank+1)*block]``.
+* reduce_scatter: in place, ``recv`` holds all p blocks of input; where
+  the result lands is the transport's choice (MPI: block 0; NCCL: block
+  ``rank``), and ``bound.result`` says which.
+
+A transport that cannot do something raises :class:`Unsupported` from the
+method; the harness reports it in the table, never fakes it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Dict, List, NamedTuple
+
+import numpy as np
+
+from collectives.dtypes import DType
+
+__all__ = ["Bound", "Unsupported", "Transport", "HostTimer", "TransportBase", "local_divide"]
+
+
+class Unsupported(Exception):
+    """This transport cannot perform the requested operation (the reason is the message)."""
+
+
+class Bound(NamedTuple):
+    run: Callable[[], Any]
+    result: Any
+
+
+class HostTimer:
+    """Per-iteration wall-clock stamps for host-synchronous transports.
+
+    ``loop(run, iters)`` calls ``run`` ``iters`` times and returns the
+    ``iters + 1`` perf_counter stamps around them; iteration i took
+    ``stamps[i+1] - stamps[i]``.  Stamps are filled in order over a list of
+    zeros, so a watchdog thread can read progress without any cost in the
+    loop.
+    """
+
+    def __init__(self):
+        self.stamps: List[float] = []
+
+    def loop(self, run: Callable[[], Any], iters: int, synchronize: Callable[[], Any]) -> List[float]:
+        clock = time.perf_counter
+        stamps = [0.0] * (iters + 1)
+        self.stamps = stamps
+        stamps[0] = clock()
+        for i in range(1, iters + 1):
+            run()
+            stamps[i] = clock()
+        # Device transports' work may still be queued: the clock stops after it.
+        synchronize()
+        stamps[iters] = clock()
+        return stamps
+
+
+class Transport:
+    """Documentation of the protocol; concrete transports subclass :class:`TransportBase`."""
+
+    name: str
+    rank: int
+    size: int
+
+    def alloc(self, count: int, dtype: DType) -> Any: ...
+    def to_host(self, buf) -> np.ndarray: ...
+    def from_host(self, buf, values: np.ndarray) -> None: ...
+    def allreduce(self, send, recv, dtype: DType, op: str) -> Bound: ...
+    def broadcast(self, send, recv, dtype: DType, root: int) -> Bound: ...
+    def reduce(self, send, recv, dtype: DType, op: str, root: int) -> Bound: ...
+    def allgather(self, send, recv, dtype: DType) -> Bound: ...
+    def reduce_scatter(self, send, recv, dtype: DType, op: str) -> Bound: ...
+    def alltoall(self, send, recv, dtype: DType) -> Bound: ...
+    def sendrecv(self, send, recv, dtype: DType, dest: int, source: int) -> Bound: ...
+    def pingpong(self, send, recv, dtype: DType, peer: int) -> Bound: ...
+    def barrier(self) -> Bound: ...
+    def synchronize(self) -> None: ...
+    def timer(self) -> HostTimer: ...
+    def describe(self) -> Dict[str, Any]: ...
+    def close(self) -> None: ...
+
+
+class TransportBase(Transport):
+    """Host-memory defaults: numpy buffers, no device streams, a host timer.
+
+    Collective methods default to raising :class:`Unsupported`, so a
+    transport implements exactly what it can and the rest is reported.
+    """
+
+    name = "base"
+
+    def __init__(self, rank: int, size: int):
+        self.rank = rank
+        self.size = size
+
+    def alloc(self, count: int, dtype: DType):
+        # Zero-filled so every page is touched before anything is timed.
+        return np.zeros(max(count, 0), dtype=dtype.storage)
+
+    def to_host(self, buf) -> np.ndarray:
+        return np.asarray(buf)
+
+    def from_host(self, buf, values) -> None:
+        buf[...] = values
+
+    def fill(self, buf, value) -> None:
+        buf.fill(value)
+
+    def _unsupported(self, what: str):
+        raise Unsupported(f"{self.name} has no {what}")
+
+    def allreduce(self, send, recv, dtype, op):
+        self._unsupported("allreduce")
+
+    def broadcast(self, send, recv, dtype, root):
+        self._unsupported("broadcast")
+
+    def reduce(self, send, recv, dtype, op, root):
+        self._unsupported("reduce")
+
+    def allgather(self, send, recv, dtype):
+        self._unsupported("allgather")
+
+    def reduce_scatter(self, send, recv, dtype, op):
+        self._unsupported("reduce_scatter")
+
+    def alltoall(self, send, recv, dtype):
+        self._unsupported("alltoall")
+
+    def sendrecv(self, send, recv, dtype, dest, source):
+        self._unsupported("sendrecv")
+
+    def pingpong(self, send, recv, dtype, peer):
+        self._unsupported("pingpong")
+
+    def barrier(self):
+        self._unsupported("barrier")
+
+    def synchronize(self) -> None:
+        return None
+
+    def timer(self) -> HostTimer:
+        return HostTimer()
+
+    def describe(self) -> Dict[str, Any]:
+        return {"transport": self.name}
+
+    def close(self) -> None:
+        return None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+def local_divide(buf: np.ndarray, divisor: int) -> None:
+    """In-place ``buf /= divisor`` for ``avg`` built from a sum (exact for exact sums)."""
+    if buf.dtype.kind == "f":
+        np.divide(buf, divisor, out=buf)
+    else:
+        np.floor_divide(buf, divisor, out=buf)
