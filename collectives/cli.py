@@ -51,12 +51,17 @@ def parse_size(text: str) -> int:
     return int(value)
 
 
+MAX_SIZES = 10_000
+
+
 def sweep_sizes(min_bytes: int, max_bytes: int, step_factor: Optional[float],
                 step_bytes: Optional[int]) -> Tuple[int, ...]:
     """The requested sizes, nccl-tests style: ×factor or +bytes from min to max."""
     sizes = []
     size = min_bytes
     while size <= max_bytes:
+        if len(sizes) == MAX_SIZES:
+            raise ConfigError(f"that sweep has more than {MAX_SIZES} sizes; use a larger -i or -f")
         sizes.append(size)
         if step_factor is not None:
             nxt = int(size * step_factor)
@@ -218,8 +223,6 @@ def parse_args(collective: str, argv: Sequence[str], quiet: bool = False) -> Con
         raise ConfigError("-i (step bytes) must be at least 1")
     factor = a.stepfactor if a.stepfactor is not None else (None if step_bytes else 2.0)
     sizes = sweep_sizes(lo, hi, factor, step_bytes) if spec.sized else (0,)
-    if len(sizes) > 10_000:
-        raise ConfigError(f"that sweep has {len(sizes)} sizes; use a larger -i or -f")
     step = f"{factor:g}(factor)" if factor else f"{step_bytes}(bytes)"
     size_flags = f"minBytes {lo} maxBytes {hi} step: {step}"
 

@@ -43,7 +43,7 @@ from collectives import spec as specs
 from collectives import validate
 from collectives.cli import EXIT_TIMEOUT, MAX_ITERS, MIN_ITERS, Config
 from collectives.dtypes import ConfigError
-from collectives.output import Sink, open_sinks
+from collectives.output import FIELDS, Sink, open_sinks
 from launch import env as launch_env
 from transports.base import Unsupported
 
@@ -75,10 +75,11 @@ class Watchdog:
     so that rank 0's record gets written.
     """
 
-    def __init__(self, timeout: float, rank: int, on_expire=None):
+    def __init__(self, timeout: float, rank: int, on_expire=None, exit=os._exit):
         self.timeout = timeout
         self.rank = rank
         self.on_expire = on_expire
+        self._exit = exit
         self.grace = 0.0 if rank == 0 else min(5.0, max(1.0, 0.2 * timeout))
         self._what: Optional[str] = None
         self._timer = None
@@ -143,7 +144,7 @@ class Watchdog:
                 self.on_expire(what)
             sys.stdout.flush()
         finally:
-            os._exit(EXIT_TIMEOUT)
+            self._exit(EXIT_TIMEOUT)
 
 
 # -- statistics ----------------------------------------------------------------
@@ -428,6 +429,7 @@ class _Runner:
         d = ctx["transport"]
         hosts = ctx["hosts"]
         return {
+            **dict.fromkeys(FIELDS),
             "schema": SCHEMA,
             "kind": "measured",
             "status": "running",

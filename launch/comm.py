@@ -117,17 +117,11 @@ def world():
     if oversubscribed:
         settings = launch_env.apply_oversubscription_settings()
     if mpi_available():
-        import mpi4py
-
-        # Measured with the MPICH wheel on 2 cores (tiny allreduce): 8 ranks
-        # take 6.5-22 ms under THREAD_FUNNELED but ~45 us under THREAD_MULTIPLE,
-        # whose progress loop gives the core away; with a core per rank,
-        # FUNNELED is faster (1.3 us vs 1.7 us at 2 ranks).  The watchdog
-        # thread never calls MPI, so either level is correct.
-        level = "multiple" if oversubscribed else "funneled"
-        if "MPI4PY_RC_THREAD_LEVEL" not in os.environ:
-            mpi4py.rc.thread_level = level
-            settings["mpi4py.rc.thread_level"] = level
+        # mpi4py's default THREAD_MULTIPLE is kept on purpose.  Measured with
+        # the MPICH 5.0.2 wheel on 2 cores: allreduce of 1-16 MiB at 2 ranks
+        # reaches ~4.4 GB/s busbw under MULTIPLE but ~1.5 GB/s under FUNNELED,
+        # and a tiny allreduce at 8 ranks takes ~45 us under MULTIPLE but
+        # 6.5-22 ms under FUNNELED; FUNNELED only wins 0.4 us at 8 B, 2 ranks.
         from mpi4py import MPI
 
         comm = MPIComm(MPI.COMM_WORLD)

@@ -66,23 +66,25 @@ def _load() -> None:
 def available() -> Dict[str, Optional[str]]:
     """Every known transport: None when usable here, else the reason it is not."""
     _load()
-    out: Dict[str, Optional[str]] = {}
-    for name, _, _ in _MODULES:
-        if name in _IMPORT_ERRORS:
-            out[name] = _IMPORT_ERRORS[name]
-        else:
-            out[name] = _REGISTRY[name].probe()
-    return out
+    out: Dict[str, Optional[str]] = dict(_IMPORT_ERRORS)
+    for name, entry in _REGISTRY.items():
+        out[name] = entry.probe()
+    return {name: out[name] for name in sorted(out, key=_order)}
+
+
+def _order(name: str):
+    known = [m[0] for m in _MODULES]
+    return (known.index(name) if name in known else len(known), name)
 
 
 def describe_all():
     """Rows (name, status, detail) for ``python -m transports``."""
-    status = available()
-    rows = []
-    for name, _, description in _MODULES:
-        reason = status[name]
-        rows.append((name, "available" if reason is None else "unavailable", reason or description))
-    return rows
+    descriptions = {name: desc for name, _, desc in _MODULES}
+    descriptions.update({name: e.description for name, e in _REGISTRY.items() if e.description})
+    return [
+        (name, "available" if reason is None else "unavailable", reason or descriptions.get(name, ""))
+        for name, reason in available().items()
+    ]
 
 
 def resolve(name: str, comm=None) -> str:

@@ -176,7 +176,10 @@ class TransportBase(Transport):
 
 def local_divide(buf: np.ndarray, divisor: int) -> None:
     """In-place ``buf /= divisor`` for ``avg`` built from a sum (exact for exact sums)."""
+    # The divisor may not fit the buffer's type (int8 at 200 ranks): divide
+    # in 64 bits and store back.
     if buf.dtype.kind == "f":
-        np.divide(buf, divisor, out=buf)
+        np.divide(buf, np.float64(divisor), out=buf, casting="unsafe")
     else:
-        np.floor_divide(buf, divisor, out=buf)
+        wide = np.uint64 if buf.dtype.kind == "u" else np.int64  # uint64 with int64 would go via float
+        np.floor_divide(buf, wide(divisor), out=buf, casting="unsafe")
