@@ -32,31 +32,41 @@ from collectives import cli  # noqa: E402
 from launch.comm import world  # noqa: E402
 
 
-def raw_allreduce_us(mpi_comm, nbytes: int, iters: int, warmup: int) -> float:
-    """An mpi4py user's loop; the average over ranks of each rank's mean time."""
+def raw_allreduce_us(mpi_comm, nbytes: int, iters: int, warmup: int, prebound: bool) -> float:
+    """An mpi4py user's loop; the average over ranks of each rank's mean time.
+
+    ``prebound=False`` passes the numpy arrays, as most code does;
+    ``prebound=True`` passes ``[array, MPI.FLOAT]`` specs built once, which
+    is what collscale's timed loop does, so neither side gets an edge.
+    """
     import numpy as np
     from mpi4py import MPI
 
     send = np.ones(max(1, nbytes // 4), np.float32)
     recv = np.empty_like(send)
+    a, b = ([send, MPI.FLOAT], [recv, MPI.FLOAT]) if prebound else (send, recv)
+    op = MPI.SUM
+    call = mpi_comm.Allreduce
     for _ in range(warmup):
-        mpi_comm.Allreduce(send, recv, op=MPI.SUM)
+        call(a, b, op)
     mpi_comm.Barrier()
     t0 = time.perf_counter()
     for _ in range(iters):
-        mpi_comm.Allreduce(send, recv, op=MPI.SUM)
+        call(a, b, op)
     mine = (time.perf_counter() - t0) / iters * 1e6
     return mpi_comm.allreduce(mine, op=MPI.SUM) / mpi_comm.Get_size()
 
 
 def ours_us(comm, nbytes: int, iters: int, warmup: int) -> float:
-    recs = cli.run("allreduce", comm, ["-b", str(nbytes), "-e", str(nbytes), "-n", str(iters),
-                                       "-w", str(warmup), "--out-of-place", "-c", "0"])
+    recs = cli.run("allreduce", comm, ["--transport", "mpi", "-b", str(nbytes), "-e", str(nbytes),
+                                       "-n", str(iters), "-w", str(warmup), "--out-of-place", "-c", "0"])
     return recs[0]["time_us"]
 
 
-def iterations_for(nbytes: int) -> int:
-    return 20000 if nbytes <= 1024 else max(20, int(4e8 // max(nbytes, 1) // 50))
+def iterations_for(mpi_comm, nbytes: int, seconds: float = 0.2) -> int:
+    """Enough iterations for about ``seconds`` of timing per repetition (at least 50)."""
+    probe = raw_allreduce_us(mpi_comm, nbytes, 5, 2, True)
+    return int(max(50, min(50000, seconds / (probe * 1e-6))))
 
 
 def main(argv=None) -> int:
@@ -75,18 +85,20 @@ def main(argv=None) -> int:
     rows = []
     for nbytes in sizes:
         nbytes = max(4, nbytes // 4 * 4)
-        iters = iterations_for(nbytes)
+        iters = comm.mpi.bcast(iterations_for(comm.mpi, nbytes))
         warmup = max(5, iters // 20)
-        raw, ours = [], []
+        raw, bound, ours = [], [], []
         for _ in range(args.reps):
-            raw.append(raw_allreduce_us(comm.mpi, nbytes, iters, warmup))
+            raw.append(raw_allreduce_us(comm.mpi, nbytes, iters, warmup, False))
             ours.append(ours_us(comm, nbytes, iters, warmup))
-        r, o = statistics.median(raw), statistics.median(ours)
+            bound.append(raw_allreduce_us(comm.mpi, nbytes, iters, warmup, True))
+        r, b, o = statistics.median(raw), statistics.median(bound), statistics.median(ours)
         rows.append({
             "benchmark": "overhead", "kind": "measured", "nranks": p, "size_bytes": nbytes,
-            "iters": iters, "reps": args.reps, "raw_time_us": r, "ours_time_us": o,
-            "time_ratio": o / r, "raw_busbw_gbs": nbytes / r / 1e3 * factor,
-            "ours_busbw_gbs": nbytes / o / 1e3 * factor, "busbw_ratio": r / o,
+            "iters": iters, "reps": args.reps, "raw_time_us": r, "prebound_time_us": b,
+            "ours_time_us": o, "time_ratio": o / r, "time_ratio_prebound": o / b,
+            "raw_busbw_gbs": nbytes / r / 1e3 * factor, "ours_busbw_gbs": nbytes / o / 1e3 * factor,
+            "busbw_ratio": r / o, "busbw_ratio_prebound": b / o,
             "raw_spread_us": [min(raw), max(raw)], "ours_spread_us": [min(ours), max(ours)],
         })
     if comm.rank != 0:
@@ -97,19 +109,25 @@ def main(argv=None) -> int:
     print(f"# overhead.py: collscale --transport mpi vs raw mpi4py Allreduce, {p} ranks, {lib}")
     if settings:
         print("# settings: " + " ".join(f"{k}={v}" for k, v in settings.items()))
-    print(f"# medians of {args.reps} alternating repetitions; float32 sum, out of place")
-    print("#     size   iters   raw(us)  ours(us)  time x  raw busbw  ours busbw  busbw x  target")
+    print(f"# medians of {args.reps} alternating repetitions (~0.2 s each); float32 sum, out of place")
+    print("# raw: Allreduce(ndarray, ndarray) as users write it; pre-bound: Allreduce([buf, MPI.FLOAT], ...)"
+          " as collscale's loop calls it")
+    print("#     size   iters   raw(us) bound(us)  ours(us)  x raw  x bound  raw busbw  ours busbw  target"
+          " (vs the stricter pre-bound loop)")
     for row in rows:
         n = row["size_bytes"]
         if n <= 8:
-            target = "time <= 1.10x: " + ("met" if row["time_ratio"] <= 1.10 else "MISSED")
+            ok = max(row["time_ratio"], row["time_ratio_prebound"]) <= 1.10
+            target = "time <= 1.10x: " + ("met" if ok else "MISSED")
         elif n >= 1 << 20:
-            target = "busbw >= 0.98x: " + ("met" if row["busbw_ratio"] >= 0.98 else "MISSED")
+            ok = min(row["busbw_ratio"], row["busbw_ratio_prebound"]) >= 0.98
+            target = "busbw >= 0.98x: " + ("met" if ok else "MISSED")
         else:
             target = "-"
-        print("%10d %7d %9.2f %9.2f %7.3f %10.3f %11.3f %8.3f  %s" % (
-            n, row["iters"], row["raw_time_us"], row["ours_time_us"], row["time_ratio"],
-            row["raw_busbw_gbs"], row["ours_busbw_gbs"], row["busbw_ratio"], target))
+        print("%10d %7d %9.2f %9.2f %9.2f %6.3f %8.3f %10.3f %11.3f  %s" % (
+            n, row["iters"], row["raw_time_us"], row["prebound_time_us"], row["ours_time_us"],
+            row["time_ratio"], row["time_ratio_prebound"], row["raw_busbw_gbs"],
+            row["ours_busbw_gbs"], target))
         row["target"] = target
     if args.json:
         with open(args.json, "a") as f:

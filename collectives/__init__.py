@@ -5,6 +5,10 @@ them with ``python -m collectives``.  The facts of each collective live in
 :mod:`collectives.spec`; the timing loop in :mod:`collectives.harness`.
 """
 
+import importlib.abc
+import importlib.machinery
+import sys
+
 __all__ = ["__version__"]
 
 
@@ -18,3 +22,38 @@ def _version() -> str:
 
 
 __version__ = _version()
+
+
+class _UnknownCollective(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """``python -m collectives.allreduse``: one clear line from rank 0, exit 2.
+
+    Consulted only after the normal finders failed, and only while ``-m``
+    is resolving its module, so ordinary imports still fail as usual.
+    """
+
+    def find_spec(self, fullname, path=None, target=None):
+        parts = fullname.split(".")
+        if len(parts) != 2 or parts[0] != __name__ or sys.argv[:1] != ["-m"]:
+            return None
+        return importlib.machinery.ModuleSpec(fullname, self)
+
+    def create_module(self, spec):
+        return None
+
+    def is_package(self, fullname):
+        return False
+
+    def get_code(self, fullname):  # runpy asks for the code before running it
+        from collectives.spec import names
+        from launch.env import detect
+
+        if (detect().rank or 0) == 0:
+            name = fullname.split(".", 1)[1]
+            print(f"collscale: error: unknown collective '{name}' (choose from: {', '.join(names())})",
+                  file=sys.stderr)
+        raise SystemExit(2)
+
+    exec_module = get_code
+
+
+sys.meta_path.append(_UnknownCollective())

@@ -1,9 +1,11 @@
-"""``python -m collectives``: the collectives, and the transports usable here."""
+"""``python -m collectives [NAME [flags]]``: list the collectives, or run one."""
+
+import sys
 
 from collectives.spec import SPECS
 
 
-def main() -> int:
+def listing() -> int:
     print("Collectives (run one: mpirun -n N python -m collectives.NAME [flags]):")
     for spec in SPECS.values():
         extra = []
@@ -20,6 +22,23 @@ def main() -> int:
 
     print_table()
     return 0
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help", "list"):
+        return listing()
+    name, rest = argv[0], argv[1:]
+    if name not in SPECS:
+        from launch.env import detect
+
+        if (detect().rank or 0) == 0:
+            print(f"collscale: error: unknown collective '{name}' (choose from: {', '.join(SPECS)})",
+                  file=sys.stderr)
+        return 2
+    from collectives import cli
+
+    return cli.main(name, rest)
 
 
 if __name__ == "__main__":

@@ -90,6 +90,7 @@ class Config:
     placements: Tuple[str, ...]
     timeout: float
     algo: Optional[str]
+    buffer: Optional[str]
     seed: int
     inject_fault: Optional[int]
     options: dict = field(default_factory=dict)
@@ -181,8 +182,12 @@ def build_parser(collective: str, quiet: bool = False) -> argparse.ArgumentParse
     g.add_argument("-T", "--timeout", type=_nonneg_float, default=300.0,
                    help="abort if one collective takes longer than this many seconds; 0: never (default 300)")
     g = p.add_argument_group("collscale")
-    g.add_argument("--transport", default="auto", help="mpi, ... or auto (default); see python -m transports")
-    g.add_argument("--algo", help="algorithm, where the transport has several")
+    g.add_argument("--transport", default="auto",
+                   help="mpi, shm, ... or auto (default: shm when all ranks share a host, else mpi); "
+                   "see python -m transports")
+    g.add_argument("--algo", help="algorithm, where the transport has several (shm: flat, direct, ring)")
+    g.add_argument("--buffer", help="where buffers live: shared (shm's zero-copy default) or host "
+                   "(ordinary memory; shm copies in and out inside the timed call)")
     g.add_argument("--json", metavar="PATH", help="append one JSON line per measured row to PATH")
     g.add_argument("--csv", metavar="PATH", help="append one CSV row per measured row to PATH")
     g.add_argument("--time-budget", type=_pos_float, default=0.05, metavar="SECONDS",
@@ -212,6 +217,8 @@ def parse_args(collective: str, argv: Sequence[str], quiet: bool = False) -> Con
         hi = max(hi, lo)
     if max_given and not min_given:
         lo = min(lo, hi)
+    if hi < 1:
+        raise ConfigError("sizes must be at least 1 byte (-e)")
     if lo < 1:
         raise ConfigError("sizes must be at least 1 byte (-b)")
     if lo > hi:
@@ -255,6 +262,7 @@ def parse_args(collective: str, argv: Sequence[str], quiet: bool = False) -> Con
         placements=placements,
         timeout=a.timeout,
         algo=a.algo,
+        buffer=a.buffer,
         seed=a.seed,
         inject_fault=a.inject_fault,
     )
@@ -320,6 +328,14 @@ def main(collective: str, argv: Optional[Sequence[str]] = None) -> int:
         if rank == 0:
             print(f"collscale: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except harness.StartupError as exc:  # agreed by all ranks: nobody is stuck, no abort needed
+        if rank == 0:
+            print(f"collscale: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except TimeoutError as exc:  # a transport's own wait gave up (it names the rank it waited for)
+        print(f"collscale: rank {rank}: timeout: {exc}; aborting the job", file=sys.stderr)
+        comm.abort(EXIT_TIMEOUT)
+        return EXIT_TIMEOUT
     except KeyboardInterrupt:
         print(f"collscale: rank {rank}: interrupted; aborting the job", file=sys.stderr)
         comm.abort(130)
@@ -332,6 +348,12 @@ def main(collective: str, argv: Optional[Sequence[str]] = None) -> int:
             print("collscale: (set COLLSCALE_DEBUG=1 for the traceback); aborting the job", file=sys.stderr)
         comm.abort(EXIT_ERROR)
         return EXIT_ERROR
+    if records and not any(r["status"] in ("ok", "wrong") for r in records):
+        if rank == 0:
+            reasons = sorted({r["reason"] for r in records if r.get("reason")})
+            print(f"collscale: error: nothing was measured: every point is unsupported by this "
+                  f"transport ({'; '.join(reasons)})", file=sys.stderr)
+        return EXIT_USAGE
     wrong = sum(r["wrong"] or 0 for r in records)
     return EXIT_WRONG if wrong else 0
 

@@ -42,12 +42,20 @@ import numpy as np
 from collectives import spec as specs
 from collectives import validate
 from collectives.cli import EXIT_TIMEOUT, MAX_ITERS, MIN_ITERS, Config
-from collectives.dtypes import ConfigError
+from collectives.dtypes import DTYPES, ConfigError
 from collectives.output import FIELDS, Sink, open_sinks
 from launch import env as launch_env
 from transports.base import Unsupported
 
-__all__ = ["run", "Watchdog", "iteration_stats", "aggregate"]
+__all__ = ["run", "Watchdog", "iteration_stats", "aggregate", "StartupError", "CollectiveTimeout"]
+
+
+class StartupError(RuntimeError):
+    """A transport failed to start on some rank; every rank knows, none is stuck."""
+
+
+class CollectiveTimeout(TimeoutError):
+    """A transport's own wait gave up; the message names the point and the peer."""
 
 SCHEMA = "collscale.row/1"
 
@@ -66,14 +74,19 @@ def _version() -> str:
 class Watchdog:
     """Enforces -T: no collective may go ``timeout`` seconds without progress.
 
-    ``watch(what, timer)`` arms it for one phase.  When a timer is given,
-    each iteration stamp it fills counts as progress, so a long loop of
-    fast collectives never trips it; a single stuck collective does.  The
-    thread never touches MPI: on expiry it reports, lets ``on_expire`` write
-    what rank 0 knows, and ends the process, which the launcher turns into
-    the end of the job.  Rank 0 fires first; other ranks wait a grace period
-    so that rank 0's record gets written.
+    It is armed for the whole run: ``watch(what, timer)`` names the current
+    phase (a timed loop, an agreement between ranks); between phases it
+    stays armed as "coordinating ranks", and only ``local(...)`` pauses it,
+    around work that needs no other rank (building validation data).  When
+    a timer is given, each iteration stamp it fills counts as progress, so a
+    long loop of fast collectives never trips it; a single stuck collective
+    does.  The thread never touches MPI: on expiry it reports, lets
+    ``on_expire`` write what rank 0 knows, and ends the process, which the
+    launcher turns into the end of the job.  Rank 0 fires first; other ranks
+    wait a grace period so that rank 0's record gets written.
     """
+
+    IDLE = "coordinating ranks between measurements"
 
     def __init__(self, timeout: float, rank: int, on_expire=None, exit=os._exit):
         self.timeout = timeout
@@ -83,7 +96,7 @@ class Watchdog:
         self.grace = 0.0 if rank == 0 else min(5.0, max(1.0, 0.2 * timeout))
         self._what: Optional[str] = None
         self._timer = None
-        self._since = 0.0
+        self._since = time.monotonic()
         self._seen = -1
         self._stop = threading.Event()
         self._thread = None
@@ -91,20 +104,22 @@ class Watchdog:
             self._thread = threading.Thread(target=self._loop, name="collscale-watchdog", daemon=True)
             self._thread.start()
 
-    def watch(self, what: str, timer=None) -> "Watchdog":
+    def _arm(self, what: Optional[str], timer=None) -> None:
         self._timer, self._seen, self._since = timer, -1, time.monotonic()
         self._what = what
-        return self
 
-    def __enter__(self):
-        return self
+    def watch(self, what: str, timer=None) -> "_Phase":
+        """Arm for one phase; back to :attr:`IDLE` (still armed) when it ends."""
+        self._arm(what, timer)
+        return _Phase(self, self.IDLE)
 
-    def __exit__(self, *exc):
-        self._what = None
-        self._timer = None
-        return False
+    def local(self, what: str) -> "_Phase":
+        """Pause while this rank works alone; re-armed as :attr:`IDLE` afterwards."""
+        self._arm(None)
+        return _Phase(self, self.IDLE)
 
     def close(self) -> None:
+        self._what = None
         self._stop.set()
 
     def _progress(self) -> int:
@@ -145,6 +160,18 @@ class Watchdog:
             sys.stdout.flush()
         finally:
             self._exit(EXIT_TIMEOUT)
+
+
+class _Phase:
+    def __init__(self, dog: Watchdog, after: Optional[str]):
+        self.dog, self.after = dog, after
+
+    def __enter__(self):
+        return self.dog
+
+    def __exit__(self, *exc):
+        self.dog._arm(self.after)
+        return False
 
 
 # -- statistics ----------------------------------------------------------------
@@ -193,14 +220,15 @@ def gather_context(comm, transport, cfg: Config, env_tweaks: Dict) -> Dict:
         "rank": comm.rank,
         "pid": os.getpid(),
         "host": socket.gethostname(),
-        "cores": launch_env.host_cores(),
+        "affinity": launch_env.affinity(),
         "cpus": _cpus(),
     }
     ranks = comm.allgather(me)
     hosts: Dict[str, List[int]] = {}
     for r in ranks:
         hosts.setdefault(r["host"], []).append(r["rank"])
-    cores = {r["host"]: r["cores"] for r in ranks}
+    # Cores the ranks of a host can use together: the union of their affinities.
+    cores = {h: launch_env.usable_cores([ranks[i]["affinity"] for i in rs]) for h, rs in hosts.items()}
     over = {h: (len(rs), cores[h]) for h, rs in hosts.items() if len(rs) > cores[h]}
     run_id = comm.bcast(
         datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
@@ -243,6 +271,7 @@ def header_lines(cfg: Config, ctx: Dict) -> List[str]:
         + (f" ({d['transport_version']})" if d.get("transport_version") else "")
         + (f" algo: {d['algo']}" if d.get("algo") else "")
         + (f" buffer: {d['buffer']}" if d.get("buffer") else "")
+        + "".join(f" {k}: {v_}" for k, v_ in d.get("settings", {}).items())
         + f" | python {v['python_version']} numpy {v['numpy_version']}"
         + (f" mpi4py {v['mpi4py_version']}" if v.get("mpi4py_version") else ""),
         f"# {cfg.size_flags} warmup iters: {cfg.warmup} iters: {iters} "
@@ -254,10 +283,14 @@ def header_lines(cfg: Config, ctx: Dict) -> List[str]:
     ]
     for note in d.get("notes", []):
         lines.append(f"# note: {note}")
+    if specs.get(cfg.collective).reduces:
+        for op in cfg.ops:
+            if op.name in d.get("op_impl", {}):
+                lines.append(f"# note: {op.name} = {d['op_impl'][op.name]}")
     for host, (n, cores) in ctx["oversubscribed"].items():
         lines.append(
-            f"# WARNING: oversubscribed: {n} ranks on {cores} cores of {host}: ranks take turns on "
-            "the cores, so these times are NOT representative of dedicated hardware"
+            f"# WARNING: oversubscribed: {n} ranks on {cores} usable cores of {host}: ranks take "
+            "turns on the cores, so these times are NOT representative of dedicated hardware"
         )
     if ctx["env_tweaks"]:
         lines.append("# MPI settings chosen before MPI_Init: "
@@ -301,14 +334,27 @@ class _Runner:
         self.check_counter = 0
         self.current: Optional[Dict] = None
 
-    # buffers are allocated once per dtype at the largest size, then sliced
-    def allocate(self, dtype):
+    def allocate_bytes(self):
+        """Two byte buffers, big enough for every dtype and size of the sweep.
+
+        Allocated once and viewed as each dtype in turn, so a transport with
+        registered (shared, device) memory allocates it only once.
+        """
         p = self.t.size
-        big = [specs.layout_for(self.spec, s, dtype, p) for s in self.cfg.sizes]
-        send = max(l.send for l in big)
-        recv = max(max(l.recv, l.inplace) for l in big)
-        self.send_buf = self.t.alloc(send, dtype)
-        self.recv_buf = self.t.alloc(recv, dtype)
+        lays = [(specs.layout_for(self.spec, s, d, p), d.itemsize) for d in self.cfg.dtypes
+                for s in self.cfg.sizes]
+        send = max(1, max(l.send * k for l, k in lays))
+        recv = max(1, max(max(l.recv, l.inplace) * k for l, k in lays))
+        byte = DTYPES["uint8"]
+        self.send_raw = self.t.alloc(send, byte)
+        self.recv_raw = self.t.alloc(recv, byte)
+
+    def allocate(self, dtype):
+        if not hasattr(self, "send_raw"):
+            self.allocate_bytes()
+        k = dtype.itemsize
+        self.send_buf = self.t.view(self.send_raw[: len(self.send_raw) // k * k], dtype)
+        self.recv_buf = self.t.view(self.recv_raw[: len(self.recv_raw) // k * k], dtype)
 
     def _buffers(self, pt: _Point, in_place: bool):
         lay = pt.layout
@@ -363,17 +409,19 @@ class _Runner:
         self.current = rec
         send, recv = self._buffers(pt, in_place)
         reason = None
-        try:
-            bound = pt.spec.bind(t, send, recv, pt.dtype, pt.op.name, pt.root)
-        except Unsupported as exc:
-            reason = str(exc) or "unsupported"
-        reason = self._agree_unsupported(reason)
+        with self.watchdog.watch(f"binding {what}"):
+            try:
+                bound = pt.spec.bind(t, send, recv, pt.dtype, pt.op.name, pt.root)
+            except Unsupported as exc:
+                reason = str(exc) or "unsupported"
+            reason = self._agree_unsupported(reason)
         if reason is not None:
             rec.update(status="unsupported", reason=reason)
             return rec
 
         key = validate.Key(cfg.seed, self.check_counter)
-        self._fill(pt, in_place, send, recv, key)
+        with self.watchdog.local("seeding inputs"):
+            self._fill(pt, in_place, send, recv, key)
         if cfg.warmup:
             self._loop(bound.run, cfg.warmup, what)
         iters = cfg.iters or self._calibrate(bound.run, what)
@@ -390,16 +438,18 @@ class _Runner:
             for _ in range(cfg.check):
                 self.check_counter += 1
                 key = validate.Key(cfg.seed, self.check_counter)
-                expected = self._fill(pt, in_place, send, recv, key)
+                with self.watchdog.local("seeding inputs"):
+                    expected = self._fill(pt, in_place, send, recv, key)
                 with self.watchdog.watch(f"the validation run of {what}"):
                     bound.run()
                     t.synchronize()
                 if bound.result is not None and expected is not None:
-                    got = t.to_host(bound.result)
-                    if cfg.inject_fault == t.rank:
-                        got = got.copy()
-                        got.view(np.uint8)[0] ^= 1
-                    wrong += validate.count_wrong(got, expected)
+                    with self.watchdog.local("checking results"):
+                        got = t.to_host(bound.result)
+                        if cfg.inject_fault == t.rank:
+                            got = got.copy()
+                            got.view(np.uint8)[0] ^= 1
+                        wrong += validate.count_wrong(got, expected)
             with self.watchdog.watch(f"summing #wrong of {what}"):
                 wrong = self.comm.allreduce(wrong, "sum")
 
@@ -444,9 +494,12 @@ class _Runner:
             "ranks_per_host": max(len(rs) for rs in hosts.values()),
             "oversubscribed": bool(ctx["oversubscribed"]),
             "size_bytes": pt.size_bytes,
-            "count": pt.layout.total,
+            # nccl-tests' count: elements per rank (allgather, reduce_scatter),
+            # per peer (alltoall), or of the vector.
+            "count": pt.layout.block,
             "dtype": pt.dtype.name if pt.spec.sized else None,
             "op": pt.op.name if pt.spec.reduces else None,
+            "op_impl": d.get("op_impl", {}).get(pt.op.name) if pt.spec.reduces else None,
             "root": pt.root if pt.spec.rooted else None,
             "in_place": in_place,
             "iters": None,
@@ -484,7 +537,8 @@ def _create_transport(comm, cfg: Config):
     failure = None
     transport = None
     try:
-        transport = transports.create(cfg.transport, comm, {"algo": cfg.algo, **cfg.options})
+        options = {"algo": cfg.algo, "buffer": cfg.buffer, "timeout": cfg.timeout, **cfg.options}
+        transport = transports.create(cfg.transport, comm, options)
     except ConfigError as exc:
         failure = ("config", str(exc))
     except Unsupported as exc:
@@ -494,20 +548,36 @@ def _create_transport(comm, cfg: Config):
                    f"{type(exc).__name__}: {exc}")
     failures = [f for f in comm.allgather(failure) if f is not None]
     if failures:
-        if transport is not None:
-            transport.close()
-        raise ConfigError(failures[0][1])
+        kind, message = failures[0]
+        raise (ConfigError if kind == "config" else StartupError)(message)
     return transport
 
 
 def run(comm, cfg: Config, sinks: List[Sink], env_tweaks: Optional[Dict] = None) -> List[Dict]:
     """Measure every point of ``cfg``; return the records (the same on every rank)."""
     spec = specs.get(cfg.collective)
-    transport = _create_transport(comm, cfg)
+    watchdog = Watchdog(cfg.timeout, comm.rank)
     try:
-        return _sweep(comm, transport, cfg, spec, sinks, env_tweaks or {})
+        with watchdog.watch(f"starting transport '{cfg.transport}'"):
+            transport = _create_transport(comm, cfg)
+        if cfg.timeout and getattr(transport, "enforces_timeout", False):
+            # The transport's own waits name the rank they waited for; the
+            # watchdog only backs them up.
+            watchdog.timeout = cfg.timeout * 1.2 + 1
+        # In-place sums repeated in a timed loop overflow by design; numpy must
+        # not print about it (the check runs on fresh inputs).
+        saved = np.seterr(all="ignore")
+        try:
+            records = _sweep(comm, transport, cfg, spec, sinks, env_tweaks or {}, watchdog)
+        finally:
+            np.seterr(**saved)
+        # Closed only on success: after a failure the job is aborted, and closing
+        # would wait for ranks that may be gone.
+        with watchdog.watch("closing the transport"):
+            transport.close()
+        return records
     finally:
-        transport.close()
+        watchdog.close()
 
 
 def _open_files(comm, cfg: Config) -> List[Sink]:
@@ -524,21 +594,22 @@ def _open_files(comm, cfg: Config) -> List[Sink]:
     return files
 
 
-def _sweep(comm, transport, cfg, spec, sinks, env_tweaks) -> List[Dict]:
+def _sweep(comm, transport, cfg, spec, sinks, env_tweaks, watchdog) -> List[Dict]:
     ctx = gather_context(comm, transport, cfg, env_tweaks)
     sinks = list(sinks) + _open_files(comm, cfg)
     runner = None
 
     def on_expire(what):
-        # Watchdog thread, rank 0: record the point that hung, then the footer.
+        # Watchdog thread (or a transport timeout), rank 0: record the point that hung.
         rec = dict(runner.current or {}) if runner else {}
-        if rec:
+        if rec and comm.rank == 0:
             rec.update(status="timeout", reason=f"did not complete within -T {cfg.timeout:g} s: {what}",
                        timestamp=datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
             for s in sinks:
                 s.record(rec)
+                s.note(f"TIMEOUT: {rec['reason']}")
 
-    watchdog = Watchdog(cfg.timeout, comm.rank, on_expire if comm.rank == 0 else None)
+    watchdog.on_expire = on_expire
     records: List[Dict] = []
     unsupported: List[str] = []
     try:
@@ -551,7 +622,13 @@ def _sweep(comm, transport, cfg, spec, sinks, env_tweaks) -> List[Dict]:
                 continue
             recs = []
             for placement in [pl for pl in cfg.placements if pl in spec.placements]:
-                rec = runner.measure(pt, placement == "in")
+                try:
+                    rec = runner.measure(pt, placement == "in")
+                except TimeoutError as exc:
+                    what = pt.describe(placement == "in")
+                    on_expire(f"{what}: {exc}")
+                    raise CollectiveTimeout(f"{what} did not complete within -T {cfg.timeout:g} s "
+                                            f"({exc})") from exc
                 for s in sinks:
                     s.record(rec)
                 recs.append(rec)
@@ -573,7 +650,6 @@ def _sweep(comm, transport, cfg, spec, sinks, env_tweaks) -> List[Dict]:
             s.footer(summary)
         return records
     finally:
-        watchdog.close()
         for s in sinks:
             s.close()
 

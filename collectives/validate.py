@@ -9,15 +9,18 @@ whatever the rank count.
 Exactness, whatever order a transport reduces in (D = ``dtype.data_max``,
 A = number of ranks with non-zero contributions, A = p unless p > D):
 
-* sum / avg: rank r holds ``M + s_r*C`` with ``s_r`` = +1, -1 on pairs of
-  ranks (0 for an unpaired last rank), so the sum is exactly ``A*M`` and the
-  average ``M``.  Any subset of ranks sums to at most ``A*|M| + ceil(A/2)*C``,
-  kept <= D, so every partial sum is an exactly representable integer.
+* sum / avg: rank r < A holds ``M + C_r - C_{(r+1) mod A}``: every rank's
+  input differs, the C terms telescope to zero, so the sum is exactly
+  ``A*M`` and the average ``M``; dropping, doubling or swapping any rank's
+  contribution changes the sum.  Any subset of ranks sums to at most
+  ``A*(|M| + C)`` (``A*3C`` unsigned), kept <= D, so every partial sum is
+  an exactly representable integer.
 * min / max: rank r holds ``B + ((r + K) mod q)``, q = min(p, D): the minimum
   is ``B`` and the maximum ``B + q - 1``.
-* prod: E = min(p, pow2_max) ranks hold magnitude 2, the rest 1; S ranks
-  (S in {0, 1}, 0 when unsigned) are negative: the product is (-1)**S * 2**E,
-  and every partial product is a power of two no larger.
+* prod: per element, E ranks (E random in [0, min(p, pow2_max)]) hold
+  magnitude 2 and the rest 1, and S ranks (S in {0, 1}, 0 when unsigned)
+  are negative: the product is (-1)**S * 2**E, and every partial product
+  is a power of two no larger.
 * move: values are arbitrary integers in [-D, D].
 
 Values repeat with a prime period (4099 elements) so tables are cheap to
@@ -54,16 +57,16 @@ def _sum_bounds(dtype: DType, p: int):
     """(active ranks A, |M| bound, C bound, M lower bound) keeping sums exact."""
     d = dtype.data_max
     active = min(p, d)
-    if dtype.signed:
-        # A*km <= D/2 and ceil(A/2)*kc <= D/2.
-        km = d // (2 * active) if active == p else 0
-        kc = max(1, d // (2 * ((active + 1) // 2))) if active > 1 else 0
-        return active, km, kc, -km
-    # Unsigned: M in [kc, kc + km] keeps M - C >= 0; partial sums <= A*(M + C).
     if active == 1:
-        return 1, d, 0, 0
+        return 1, (d // 2 if dtype.signed else d), 0, (-(d // 2) if dtype.signed else 0)
+    if dtype.signed:
+        # A*km + A*kc <= D: each input is within km + kc of zero.
+        km = d // (2 * active) if active == p else 0
+        kc = max(1, d // (2 * active))
+        return active, km, kc, -km
     if active < p:
         return active, 0, 0, 0  # more ranks than exact values: all zeros, still exact
+    # Unsigned: M in [kc, 2kc] keeps M - C >= 0; partial sums <= A*3kc.
     kc = d // (3 * active)
     return active, kc, kc, kc
 
@@ -75,9 +78,8 @@ def _tables(kind: str, dtype: DType, p: int, key: Key):
     n = PERIOD
     if kind in ("sum", "avg"):
         active, km, kc, m_lo = _sum_bounds(dtype, p)
-        m = rng.integers(m_lo, m_lo + 2 * km + 1 if dtype.signed else m_lo + km + 1, n)
-        c = rng.integers(0, kc + 1, n)
-        return m, c
+        span = 2 * km if dtype.signed else km
+        return rng.integers(m_lo, m_lo + span + 1, n)
     if kind in ("min", "max"):
         q = min(p, dtype.data_max)
         lo = -dtype.data_max if dtype.signed else 0
@@ -85,12 +87,19 @@ def _tables(kind: str, dtype: DType, p: int, key: Key):
         shift = rng.integers(0, q, n)
         return base, shift, q
     if kind == "prod":
-        e = min(p, dtype.pow2_max)
+        twos = rng.integers(0, min(p, dtype.pow2_max) + 1, n)
         mag_shift = rng.integers(0, p, n)
         neg_shift = rng.integers(0, p, n)
         negatives = rng.integers(0, 2, n) if dtype.signed else np.zeros(n, np.int64)
-        return e, mag_shift, neg_shift, negatives
+        return twos, mag_shift, neg_shift, negatives
     raise ValueError(kind)
+
+
+@lru_cache(maxsize=1024)
+def _c_table(dtype: DType, p: int, key: Key, rank: int) -> np.ndarray:
+    """C_rank of the telescoping sum inputs."""
+    _, _, kc, _ = _sum_bounds(dtype, p)
+    return _rng(key, _SALTS["sum"], 1000 + rank).integers(0, kc + 1, PERIOD)
 
 
 @lru_cache(maxsize=1024)
@@ -101,19 +110,19 @@ def _period(kind: str, dtype: DType, p: int, rank: int, key: Key) -> np.ndarray:
         vals = _rng(key, _SALTS[kind], rank).integers(lo, dtype.data_max + 1, PERIOD)
     elif kind in ("sum", "avg"):
         active = _sum_bounds(dtype, p)[0]
-        m, c = _tables(kind, dtype, p, key)
+        m = _tables(kind, dtype, p, key)
         if rank >= active:
             vals = np.zeros(PERIOD, np.int64)
+        elif active == 1:
+            vals = m
         else:
-            paired = rank + 1 < active or rank % 2 == 1
-            sign = (1 if rank % 2 == 0 else -1) if paired else 0
-            vals = m + sign * c
+            vals = m + _c_table(dtype, p, key, rank) - _c_table(dtype, p, key, (rank + 1) % active)
     elif kind in ("min", "max"):
         base, shift, q = _tables(kind, dtype, p, key)
         vals = base + (rank + shift) % q
     elif kind == "prod":
-        e, mag_shift, neg_shift, negatives = _tables(kind, dtype, p, key)
-        mag = np.where((rank + mag_shift) % p < e, 2, 1)
+        twos, mag_shift, neg_shift, negatives = _tables(kind, dtype, p, key)
+        mag = np.where((rank + mag_shift) % p < twos, 2, 1)
         vals = np.where((rank + neg_shift) % p < negatives, -mag, mag)
     else:
         raise ValueError(kind)
@@ -126,7 +135,7 @@ def _period(kind: str, dtype: DType, p: int, rank: int, key: Key) -> np.ndarray:
 def _expected_period(kind: str, dtype: DType, p: int, key: Key) -> np.ndarray:
     if kind in ("sum", "avg"):
         active = _sum_bounds(dtype, p)[0]
-        m, _ = _tables(kind, dtype, p, key)
+        m = _tables(kind, dtype, p, key)
         vals = m if kind == "avg" else active * m
     elif kind == "min":
         base, _, _ = _tables(kind, dtype, p, key)
@@ -135,8 +144,8 @@ def _expected_period(kind: str, dtype: DType, p: int, key: Key) -> np.ndarray:
         base, _, q = _tables(kind, dtype, p, key)
         vals = base + q - 1
     elif kind == "prod":
-        e, _, _, negatives = _tables(kind, dtype, p, key)
-        vals = np.where(negatives == 1, -(2**e), 2**e)
+        twos, _, _, negatives = _tables(kind, dtype, p, key)
+        vals = np.where(negatives == 1, -(2 ** twos), 2 ** twos)
     else:
         raise ValueError(kind)
     out = dtype.from_ints(vals)

@@ -15,8 +15,9 @@ torchrun sets RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE.
 
 This module reads the environment only; it never initialises MPI, because
 some MPI settings (MPICH's progress throttle) must be in the environment
-*before* ``MPI_Init``.  Once MPI is up, :mod:`launch.comm` measures the real
-placement with ``Split_type(COMM_TYPE_SHARED)``, which is authoritative.
+*before* ``MPI_Init``.  Once the ranks are up, the harness gathers every
+rank's host name and CPU affinity, which is authoritative for placement and
+oversubscription (:func:`usable_cores`).
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ import os
 import re
 import socket
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import List, Mapping, Optional, Sequence
 
 __all__ = [
     "LaunchEnv",
     "detect",
     "host_cores",
+    "affinity",
+    "usable_cores",
     "is_oversubscribed",
     "oversubscription_settings",
     "apply_oversubscription_settings",
@@ -53,10 +56,26 @@ class LaunchEnv:
     local_rank: Optional[int]
     local_size: Optional[int]
     host: str
+    nhosts: Optional[int] = None
 
     @property
     def launched(self) -> bool:
         return self.launcher != "none"
+
+
+def _ceil_div(a: Optional[int], b: Optional[int]) -> Optional[int]:
+    return -(-a // b) if a and b else None
+
+
+def _nodefile_hosts(path: Optional[str]) -> Optional[int]:
+    """Distinct hosts in a PBS_NODEFILE (one line per rank slot)."""
+    if not path:
+        return None
+    try:
+        with open(path) as f:
+            return len({line.strip() for line in f if line.strip()}) or None
+    except OSError:
+        return None
 
 
 def _int(env: Mapping[str, str], *names: str) -> Optional[int]:
@@ -93,42 +112,24 @@ def detect(env: Optional[Mapping[str, str]] = None) -> LaunchEnv:
     """
     env = os.environ if env is None else env
     host = socket.gethostname()
+    # Host counts: what the launcher states (Slurm, PBS node file, torchrun's
+    # node count), else size / ranks-per-host assuming an even spread.
     if "OMPI_COMM_WORLD_RANK" in env:
-        return LaunchEnv(
-            "openmpi",
-            _int(env, "OMPI_COMM_WORLD_RANK"),
-            _int(env, "OMPI_COMM_WORLD_SIZE"),
-            _int(env, "OMPI_COMM_WORLD_LOCAL_RANK"),
-            _int(env, "OMPI_COMM_WORLD_LOCAL_SIZE"),
-            host,
-        )
+        size, local = _int(env, "OMPI_COMM_WORLD_SIZE"), _int(env, "OMPI_COMM_WORLD_LOCAL_SIZE")
+        return LaunchEnv("openmpi", _int(env, "OMPI_COMM_WORLD_RANK"), size,
+                         _int(env, "OMPI_COMM_WORLD_LOCAL_RANK"), local, host, _ceil_div(size, local))
     if "PALS_RANKID" in env:
-        return LaunchEnv(
-            "pals",
-            _int(env, "PALS_RANKID"),
-            _int(env, "PMI_SIZE"),
-            _int(env, "PALS_LOCAL_RANKID"),
-            _int(env, "PALS_LOCAL_SIZE"),
-            host,
-        )
+        size, local = _int(env, "PMI_SIZE"), _int(env, "PALS_LOCAL_SIZE")
+        return LaunchEnv("pals", _int(env, "PALS_RANKID"), size, _int(env, "PALS_LOCAL_RANKID"), local,
+                         host, _nodefile_hosts(env.get("PBS_NODEFILE")) or _ceil_div(size, local))
     if "PMI_RANK" in env and "MPI_LOCALRANKID" in env:
-        return LaunchEnv(
-            "hydra",
-            _int(env, "PMI_RANK"),
-            _int(env, "PMI_SIZE"),
-            _int(env, "MPI_LOCALRANKID"),
-            _int(env, "MPI_LOCALNRANKS"),
-            host,
-        )
+        size, local = _int(env, "PMI_SIZE"), _int(env, "MPI_LOCALNRANKS")
+        return LaunchEnv("hydra", _int(env, "PMI_RANK"), size, _int(env, "MPI_LOCALRANKID"), local,
+                         host, _ceil_div(size, local))
     if "TORCHELASTIC_RUN_ID" in env or ("RANK" in env and "LOCAL_WORLD_SIZE" in env):
-        return LaunchEnv(
-            "torchrun",
-            _int(env, "RANK"),
-            _int(env, "WORLD_SIZE"),
-            _int(env, "LOCAL_RANK"),
-            _int(env, "LOCAL_WORLD_SIZE"),
-            host,
-        )
+        size, local = _int(env, "WORLD_SIZE"), _int(env, "LOCAL_WORLD_SIZE")
+        return LaunchEnv("torchrun", _int(env, "RANK"), size, _int(env, "LOCAL_RANK"), local, host,
+                         _int(env, "GROUP_WORLD_SIZE") or _ceil_div(size, local))
     if "SLURM_PROCID" in env and "SLURM_STEP_ID" in env:
         node_id = _int(env, "SLURM_NODEID")
         tasks = env.get("SLURM_STEP_TASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE")
@@ -140,10 +141,11 @@ def detect(env: Optional[Mapping[str, str]] = None) -> LaunchEnv:
             _int(env, "SLURM_LOCALID"),
             local_size,
             host,
+            _int(env, "SLURM_STEP_NUM_NODES", "SLURM_NNODES", "SLURM_JOB_NUM_NODES"),
         )
     if "PMI_RANK" in env:
         return LaunchEnv("pmi", _int(env, "PMI_RANK"), _int(env, "PMI_SIZE"), None, None, host)
-    return LaunchEnv("none", None, None, None, None, host)
+    return LaunchEnv("none", None, None, None, None, host, 1)
 
 
 def _cgroup_cpu_limit() -> Optional[float]:
@@ -178,6 +180,24 @@ def host_cores() -> int:
     if limit is not None:
         cores = max(1, min(cores, int(limit + 0.999)))
     return cores
+
+
+def affinity() -> List[int]:
+    """CPUs this process may run on (all of them where affinity is unknown)."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return list(range(os.cpu_count() or 1))
+
+
+def usable_cores(affinities: Sequence[Sequence[int]]) -> int:
+    """Cores the ranks of one host can use together: the union of their
+    affinities (taskset, cpusets, binding), capped by the host's cores and
+    any cgroup CPU quota."""
+    union = set()
+    for cpus in affinities:
+        union.update(cpus)
+    return max(1, min(len(union) or host_cores(), host_cores()))
 
 
 def is_oversubscribed(ranks_on_host: Optional[int], cores: Optional[int] = None) -> bool:

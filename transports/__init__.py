@@ -43,6 +43,7 @@ _IMPORT_ERRORS: Dict[str, str] = {}
 # (name, module, description): the modules that may register a transport.
 _MODULES = (
     ("mpi", "transports.mpi", "the MPI library's own collectives, through mpi4py"),
+    ("shm", "transports.shm", "collscale's own shared-memory collectives (one host; zero-copy)"),
 )
 
 
@@ -91,6 +92,12 @@ def resolve(name: str, comm=None) -> str:
     """Turn ``auto`` into a concrete transport; check that a named one exists here."""
     status = available()
     if name == "auto":
+        # One host and no accelerator transport: our shared memory; else MPI.
+        import socket
+
+        hosts = set(comm.allgather(socket.gethostname())) if comm is not None else {None}
+        if len(hosts) == 1 and status.get("shm") is None:
+            return "shm"
         if status.get("mpi") is None:
             return "mpi"
         usable = [n for n, reason in status.items() if reason is None]

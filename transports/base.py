@@ -81,6 +81,7 @@ class Transport:
     size: int
 
     def alloc(self, count: int, dtype: DType) -> Any: ...
+    def view(self, buf, dtype: DType) -> Any: ...
     def to_host(self, buf) -> np.ndarray: ...
     def from_host(self, buf, values: np.ndarray) -> None: ...
     def allreduce(self, send, recv, dtype: DType, op: str) -> Bound: ...
@@ -114,6 +115,10 @@ class TransportBase(Transport):
     def alloc(self, count: int, dtype: DType):
         # Zero-filled so every page is touched before anything is timed.
         return np.zeros(max(count, 0), dtype=dtype.storage)
+
+    def view(self, buf, dtype: DType):
+        """``buf`` (bytes from :meth:`alloc`) reinterpreted as ``dtype``."""
+        return buf.view(dtype.storage)
 
     def to_host(self, buf) -> np.ndarray:
         return np.asarray(buf)

@@ -11,8 +11,8 @@ What MPI cannot do is reported, not emulated:
 * ``bfloat16`` where the library has no ``MPI_BFLOAT16_T`` (MPICH and
   Open MPI wheels today), ``float16`` where it has no ``MPI_FLOAT16_T``.
 * ``avg`` has no MPI_Op: it is MPI_SUM followed by a local division by
-  the rank count inside the timed call, the way NCCL builds ncclAvg from
-  a sum; the header says so.
+  the rank count inside the timed call; the header and each record's
+  ``op_impl`` say so.
 """
 
 from __future__ import annotations
@@ -175,7 +175,9 @@ class MPITransport(TransportBase):
             "mpi4py_version": mpi4py.__version__,
             "mpi_standard": "%d.%d" % MPI.Get_version(),
             "thread_level": levels.get(MPI.Query_thread(), "?"),
-            "notes": ["avg = MPI_SUM then a local division (MPI has no MPI_AVG)"],
+            "settings": {"MPI": "%d.%d" % MPI.Get_version(),
+                         "thread level": levels.get(MPI.Query_thread(), "?")},
+            "op_impl": {"avg": "MPI_SUM then a local division by the rank count (MPI has no MPI_AVG)"},
         }
 
     def close(self) -> None:
@@ -192,6 +194,13 @@ def _bind(fn, *args):
 
 
 def create(comm, options) -> MPITransport:
+    from collectives.dtypes import ConfigError
+
+    if options.get("algo") not in (None, "", "auto"):
+        raise ConfigError("--algo: the mpi transport has no algorithm choices (the MPI library picks; "
+                          "MPICH takes MPIR_CVAR_*_ALGORITHM variables, Open MPI --mca coll_tuned_*)")
+    if options.get("buffer") not in (None, "", "host"):
+        raise ConfigError(f"--buffer {options['buffer']}: the mpi transport uses host buffers")
     mpi_comm = getattr(comm, "mpi", None)
     if mpi_comm is None:
         raise Unsupported("the mpi transport needs the job to run under MPI (mpi4py)")

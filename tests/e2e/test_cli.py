@@ -20,7 +20,8 @@ CASES = [(name, n) for name in SPECS if name != "pingpong" for n in (3, 4)] + [(
 @pytest.mark.parametrize("collective, n", CASES)
 def test_every_collective_validates_and_table_matches_json(runner, tmp_path, collective, n):
     out = tmp_path / "r.jsonl"
-    args = FAST + ["--json", out, "-d", "float32,int8", "-o", "sum,min"] + (["-r", str(n - 1)] if n else [])
+    args = FAST + ["--json", out, "-d", "float32,int8", "-o", "sum,min", "-r", str(n - 1),
+                   "--transport", "mpi"]
     res = runner.cli(n, collective, *args)
     assert res.returncode == 0, res.stderr
     assert "# Out of bounds values : 0 OK" in res.stdout
@@ -39,6 +40,9 @@ def test_every_collective_validates_and_table_matches_json(runner, tmp_path, col
         if rec["status"] == "ok":
             assert float(row["out"]["time"]) == pytest.approx(rec["time_us"], rel=0.01, abs=0.01)
             assert float(row["out"]["busbw"]) == pytest.approx(rec["busbw_gbs"], abs=0.006)
+    for rec in measured:
+        assert rec["busbw_gbs"] == pytest.approx(rec["algbw_gbs"] * SPECS[collective].busbw_factor(n))
+        assert rec["algbw_gbs"] == pytest.approx(rec["size_bytes"] / rec["time_us"] / 1e3)
     if collective == "broadcast":
         assert any(r["status"] == "unsupported" and not r["in_place"] for r in recs)
         assert "# unsup: broadcast" in res.stdout
@@ -105,9 +109,24 @@ def test_bad_input_one_message_no_traceback(runner, collective, argv, message):
     assert "# collscale" not in res.stdout
 
 
-def test_unknown_collective_module(runner):
-    res = runner.run([sys.executable, "-m", "collectives.allreduse"], timeout=60)
-    assert res.returncode != 0 and "No module named collectives.allreduse" in res.stderr
+@pytest.mark.parametrize("how", [["collectives.allreduse"], ["collectives", "allreduse"]])
+def test_unknown_collective_one_message_from_rank_0(runner, how):
+    res = runner.run(mpirun_cmd(3, sys.executable, "-m", *how, "-n", "1"), timeout=60)
+    assert res.returncode == 2
+    assert res.stderr.count("collscale: error: unknown collective 'allreduse'") == 1, res.stderr
+    assert "allreduce, broadcast" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_all_unsupported_is_an_error_not_ok(runner):
+    res = runner.cli(2, "allreduce", "--transport", "mpi", "-d", "bfloat16", "-e", "64", "-n", "1",
+                     timeout=60)
+    assert res.returncode == 2
+    assert "nothing was measured" in res.stderr and "bfloat16" in res.stderr
+
+
+def test_mpi_has_no_algorithm_choice(runner):
+    res = runner.cli(2, "allreduce", "--transport", "mpi", "--algo", "ring", timeout=60)
+    assert res.returncode == 2 and "no algorithm choices" in res.stderr
 
 
 def test_single_rank_without_mpirun(runner):
@@ -155,9 +174,11 @@ def _wait_rows(path, n, deadline):
     raise AssertionError(f"fewer than {n} rows in {path}")
 
 
-def test_killed_rank_ends_the_job_and_keeps_rows(runner, tmp_path):
+@pytest.mark.parametrize("transport", ["mpi", "shm"], ids=["via-MPI", "via-shm"])
+def test_killed_rank_ends_the_job_and_keeps_rows(runner, tmp_path, transport):
     out = tmp_path / "r.jsonl"
-    proc = runner.popen(cli_cmd(3, "allreduce", "-b", "1K", "-e", "1G", "--json", out))
+    proc = runner.popen(cli_cmd(3, "allreduce", "-b", "1K", "-e", "1G", "--json", out,
+                                "--transport", transport))
     deadline = time.time() + 120
     try:
         pid, _ = _pid_of_rank(proc, 1, deadline)
@@ -173,9 +194,11 @@ def test_killed_rank_ends_the_job_and_keeps_rows(runner, tmp_path):
     assert len(recs) >= 4 and all(r["status"] == "ok" for r in recs)
 
 
-def test_hung_rank_times_out_reports_size_and_aborts(runner, tmp_path):
+@pytest.mark.parametrize("transport", ["mpi", "shm"], ids=["via-MPI", "via-shm"])
+def test_hung_rank_times_out_reports_size_and_aborts(runner, tmp_path, transport):
     out = tmp_path / "r.jsonl"
-    proc = runner.popen(cli_cmd(3, "allreduce", "-b", "64K", "-e", "1G", "-T", "2", "--json", out))
+    proc = runner.popen(cli_cmd(3, "allreduce", "-b", "64K", "-e", "1G", "-T", "2", "--json", out,
+                                "--transport", transport))
     deadline = time.time() + 120
     try:
         pid, _ = _pid_of_rank(proc, 1, deadline)
@@ -192,22 +215,27 @@ def test_hung_rank_times_out_reports_size_and_aborts(runner, tmp_path):
     recs = read_jsonl(out)
     assert recs[-1]["status"] == "timeout" and recs[-1]["size_bytes"] > 0
     assert all(r["status"] == "ok" for r in recs[:-1])
+    if transport == "shm":  # shm's own waits name the rank they waited for
+        assert "waited 2 s for rank 1" in stderr
+    assert "# TIMEOUT:" in stdout
 
 
-def test_exception_on_one_rank_aborts_the_job(runner):
+@pytest.mark.parametrize("transport", ["mpi", "shm"], ids=["via-MPI", "via-shm"])
+def test_exception_on_one_rank_aborts_the_job(runner, transport):
     # Rank 1 cannot allocate its buffers (address-space limit): a real error on one rank only.
     script = ('if [ "$PMI_RANK" = 1 ]; then ulimit -v 1200000; fi; exec "$0" -m collectives.allreduce '
-              '-b 512M -e 512M -n 1 -w 0')
+              f'-b 512M -e 512M -n 1 -w 0 --transport {transport}')
     res = runner.run(mpirun_cmd(3, "sh", "-c", script, sys.executable), timeout=120)
     assert res.returncode != 0
-    assert "collscale: rank 1: error: MemoryError" in res.stderr
-    assert "aborting the job" in res.stderr
+    assert re.search(r"collscale: rank 1: error: (MemoryError|OSError: \[Errno 12\])", res.stderr), res.stderr
+    assert "aborting the job" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_pandas_loads_the_json(runner, tmp_path):
     pd = pytest.importorskip("pandas")
     out = tmp_path / "r.jsonl"
-    res = runner.cli(2, "broadcast", "-e", "1K", "-n", "2", "--json", out, "--csv", tmp_path / "r.csv")
+    res = runner.cli(2, "broadcast", "-e", "1K", "-n", "2", "--json", out, "--csv", tmp_path / "r.csv",
+                     "--transport", "mpi")
     assert res.returncode == 0, res.stderr
     a = pd.read_json(out, lines=True)
     b = pd.read_csv(tmp_path / "r.csv")

@@ -26,6 +26,34 @@ def test_detect(variables, expected):
     assert (got.launcher, got.rank, got.size, got.local_rank, got.local_size) == expected
 
 
+@pytest.mark.parametrize(
+    "variables, nhosts",
+    [
+        ({"OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "8", "OMPI_COMM_WORLD_LOCAL_SIZE": "4"}, 2),
+        ({"PMI_RANK": "0", "PMI_SIZE": "6", "MPI_LOCALRANKID": "0", "MPI_LOCALNRANKS": "4"}, 2),
+        ({"SLURM_PROCID": "0", "SLURM_STEP_ID": "0", "SLURM_NTASKS": "12", "SLURM_NNODES": "3"}, 3),
+        ({"RANK": "0", "WORLD_SIZE": "16", "LOCAL_WORLD_SIZE": "4", "GROUP_WORLD_SIZE": "4",
+          "TORCHELASTIC_RUN_ID": "x"}, 4),
+        ({}, 1),
+    ],
+)
+def test_host_count(variables, nhosts):
+    assert env.detect(variables).nhosts == nhosts
+
+
+def test_pbs_nodefile_hosts(tmp_path):
+    nodefile = tmp_path / "nodes"
+    nodefile.write_text("x1\nx1\nx2\nx3\nx3\n")
+    got = env.detect({"PALS_RANKID": "0", "PMI_SIZE": "5", "PALS_LOCAL_SIZE": "2",
+                      "PBS_NODEFILE": str(nodefile)})
+    assert got.launcher == "pals" and got.nhosts == 3
+
+
+def test_usable_cores_is_the_union_of_affinities():
+    assert env.usable_cores([[0], [0]]) == 1
+    assert env.usable_cores([[0], [1]]) == min(2, env.host_cores())
+
+
 def test_mpirun_inside_slurm_allocation_prefers_the_mpi_launcher():
     # sbatch leaves SLURM_PROCID=0 in every rank that mpirun starts.
     got = env.detect({"SLURM_PROCID": "0", "SLURM_STEP_ID": "0", "SLURM_NTASKS": "8",

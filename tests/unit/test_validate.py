@@ -112,3 +112,72 @@ def test_spec_expected_matches_collective_semantics(name, op, p, dtype):
                 assert name == "reduce" and r != root
                 continue
             assert count_wrong(results[r], expected[r]) == 0, (name, r, size)
+
+
+# -- the validator must catch realistic algorithm bugs ------------------------------
+
+FLOATS_AND_INTS = [DTYPES["float32"], DTYPES["float16"], DTYPES["int32"], DTYPES["uint8"], DTYPES["bfloat16"]]
+
+
+def _inputs(op, dtype, p, n=2000):
+    key = Key(5, 1)
+    return [rank_input(op, dtype, p, r, key, 0, n) for r in range(p)], reduced(op, dtype, p, key, 0, n)
+
+
+@pytest.mark.parametrize("dtype", FLOATS_AND_INTS, ids=lambda d: d.name)
+@pytest.mark.parametrize("op", ["sum", "avg", "prod"])
+@pytest.mark.parametrize("p", [2, 3, 4, 8])
+def test_every_rank_input_is_distinct(dtype, op, p):
+    inputs, _ = _inputs(op, dtype, p)
+    for a in range(p):
+        for b in range(a + 1, p):
+            assert count_wrong(inputs[a], inputs[b]) > 0, (a, b)
+
+
+@pytest.mark.parametrize("dtype", FLOATS_AND_INTS, ids=lambda d: d.name)
+@pytest.mark.parametrize("op", ["sum", "avg", "prod", "min", "max"])
+@pytest.mark.parametrize("p", [2, 3, 5, 8])
+def test_a_dropped_or_duplicated_rank_is_caught(dtype, op, p):
+    inputs, expected = _inputs(op, dtype, p)
+    for bad in range(p):
+        dropped = [x for r, x in enumerate(inputs) if r != bad]
+        duplicated = [inputs[(bad + 1) % p] if r == bad else x for r, x in enumerate(inputs)]
+        for variant in (duplicated,) if len(dropped) == 0 else (dropped, duplicated):
+            got = reduce_in_order(variant, list(range(len(variant))), op, dtype)
+            if op == "avg" and len(variant) != p:
+                continue  # the reference divides by its own count
+            assert count_wrong(got, expected) > 0, (op, bad)
+
+
+@pytest.mark.parametrize("dtype", [DTYPES["float32"], DTYPES["int64"]], ids=lambda d: d.name)
+@pytest.mark.parametrize("p", [4, 8])
+def test_recursive_doubling_with_a_wrong_partner_is_caught(dtype, p):
+    """The bug the validator must see: at stage k a rank adds itself instead of its partner."""
+    inputs, expected = _inputs("sum", dtype, p)
+    from tests.unit.reference import combine
+
+    for bad_stage in range(1, p.bit_length() - 1):
+        vals = [x.copy() for x in inputs]
+        stage, dist = 0, 1
+        while dist < p:
+            nxt = []
+            for r in range(p):
+                partner = r if stage == bad_stage else r ^ dist
+                nxt.append(combine(vals[r], vals[partner], "sum", dtype))
+            vals, stage, dist = nxt, stage + 1, dist * 2
+        assert any(count_wrong(v, expected) > 0 for v in vals), bad_stage
+
+
+@pytest.mark.parametrize("p", [2, 3, 5])
+def test_swapped_blocks_are_caught(p):
+    d = DTYPES["float32"]
+    key = Key(9, 9)
+    blocks = [validate.moved(d, p, r, key, 0, 64) for r in range(p)]
+    expected = np.concatenate(blocks)
+    swapped = np.concatenate(blocks[1:] + blocks[:1])
+    assert count_wrong(swapped, expected) > 0
+    # alltoall: receiving block r of each source, not block 'me', is caught too.
+    me = 0
+    right = np.concatenate([validate.moved(d, p, j, key, me * 64, 64) for j in range(p)])
+    transposed = np.concatenate([validate.moved(d, p, me, key, j * 64, 64) for j in range(p)])
+    assert count_wrong(transposed, right) > 0
