@@ -41,7 +41,7 @@ _DATATYPE_NAMES = {
 def probe() -> str | None:
     """None when usable here, else why not (mpi4py is only imported, MPI not initialised)."""
     try:
-        import mpi4py  # noqa: F401
+        import mpi4py  # noqa: F401  (availability only; MPI is not initialised)
     except ImportError as exc:
         return f"mpi4py is not installed ({exc})"
     return None

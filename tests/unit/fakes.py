@@ -5,7 +5,7 @@ import time
 import numpy as np
 
 import transports
-from transports.base import Bound, TransportBase, Unsupported, local_divide
+from transports.base import Bound, TransportBase, Unsupported
 
 
 class Loopback(TransportBase):

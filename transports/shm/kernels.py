@@ -24,7 +24,7 @@ import numpy as np
 
 from collectives.dtypes import DType
 
-__all__ = ["CHUNK", "plan_reduce", "plan_copy", "split"]
+__all__ = ["CHUNK", "plan_reduce", "plan_reduce_rows", "plan_copy", "split"]
 
 CHUNK = 512 * 1024
 
@@ -100,6 +100,29 @@ def plan_reduce(dtype: DType, op: str, nranks: int, out: np.ndarray,
             if average:
                 _divide(o, nranks)
     return many
+
+
+def plan_reduce_rows(dtype: DType, op: str, nranks: int, out: np.ndarray,
+                     rows: np.ndarray) -> Callable[[], None]:
+    """``out = reduce(op, rows)`` over the first axis of a (p, n) array: one ufunc call.
+
+    For small messages, where a call costs more than its bytes: the rows are
+    reduced in order, so every rank computing this gets the same bits.
+    """
+    if dtype.name == "bfloat16" or rows.shape[0] <= 3:
+        # Up to three rows, chained ufunc calls cost less than one ufunc.reduce.
+        return plan_reduce(dtype, op, nranks, out, list(rows))
+    ufunc = _UFUNC[op]
+    reduce = ufunc.reduce
+    if op == "avg":
+        def run_avg():
+            reduce(rows, axis=0, out=out)
+            _divide(out, nranks)
+        return run_avg
+
+    def run():
+        reduce(rows, axis=0, out=out)
+    return run
 
 
 def _plan_bf16(op, nranks, out, inputs):

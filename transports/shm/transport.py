@@ -49,7 +49,7 @@ from collectives.dtypes import DType
 from launch import env as launch_env
 from transports.base import Bound, TransportBase, Unsupported
 from transports.shm import kernels, segment
-from transports.shm.sync import Flags, WaitTimeout, arch_ok, control_bytes
+from transports.shm.sync import Flags, arch_ok, control_bytes, eager_area
 
 __all__ = ["ShmTransport", "ALGOS", "FLAT_MAX", "BUFFERS"]
 
@@ -103,11 +103,14 @@ class ShmTransport(TransportBase):
         self._fresh: List[segment.Segment] = []  # named segments not yet unlinked
         self._next_id = 1
         self._stages: Dict[str, np.ndarray] = {}
+        self._eager_calls = [0]
         self._ctrl = self._bootstrap(comm)
         timeout = float(options.get("timeout") or 0)
         if timeout and me != 0:
             timeout += min(5.0, max(1.0, 0.2 * timeout))  # rank 0 reports first
         self.flags = Flags(self._ctrl.mem, p, me, timeout, self.oversubscribed, self.policy)
+        # (parity, rank, bytes): every rank's two eager slots, side by side.
+        self._eager = eager_area(self._ctrl.mem, p)
         self._closed = False
 
     # -- start-up ------------------------------------------------------------------
@@ -260,15 +263,47 @@ class ShmTransport(TransportBase):
             raise Unsupported(f"--algo {self.algo}: shm's {collective} has {', '.join(options)}")
         return self.algo
 
+    def _eager_allreduce(self, src, mine, dtype, op):
+        """Flat allreduce through double-buffered slots: one synchronisation per call.
+
+        Each rank copies its input into its slot of the current parity in
+        the control segment, posts, waits for all, and reduces all p slots
+        (one row each) into its result with a single ``ufunc.reduce``, in
+        rank order on every rank, so every rank gets the same bits.  Writing
+        a slot again two calls later is safe: a rank reaching the previous
+        call's synchronisation proves every rank had finished reading the
+        call before it.
+        """
+        p, fl = self.size, self.flags
+        n = len(mine)
+        rows = [self._eager[par, :, : mine.nbytes].view(mine.dtype) for par in (0, 1)]
+        fill = [kernels.plan_copy([(rows[par][self.rank], src)]) for par in (0, 1)]
+        reduce = [kernels.plan_reduce_rows(dtype, op, p, mine, rows[par]) for par in (0, 1)]
+        calls = self._eager_calls
+        arrive = fl.arrive
+
+        def body():
+            e = fl.epoch
+            fl.epoch = e + 1
+            par = calls[0] & 1
+            calls[0] += 1
+            fill[par]()
+            arrive(e + 1, "allreduce inputs")
+            reduce[par]()
+        assert n == rows[0].shape[1]
+        return body
+
     # -- collectives -----------------------------------------------------------------
     def allreduce(self, send, recv, dtype, op):
         algo = self._choose("allreduce", recv.nbytes)
         S, R, Z, copy_in, staged = self._prepare(send, recv, "allreduce")
         src = R if send is None else S
         p, me, fl = self.size, self.rank, self.flags
-        post, wait, wait_all = fl.post, fl.wait, fl.wait_all
+        post, wait, arrive = fl.post, fl.wait, fl.arrive
         order = [me] + [j for j in range(p) if j != me]
         mine = R[me]
+        if algo == "flat" and mine.nbytes <= self._eager.shape[2]:
+            return self._finish(self._eager_allreduce(src[me], mine, dtype, op), mine, copy_in, staged)
         if algo == "flat":
             if send is None:
                 tmp = np.empty_like(mine)
@@ -281,11 +316,9 @@ class ShmTransport(TransportBase):
             def body():
                 e = fl.epoch
                 fl.epoch = e + 2
-                post(e + 1)
-                wait_all(e + 1, "allreduce inputs")
+                arrive(e + 1, "allreduce inputs")
                 reduce()
-                post(e + 2)
-                wait_all(e + 2, "allreduce readers")
+                arrive(e + 2, "allreduce readers")
                 if back is not None:
                     back()
             return self._finish(body, mine, copy_in, staged)
@@ -299,15 +332,13 @@ class ShmTransport(TransportBase):
             def body():
                 e = fl.epoch
                 fl.epoch = e + 3
-                post(e + 1)
-                wait_all(e + 1, "allreduce inputs")
+                arrive(e + 1, "allreduce inputs")
                 reduce()
                 post(e + 2)
                 for j, dst, srcv in gathers:
                     wait(j, e + 2, "allreduce slices")
                     copy(dst, srcv)
-                post(e + 3)
-                wait_all(e + 3, "allreduce readers")
+                arrive(e + 3, "allreduce readers")
             return self._finish(body, mine, copy_in, staged)
         blocks = kernels.split(len(mine), p, mine.itemsize)
         body = self._ring(dtype, op, src, R, blocks, shift=1, gather=True, final=None)
@@ -342,7 +373,7 @@ class ShmTransport(TransportBase):
                 c = blocks[(me - t + shift - 1) % p]
                 copies.append((mine[c], W[left][c]))
         copy = np.copyto
-        post, wait, wait_all = fl.post, fl.wait, fl.wait_all
+        post, wait, arrive = fl.post, fl.wait, fl.arrive
         span = 2 * p if gather else p + 1
         solo = p == 1
 
@@ -361,8 +392,7 @@ class ShmTransport(TransportBase):
                 wait(left, e + p + t, "ring block")
                 copy(dst, srcv)
                 post(e + p + 1 + t)
-            post(e + span)
-            wait_all(e + span, "ring readers")
+            arrive(e + span, "ring readers")
         return body
 
     def reduce_scatter(self, send, recv, dtype, op):
@@ -381,16 +411,14 @@ class ShmTransport(TransportBase):
             return self._finish(body, result, copy_in, staged)
         b = blocks[me]
         reduce = kernels.plan_reduce(dtype, op, p, result, [src[j][b] for j in order])
-        post, wait_all = fl.post, fl.wait_all
+        arrive = fl.arrive
 
         def body():
             e = fl.epoch
             fl.epoch = e + 2
-            post(e + 1)
-            wait_all(e + 1, "reduce_scatter inputs")
+            arrive(e + 1, "reduce_scatter inputs")
             reduce()
-            post(e + 2)
-            wait_all(e + 2, "reduce_scatter readers")
+            arrive(e + 2, "reduce_scatter readers")
         return self._finish(body, result, copy_in, staged)
 
     def reduce(self, send, recv, dtype, op, root):
@@ -400,7 +428,7 @@ class ShmTransport(TransportBase):
         src = R if send is None else S
         out = R[root]
         order = [root] + [j for j in range(p) if j != root]
-        post, wait, wait_all = fl.post, fl.wait, fl.wait_all
+        post, wait, wait_all, arrive = fl.post, fl.wait, fl.wait_all, fl.arrive
         if algo == "flat":
             reduce = kernels.plan_reduce(dtype, op, p, out, [src[j] for j in order]) if me == root else None
 
@@ -422,23 +450,31 @@ class ShmTransport(TransportBase):
             def body():
                 e = fl.epoch
                 fl.epoch = e + 2
-                post(e + 1)
-                wait_all(e + 1, "reduce inputs")
+                arrive(e + 1, "reduce inputs")
                 reduce()
-                post(e + 2)
-                wait_all(e + 2, "reduce slices")
+                arrive(e + 2, "reduce slices")
         return self._finish(body, R[me] if me == root else None, copy_in, staged)
 
     def broadcast(self, send, recv, dtype, root):
+        """Cooperative copy: the root's core writes a 1/p share into every other rank.
+
+        Each non-root copies the other (p-1)/p of the data from the root's
+        buffer; the root, otherwise idle, writes its share into every
+        non-root once that rank has entered the call.  Every core then writes
+        (p-1)/p of n bytes instead of the non-roots writing n each: 2x at 2
+        ranks, p/(p-1) in general (when every rank has its own core).
+        """
         p, me, fl = self.size, self.rank, self.flags
         S, R, Z, copy_in, staged = self._prepare(send, recv, "broadcast")
         if me != root:
             copy_in = []  # only the root's data is read; a non-root's buffers are outputs
         data = S[root] if (send is not None) else R[root]
-        post, wait, wait_all = fl.post, fl.wait, fl.wait_all
-        own = np.copyto
         mine = R[me]
+        share = kernels.split(len(mine), p, mine.itemsize)[root]  # the root's part
+        post, wait, arrive = fl.post, fl.wait, fl.arrive
+        copy = np.copyto
         if me == root:
+            pushes = [(j, R[j][share], data[share]) for j in range(p) if j != root and len(R[j][share])]
             local = send is not None
 
             def body():
@@ -446,16 +482,24 @@ class ShmTransport(TransportBase):
                 fl.epoch = e + 2
                 post(e + 1)
                 if local:
-                    own(mine, data)
-                post(e + 2)
-                wait_all(e + 2, "broadcast readers")
+                    copy(mine, data)
+                for j, dst, src in pushes:
+                    wait(j, e + 1, "broadcast receiver")  # j has entered: its buffer is ours to fill
+                    copy(dst, src)
+                arrive(e + 2, "broadcast readers")
         else:
+            pulls = [(mine[sl], data[sl]) for k, sl in enumerate(kernels.split(len(mine), p, mine.itemsize))
+                     if k != root]
+
             def body():
                 e = fl.epoch
                 fl.epoch = e + 2
+                post(e + 1)
                 wait(root, e + 1, "broadcast root")
-                own(mine, data)
+                for dst, src in pulls:
+                    copy(dst, src)
                 post(e + 2)
+                wait(root, e + 2, "broadcast root's share")
         return self._finish(body, mine, copy_in, staged)
 
     def allgather(self, send, recv, dtype):
@@ -470,7 +514,7 @@ class ShmTransport(TransportBase):
             if j == me and send is None:
                 continue
             pairs.append((j, mine[j * block:(j + 1) * block], src))
-        post, wait, wait_all = fl.post, fl.wait, fl.wait_all
+        post, wait, arrive = fl.post, fl.wait, fl.arrive
         copy = np.copyto
 
         def body():
@@ -480,8 +524,7 @@ class ShmTransport(TransportBase):
             for j, dst, src in pairs:
                 wait(j, e + 1, "allgather block")
                 copy(dst, src)
-            post(e + 2)
-            wait_all(e + 2, "allgather readers")
+            arrive(e + 2, "allgather readers")
         return self._finish(body, mine, copy_in, staged)
 
     def alltoall(self, send, recv, dtype):
@@ -496,7 +539,7 @@ class ShmTransport(TransportBase):
         for k in range(p):
             j = (me + 1 + k) % p
             pairs.append((j, mine[j * block:(j + 1) * block], src[j][me * block:(me + 1) * block]))
-        post, wait, wait_all = fl.post, fl.wait, fl.wait_all
+        post, wait, arrive = fl.post, fl.wait, fl.arrive
         copy = np.copyto
 
         def body():
@@ -508,8 +551,7 @@ class ShmTransport(TransportBase):
             for j, dst, srcv in pairs:
                 wait(j, e + 1, "alltoall block")
                 copy(dst, srcv)
-            post(e + 2)
-            wait_all(e + 2, "alltoall readers")
+            arrive(e + 2, "alltoall readers")
         return self._finish(body, mine, copy_in, staged)
 
     def sendrecv(self, send, recv, dtype, dest, source):
@@ -562,13 +604,12 @@ class ShmTransport(TransportBase):
 
     def barrier(self):
         fl = self.flags
-        post, wait_all = fl.post, fl.wait_all
+        arrive = fl.arrive
 
         def body():
             e = fl.epoch
             fl.epoch = e + 1
-            post(e + 1)
-            wait_all(e + 1, "barrier")
+            arrive(e + 1, "barrier")
         return Bound(body, None)
 
     # -- the rest ------------------------------------------------------------------------
