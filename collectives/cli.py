@@ -91,6 +91,7 @@ class Config:
     timeout: float
     algo: Optional[str]
     buffer: Optional[str]
+    fresh_inputs: bool
     seed: int
     inject_fault: Optional[int]
     options: dict = field(default_factory=dict)
@@ -197,6 +198,10 @@ def build_parser(collective: str, quiet: bool = False) -> argparse.ArgumentParse
     place.add_argument("--out-of-place", dest="placement", action="store_const", const="out")
     place.add_argument("--both", dest="placement", action="store_const", const="both",
                        help="measure out-of-place and in-place (default)")
+    g.add_argument("--fresh-inputs", action="store_true",
+                   help="rewrite each rank's input before every timed iteration, outside the clock, as a "
+                   "training step rewrites its gradients (by default, as in nccl-tests, inputs stay the "
+                   "same, and on CPUs a peer's unchanged buffer can stay in cache)")
     g.add_argument("--seed", type=int, default=0, help="seed of the validation inputs (default 0)")
     g.add_argument("--inject-fault", type=_nonneg_int, metavar="RANK",
                    help="corrupt one element of RANK's result before each check: proves that "
@@ -263,6 +268,7 @@ def parse_args(collective: str, argv: Sequence[str], quiet: bool = False) -> Con
         timeout=a.timeout,
         algo=a.algo,
         buffer=a.buffer,
+        fresh_inputs=a.fresh_inputs,
         seed=a.seed,
         inject_fault=a.inject_fault,
     )
@@ -334,20 +340,17 @@ def main(collective: str, argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_ERROR
     except TimeoutError as exc:  # a transport's own wait gave up (it names the rank it waited for)
         print(f"collscale: rank {rank}: timeout: {exc}; aborting the job", file=sys.stderr)
-        comm.abort(EXIT_TIMEOUT)
-        return EXIT_TIMEOUT
+        return _abort(comm, EXIT_TIMEOUT)
     except KeyboardInterrupt:
         print(f"collscale: rank {rank}: interrupted; aborting the job", file=sys.stderr)
-        comm.abort(130)
-        return 130
+        return _abort(comm, 130)
     except BaseException as exc:  # one rank failed: the others may be blocked, so abort them all
         print(f"collscale: rank {rank}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         if os.environ.get("COLLSCALE_DEBUG"):
             traceback.print_exc()
         else:
             print("collscale: (set COLLSCALE_DEBUG=1 for the traceback); aborting the job", file=sys.stderr)
-        comm.abort(EXIT_ERROR)
-        return EXIT_ERROR
+        return _abort(comm, EXIT_ERROR)
     if records and not any(r["status"] in ("ok", "wrong") for r in records):
         if rank == 0:
             reasons = sorted({r["reason"] for r in records if r.get("reason")})
@@ -356,6 +359,15 @@ def main(collective: str, argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_USAGE
     wrong = sum(r["wrong"] or 0 for r in records)
     return EXIT_WRONG if wrong else 0
+
+
+def _abort(comm, code: int) -> int:
+    """End the whole job from this rank, leaving nothing behind that this rank can remove."""
+    from transports.base import cleanup_all
+
+    cleanup_all()
+    comm.abort(code)
+    return code
 
 
 def entry_points(collective: str):

@@ -158,6 +158,9 @@ class Watchdog:
             if self.on_expire is not None:
                 self.on_expire(what)
             sys.stdout.flush()
+            from transports.base import cleanup_all
+
+            cleanup_all()
         finally:
             self._exit(EXIT_TIMEOUT)
 
@@ -277,7 +280,8 @@ def header_lines(cfg: Config, ctx: Dict) -> List[str]:
         f"# {cfg.size_flags} warmup iters: {cfg.warmup} iters: {iters} "
         f"agg: {cfg.aggregation} validation: {cfg.check} timeout: {cfg.timeout:g} s",
         f"# datatype: {','.join(d_.name for d_ in cfg.dtypes)} op: {','.join(o.name for o in cfg.ops)} "
-        f"root: {root} placement: {'+'.join(cfg.placements)} seed: {cfg.seed}",
+        f"root: {root} placement: {'+'.join(cfg.placements)} seed: {cfg.seed}"
+        + (" inputs: rewritten before every iteration (--fresh-inputs)" if cfg.fresh_inputs else ""),
         f"# nranks {nranks} nhosts {len(ctx['hosts'])}: "
         + ", ".join(f"{h} ({len(rs)} ranks)" for h, rs in ctx["hosts"].items()),
     ]
@@ -333,6 +337,7 @@ class _Runner:
         self.spec = specs.get(cfg.collective)
         self.check_counter = 0
         self.current: Optional[Dict] = None
+        self.refill = None
 
     def allocate_bytes(self):
         """Two byte buffers, big enough for every dtype and size of the sweep.
@@ -363,20 +368,30 @@ class _Runner:
         return self.send_buf[: lay.send], self.recv_buf[: lay.recv]
 
     def _fill(self, pt: _Point, in_place: bool, send, recv, key) -> Optional[np.ndarray]:
-        """Seed this rank's inputs, poison its outputs; return the expected result."""
+        """Seed this rank's inputs, poison its outputs; return the expected result.
+
+        Leaves ``self.refill``: a function that rewrites the inputs (for
+        ``--fresh-inputs``), or None when this rank has no input.
+        """
         t, p, rank = self.t, self.t.size, self.t.rank
         kind = pt.op.name if pt.spec.reduces else "move"
         data, expected = pt.spec.data(pt.dtype, kind, p, rank, pt.root, pt.layout, key)
         poison = pt.dtype.poison()
-        if in_place:
-            t.fill(recv, poison)
-            if data is not None:
+        t.fill(recv, poison)
+        self.refill = None
+        if data is not None:
+            if in_place:
                 off = pt.spec.inplace_offset(rank, pt.layout)
-                t.from_host(recv[off: off + len(data)], data)
-        else:
-            t.fill(recv, poison)
-            if data is not None:
-                t.from_host(send, data)
+                target = recv[off: off + len(data)]
+            else:
+                target = send
+            t.from_host(target, data)
+            from_host, sync = t.from_host, t.synchronize
+
+            def refill():
+                from_host(target, data)
+                sync()
+            self.refill = refill
         return expected
 
     def _agree_unsupported(self, reason: Optional[str]) -> Optional[str]:
@@ -385,8 +400,9 @@ class _Runner:
 
     def _loop(self, run, iters: int, what: str):
         timer = self.t.timer()
+        before = self.refill if self.cfg.fresh_inputs else None
         with self.watchdog.watch(what, timer):
-            return timer.loop(run, iters, self.t.synchronize)
+            return timer.loop(run, iters, self.t.synchronize, before)
 
     def _calibrate(self, run, what: str) -> int:
         budget = self.cfg.time_budget
@@ -504,6 +520,7 @@ class _Runner:
             "in_place": in_place,
             "iters": None,
             "warmup": self.cfg.warmup,
+            "fresh_inputs": self.cfg.fresh_inputs,
             "aggregation": self.cfg.aggregation,
             "wrong": None,
             "checks": 0,

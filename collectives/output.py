@@ -37,7 +37,7 @@ __all__ = [
 FIELDS = (
     "schema", "kind", "status", "run_id", "timestamp", "collective", "transport", "algo",
     "buffer", "nranks", "nhosts", "ranks_per_host", "oversubscribed", "size_bytes", "count",
-    "dtype", "op", "op_impl", "root", "in_place", "iters", "warmup", "aggregation", "time_us",
+    "dtype", "op", "op_impl", "root", "in_place", "iters", "warmup", "fresh_inputs", "aggregation", "time_us",
     "time_us_min", "time_us_p50", "time_us_p99", "time_us_max", "time_us_rank_min",
     "time_us_rank_max", "algbw_gbs", "busbw_gbs", "busbw_factor", "wrong", "checks", "reason",
     "hosts", "transport_version", "collscale_version", "python_version", "numpy_version",

@@ -28,13 +28,28 @@ method; the harness reports it in the table, never fakes it.
 from __future__ import annotations
 
 import time
+import weakref
 from typing import Any, Callable, Dict, List, NamedTuple
 
 import numpy as np
 
 from collectives.dtypes import DType
 
-__all__ = ["Bound", "Unsupported", "Transport", "HostTimer", "TransportBase", "local_divide"]
+__all__ = ["Bound", "Unsupported", "Transport", "HostTimer", "TransportBase", "local_divide",
+           "cleanup_all"]
+
+_LIVE: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def cleanup_all() -> None:
+    """Release, without talking to any other rank, what every live transport
+    would leave behind if this process ended now.  Called on the way to an
+    abort (error, timeout, Ctrl-C), when other ranks may be gone."""
+    for transport in list(_LIVE):
+        try:
+            transport.cleanup()
+        except Exception:
+            pass
 
 
 class Unsupported(Exception):
@@ -49,20 +64,27 @@ class Bound(NamedTuple):
 class HostTimer:
     """Per-iteration wall-clock stamps for host-synchronous transports.
 
-    ``loop(run, iters)`` calls ``run`` ``iters`` times and returns the
-    ``iters + 1`` perf_counter stamps around them; iteration i took
+    ``loop(run, iters, synchronize)`` calls ``run`` ``iters`` times and
+    returns ``iters + 1`` perf_counter stamps; iteration i took
     ``stamps[i+1] - stamps[i]``.  Stamps are filled in order over a list of
     zeros, so a watchdog thread can read progress without any cost in the
     loop.
+
+    With ``before`` (``--fresh-inputs``), ``before()`` runs ahead of every
+    iteration outside the clock: the stamps then add up the collective's
+    own durations only.
     """
 
     def __init__(self):
         self.stamps: List[float] = []
 
-    def loop(self, run: Callable[[], Any], iters: int, synchronize: Callable[[], Any]) -> List[float]:
+    def loop(self, run: Callable[[], Any], iters: int, synchronize: Callable[[], Any],
+             before: Callable[[], Any] = None) -> List[float]:
         clock = time.perf_counter
         stamps = [0.0] * (iters + 1)
         self.stamps = stamps
+        if before is not None:
+            return self._loop_fresh(run, iters, synchronize, before, stamps)
         stamps[0] = clock()
         for i in range(1, iters + 1):
             run()
@@ -70,6 +92,19 @@ class HostTimer:
         # Device transports' work may still be queued: the clock stops after it.
         synchronize()
         stamps[iters] = clock()
+        return stamps
+
+    @staticmethod
+    def _loop_fresh(run, iters, synchronize, before, stamps) -> List[float]:
+        clock = time.perf_counter
+        stamps[0] = elapsed = clock()
+        for i in range(1, iters + 1):
+            before()
+            t0 = clock()
+            run()
+            synchronize()
+            elapsed += clock() - t0
+            stamps[i] = elapsed
         return stamps
 
 
@@ -111,6 +146,11 @@ class TransportBase(Transport):
     def __init__(self, rank: int, size: int):
         self.rank = rank
         self.size = size
+        _LIVE.add(self)
+
+    def cleanup(self) -> None:
+        """Best-effort local release before an abort (see :func:`cleanup_all`)."""
+        return None
 
     def alloc(self, count: int, dtype: DType):
         # Zero-filled so every page is touched before anything is timed.

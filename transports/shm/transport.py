@@ -627,6 +627,29 @@ class ShmTransport(TransportBase):
             ],
         }
 
+    def cleanup(self) -> None:
+        """Unlink every name this job has in /dev/shm (named segments only).
+
+        Names carry the job id, so the rank that fails can remove every
+        rank's, including those the launcher is about to kill.  Two sweeps,
+        0.1 s apart: a rank between two allocations may still create one, and
+        then blocks at the next exchange, waiting for this one.
+        """
+        if self.seg_mode != "named":
+            return
+        import time
+
+        prefix = f"{segment.PREFIX}{self.job}-"
+        for attempt in range(2):
+            if attempt:
+                time.sleep(0.1)
+            for name in os.listdir("/dev/shm"):
+                if name.startswith(prefix):
+                    try:
+                        os.unlink(f"/dev/shm/{name}")
+                    except OSError:
+                        pass
+
     def close(self) -> None:
         if self._closed:
             return
