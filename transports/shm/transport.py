@@ -616,7 +616,7 @@ class ShmTransport(TransportBase):
     def describe(self):
         return {
             "transport": self.name,
-            "transport_version": f"collscale shm ({self.seg_mode} segments, {self.policy} waits)",
+            "transport_version": f"collscale {_version()}: {self.seg_mode} segments, {self.policy} waits",
             "algo": self.algo,
             "buffer": self.buffer_mode,
             "notes": [
@@ -662,6 +662,12 @@ class ShmTransport(TransportBase):
                 seg.close()
             self._peer.clear()
             self._own.clear()
+
+
+def _version() -> str:
+    from collectives import __version__
+
+    return __version__
 
 
 def probe() -> Optional[str]:
