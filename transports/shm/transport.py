@@ -502,78 +502,64 @@ class ShmTransport(TransportBase):
                 wait(root, e + 2, "broadcast root's share")
         return self._finish(body, mine, copy_in, staged)
 
+    def _pull(self, pairs, what: str, keep=None, readers=None):
+        """Post "my data is ready", copy each (peer, dst, src) once that peer is
+        ready, then wait until the ranks reading this one's data (``readers``;
+        all by default) are done.  ``keep`` (in place) first saves this rank's
+        data where the others will read it."""
+        fl = self.flags
+        post, wait, arrive, wait_many = fl.post, fl.wait, fl.arrive, fl.wait_many
+        copy = np.copyto
+
+        def body():
+            e = fl.epoch
+            fl.epoch = e + 2
+            if keep is not None:
+                keep()
+            post(e + 1)
+            for j, dst, src in pairs:
+                wait(j, e + 1, what)
+                copy(dst, src)
+            if readers is None:
+                arrive(e + 2, what + " readers")
+            else:
+                post(e + 2)
+                wait_many(readers, e + 2, what + " reader")
+        return body
+
     def allgather(self, send, recv, dtype):
-        p, me, fl = self.size, self.rank, self.flags
+        p, me = self.size, self.rank
         S, R, Z, copy_in, staged = self._prepare(send, recv, "allgather")
         mine = R[me]
         block = len(mine) // p
         pairs = []
         for k in range(p):
             j = (me + 1 + k) % p  # start with the next rank: spread the readers
-            src = S[j] if send is not None else R[j][j * block:(j + 1) * block]
             if j == me and send is None:
-                continue
+                continue  # in place, this rank's block is already there
+            src = S[j] if send is not None else R[j][j * block:(j + 1) * block]
             pairs.append((j, mine[j * block:(j + 1) * block], src))
-        post, wait, arrive = fl.post, fl.wait, fl.arrive
-        copy = np.copyto
-
-        def body():
-            e = fl.epoch
-            fl.epoch = e + 2
-            post(e + 1)
-            for j, dst, src in pairs:
-                wait(j, e + 1, "allgather block")
-                copy(dst, src)
-            arrive(e + 2, "allgather readers")
-        return self._finish(body, mine, copy_in, staged)
+        return self._finish(self._pull(pairs, "allgather block"), mine, copy_in, staged)
 
     def alltoall(self, send, recv, dtype):
-        p, me, fl = self.size, self.rank, self.flags
+        p, me = self.size, self.rank
         S, R, Z, copy_in, staged = self._prepare(send, recv, "alltoall",
                                                  scratch_like=recv if send is None else None)
         mine = R[me]
         block = len(mine) // p
-        src = S if send is not None else Z
+        src = S if send is not None else Z  # in place: read the others' saved copies
         keep = kernels.plan_copy([(Z[me], mine)]) if send is None else None
-        pairs = []
-        for k in range(p):
-            j = (me + 1 + k) % p
-            pairs.append((j, mine[j * block:(j + 1) * block], src[j][me * block:(me + 1) * block]))
-        post, wait, arrive = fl.post, fl.wait, fl.arrive
-        copy = np.copyto
-
-        def body():
-            e = fl.epoch
-            fl.epoch = e + 2
-            if keep is not None:
-                keep()
-            post(e + 1)
-            for j, dst, srcv in pairs:
-                wait(j, e + 1, "alltoall block")
-                copy(dst, srcv)
-            arrive(e + 2, "alltoall readers")
-        return self._finish(body, mine, copy_in, staged)
+        pairs = [((me + 1 + k) % p, mine[j * block:(j + 1) * block], src[j][me * block:(me + 1) * block])
+                 for k in range(p) for j in [(me + 1 + k) % p]]
+        return self._finish(self._pull(pairs, "alltoall block", keep), mine, copy_in, staged)
 
     def sendrecv(self, send, recv, dtype, dest, source):
-        fl = self.flags
         S, R, Z, copy_in, staged = self._prepare(send, recv, "sendrecv",
                                                  scratch_like=recv if send is None else None)
         mine = R[self.rank]
-        incoming = S[source] if send is not None else Z[source]
+        incoming = S[source] if send is not None else Z[source]  # in place: the saved copy
         keep = kernels.plan_copy([(Z[self.rank], mine)]) if send is None else None
-        post, wait = fl.post, fl.wait
-        copy = np.copyto
-
-        def body():
-            e = fl.epoch
-            fl.epoch = e + 2
-            if keep is not None:
-                keep()
-            post(e + 1)
-            wait(source, e + 1, "sendrecv data")
-            copy(mine, incoming)
-            post(e + 2)
-            wait(dest, e + 2, "sendrecv reader")
+        body = self._pull([(source, mine, incoming)], "sendrecv data", keep, readers=[dest])
         return self._finish(body, mine, copy_in, staged)
 
     def pingpong(self, send, recv, dtype, peer):
