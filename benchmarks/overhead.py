@@ -5,9 +5,11 @@ Run in one MPI job, so both see the same library, placement and settings::
     mpirun -n 2 python benchmarks/overhead.py
     mpirun -n 2 python benchmarks/overhead.py --sizes 8,1M,4M,16M --reps 7 --json overhead.jsonl
 
-For each size the two are measured alternately ``--reps`` times (raw,
-ours, raw, ours...), each with the same iteration count, and the medians
-are compared, so drift on a shared machine hits both alike.  The raw loop
+For each size the loops are measured alternately ``--reps`` times, the
+order rotating each time (raw, ours, pre-bound; ours, pre-bound, raw; ...),
+each with the same iteration count;
+each ratio is the median over repetitions of ours / the raw loop measured
+beside it, so drift on a shared machine cancels within each pair.  The raw loop
 is what an mpi4py user would write (OSU style: barrier, clock, loop, clock,
 average across ranks); ours is ``collectives.allreduce`` in-process with
 the same ``-n``, out of place, validation off (it runs outside the timed
@@ -72,7 +74,7 @@ def iterations_for(mpi_comm, nbytes: int, seconds: float = 0.2) -> int:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="8,1K,64K,1M,4M,16M")
-    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=9)
     ap.add_argument("--json", help="append one JSON line per size")
     args = ap.parse_args(argv)
     comm, settings = world()
@@ -88,17 +90,25 @@ def main(argv=None) -> int:
         iters = comm.mpi.bcast(iterations_for(comm.mpi, nbytes))
         warmup = max(5, iters // 20)
         raw, bound, ours = [], [], []
-        for _ in range(args.reps):
-            raw.append(raw_allreduce_us(comm.mpi, nbytes, iters, warmup, False))
-            ours.append(ours_us(comm, nbytes, iters, warmup))
-            bound.append(raw_allreduce_us(comm.mpi, nbytes, iters, warmup, True))
+        runs = [
+            lambda: raw.append(raw_allreduce_us(comm.mpi, nbytes, iters, warmup, False)),
+            lambda: ours.append(ours_us(comm, nbytes, iters, warmup)),
+            lambda: bound.append(raw_allreduce_us(comm.mpi, nbytes, iters, warmup, True)),
+        ]
+        for rep in range(args.reps):
+            for k in range(3):  # rotate the order: no loop always runs first or last
+                runs[(rep + k) % 3]()
         r, b, o = statistics.median(raw), statistics.median(bound), statistics.median(ours)
+        # Ratios of neighbouring measurements, then their median: slow drift
+        # of a shared machine cancels within each pair.
+        vs_raw = statistics.median(x / y for x, y in zip(ours, raw))
+        vs_bound = statistics.median(x / y for x, y in zip(ours, bound))
         rows.append({
             "benchmark": "overhead", "kind": "measured", "nranks": p, "size_bytes": nbytes,
             "iters": iters, "reps": args.reps, "raw_time_us": r, "prebound_time_us": b,
-            "ours_time_us": o, "time_ratio": o / r, "time_ratio_prebound": o / b,
+            "ours_time_us": o, "time_ratio": vs_raw, "time_ratio_prebound": vs_bound,
             "raw_busbw_gbs": nbytes / r / 1e3 * factor, "ours_busbw_gbs": nbytes / o / 1e3 * factor,
-            "busbw_ratio": r / o, "busbw_ratio_prebound": b / o,
+            "busbw_ratio": 1 / vs_raw, "busbw_ratio_prebound": 1 / vs_bound,
             "raw_spread_us": [min(raw), max(raw)], "ours_spread_us": [min(ours), max(ours)],
         })
     if comm.rank != 0:
@@ -109,7 +119,8 @@ def main(argv=None) -> int:
     print(f"# overhead.py: collscale --transport mpi vs raw mpi4py Allreduce, {p} ranks, {lib}")
     if settings:
         print("# settings: " + " ".join(f"{k}={v}" for k, v in settings.items()))
-    print(f"# medians of {args.reps} alternating repetitions (~0.2 s each); float32 sum, out of place")
+    print(f"# {args.reps} alternating repetitions (~0.2 s each); times are medians, ratios the medians of "
+          "each repetition's ratio; float32 sum, out of place")
     print("# raw: Allreduce(ndarray, ndarray) as users write it; pre-bound: Allreduce([buf, MPI.FLOAT], ...)"
           " as collscale's loop calls it")
     print("#     size   iters   raw(us) bound(us)  ours(us)  x raw  x bound  raw busbw  ours busbw  target"
