@@ -17,6 +17,8 @@ def listing() -> int:
             extra.append(f"exactly {spec.exact_ranks} ranks")
         note = f"  [{', '.join(extra)}]" if extra else ""
         print(f"  {spec.name:<15} {spec.summary}{note}")
+    print(f"  {'weight_stream':<15} SwarmX-style weights down / gradients up a fan-out tree, pipelined "
+          "per layer  [--fanout, --layers; needs point-to-point: mpi, gloo, nccl]")
     print()
     from transports.__main__ import print_table
 
@@ -29,6 +31,10 @@ def main(argv=None) -> int:
     if not argv or argv[0] in ("-h", "--help", "list"):
         return listing()
     name, rest = argv[0], argv[1:]
+    if name == "weight_stream":
+        from collectives import weight_stream
+
+        return weight_stream.main(rest)
     if name not in SPECS:
         from launch.env import detect
 

@@ -25,7 +25,7 @@ from collectives import spec as specs
 from collectives.dtypes import DType, Op, ConfigError, parse_dtypes, parse_ops
 
 __all__ = ["Config", "ConfigError", "parse_size", "sweep_sizes", "parse_args", "run", "main", "entry_points",
-           "EXIT_WRONG", "EXIT_USAGE", "EXIT_ERROR", "EXIT_TIMEOUT"]
+           "EXIT_WRONG", "EXIT_USAGE", "EXIT_ERROR", "EXIT_TIMEOUT", "guarded"]
 
 EXIT_WRONG = 1  # a result was wrong
 EXIT_USAGE = 2  # bad input
@@ -91,6 +91,8 @@ class Config:
     timeout: float
     algo: Optional[str]
     buffer: Optional[str]
+    device: Optional[str]
+    iface: Optional[str]
     fresh_inputs: bool
     seed: int
     inject_fault: Optional[int]
@@ -184,11 +186,19 @@ def build_parser(collective: str, quiet: bool = False) -> argparse.ArgumentParse
                    help="abort if one collective takes longer than this many seconds; 0: never (default 300)")
     g = p.add_argument_group("collscale")
     g.add_argument("--transport", default="auto",
-                   help="mpi, shm, ... or auto (default: shm when all ranks share a host, else mpi); "
-                   "see python -m transports")
+                   help="shm, mpi, gloo, nccl, hccl, torch-mpi, poplar, or auto (default: shm when all "
+                   "ranks share a host, else mpi); see python -m transports")
     g.add_argument("--algo", help="algorithm, where the transport has several (shm: flat, direct, ring)")
     g.add_argument("--buffer", help="where buffers live: shared (shm's zero-copy default) or host "
-                   "(ordinary memory; shm copies in and out inside the timed call)")
+                   "(ordinary memory; shm copies in and out inside the timed call); with --transport mpi: "
+                   "host (default) or cupy (GPU arrays; staged through host memory unless the MPI is "
+                   "CUDA-aware)")
+    g.add_argument("--device", choices=("cpu", "cuda", "hpu"),
+                   help="torch transports: where tensors live (default: cpu for gloo, cuda for nccl, hpu "
+                   "for hccl); the GPU is chosen by local rank")
+    g.add_argument("--iface", metavar="NAME",
+                   help="network interface for gloo/nccl/hccl traffic and the rendezvous (sets "
+                   "GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME)")
     g.add_argument("--json", metavar="PATH", help="append one JSON line per measured row to PATH")
     g.add_argument("--csv", metavar="PATH", help="append one CSV row per measured row to PATH")
     g.add_argument("--time-budget", type=_pos_float, default=0.05, metavar="SECONDS",
@@ -268,6 +278,8 @@ def parse_args(collective: str, argv: Sequence[str], quiet: bool = False) -> Con
         timeout=a.timeout,
         algo=a.algo,
         buffer=a.buffer,
+        device=a.device,
+        iface=a.iface,
         fresh_inputs=a.fresh_inputs,
         seed=a.seed,
         inject_fault=a.inject_fault,
@@ -318,19 +330,29 @@ def main(collective: str, argv: Optional[Sequence[str]] = None) -> int:
     except Exception as exc:  # MPI could not start: nothing to coordinate with
         print(f"collscale: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+
+    def body():
+        cfg = parse_args(collective, argv, quiet=comm.rank != 0)
+        check_against_ranks(cfg, comm.size)
+        return harness.run(comm, cfg, [stdout_table()] if comm.rank == 0 else [], env_tweaks=tweaks)
+    return guarded(comm, body)
+
+
+def guarded(comm, body) -> int:
+    """Run ``body()`` (which returns the records) and turn its outcome into an exit status.
+
+    Bad input and failures every rank agrees on end cleanly on all ranks
+    (one message from rank 0); anything else on one rank aborts the job, so
+    no rank is left waiting.
+    """
+    from collectives import harness
+
     rank = comm.rank
     try:
-        cfg = parse_args(collective, argv, quiet=rank != 0)
-        check_against_ranks(cfg, comm.size)
+        records = body()
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
-    except ConfigError as exc:
-        if rank == 0:
-            print(f"collscale: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        records = harness.run(comm, cfg, [stdout_table()] if rank == 0 else [], env_tweaks=tweaks)
-    except ConfigError as exc:  # found once the job was up (transport, files); agreed by all ranks
+    except ConfigError as exc:  # agreed by all ranks (flags, transport, files)
         if rank == 0:
             print(f"collscale: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -47,7 +47,8 @@ from collectives.output import FIELDS, Sink, open_sinks
 from launch import env as launch_env
 from transports.base import Unsupported
 
-__all__ = ["run", "Watchdog", "iteration_stats", "aggregate", "StartupError", "CollectiveTimeout"]
+__all__ = ["run", "Watchdog", "Timing", "measured_fields", "iteration_stats", "aggregate",
+           "StartupError", "CollectiveTimeout"]
 
 
 class StartupError(RuntimeError):
@@ -287,7 +288,7 @@ def header_lines(cfg: Config, ctx: Dict) -> List[str]:
     ]
     for note in d.get("notes", []):
         lines.append(f"# note: {note}")
-    if specs.get(cfg.collective).reduces:
+    if cfg.collective in specs.SPECS and specs.get(cfg.collective).reduces:
         for op in cfg.ops:
             if op.name in d.get("op_impl", {}):
                 lines.append(f"# note: {op.name} = {d['op_impl'][op.name]}")
@@ -315,6 +316,70 @@ def header_lines(cfg: Config, ctx: Dict) -> List[str]:
 
 # -- one measured point ---------------------------------------------------------
 
+class Timing:
+    """Warm-up, iteration count, timed loop and cross-rank statistics for one call.
+
+    Shared by the collective sweep and by patterns built on it (weight
+    streaming): give it a zero-argument ``run`` and it returns the
+    iteration count and the aggregated statistics (microseconds).
+    """
+
+    def __init__(self, comm, transport, cfg: Config, watchdog: Watchdog):
+        self.comm, self.t, self.cfg, self.watchdog = comm, transport, cfg, watchdog
+
+    def loop(self, run, iters: int, what: str, before=None):
+        timer = self.t.timer()
+        with self.watchdog.watch(what, timer):
+            return timer.loop(run, iters, self.t.synchronize, before)
+
+    def calibrate(self, run, what: str, before=None) -> int:
+        budget = self.cfg.time_budget
+        k = 1
+        while True:
+            stamps = self.loop(run, k, what, before)
+            with self.watchdog.watch(f"agreeing on the iteration count for {what}"):
+                elapsed = self.comm.allreduce(stamps[-1] - stamps[0], "max")
+            if elapsed >= budget / 8 or k >= MAX_ITERS:
+                break
+            grow = 2 if elapsed <= 0 else min(16, max(2, int(budget / 8 / elapsed) + 1))
+            k = min(MAX_ITERS, k * grow)
+        per_iter = max(elapsed / k, 1e-9)
+        return int(min(MAX_ITERS, max(MIN_ITERS, round(budget / per_iter))))
+
+    def time(self, run, what: str, divisor: float = 1.0, before=None):
+        """(iterations, statistics aggregated across ranks as -a says)."""
+        cfg = self.cfg
+        if cfg.warmup:
+            self.loop(run, cfg.warmup, what, before)
+        iters = cfg.iters or self.calibrate(run, what, before)
+        with self.watchdog.watch(f"the barrier before timing {what}"):
+            self.comm.barrier()
+        stamps = self.loop(run, iters, what, before)
+        mine = iteration_stats(stamps, divisor)
+        with self.watchdog.watch(f"gathering the times of {what}"):
+            stats = aggregate(self.comm.allgather(mine), cfg.average)
+        return iters, stats
+
+
+def measured_fields(iters: int, stats: Dict[str, float], size_bytes: int, factor: float) -> Dict:
+    """The timing part of a record: times, algbw = S/t, busbw = algbw * factor."""
+    algbw = size_bytes / (stats["mean"] * 1e-6) / 1e9 if size_bytes else 0.0
+    return {
+        "iters": iters,
+        "time_us": stats["mean"],
+        "time_us_min": stats["min"],
+        "time_us_p50": stats["p50"],
+        "time_us_p99": stats["p99"],
+        "time_us_max": stats["max"],
+        "time_us_rank_min": stats["rank_min"],
+        "time_us_rank_max": stats["rank_max"],
+        "algbw_gbs": algbw,
+        "busbw_gbs": algbw * factor,
+        "busbw_factor": factor,
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+    }
+
+
 class _Point:
     """Buffers and facts of one (dtype, op, root, size) point."""
 
@@ -335,6 +400,7 @@ class _Runner:
         self.comm, self.t, self.cfg, self.ctx = comm, transport, cfg, ctx
         self.sinks, self.watchdog = sinks, watchdog
         self.spec = specs.get(cfg.collective)
+        self.timing = Timing(comm, transport, cfg, watchdog)
         self.check_counter = 0
         self.current: Optional[Dict] = None
         self.refill = None
@@ -398,26 +464,6 @@ class _Runner:
         reasons = self.comm.allgather(reason)
         return next((r for r in reasons if r is not None), None)
 
-    def _loop(self, run, iters: int, what: str):
-        timer = self.t.timer()
-        before = self.refill if self.cfg.fresh_inputs else None
-        with self.watchdog.watch(what, timer):
-            return timer.loop(run, iters, self.t.synchronize, before)
-
-    def _calibrate(self, run, what: str) -> int:
-        budget = self.cfg.time_budget
-        k = 1
-        while True:
-            stamps = self._loop(run, k, what)
-            with self.watchdog.watch(f"agreeing on the iteration count for {what}"):
-                elapsed = self.comm.allreduce(stamps[-1] - stamps[0], "max")
-            if elapsed >= budget / 8 or k >= MAX_ITERS:
-                break
-            grow = 2 if elapsed <= 0 else min(16, max(2, int(budget / 8 / elapsed) + 1))
-            k = min(MAX_ITERS, k * grow)
-        per_iter = max(elapsed / k, 1e-9)
-        return int(min(MAX_ITERS, max(MIN_ITERS, round(budget / per_iter))))
-
     def measure(self, pt: _Point, in_place: bool) -> Dict:
         cfg, t = self.cfg, self.t
         what = pt.describe(in_place)
@@ -438,15 +484,8 @@ class _Runner:
         key = validate.Key(cfg.seed, self.check_counter)
         with self.watchdog.local("seeding inputs"):
             self._fill(pt, in_place, send, recv, key)
-        if cfg.warmup:
-            self._loop(bound.run, cfg.warmup, what)
-        iters = cfg.iters or self._calibrate(bound.run, what)
-        with self.watchdog.watch(f"the barrier before timing {what}"):
-            self.comm.barrier()
-        stamps = self._loop(bound.run, iters, what)
-        mine = iteration_stats(stamps, pt.spec.time_divisor)
-        with self.watchdog.watch(f"gathering the times of {what}"):
-            stats = aggregate(self.comm.allgather(mine), cfg.average)
+        before = self.refill if cfg.fresh_inputs else None
+        iters, stats = self.timing.time(bound.run, what, pt.spec.time_divisor, before)
 
         wrong = None
         if cfg.check and pt.spec.sized:
@@ -469,25 +508,9 @@ class _Runner:
             with self.watchdog.watch(f"summing #wrong of {what}"):
                 wrong = self.comm.allreduce(wrong, "sum")
 
-        algbw = pt.size_bytes / (stats["mean"] * 1e-6) / 1e9 if pt.size_bytes else 0.0
-        factor = pt.spec.busbw_factor(t.size)
-        rec.update(
-            status="ok" if not wrong else "wrong",
-            iters=iters,
-            time_us=stats["mean"],
-            time_us_min=stats["min"],
-            time_us_p50=stats["p50"],
-            time_us_p99=stats["p99"],
-            time_us_max=stats["max"],
-            time_us_rank_min=stats["rank_min"],
-            time_us_rank_max=stats["rank_max"],
-            algbw_gbs=algbw,
-            busbw_gbs=algbw * factor,
-            busbw_factor=factor,
-            wrong=wrong,
-            checks=cfg.check if pt.spec.sized else 0,
-            timestamp=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-        )
+        rec.update(measured_fields(iters, stats, pt.size_bytes, pt.spec.busbw_factor(t.size)))
+        rec.update(status="ok" if not wrong else "wrong", wrong=wrong,
+                   checks=cfg.check if pt.spec.sized else 0)
         return rec
 
     def _base_record(self, pt: _Point, in_place: bool) -> Dict:
@@ -554,7 +577,8 @@ def _create_transport(comm, cfg: Config):
     failure = None
     transport = None
     try:
-        options = {"algo": cfg.algo, "buffer": cfg.buffer, "timeout": cfg.timeout, **cfg.options}
+        options = {"algo": cfg.algo, "buffer": cfg.buffer, "timeout": cfg.timeout, "device": cfg.device,
+                   "iface": cfg.iface, **cfg.options}
         transport = transports.create(cfg.transport, comm, options)
     except ConfigError as exc:
         failure = ("config", str(exc))

@@ -81,11 +81,13 @@ def _cells(rec: Optional[Dict]) -> str:
 
 def format_row(recs: Sequence[Dict]) -> str:
     """One table line from a point's records (out-of-place and/or in-place)."""
-    by_place = {r["in_place"]: r for r in recs}
+    # Weight streaming puts its down phase left and its up phase right.
+    by_place = {(r["phase"] == "up") if r.get("phase") else r["in_place"]: r for r in recs}
     first = recs[0]
     root = first["root"] if first["root"] is not None else -1
+    op = next((r["op"] for r in recs if r.get("op")), None)
     return "%12d  %12d  %8s  %6s  %6d%s%s" % (
-        first["size_bytes"], first["count"], first["dtype"] or "none", first["op"] or "none",
+        first["size_bytes"], first["count"], first["dtype"] or "none", op or "none",
         root, _cells(by_place.get(False)), _cells(by_place.get(True)),
     )
 
@@ -94,11 +96,11 @@ _KEYS = "%11s  %12s  %8s  %6s  %6s"
 _CELLS = "  %7s  %6s  %6s  %6s"
 
 
-def table_header() -> List[str]:
+def table_header(columns=("out-of-place", "in-place")) -> List[str]:
     width = len(_CELLS % ("", "", "", ""))
     left = "#" + " " * len(_KEYS % ("", "", "", "", ""))
     return [
-        left + "out-of-place".center(width) + "in-place".center(width),
+        (left + columns[0].center(width) + columns[1].center(width)).rstrip(),
         "#" + _KEYS % ("size", "count", "type", "redop", "root")
         + (_CELLS % ("time", "algbw", "busbw", "#wrong")) * 2,
         "#" + _KEYS % ("(B)", "(elements)", "", "", "")
@@ -116,7 +118,7 @@ class TableWriter(Sink):
         self.stream.flush()
 
     def header(self, info):
-        self._say(info["header_lines"] + ["#"] + table_header())
+        self._say(info["header_lines"] + ["#"] + table_header(info.get("columns", ("out-of-place", "in-place"))))
 
     def point(self, recs):
         self._say([format_row(recs)])

@@ -19,7 +19,8 @@ from typing import Any, List, Protocol
 
 from launch import env as launch_env
 
-__all__ = ["Comm", "MPIComm", "SelfComm", "world", "as_comm", "mpi_available", "release_mpich_segments"]
+__all__ = ["Comm", "MPIComm", "SelfComm", "TorchComm", "world", "as_comm", "mpi_available",
+           "release_mpich_segments"]
 
 _REDUCERS = {"sum": sum, "max": max, "min": min}
 
@@ -90,6 +91,52 @@ class MPIComm:
         self.mpi.Abort(code)
 
 
+class TorchComm:
+    """A :class:`Comm` over torch.distributed's default (gloo) process group.
+
+    For jobs started by torchrun, where every process would be an MPI
+    singleton: the default group is created from torchrun's environment
+    (``env://``) and carries only the harness's coordination; transports
+    create their own groups for what they measure.  ``abort`` ends this
+    process, and torchrun ends the others.
+    """
+
+    mpi = None
+
+    def __init__(self, timeout: float = 300.0):
+        from datetime import timedelta
+
+        import torch.distributed as dist
+
+        self._dist = dist
+        if not dist.is_initialized():
+            # Bounded: a wrong MASTER_ADDR/PORT must fail, not wait torch's 30 minutes.
+            dist.init_process_group("gloo", init_method="env://", timeout=timedelta(seconds=timeout))
+        self.rank = dist.get_rank()
+        self.size = dist.get_world_size()
+
+    def barrier(self) -> None:
+        self._dist.barrier()
+
+    def bcast(self, obj, root=0):
+        box = [obj]
+        self._dist.broadcast_object_list(box, src=root)
+        return box[0]
+
+    def allgather(self, obj):
+        out = [None] * self.size
+        self._dist.all_gather_object(out, obj)
+        return out
+
+    def allreduce(self, value, op="sum"):
+        return _REDUCERS[op](self.allgather(value))
+
+    def abort(self, code: int) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
 def mpi_available() -> bool:
     """True when mpi4py can be imported (without initialising MPI)."""
     try:
@@ -116,6 +163,10 @@ def world():
     oversubscribed = launch_env.is_oversubscribed(launched.local_size)
     if oversubscribed:
         settings = launch_env.apply_oversubscription_settings()
+    if launched.launcher == "torchrun":
+        # torchrun started us: MPI would make every process a world of one.
+        _WORLD = (TorchComm(), settings)
+        return _WORLD
     if mpi_available():
         # mpi4py's default THREAD_MULTIPLE is kept on purpose.  Measured with
         # the MPICH 5.0.2 wheel on 2 cores: allreduce of 1-16 MiB at 2 ranks

@@ -157,6 +157,18 @@ class MPITransport(TransportBase):
     def barrier(self):
         return Bound(self.comm.Barrier, None)
 
+    def p2p(self, sends, recvs, dtype):
+        t = self._type(dtype)
+        comm, waitall = self.comm, self._MPI.Request.Waitall
+        isend = [([b, t], peer) for b, peer in sends]
+        irecv = [([b, t], peer) for b, peer in recvs]
+        if not isend and not irecv:
+            return lambda: None
+
+        def run():
+            waitall([comm.Irecv(b, peer, 7) for b, peer in irecv] + [comm.Isend(b, peer, 7) for b, peer in isend])
+        return run
+
     # -- the rest ------------------------------------------------------------
     def describe(self) -> Dict[str, Any]:
         import mpi4py
@@ -199,9 +211,16 @@ def create(comm, options) -> MPITransport:
     if options.get("algo") not in (None, "", "auto"):
         raise ConfigError("--algo: the mpi transport has no algorithm choices (the MPI library picks; "
                           "MPICH takes MPIR_CVAR_*_ALGORITHM variables, Open MPI --mca coll_tuned_*)")
-    if options.get("buffer") not in (None, "", "host"):
-        raise ConfigError(f"--buffer {options['buffer']}: the mpi transport uses host buffers")
+    buffer = options.get("buffer") or "host"
+    if buffer not in ("host", "cupy"):
+        raise ConfigError(f"--buffer {buffer}: the mpi transport has host (default) and cupy buffers")
+    if options.get("device") not in (None, "", "cpu") and buffer != "cupy":
+        raise ConfigError("--device: the mpi transport moves host memory; use --buffer cupy for GPU arrays")
     mpi_comm = getattr(comm, "mpi", None)
     if mpi_comm is None:
         raise Unsupported("the mpi transport needs the job to run under MPI (mpi4py)")
+    if buffer == "cupy":
+        from transports.mpi_cupy import MPICupyTransport
+
+        return MPICupyTransport(mpi_comm)
     return MPITransport(mpi_comm)

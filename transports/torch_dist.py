@@ -1,0 +1,459 @@
+"""torch.distributed transports: ``gloo`` (TCP, the Ethernet path), ``nccl``,
+``torch-mpi`` and ``hccl`` (Habana Gaudi, RoCE).
+
+Rendezvous.  Under torchrun, torchrun's variables are used: the harness's
+control communicator already owns the default (gloo) group, and the
+transport creates its own group with the measured backend.  Under mpirun
+(or any MPI launcher) rank 0 opens a TCPStore on a free port (or on
+``MASTER_PORT`` if set) at its address (``MASTER_ADDR``, the address of
+``--iface``, or its host name; 127.0.0.1 when every rank shares the host),
+and sends address and port to the others over MPI.
+
+``--iface`` sets GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME / HCCL_SOCKET_IFNAME
+(unless already set) so the data goes over that interface.  ``--device``
+chooses where tensors live (cpu, cuda, hpu; default by backend); the GPU is
+picked by local rank.
+
+What torch.distributed cannot do is reported, never emulated:
+``all_reduce``, ``broadcast`` and ``reduce`` work in place only,
+``all_to_all_single`` out of place only (in place, gloo returned wrong
+blocks), and gloo has no uint32/uint64.  ``avg`` is the
+backend's own where it is exact (gloo on floats); elsewhere it is SUM then a
+division inside the timed call (NCCL's ncclAvg pre-multiplies floats by 1/n,
+which is not exact), and the records say so (``op_impl``).
+
+Timing on CUDA uses events recorded after every iteration on the current
+stream, so each iteration's time is the GPU's; on HPU every iteration is
+synchronised.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.util
+import os
+import socket
+import struct
+import time
+from datetime import timedelta
+from functools import partial
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from collectives.dtypes import ConfigError, DType
+from transports.base import Bound, HostTimer, TransportBase, Unsupported
+
+__all__ = ["TorchTransport", "BACKENDS", "probe", "create", "interface_address"]
+
+# collscale name -> (torch backend name, default device)
+BACKENDS = {
+    "gloo": ("gloo", "cpu"),
+    "nccl": ("nccl", "cuda"),
+    "torch-mpi": ("mpi", "cpu"),
+    "hccl": ("hccl", "hpu"),
+}
+_SOCKET_ENV = {"gloo": "GLOO_SOCKET_IFNAME", "nccl": "NCCL_SOCKET_IFNAME", "hccl": "HCCL_SOCKET_IFNAME"}
+_NO_UNSIGNED_WIDE = {"gloo", "nccl", "mpi", "hccl"}
+
+
+def _torch_reason() -> Optional[str]:
+    if importlib.util.find_spec("torch") is None:
+        return "PyTorch is not installed (pip install torch==2.13.0, or collscale[torch])"
+    return None
+
+
+def probe(name: str) -> Optional[str]:
+    """None when backend ``name`` is usable here, else why not (no device is touched)."""
+    reason = _torch_reason()
+    if reason:
+        return reason
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        return "this PyTorch build has no torch.distributed"
+    if name == "gloo":
+        return None if dist.is_gloo_available() else "this PyTorch build has no gloo"
+    if name == "torch-mpi":
+        return None if dist.is_mpi_available() else \
+            "this PyTorch build has no MPI backend (torch must be built from source with MPI)"
+    if name == "nccl":
+        import torch
+
+        if not dist.is_nccl_available():
+            return "this PyTorch build has no NCCL (a CPU build)"
+        if not torch.cuda.is_available():
+            return "no CUDA device visible"
+        return None
+    if name == "hccl":
+        if importlib.util.find_spec("habana_frameworks") is None:
+            return "habana_frameworks is not installed (Intel Gaudi software stack; untested here)"
+        return None
+    return f"unknown torch backend {name}"
+
+
+def interface_address(iface: str) -> str:
+    """IPv4 address of network interface ``iface`` (Linux)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            packed = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", iface[:15].encode()))
+        except OSError as exc:
+            raise ConfigError(f"--iface {iface}: no IPv4 address on that interface ({exc.strerror})") from None
+    return socket.inet_ntoa(packed[20:24])
+
+
+def _torch_dtype(torch, dtype: DType):
+    return {
+        "int8": torch.int8, "uint8": torch.uint8, "int32": torch.int32, "int64": torch.int64,
+        "uint32": getattr(torch, "uint32", None), "uint64": getattr(torch, "uint64", None),
+        "float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32,
+        "float64": torch.float64,
+    }[dtype.name]
+
+
+class _CudaTimer(HostTimer):
+    """CUDA events after every iteration; host stamps still show progress to the watchdog."""
+
+    def __init__(self, torch):
+        super().__init__()
+        self.torch = torch
+
+    def loop(self, run, iters, synchronize, before=None):
+        if before is not None:
+            return super().loop(run, iters, synchronize, before)
+        cuda = self.torch.cuda
+        events = [cuda.Event(enable_timing=True) for _ in range(iters + 1)]
+        stamps = [0.0] * (iters + 1)
+        self.stamps = stamps
+        clock = time.perf_counter
+        events[0].record()
+        stamps[0] = clock()
+        for i in range(1, iters + 1):
+            run()
+            events[i].record()
+            stamps[i] = clock()
+        synchronize()
+        # Replace enqueue times by the GPU's own, as cumulative seconds.
+        t = stamps[0]
+        for i in range(1, iters + 1):
+            t += events[i - 1].elapsed_time(events[i]) * 1e-3
+            stamps[i] = t
+        return stamps
+
+
+class _SyncTimer(HostTimer):
+    """Synchronise the device after every iteration (HPU)."""
+
+    def loop(self, run, iters, synchronize, before=None):
+        def run_synced():
+            run()
+            synchronize()
+        return super().loop(run_synced, iters, lambda: None, before)
+
+
+class TorchTransport(TransportBase):
+    def __init__(self, comm, options: dict, name: str):
+        import torch
+        import torch.distributed as dist
+
+        self.torch, self.dist, self.name = torch, dist, name
+        # torch 2.13 renamed these; older releases have only the first names.
+        self._all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+        self._reduce_scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+        backend, default_device = BACKENDS[name]
+        self.backend = backend
+        super().__init__(comm.rank, comm.size)
+        if name == "hccl":
+            # The documented Gaudi path: importing this registers backend "hccl".
+            import habana_frameworks.torch.distributed.hccl  # noqa: F401
+        iface = options.get("iface")
+        if iface and backend in _SOCKET_ENV:
+            os.environ.setdefault(_SOCKET_ENV[backend], iface)
+        self.device = self._pick_device(options.get("device") or default_device, comm)
+        timeout = float(options.get("timeout") or 0) or 1800.0
+        self.group, self._own_default = self._rendezvous(comm, iface, timeout)
+        self._closed = False
+
+    # -- set-up --------------------------------------------------------------------------
+    def _pick_device(self, kind: str, comm):
+        torch = self.torch
+        if kind not in ("cpu", "cuda", "hpu"):
+            raise ConfigError(f"--device {kind}: choose cpu, cuda or hpu")
+        if kind == "cpu":
+            if self.backend == "nccl":
+                raise ConfigError("--transport nccl needs --device cuda (NCCL moves GPU memory)")
+            return torch.device("cpu")
+        from launch.env import detect
+
+        local = detect().local_rank
+        local = comm.rank if local is None else local
+        if kind == "cuda":
+            if not torch.cuda.is_available():
+                raise Unsupported("--device cuda: no CUDA device is visible")
+            index = local % torch.cuda.device_count()
+            torch.cuda.set_device(index)
+            return torch.device("cuda", index)
+        try:
+            import habana_frameworks.torch.core  # noqa: F401  (the documented way to get torch.hpu)
+        except ImportError:
+            pass
+        if not hasattr(torch, "hpu"):
+            raise Unsupported("--device hpu: habana_frameworks.torch is not installed (no Gaudi here)")
+        return torch.device("hpu")
+
+    def _rendezvous(self, comm, iface: Optional[str], timeout: float):
+        dist = self.dist
+        pg_timeout = timedelta(seconds=timeout)
+        if dist.is_initialized():  # torchrun: the control group is the default one
+            return dist.new_group(backend=self.backend, timeout=pg_timeout), False
+        store = None
+        error = None
+        one_host = len(set(comm.allgather(socket.gethostname()))) == 1
+        if comm.rank == 0:
+            host = self._address(one_host, iface)
+            port = int(os.environ.get("MASTER_PORT") or 0)
+            try:
+                store = dist.TCPStore(host, port, comm.size, True, timeout=pg_timeout,
+                                      wait_for_workers=False)
+                where = (host, store.port)
+            except Exception as exc:  # the port is taken, or the address is not ours
+                where = None
+                error = (f"rank 0 cannot listen on {host}:{port} for the torch.distributed rendezvous "
+                         f"({str(exc).splitlines()[0]})"
+                         + ("; unset MASTER_PORT to let collscale pick a free port" if port else ""))
+        else:
+            where = None
+        where, error = comm.bcast((where, error))
+        if error:
+            raise Unsupported(error)
+        if comm.rank != 0:
+            store = dist.TCPStore(where[0], where[1], comm.size, False, timeout=pg_timeout)
+        dist.init_process_group(self.backend, store=store, rank=comm.rank, world_size=comm.size,
+                                timeout=pg_timeout)
+        self._store = store
+        return dist.group.WORLD, True
+
+    @staticmethod
+    def _address(one_host: bool, iface: Optional[str]) -> str:
+        if iface:
+            return interface_address(iface)
+        if os.environ.get("MASTER_ADDR"):
+            return os.environ["MASTER_ADDR"]
+        if one_host:
+            return "127.0.0.1"
+        return socket.gethostbyname(socket.gethostname())
+
+    # -- buffers -----------------------------------------------------------------------------
+    def _dtype(self, dtype: DType):
+        tdt = _torch_dtype(self.torch, dtype)
+        if tdt is None or (dtype.name in ("uint32", "uint64") and self.backend in _NO_UNSIGNED_WIDE):
+            raise Unsupported(f"torch.distributed ({self.backend}) has no {dtype.name}")
+        return tdt
+
+    def alloc(self, count: int, dtype: DType):
+        return self.torch.zeros(max(count, 0), dtype=_torch_dtype(self.torch, dtype) or self.torch.uint8,
+                                device=self.device)
+
+    def view(self, buf, dtype: DType):
+        tdt = _torch_dtype(self.torch, dtype)
+        if tdt is None:  # no such torch dtype: keep bytes, the collectives will say unsupported
+            return buf
+        return buf.view(tdt)
+
+    def to_host(self, buf) -> np.ndarray:
+        torch = self.torch
+        if buf.dtype == torch.bfloat16:
+            return buf.detach().view(torch.int16).cpu().numpy().view(np.uint16)
+        return buf.detach().cpu().numpy()
+
+    def from_host(self, buf, values) -> None:
+        torch = self.torch
+        if buf.dtype == torch.bfloat16:
+            buf.view(torch.int16).copy_(torch.from_numpy(np.ascontiguousarray(values).view(np.int16)))
+        else:
+            buf.copy_(torch.from_numpy(np.ascontiguousarray(values)))
+
+    def fill(self, buf, value) -> None:
+        torch = self.torch
+        if buf.dtype == torch.bfloat16:
+            buf.view(torch.int16).fill_(int(np.array(value, np.uint16).view(np.int16)))
+        else:
+            buf.fill_(value.item() if hasattr(value, "item") else value)
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize(self.device)
+        elif self.device.type == "hpu":
+            self.torch.hpu.synchronize()
+
+    def timer(self) -> HostTimer:
+        if self.device.type == "cuda":
+            return _CudaTimer(self.torch)
+        if self.device.type == "hpu":
+            return _SyncTimer()
+        return HostTimer()
+
+    # -- ops --------------------------------------------------------------------------------
+    def _reduce_op(self, op: str, dtype: DType):
+        """(torch ReduceOp, divide afterwards?) for ``op`` on ``dtype``."""
+        R = self.dist.ReduceOp
+        if op == "avg":
+            if self.backend == "gloo" and dtype.is_float:
+                return R.AVG, False
+            return R.SUM, True
+        return {"sum": R.SUM, "prod": R.PRODUCT, "min": R.MIN, "max": R.MAX}[op], False
+
+    def _with_divide(self, call, result, divide: bool) -> Bound:
+        if not divide:
+            return Bound(call, result)
+        p = self.size
+        floor = not result.is_floating_point()
+
+        def run():
+            call()
+            if floor:
+                result.floor_divide_(p)
+            else:
+                result.div_(p)
+        return Bound(run, result)
+
+    def _in_place_only(self, send, what):
+        if send is not None:
+            raise Unsupported(f"torch.distributed.{what} works in place only")
+
+    def allreduce(self, send, recv, dtype, op):
+        self._in_place_only(send, "all_reduce")
+        self._dtype(dtype)
+        rop, divide = self._reduce_op(op, dtype)
+        return self._with_divide(partial(self.dist.all_reduce, recv, rop, self.group), recv, divide)
+
+    def broadcast(self, send, recv, dtype, root):
+        self._in_place_only(send, "broadcast")
+        self._dtype(dtype)
+        return Bound(partial(self.dist.broadcast, recv, root, self.group), recv)
+
+    def reduce(self, send, recv, dtype, op, root):
+        self._in_place_only(send, "reduce")
+        self._dtype(dtype)
+        rop, divide = self._reduce_op(op, dtype)
+        call = partial(self.dist.reduce, recv, root, rop, self.group)
+        if self.rank != root:
+            return Bound(call, None)
+        return self._with_divide(call, recv, divide)
+
+    def allgather(self, send, recv, dtype):
+        self._dtype(dtype)
+        if send is None:
+            block = len(recv) // self.size
+            send = recv[self.rank * block:(self.rank + 1) * block]
+        return Bound(partial(self._all_gather, recv, send, self.group), recv)
+
+    def reduce_scatter(self, send, recv, dtype, op):
+        self._dtype(dtype)
+        rop, divide = self._reduce_op(op, dtype)
+        if send is None:  # in place: this rank's block of the input receives the result
+            block = len(recv) // self.size
+            out = recv[self.rank * block:(self.rank + 1) * block]
+            return self._with_divide(partial(self._reduce_scatter, out, recv, rop, self.group), out, divide)
+        return self._with_divide(partial(self._reduce_scatter, recv, send, rop, self.group), recv, divide)
+
+    def alltoall(self, send, recv, dtype):
+        self._dtype(dtype)
+        if send is None:
+            # all_to_all_single promises nothing for aliased buffers; with gloo
+            # collscale's validation found wrong blocks from 2 elements per peer.
+            raise Unsupported("torch.distributed.all_to_all_single has no in-place form")
+        return Bound(partial(self.dist.all_to_all_single, recv, send, group=self.group), recv)
+
+    def sendrecv(self, send, recv, dtype, dest, source):
+        self._dtype(dtype)
+        if send is None:
+            raise Unsupported("torch.distributed has no in-place send/receive")
+        if self.size == 1:
+            raise Unsupported("torch.distributed cannot send to its own rank")
+        dist, group = self.dist, self.group
+        ops = [dist.P2POp(dist.isend, send, dest, group), dist.P2POp(dist.irecv, recv, source, group)]
+        batch = dist.batch_isend_irecv
+
+        def run():
+            for work in batch(ops):
+                work.wait()
+        return Bound(run, recv)
+
+    def pingpong(self, send, recv, dtype, peer):
+        self._dtype(dtype)
+        if send is None:
+            raise Unsupported("pingpong uses separate send and receive buffers (as OSU)")
+        dsend, drecv, group = self.dist.send, self.dist.recv, self.group
+        if self.rank == 0:
+            def run():
+                dsend(send, peer, group)
+                drecv(recv, peer, group)
+        else:
+            def run():
+                drecv(recv, peer, group)
+                dsend(send, peer, group)
+        return Bound(run, recv)
+
+    def barrier(self):
+        return Bound(partial(self.dist.barrier, self.group), None)
+
+    def p2p(self, sends, recvs, dtype=None):
+        """Run the given (buffer, peer) sends and receives together and wait for them all."""
+        dist, group = self.dist, self.group
+        ops = [dist.P2POp(dist.isend, b, peer, group) for b, peer in sends] + \
+              [dist.P2POp(dist.irecv, b, peer, group) for b, peer in recvs]
+        if not ops:
+            return lambda: None
+        batch = dist.batch_isend_irecv
+
+        def run():
+            for work in batch(ops):
+                work.wait()
+        return run
+
+    # -- the rest ----------------------------------------------------------------------------
+    def describe(self) -> Dict[str, Any]:
+        torch = self.torch
+        version = f"torch {torch.__version__} {self.backend}"
+        if self.backend == "nccl":
+            try:
+                version += " %d.%d.%d" % torch.cuda.nccl.version()
+            except Exception:
+                pass
+        settings = {"device": str(self.device)}
+        if self.device.type == "cuda":
+            settings["gpu"] = torch.cuda.get_device_name(self.device)
+        for key in _SOCKET_ENV.values():
+            if os.environ.get(key):
+                settings[key] = os.environ[key]
+        impl = {}
+        if self.backend != "gloo":
+            impl["avg"] = "SUM then a division by the rank count inside the timed call"
+        else:
+            impl["avg"] = "gloo's AVG on floats; SUM then a floor division on integers"
+        return {
+            "transport": self.name,
+            "transport_version": version,
+            "buffer": self.device.type,
+            "settings": settings,
+            "op_impl": impl,
+        }
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        dist = self.dist
+        if not dist.is_initialized():
+            return
+        if self._own_default:
+            dist.destroy_process_group()
+        else:
+            dist.destroy_process_group(self.group)
+
+
+def create(name: str):
+    def make(comm, options) -> TorchTransport:
+        return TorchTransport(comm, options, name)
+    return make
