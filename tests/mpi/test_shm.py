@@ -27,9 +27,11 @@ def _world():
 @pytest.mark.parametrize("buffer", ["shared", "host"])
 @pytest.mark.parametrize("collective, algo", CASES, ids=[f"{c}-{a}" for c, a in CASES])
 def test_every_type_op_root_and_placement(collective, algo, buffer):
-    recs = cli.run(collective, _world(), ["--transport", "shm", "--algo", algo, "--buffer", buffer,
-                                          "-d", "all", "-o", "all", "-r", "all", "-n", "2", "-w", "0"]
-                   + SIZES)
+    comm = _world()
+    # Every root up to 3 ranks; at 5 (oversubscribed in CI) the last one only.
+    roots = "all" if comm.Get_size() <= 3 else str(comm.Get_size() - 1)
+    recs = cli.run(collective, comm, ["--transport", "shm", "--algo", algo, "--buffer", buffer,
+                                      "-d", "all", "-o", "all", "-r", roots, "-n", "2", "-w", "0"] + SIZES)
     assert recs and all(r["status"] == "ok" for r in recs), {r["status"] for r in recs}
     assert all(r["wrong"] in (0, None) for r in recs)
     assert {r["buffer"] for r in recs} == {buffer}

@@ -17,6 +17,8 @@ def _world():
 @pytest.mark.mpi(min_size=2)
 @pytest.mark.parametrize("collective", [n for n in SPECS if n != "pingpong"])
 def test_gloo_every_collective(collective):
+    if _world().Get_size() > 3:
+        pytest.skip("gloo is tested at 2 and 3 ranks (TCP on oversubscribed cores is slow)")
     recs = cli.run(collective, _world(), ["--transport", "gloo", "-b", "8", "-e", "16K", "-f", "16", "-n", "2",
                                           "-w", "1", "-d", "float32,int8,bfloat16,float16", "-o", "all"])
     assert any(r["status"] == "ok" for r in recs)
