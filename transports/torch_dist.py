@@ -118,9 +118,9 @@ class _CudaTimer(HostTimer):
         super().__init__()
         self.torch = torch
 
-    def loop(self, run, iters, synchronize, before=None):
+    def _loop(self, run, iters, synchronize, before=None):
         if before is not None:
-            return super().loop(run, iters, synchronize, before)
+            return super()._loop(run, iters, synchronize, before)
         cuda = self.torch.cuda
         events = [cuda.Event(enable_timing=True) for _ in range(iters + 1)]
         stamps = [0.0] * (iters + 1)
@@ -144,11 +144,11 @@ class _CudaTimer(HostTimer):
 class _SyncTimer(HostTimer):
     """Synchronise the device after every iteration (HPU)."""
 
-    def loop(self, run, iters, synchronize, before=None):
+    def _loop(self, run, iters, synchronize, before=None):
         def run_synced():
             run()
             synchronize()
-        return super().loop(run_synced, iters, lambda: None, before)
+        return super()._loop(run_synced, iters, lambda: None, before)
 
 
 class TorchTransport(TransportBase):
@@ -204,7 +204,11 @@ class TorchTransport(TransportBase):
     def _rendezvous(self, comm, iface: Optional[str], timeout: float):
         dist = self.dist
         pg_timeout = timedelta(seconds=timeout)
-        if dist.is_initialized():  # torchrun: the control group is the default one
+        if dist.is_initialized():
+            # torchrun (our control group) or the caller's own group: reuse it when
+            # it runs the same backend (its connections are warm), else make ours.
+            if dist.get_backend() == self.backend:
+                return dist.group.WORLD, False
             return dist.new_group(backend=self.backend, timeout=pg_timeout), False
         store = None
         error = None
@@ -449,7 +453,7 @@ class TorchTransport(TransportBase):
             return
         if self._own_default:
             dist.destroy_process_group()
-        else:
+        elif self.group is not dist.group.WORLD:
             dist.destroy_process_group(self.group)
 
 
