@@ -1,0 +1,220 @@
+"""Latency-bandwidth fits of measured collectives.
+
+Two fits, both weighted least squares on *relative* error (every size counts
+alike, from 8 B to 1 GiB):
+
+* :func:`fit_affine`: at one rank count, t(n) = a + n * theta, the two
+  numbers any alpha-beta model reduces to at fixed p.  Best for predicting
+  other sizes at that p (``benchmarks/model_accuracy.py``).
+* :func:`fit_model`: across every rank count measured, each algorithm's
+  formula from :mod:`analysis.costmodel`, t = c_a(p)*alpha + c_b(p)*n/beta_eff,
+  with alpha and beta_eff shared by all p.  The algorithm whose p-scaling
+  fits best is chosen (and the others' errors kept).  With one rank count
+  the algorithms cannot be told apart, and the fit says so.
+
+gamma: within one algorithm c_g/c_b is the same at every p, so a
+reduction's compute cost cannot be separated from its bandwidth by timing
+that reduction alone.  It is separated when the same transport also measured
+a collective that reduces nothing (allgather, broadcast, alltoall): that one
+gives beta, and gamma = (1/beta_eff - 1/beta) * c_b/c_g.  Otherwise gamma is
+reported as folded into beta_eff, never invented.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from analysis import costmodel
+
+__all__ = ["AffineFit", "ModelFit", "fit_affine", "fit_model", "fit_transport", "fit_frame"]
+
+
+def _weighted_lstsq(A: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Non-negative least squares on relative error for 1-3 unknowns."""
+    w = 1.0 / t
+    Aw, tw = A * w[:, None], t * w
+    cols = list(range(A.shape[1]))
+    while True:
+        x = np.zeros(A.shape[1])
+        if cols:
+            sol, *_ = np.linalg.lstsq(Aw[:, cols], tw, rcond=None)
+            x[cols] = sol
+        negative = [c for c in cols if x[c] < 0]
+        if not negative:
+            return x
+        cols.remove(min(negative, key=lambda c: x[c]))
+
+
+def _errors(pred: np.ndarray, t: np.ndarray) -> Tuple[float, float, float]:
+    rel = np.abs(pred - t) / t
+    ss_res = float(np.sum((pred - t) ** 2))
+    ss_tot = float(np.sum((t - t.mean()) ** 2)) or 1.0
+    return float(np.median(rel)), float(rel.max()), 1.0 - ss_res / ss_tot
+
+
+@dataclass(frozen=True)
+class AffineFit:
+    """t(n) = latency + n * seconds_per_byte, at one rank count."""
+
+    latency_s: float
+    seconds_per_byte: float
+    points: int
+    median_rel_err: float
+    max_rel_err: float
+    r2: float
+
+    def predict(self, n) -> np.ndarray:
+        return self.latency_s + np.asarray(n, dtype=float) * self.seconds_per_byte
+
+    @property
+    def bandwidth(self) -> float:
+        """1/theta in bytes/s (algorithm bandwidth for S, not per link)."""
+        return 1.0 / self.seconds_per_byte if self.seconds_per_byte > 0 else float("inf")
+
+
+def fit_affine(sizes: Sequence[float], times_s: Sequence[float]) -> AffineFit:
+    n = np.asarray(sizes, dtype=float)
+    t = np.asarray(times_s, dtype=float)
+    if len(n) < 2 or len(set(n)) < 2:
+        raise ValueError("an affine fit needs at least two distinct sizes")
+    A = np.column_stack([np.ones_like(n), n])
+    a, theta = _weighted_lstsq(A, t)
+    med, mx, r2 = _errors(A @ np.array([a, theta]), t)
+    return AffineFit(float(a), float(theta), len(n), med, mx, r2)
+
+
+@dataclass(frozen=True)
+class ModelFit:
+    """An algorithm's formula fitted across rank counts for one transport and collective."""
+
+    transport: str
+    collective: str
+    algorithm: str
+    ranks: Tuple[int, ...]
+    alpha: float  # s per step
+    beta: float  # bytes/s per link per direction (effective: includes gamma unless separated)
+    gamma: Optional[float]  # s/byte, when separated
+    gamma_note: str
+    points: int
+    median_rel_err: float
+    max_rel_err: float
+    r2: float
+    candidates: Dict[str, float] = field(default_factory=dict)  # algorithm -> median relative error
+    distinguishable: bool = True
+
+    def predict(self, n, p: int) -> np.ndarray:
+        """Seconds for n bytes at p ranks (extrapolates in p beyond ``ranks``)."""
+        ca, cb, cg = costmodel.coefficients(self.collective, self.algorithm, p)
+        per_byte = cb / self.beta + (cg * self.gamma if self.gamma else 0.0)
+        return ca * self.alpha + np.asarray(n, dtype=float) * per_byte
+
+    def describe(self) -> str:
+        g = f", gamma {self.gamma * 1e9:.3f} ns/B" if self.gamma is not None else ""
+        return (f"{self.transport} {self.collective}: {self.algorithm}, alpha {self.alpha * 1e6:.2f} us, "
+                f"beta {self.beta / 1e9:.2f} GB/s{g} ({self.gamma_note}); median error "
+                f"{self.median_rel_err * 100:.1f} % over {self.points} points at p={list(self.ranks)}")
+
+
+_NO_REDUCTION = ("allgather", "broadcast", "alltoall", "sendrecv")
+
+
+def fit_model(collective: str, sizes: Sequence[float], ranks: Sequence[int], times_s: Sequence[float],
+              transport: str = "?", algorithms: Optional[Sequence[str]] = None,
+              beta_ref: Optional[float] = None) -> ModelFit:
+    """Fit each candidate algorithm jointly over all points; return the best.
+
+    ``beta_ref`` (bytes/s), from a non-reducing collective of the same
+    transport, separates gamma for reductions.
+    """
+    n = np.asarray(sizes, dtype=float)
+    p = np.asarray(ranks, dtype=int)
+    t = np.asarray(times_s, dtype=float)
+    if len(t) < 2:
+        raise ValueError("a fit needs at least two points")
+    names = list(algorithms or costmodel.ALGORITHMS[collective])
+    fits = {}
+    for algo in names:
+        co = np.array([costmodel.coefficients(collective, algo, int(q)) for q in p])
+        A = np.column_stack([co[:, 0], co[:, 1] * n])
+        if not A[:, 0].any() and not A[:, 1].any():
+            continue
+        x = _weighted_lstsq(A, t)
+        med, mx, r2 = _errors(A @ x, t)
+        fits[algo] = (x, med, mx, r2, co)
+    if not fits:
+        raise ValueError(f"nothing to fit for {collective} at p={sorted(set(p))} (one rank moves nothing)")
+    several_p = len(set(p.tolist())) > 1
+    default = costmodel.DEFAULT.get(collective)
+    if several_p:
+        best = min(fits, key=lambda a: (round(fits[a][1], 6), a != default))
+    else:
+        best = default if default in fits else next(iter(fits))
+    (alpha, inv_beta), med, mx, r2, co = fits[best]
+    beta_eff = 1.0 / inv_beta if inv_beta > 0 else float("inf")
+    gamma, note = None, "gamma folded into beta"
+    if collective in _NO_REDUCTION or not co[:, 2].any():
+        note = "no reduction"
+    elif beta_ref:
+        ratio = float(co[0, 1] / co[0, 2]) if co[0, 2] else 0.0
+        g = (inv_beta - 1.0 / beta_ref) * ratio
+        if g >= 0:
+            gamma, beta_eff, note = g, beta_ref, "gamma from beta of a non-reducing collective"
+        else:
+            note = "gamma folded into beta (the reference bandwidth was lower)"
+    ties = [a for a in fits if a != best and abs(fits[a][1] - med) <= max(1e-9, 1e-6 * med)]
+    if not several_p:
+        note += "; one rank count: algorithms indistinguishable"
+    elif ties:
+        note += "; equally good: " + ", ".join(ties) + " (their formulas differ by constant factors only)"
+    return ModelFit(transport, collective, best, tuple(sorted(set(p.tolist()))), float(alpha), beta_eff, gamma,
+                    note, len(t), med, mx, r2, {a: f[1] for a, f in fits.items()}, several_p)
+
+
+def _rows(df, **match):
+    """Usable points: more than one rank, a size, a time; out of place and op sum where present."""
+    sub = df
+    for k, v in match.items():
+        sub = sub[sub[k] == v]
+    sub = sub[(sub["nranks"] > 1) & (sub["size_bytes"] > 0) & (sub["time_us"] > 0)]
+    if "placement" in sub and (sub["placement"] == "out-of-place").any():
+        sub = sub[sub["placement"] == "out-of-place"]
+    if "op" in sub and (sub["op"] == "sum").any():
+        sub = sub[sub["op"].isin(["sum"])]
+    return sub
+
+
+def fit_transport(df, transport: str) -> List[ModelFit]:
+    """Model fits for every collective one transport measured (non-reducing ones first)."""
+    sub = df[(df["transport"] == transport) & (df.get("kind", "measured") == "measured")]
+    out: List[ModelFit] = []
+    beta_ref = None
+    order = sorted(set(sub["collective"]), key=lambda c: (c not in _NO_REDUCTION, c))
+    for collective in order:
+        if collective not in costmodel.ALGORITHMS or collective in ("barrier", "pingpong"):
+            continue
+        rows = _rows(sub, collective=collective)
+        if len(rows) < 2 or rows["size_bytes"].nunique() < 2:
+            continue
+        m = fit_model(collective, rows["size_bytes"], rows["nranks"], rows["time_us"] * 1e-6,
+                      transport=transport, beta_ref=beta_ref)
+        if collective in _NO_REDUCTION and beta_ref is None and np.isfinite(m.beta):
+            beta_ref = m.beta
+        out.append(m)
+    return out
+
+
+def fit_frame(df) -> List[ModelFit]:
+    """Model fits for every measured transport in a results frame."""
+    fits: List[ModelFit] = []
+    for transport in sorted(set(df["transport"])):
+        fits.extend(fit_transport(df, transport))
+    return fits
+
+
+def median(values) -> float:
+    values = list(values)
+    return statistics.median(values) if values else float("nan")

@@ -1,0 +1,390 @@
+"""``python -m analysis.report RESULTS... -o DIR``: fits, models, scaling curves and plots.
+
+Writes ``DIR/report.md``, ``DIR/index.html`` (self-contained: plots
+embedded, viewable offline) and the PNG plots it shows:
+
+* ``busbw_<collective>.png``, ``time_<collective>.png``: bus bandwidth and
+  time against size for every measured transport and rank count (solid
+  lines, round markers), fitted curves over the time points, and modelled
+  fabrics at the largest measured rank count (dashed, no markers, labelled
+  MODELLED) — a modelled series is never drawn like a measured one;
+* ``scaling_<model>.png``: scaling efficiency against devices for UNet and
+  GPT-2 at two batches, per fabric model and per measured transport fit;
+* tables: the fits (alpha, beta, gamma, the algorithm that fits best, the
+  errors), how well each fit predicts the sizes it did not see, the fabrics'
+  figures with their sources, and a seed-style table of UNet efficiency at 8
+  devices beside the seed study's own figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import math
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from analysis import costmodel, fabrics, fit, results, scaling, workloads
+
+__all__ = ["build", "main", "holdout_accuracy"]
+
+REPORT_FABRICS = ("nvlink3", "nvlink4", "gaudi2-roce", "ipu-link", "cerebras-swarmx", "eth-100g")
+SCALING_MODELS = (("unet", (32, 256)), ("gpt2-small", (8, 32)))
+DEVICES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+A100_TFLOPS = 312.0
+
+
+# -- analysis -------------------------------------------------------------------------------
+
+def holdout_accuracy(df, min_size: int = 64 * 1024) -> List[Dict]:
+    """Fit every (transport, collective, nranks) on every other size, predict the rest.
+
+    Returns one row per series with the median and worst relative error on
+    the held-out sizes >= ``min_size``.
+    """
+    out = []
+    keys = ["transport", "collective", "nranks"]
+    for (transport, collective, p), g in df.groupby(keys):
+        g = fit._rows(g)
+        g = g.groupby("size_bytes", as_index=False)["time_us"].median().sort_values("size_bytes")
+        if len(g) < 4:
+            continue
+        train, test = g.iloc[0::2], g.iloc[1::2]
+        test = test[test["size_bytes"] >= min_size]
+        if len(test) == 0 or train["size_bytes"].nunique() < 2:
+            continue
+        f = fit.fit_affine(train["size_bytes"], train["time_us"] * 1e-6)
+        pred = f.predict(test["size_bytes"]) * 1e6
+        rel = np.abs(pred - test["time_us"].to_numpy()) / test["time_us"].to_numpy()
+        out.append({"transport": transport, "collective": collective, "nranks": int(p),
+                    "train_points": len(train), "test_points": len(test),
+                    "median_rel_err": float(np.median(rel)), "max_rel_err": float(rel.max()),
+                    "latency_us": f.latency_s * 1e6, "bandwidth_gbs": f.bandwidth / 1e9})
+    return out
+
+
+def _measured(df):
+    return df[df["kind"] == "measured"]
+
+
+def _scaling_rows(model_fits: List[fit.ModelFit], measure_cpu: bool) -> Dict[str, List[Dict]]:
+    """Scaling curves per model: fabric models and measured allreduce fits."""
+    networks = []
+    for name in REPORT_FABRICS:
+        fab = fabrics.get(name)
+        peak = fab.peak_tflops
+        networks.append((scaling.network_from_fabric(fab), peak.value if peak else A100_TFLOPS,
+                         peak.source if peak else f"no published peak: A100-class {A100_TFLOPS:g} TFLOP/s "
+                         "assumed, to compare fabrics alone"))
+    for f in model_fits:
+        if f.collective == "allreduce":
+            networks.append((scaling.network_from_fit(f), A100_TFLOPS,
+                             f"A100-class {A100_TFLOPS:g} TFLOP/s assumed (what if these devices computed "
+                             "like A100s)"))
+    out: Dict[str, List[Dict]] = {}
+    for model, batches in SCALING_MODELS:
+        w = workloads.get(model)
+        rows: List[Dict] = []
+        cpu = None
+        for network, tflops, src in networks:
+            compute = scaling.compute_from_peak(w, tflops, scaling.DEFAULT_MFU, src)
+            if measure_cpu and network.kind.endswith("fit") and model == "unet":
+                cpu = cpu or scaling.measure_cpu(w)
+                compute = cpu
+            rows += scaling.curve(w, batches, DEVICES, compute, network)
+        out[model] = rows
+    return out
+
+
+def _seed_table(scaling_rows: Dict[str, List[Dict]]) -> List[Dict]:
+    rows = []
+    unet = scaling_rows.get("unet", [])
+    by_network: Dict[str, Dict] = {}
+    for r in unet:
+        if r["devices"] == 8:
+            by_network.setdefault(r["network"], {"network": r["network"], "kind": r["network_kind"],
+                                                 "compute": r["compute"]})[str(r["batch"])] = r["efficiency"]
+    seed_by_fabric = {v["fabric"]: k for k, v in fabrics.SEED_TABLE.items() if v["fabric"]}
+    for name in REPORT_FABRICS:
+        title = fabrics.get(name).title
+        if title in by_network:
+            row = dict(by_network.pop(title))
+            seed = fabrics.SEED_TABLE.get(seed_by_fabric.get(name, ""), {})
+            row["seed_system"] = seed_by_fabric.get(name, "")
+            row["seed_32"], row["seed_256"] = seed.get("32"), seed.get("256")
+            rows.append(row)
+    for rest in by_network.values():
+        rows.append(dict(rest, seed_system="", seed_32=None, seed_256=None))
+    rows.append({"network": "SambaNova SN10 RDU (no public link bandwidth: not modelled)", "kind": "-",
+                 "compute": "-", "32": None, "256": None, "seed_system": "SN10 RDU",
+                 "seed_32": fabrics.SEED_TABLE["SN10 RDU"]["32"], "seed_256": fabrics.SEED_TABLE["SN10 RDU"]["256"]})
+    return rows
+
+
+# -- plots ------------------------------------------------------------------------------------
+
+def _plots(df, model_fits, scaling_rows, outdir: Path) -> List[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    meas = _measured(df)
+    modelled = df[df["kind"] == "modelled"]
+    for collective in sorted(set(meas["collective"])):
+        sub = meas[(meas["collective"] == collective) & (meas["size_bytes"] > 0)]
+        if sub.empty:
+            continue
+        pmax = int(sub["nranks"].max())
+        for metric, ylabel, fname in (("busbw_gbs", "bus bandwidth (GB/s)", f"busbw_{collective}.png"),
+                                      ("time_us", "time per call (us)", f"time_{collective}.png")):
+            fig, ax = plt.subplots(figsize=(8, 5))
+            for (transport, p), g in sub.groupby(["transport", "nranks"]):
+                g = fit._rows(g).groupby("size_bytes", as_index=False)[metric].median()
+                if g.empty:
+                    continue
+                line, = ax.plot(g["size_bytes"], g[metric], "o-", ms=4, lw=1.5,
+                                label=f"measured: {transport}, {int(p)} ranks")
+                if metric == "time_us" and len(g) >= 2:
+                    f = fit.fit_affine(g["size_bytes"], g["time_us"] * 1e-6)
+                    xs = np.logspace(np.log10(g["size_bytes"].min()), np.log10(g["size_bytes"].max()), 60)
+                    ax.plot(xs, f.predict(xs) * 1e6, ":", color=line.get_color(), lw=1,
+                            label=f"fit: {f.latency_s * 1e6:.1f} us + n / {f.bandwidth / 1e9:.2f} GB/s")
+            for name in REPORT_FABRICS:
+                fab = fabrics.get(name)
+                if collective not in costmodel.ALGORITHMS or collective in ("barrier", "pingpong", "sendrecv"):
+                    break
+                xs = np.logspace(np.log10(max(8, sub["size_bytes"].min())), np.log10(sub["size_bytes"].max()), 40)
+                ts = np.array([fab.collective_time(collective, x, pmax) for x in xs])
+                ys = ts * 1e6 if metric == "time_us" else xs / ts / 1e9 * costmodel.busbw_factor(collective, pmax)
+                ax.plot(xs, ys, "--", lw=1.2, alpha=0.8, label=f"MODELLED: {name}, {pmax} devices")
+            extra = modelled[modelled["collective"] == collective]
+            for (transport, p), g in extra.groupby(["transport", "nranks"]):
+                ax.plot(g["size_bytes"], g[metric], "--", lw=1.2, label=f"MODELLED: {transport}, {int(p)}")
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel("size S (bytes)")
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"{collective}: measured (solid, markers) and MODELLED fabrics (dashed)")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=7, loc="best")
+            fig.tight_layout()
+            path = outdir / fname
+            fig.savefig(path, dpi=110)
+            plt.close(fig)
+            made.append(path)
+    for model, rows in scaling_rows.items():
+        if not rows:
+            continue
+        batches = sorted({r["batch"] for r in rows})
+        fig, axes = plt.subplots(1, len(batches), figsize=(6 * len(batches), 4.5), sharey=True)
+        axes = np.atleast_1d(axes)
+        for ax, b in zip(axes, batches):
+            for network in dict.fromkeys(r["network"] for r in rows):
+                pts = [r for r in rows if r["batch"] == b and r["network"] == network]
+                style = "s-" if pts and pts[0]["network_kind"].endswith("fit") else "--"
+                ax.plot([r["devices"] for r in pts], [100 * r["efficiency"] for r in pts], style, ms=3,
+                        label=network[:48])
+            ax.set_xscale("log", base=2)
+            ax.set_ylim(0, 105)
+            ax.set_xlabel("devices N")
+            ax.set_title(f"{model}, batch {b} per device (MODELLED)")
+            ax.grid(True, alpha=0.3)
+        axes[0].set_ylabel("scaling efficiency E(N) (%)")
+        axes[-1].legend(fontsize=7, loc="lower left")
+        fig.tight_layout()
+        path = outdir / f"scaling_{model}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        made.append(path)
+    return made
+
+
+# -- writing ----------------------------------------------------------------------------------
+
+def _fmt(v, pct=False, digits=3):
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if pct:
+        return f"{100 * v:.1f} %"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence]) -> List[str]:
+    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return out
+
+
+def build(paths: Sequence[str], outdir: str, measure_cpu: bool = False) -> Dict[str, Path]:
+    """Everything :func:`main` writes; returns the paths."""
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    df = results.load(paths)
+    allrec = results.load(paths, all_status=True)
+    meas = _measured(df)
+    model_fits = fit.fit_frame(meas) if not meas.empty else []
+    accuracy = holdout_accuracy(meas)
+    scaling_rows = _scaling_rows(model_fits, measure_cpu)
+    seed = _seed_table(scaling_rows)
+    plots = _plots(df, model_fits, scaling_rows, out)
+
+    md: List[str] = ["# collscale report", ""]
+    runs = sorted(set(allrec["run_id"].dropna().astype(str))) if "run_id" in allrec else []
+    md.append(f"Results: {', '.join(map(str, paths))} — {len(meas)} measured points from {len(runs)} run(s), "
+              f"transports {', '.join(sorted(set(meas['transport'])))}; "
+              f"{(df['kind'] == 'modelled').sum()} modelled points read from files.")
+    if "oversubscribed" in meas and meas["oversubscribed"].fillna(False).astype(bool).any():
+        md.append("")
+        md.append("**Some measurements ran oversubscribed (more ranks than cores): their times describe "
+                  "the scheduler as much as the transport.**")
+    skipped = allrec[~allrec["status"].isin(["ok", "wrong"])]
+    if len(skipped):
+        reasons = skipped.groupby(["status", "reason"]).size().reset_index(name="rows")
+        md += ["", "Rows without a time (not plotted):", ""]
+        md += _table(["status", "reason", "rows"], reasons.values.tolist())
+    wrong = meas[meas["wrong"].fillna(0) > 0] if "wrong" in meas else meas.iloc[0:0]
+    if len(wrong):
+        md += ["", f"**{len(wrong)} measured rows had wrong results (#wrong > 0).**"]
+
+    md += ["", "## Measured: bus bandwidth (GB/s) by size", ""]
+    for (transport, collective, p), g in meas.groupby(["transport", "collective", "nranks"]):
+        g = fit._rows(g)
+        if g.empty:
+            continue
+        piv = g.groupby("size_bytes")[["time_us", "busbw_gbs"]].median()
+        sel = piv.iloc[:: max(1, len(piv) // 8)]
+        md += [f"**{transport} {collective}, {int(p)} ranks** (measured)", ""]
+        md += _table(["size (B)", "time (us)", "busbw (GB/s)"],
+                     [[int(s), f"{r.time_us:.2f}", f"{r.busbw_gbs:.3f}"] for s, r in sel.iterrows()])
+        md.append("")
+    md += ["## Fits (from the measurements)", "",
+           "Per transport and collective, each algorithm's formula (analysis.costmodel) fitted across the "
+           "rank counts measured; the one with the lowest median relative error is shown.", ""]
+    md += _table(["transport", "collective", "algorithm", "ranks", "alpha (us)", "beta (GB/s)",
+                  "gamma (ns/B)", "median err", "max err", "note"],
+                 [[f.transport, f.collective, f.algorithm, ",".join(map(str, f.ranks)), f"{f.alpha * 1e6:.2f}",
+                   f"{f.beta / 1e9:.3f}", _fmt(f.gamma * 1e9 if f.gamma is not None else None),
+                   _fmt(f.median_rel_err, True), _fmt(f.max_rel_err, True), f.gamma_note] for f in model_fits])
+    md += ["", "### How well a fit predicts sizes it did not see", "",
+           "Affine fit (latency + size / bandwidth) on every other size, errors on the other sizes >= 64 KiB.", ""]
+    md += _table(["transport", "collective", "ranks", "latency (us)", "bandwidth (GB/s)", "median err",
+                  "worst err"],
+                 [[a["transport"], a["collective"], a["nranks"], f"{a['latency_us']:.2f}",
+                   f"{a['bandwidth_gbs']:.3f}", _fmt(a["median_rel_err"], True), _fmt(a["max_rel_err"], True)]
+                  for a in accuracy])
+    md += ["", "## Fabric models (MODELLED, from published figures)", ""]
+    for name in fabrics.names():
+        fab = fabrics.get(name)
+        md.append(f"- **{name}** — {fab.title}: " + "; ".join(fab.figures())
+                  + (f". {fab.notes}" if fab.notes else ""))
+    md += ["", "## Data-parallel scaling (MODELLED)", "",
+           "Step time = compute + the allreduce that DDP's gradient buckets leave exposed after the backward "
+           "pass (analysis.scaling); E(N) = X(N) / (N X(1)), weak scaling (per-device batch fixed), fp32 "
+           f"gradients, compute at {int(scaling.DEFAULT_MFU * 100)} % of the device peak (assumed).", ""]
+    for model, rows in scaling_rows.items():
+        w = workloads.get(model)
+        md += [f"### {w.title}: {w.params:,} parameters, {w.flops_per_sample / 1e9:.1f} GFLOP per sample", ""]
+        pick = [r for r in rows if r["devices"] in (8, 64, 1024)]
+        md += _table(["network", "batch", "devices", "step (ms)", "exposed allreduce (ms)", "efficiency",
+                      "compute"],
+                     [[r["network"], r["batch"], r["devices"], f"{r['step_ms']:.2f}", f"{r['exposed_ms']:.2f}",
+                       _fmt(r["efficiency"], True) + (" (extrapolated)" if r["note"] else ""), r["compute"][:60]]
+                      for r in pick])
+        md.append("")
+    md += ["## UNet-2D at 8 devices, beside the seed study", ""]
+    md += _table(["network", "batch 32", "batch 256", "seed system", "seed batch 32", "seed batch 256"],
+                 [[r["network"], _fmt(r.get("32"), True), _fmt(r.get("256"), True), r["seed_system"] or "-",
+                   _fmt(r["seed_32"], True), _fmt(r["seed_256"], True)] for r in seed])
+    md += ["", "Why they differ. Ours is a model of communication alone: compute runs at a fixed fraction of "
+           "the device's peak and every sample costs the same, so E(8) falls only by the allreduce the "
+           "backward pass cannot hide, and for a 7.8 M-parameter UNet on NVLink that is little. The seed's "
+           "efficiency definition is not published; its figures come from full training runs, where input "
+           "pipelines, framework overheads and small per-device batches that leave a fast device idle count "
+           "too. That is why its A100 figure (18.8 % at batch 32, 52 % at 256) rises so steeply with batch, "
+           "while slower compute per device (GC200) hides more communication and scales better (79.5 %): a "
+           "faster device makes any fixed overhead a larger share of the step.", ""]
+    md += ["## Plots", ""]
+    md += [f"![{p.stem}]({p.name})" for p in plots]
+    md_path = out / "report.md"
+    md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
+    html_path = out / "index.html"
+    html_path.write_text(_html(md, out), encoding="utf-8")
+    return {"report.md": md_path, "index.html": html_path, **{p.name: p for p in plots}}
+
+
+def _html(md_lines: List[str], outdir: Path) -> str:
+    """A small Markdown-to-HTML for the report's own lines; images embedded as data URIs."""
+    body: List[str] = []
+    in_table = False
+    for line in md_lines:
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if set("".join(cells)) <= set("-"):
+                continue
+            if not in_table:
+                body.append("<table>")
+                in_table = True
+                body.append("<tr>" + "".join(f"<th>{_inline(c)}</th>" for c in cells) + "</tr>")
+                continue
+            body.append("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in cells) + "</tr>")
+            continue
+        if in_table:
+            body.append("</table>")
+            in_table = False
+        if line.startswith("!["):
+            name = line[line.index("(") + 1: line.rindex(")")]
+            data = base64.b64encode((outdir / name).read_bytes()).decode()
+            body.append(f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
+                        f"<figcaption>{html.escape(name)}</figcaption></figure>")
+        elif line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{_inline(line.lstrip('#').strip())}</h{level}>")
+        elif line.startswith("- "):
+            body.append(f"<p class=item>{_inline(line[2:])}</p>")
+        elif line.strip():
+            body.append(f"<p>{_inline(line)}</p>")
+    if in_table:
+        body.append("</table>")
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
+             "table{border-collapse:collapse;margin:.5em 0;font-size:90%}td,th{border:1px solid #ccc;"
+             "padding:2px 6px;text-align:right}th{background:#eee}img{max-width:100%}"
+             "p.item{margin:.2em 0 .2em 1em}figure{margin:1em 0}")
+    return (f"<!doctype html><html><head><meta charset=utf-8><title>collscale report</title>"
+            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def _inline(text: str) -> str:
+    import re
+
+    s = html.escape(text)
+    s = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", s)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", s)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n\n")[0])
+    ap.add_argument("results", nargs="+", help="JSON Lines or CSV files from the harness (or analysis.predict)")
+    ap.add_argument("-o", "--output", default="report", help="directory to write (default: report/)")
+    ap.add_argument("--measure-cpu", action="store_true",
+                    help="for measured networks, time UNet's forward+backward on this CPU instead of "
+                    "assuming A100-class compute")
+    a = ap.parse_args(argv)
+    try:
+        written = build(a.results, a.output, a.measure_cpu)
+    except results.ResultsError as exc:
+        print(f"analysis.report: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(written)} files to {a.output}/: " + ", ".join(sorted(written)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

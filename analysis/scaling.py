@@ -1,0 +1,288 @@
+"""Data-parallel replication: throughput X(N) and scaling efficiency E(N).
+
+Step time on N devices (every result here is MODELLED):
+
+    step(N) = accum * batch * t_sample  +  exposed(N)
+
+``t_sample`` is the forward+backward time of one sample on one device
+(measured here with torch on the CPU, given as samples/s, or peak FLOP/s x
+an efficiency), ``accum`` the gradient-accumulation steps (gradients are
+all-reduced once per step, after the last micro-batch, as DDP's no_sync
+does).
+
+Overlap model (PyTorch DDP).  Gradients are all-reduced in buckets
+(analysis.workloads.gradient_buckets: 25 MiB, the first 1 MiB, in reverse
+parameter order) while the backward pass of the last micro-batch runs.  That
+backward pass takes ``backward_fraction`` (2/3: backward costs about twice
+forward) of the micro-batch's compute and produces gradients at a steady rate
+in bytes, so bucket i is ready when the bytes of buckets 0..i are done.  One
+communication stream runs the buckets in order: bucket i starts at
+max(ready_i, end of bucket i-1) and takes allreduce(size_i, N).  Whatever runs
+past the end of the backward pass is exposed and adds to the step;
+``overlap=False`` exposes every bucket.
+
+X(N) = N * batch * accum / step(N) samples/s (weak scaling: the per-device
+batch stays fixed) or global batch / step(N) with batch = global / N
+(strong scaling).  E(N) = X(N) / (N * X(1)); X(1) has no communication.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time as _time
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence
+
+__all__ = ["Compute", "Network", "Step", "step_time", "curve", "compute_from_peak",
+           "compute_from_rate", "measure_cpu", "network_from_fabric", "network_from_fit", "main"]
+
+BACKWARD_FRACTION = 2.0 / 3.0
+DEFAULT_MFU = 0.35
+
+
+@dataclass(frozen=True)
+class Compute:
+    """Forward+backward seconds of one sample on one device, and where that figure comes from."""
+
+    seconds_per_sample: float
+    source: str
+    kind: str  # measured | given | assumed
+    backward_fraction: float = BACKWARD_FRACTION
+
+
+def compute_from_rate(samples_per_second: float, source: str = "given on the command line") -> Compute:
+    if samples_per_second <= 0:
+        raise ValueError("samples per second must be positive")
+    return Compute(1.0 / samples_per_second, f"{samples_per_second:g} samples/s per device ({source})", "given")
+
+
+def compute_from_peak(workload, tflops: float, mfu: float = DEFAULT_MFU, source: str = "") -> Compute:
+    """t_sample = training FLOPs per sample / (peak x model-FLOP utilisation)."""
+    if tflops <= 0 or not 0 < mfu <= 1:
+        raise ValueError("peak TFLOP/s must be positive and the utilisation in (0, 1]")
+    t = workload.flops_per_sample / (tflops * 1e12 * mfu)
+    return Compute(t, f"{workload.flops_per_sample / 1e9:.1f} GFLOP/sample at {tflops:g} TFLOP/s x "
+                      f"{mfu:.0%} utilisation ({source or 'assumed'})", "assumed")
+
+
+def measure_cpu(workload, batch: int = 4, repeats: int = 3) -> Compute:
+    """Time a real forward+backward of the workload's torch model on this machine's CPU."""
+    import torch
+
+    from analysis import workloads
+
+    if workload.params > 400_000_000:
+        raise ValueError(f"{workload.name} ({workload.params:,} parameters) is too big to time on a CPU here; "
+                         "give --samples-per-second or --peak-tflops")
+    model = workloads.build_torch_model(workload.name)
+    model.train()
+    x = _example_input(torch, workload, batch)
+    best = float("inf")
+    for i in range(repeats + 1):
+        model.zero_grad(set_to_none=True)
+        t0 = _time.perf_counter()
+        out = model(x)
+        out = out[0] if isinstance(out, (tuple, list)) else getattr(out, "last_hidden_state", out)
+        out.float().mean().backward()
+        elapsed = _time.perf_counter() - t0
+        if i:  # the first run warms up the allocator and kernels
+            best = min(best, elapsed)
+    per = best / batch
+    threads = torch.get_num_threads()
+    return Compute(per, f"measured here: forward+backward of {workload.name}, batch {batch}, on the CPU with "
+                        f"torch {torch.__version__} ({threads} threads): {1 / per:.3g} samples/s", "measured")
+
+
+def _example_input(torch, workload, batch: int):
+    """A batch shaped like the workload's samples (random: only the time matters)."""
+    if workload.name.startswith("unet"):
+        return torch.randn(batch, 3, 256, 256)
+    if workload.name == "braggnn":
+        return torch.randn(batch, 1, 11, 11)
+    tokens = 1024 if workload.name.startswith("gpt2") else 2048
+    return torch.randint(0, 64, (batch, tokens))
+
+
+@dataclass(frozen=True)
+class Network:
+    """allreduce(n_bytes, N) -> seconds, and what it is."""
+
+    label: str
+    kind: str  # "modelled from published figures" | "modelled from a measured fit"
+    allreduce: Callable[[float, int], float]
+    valid_up_to: Optional[int] = None  # beyond this N the model extrapolates
+
+    def note(self, n_devices: int) -> str:
+        if self.valid_up_to and n_devices > self.valid_up_to:
+            return f"extrapolated beyond the measured {self.valid_up_to} ranks"
+        return ""
+
+
+def network_from_fabric(fabric) -> Network:
+    return Network(fabric.title, "modelled from published figures", fabric.allreduce_time)
+
+
+def network_from_fit(model_fit) -> Network:
+    if model_fit.collective != "allreduce":
+        raise ValueError("a scaling model needs an allreduce fit")
+    return Network(f"measured {model_fit.transport} allreduce ({model_fit.algorithm})",
+                   "modelled from a measured fit", lambda n, p: float(model_fit.predict(n, p)),
+                   valid_up_to=max(model_fit.ranks))
+
+
+@dataclass(frozen=True)
+class Step:
+    compute_s: float
+    comm_s: float  # all buckets' allreduce time, serialised
+    exposed_s: float  # what the step waits for after the backward pass
+    step_s: float
+
+
+def step_time(buckets: Sequence[int], batch: float, n_devices: int, compute: Compute, network: Network,
+              accum: int = 1, overlap: bool = True) -> Step:
+    """One training step (see the module docstring)."""
+    t_micro = batch * compute.seconds_per_sample
+    compute_s = accum * t_micro
+    if n_devices <= 1 or not buckets:
+        return Step(compute_s, 0.0, 0.0, compute_s)
+    total = float(sum(buckets))
+    backward = compute.backward_fraction * t_micro
+    end = ready = comm = 0.0
+    for size in buckets:
+        ready += backward * size / total  # this bucket's gradients are all computed
+        t = network.allreduce(size, n_devices)
+        comm += t
+        end = max(ready, end) + t  # one communication stream, buckets in order
+    exposed = max(0.0, end - backward) if overlap else comm
+    return Step(compute_s, comm, exposed, compute_s + exposed)
+
+
+def curve(workload, batches: Sequence[int], devices: Sequence[int], compute: Compute, network: Network,
+          grad_bytes: int = 4, accum: int = 1, strong: bool = False, overlap: bool = True) -> List[Dict]:
+    """Rows of the scaling table: one per (batch, N); every row is modelled."""
+    from analysis import workloads
+
+    buckets = workloads.gradient_buckets(workload, bytes_per_element=grad_bytes)
+    rows = []
+    for b in batches:
+        per1 = b
+        base = step_time(buckets, per1, 1, compute, network, accum, overlap)
+        x1 = per1 * accum / base.step_s
+        for n in devices:
+            per = b / n if strong else b
+            if per <= 0 or (strong and per < 1):
+                continue
+            s = step_time(buckets, per, n, compute, network, accum, overlap)
+            x = n * per * accum / s.step_s
+            rows.append({
+                "kind": "modelled", "model": workload.name, "params": workload.params,
+                "scaling": "strong" if strong else "weak",
+                "batch": b, "batch_per_device": per, "accum": accum, "devices": n,
+                "grad_bytes": grad_bytes, "buckets": len(buckets),
+                "step_ms": s.step_s * 1e3, "compute_ms": s.compute_s * 1e3, "comm_ms": s.comm_s * 1e3,
+                "exposed_ms": s.exposed_s * 1e3, "throughput": x,
+                "efficiency": x / (n * x1),
+                "network": network.label, "network_kind": network.kind, "compute": compute.source,
+                "compute_kind": compute.kind, "overlap": overlap, "note": network.note(n),
+            })
+    return rows
+
+
+def format_table(rows: List[Dict], workload, network: Network, compute: Compute) -> str:
+    scaling = rows[0]["scaling"] if rows else "weak"
+    lines = [
+        f"# MODELLED data-parallel scaling of {workload.title} ({workload.params:,} parameters), "
+        f"{scaling} scaling",
+        f"# network: {network.label} ({network.kind})",
+        f"# compute: {compute.source}",
+        "# step = accum x batch x t_sample + exposed allreduce (DDP buckets overlapped with the backward "
+        "pass); E(N) = X(N) / (N X(1))",
+        "#  batch   per-dev  devices   step(ms)  compute(ms)  allreduce(ms)  exposed(ms)   samples/s  efficiency",
+    ]
+    for r in rows:
+        lines.append("%8s %9.3g %8d %10.3f %12.3f %14.3f %12.3f %11.4g %10.1f%%  MODELLED%s" % (
+            r["batch"], r["batch_per_device"], r["devices"], r["step_ms"], r["compute_ms"], r["comm_ms"],
+            r["exposed_ms"], r["throughput"], 100 * r["efficiency"], ("  " + r["note"]) if r["note"] else ""))
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from analysis import fabrics, workloads
+
+    ap = argparse.ArgumentParser(prog="python -m analysis.scaling", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="unet", help=f"one of: {', '.join(workloads.names())}")
+    ap.add_argument("--batch", default="32,256", help="batch per device (weak) or global (--strong)")
+    ap.add_argument("--devices", default="1,2,4,8,16,32,64,128,256,512,1024")
+    net = ap.add_mutually_exclusive_group(required=True)
+    net.add_argument("--fabric", help=f"one of: {', '.join(fabrics.names())}")
+    net.add_argument("--results", nargs="+", metavar="FILE", help="fit measured allreduce results instead")
+    ap.add_argument("--transport", help="with --results: which transport's fit")
+    comp = ap.add_mutually_exclusive_group()
+    comp.add_argument("--samples-per-second", type=float, help="one device's training throughput")
+    comp.add_argument("--peak-tflops", type=float, help="device peak (default: the fabric's, when published)")
+    comp.add_argument("--measure-cpu", action="store_true", help="time forward+backward here with torch")
+    ap.add_argument("--mfu", type=float, default=DEFAULT_MFU, help=f"utilisation of the peak (default "
+                    f"{DEFAULT_MFU}, assumed)")
+    ap.add_argument("--grad-dtype", choices=("fp32", "bf16"), default="fp32")
+    ap.add_argument("--accum", type=int, default=1, help="gradient-accumulation steps (default 1)")
+    ap.add_argument("--strong", action="store_true", help="keep the global batch fixed")
+    ap.add_argument("--no-overlap", action="store_true", help="expose every bucket's allreduce")
+    ap.add_argument("--json", metavar="PATH", help="append the rows as JSON lines")
+    a = ap.parse_args(argv)
+    try:
+        workload = workloads.get(a.model)
+        batches = [int(x) for x in a.batch.split(",")]
+        devices = [int(x) for x in a.devices.split(",")]
+        if min(batches) < 1 or min(devices) < 1 or a.accum < 1:
+            raise ValueError("batches, devices and --accum must be positive")
+        if a.fabric:
+            fabric = fabrics.get(a.fabric)
+            network = network_from_fabric(fabric)
+        else:
+            fabric = None
+            network = network_from_fit(_allreduce_fit(a.results, a.transport))
+        if a.samples_per_second:
+            compute = compute_from_rate(a.samples_per_second)
+        elif a.measure_cpu:
+            compute = measure_cpu(workload)
+        else:
+            tflops = a.peak_tflops or (fabric.peak_tflops.value if fabric and fabric.peak_tflops else None)
+            if tflops is None:
+                raise ValueError("no compute speed: give --samples-per-second, --peak-tflops or --measure-cpu "
+                                 "(this fabric publishes no device peak)")
+            src = "given on the command line" if a.peak_tflops else fabric.peak_tflops.source
+            compute = compute_from_peak(workload, tflops, a.mfu, src)
+    except (ValueError, ImportError) as exc:
+        print(f"analysis.scaling: error: {exc}", file=sys.stderr)
+        return 2
+    rows = curve(workload, batches, devices, compute, network, 2 if a.grad_dtype == "bf16" else 4,
+                 a.accum, a.strong, not a.no_overlap)
+    sys.stdout.write(format_table(rows, workload, network, compute))
+    if a.json:
+        with open(a.json, "a", encoding="utf-8") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+    return 0
+
+
+def _allreduce_fit(paths, transport):
+    from analysis import fit, results
+
+    df = results.load(paths)
+    df = df[df["kind"] == "measured"]
+    transports = sorted(set(df[df["collective"] == "allreduce"]["transport"]))
+    if transport is None:
+        if len(transports) != 1:
+            raise ValueError(f"allreduce of several transports in the results ({', '.join(transports)}): "
+                             "pick one with --transport")
+        transport = transports[0]
+    fits = [f for f in fit.fit_transport(df, transport) if f.collective == "allreduce"]
+    if not fits:
+        raise ValueError(f"no allreduce of '{transport}' with two sizes or more in the results")
+    return fits[0]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
