@@ -1,11 +1,15 @@
 """Latency-bandwidth fits of measured collectives.
 
-Two fits, both weighted least squares on *relative* error (every size counts
+Three fits, all weighted least squares on *relative* error (every size counts
 alike, from 8 B to 1 GiB):
 
 * :func:`fit_affine`: at one rank count, t(n) = a + n * theta, the two
   numbers any alpha-beta model reduces to at fixed p.  Best for predicting
-  other sizes at that p (``benchmarks/model_accuracy.py``).
+  other sizes at that p.
+* :func:`fit_segmented`: the same line per size regime (eager/rendezvous
+  protocols, algorithm switches, cache limits), the regimes chosen by
+  leave-one-out cross-validation.  What the report and
+  ``benchmarks/model_accuracy.py`` use to predict unseen sizes.
 * :func:`fit_model`: across every rank count measured, each algorithm's
   formula from :mod:`analysis.costmodel`, t = c_a(p)*alpha + c_b(p)*n/beta_eff,
   with alpha and beta_eff shared by all p.  The algorithm whose p-scaling
@@ -22,6 +26,7 @@ reported as folded into beta_eff, never invented.
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -30,7 +35,7 @@ import numpy as np
 
 from analysis import costmodel
 
-__all__ = ["AffineFit", "ModelFit", "fit_affine", "fit_model", "fit_transport", "fit_frame"]
+__all__ = ["AffineFit", "SegmentedFit", "ModelFit", "fit_affine", "fit_segmented", "fit_model", "fit_transport", "fit_frame"]
 
 
 def _weighted_lstsq(A: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -85,6 +90,151 @@ def fit_affine(sizes: Sequence[float], times_s: Sequence[float]) -> AffineFit:
     a, theta = _weighted_lstsq(A, t)
     med, mx, r2 = _errors(A @ np.array([a, theta]), t)
     return AffineFit(float(a), float(theta), len(n), med, mx, r2)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One size regime of a :class:`SegmentedFit`: an affine fit over [lo, hi] bytes."""
+
+    lo: float
+    hi: float
+    fit: AffineFit
+
+
+@dataclass(frozen=True)
+class SegmentedFit:
+    """Piecewise latency-bandwidth model: one (latency, bandwidth) per size regime.
+
+    Real transports are not one straight line from 8 B to 1 GiB: MPI switches
+    from eager to rendezvous protocols, our shm transport from flat-eager to
+    direct to ring, and bandwidth drops once the buffers no longer fit in the
+    last-level cache.  Each regime is a Hockney/LogGP line t = a_i + n/B_i
+    (the per-protocol parameters of LogGP).  The number of regimes is chosen
+    by leave-one-out cross-validation, so a break is kept only when it
+    predicts unseen sizes better, never just because it fits the seen ones.
+
+    A size between two regimes (the boundary is only known to lie between the
+    last size of one and the first of the next) is predicted by interpolating
+    log t against log n between the two regimes' predictions at those sizes.
+    """
+
+    segments: Tuple[Segment, ...]
+    points: int
+    median_rel_err: float
+    max_rel_err: float
+    cv_rel_err: float  # median leave-one-out relative error of the chosen model
+
+    def predict(self, n) -> np.ndarray:
+        n = np.asarray(n, dtype=float)
+        out = np.empty(n.shape)
+        segs = self.segments
+        for idx, x in np.ndenumerate(n):
+            out[idx] = self._one(float(x), segs)
+        return out
+
+    @staticmethod
+    def _one(x: float, segs) -> float:
+        if x <= segs[0].hi:
+            return float(segs[0].fit.predict(x))
+        for lower, upper in zip(segs, segs[1:]):
+            if x < upper.lo:  # in the gap between two regimes
+                t0, t1 = float(lower.fit.predict(lower.hi)), float(upper.fit.predict(upper.lo))
+                if t0 <= 0 or t1 <= 0:
+                    return float(lower.fit.predict(x))
+                w = math.log(x / lower.hi) / math.log(upper.lo / lower.hi)
+                return math.exp((1 - w) * math.log(t0) + w * math.log(t1))
+            if x <= upper.hi:
+                return float(upper.fit.predict(x))
+        return float(segs[-1].fit.predict(x))
+
+    @property
+    def breaks(self) -> List[Tuple[float, float]]:
+        """(last size of a regime, first size of the next) for every break."""
+        return [(a.hi, b.lo) for a, b in zip(self.segments, self.segments[1:])]
+
+    def describe(self) -> str:
+        parts = []
+        for s in self.segments:
+            bw = s.fit.bandwidth
+            slope = f"n / {bw / 1e9:.3g} GB/s" if math.isfinite(bw) else "0 (flat: latency-bound)"
+            parts.append(f"{_fmt_size(s.lo)}-{_fmt_size(s.hi)}: {s.fit.latency_s * 1e6:.2f} us + {slope}")
+        return "; ".join(parts)
+
+
+def _fmt_size(n: float) -> str:
+    for unit, scale in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n >= scale:
+            v = n / scale
+            return (f"{v:.0f}" if v == int(v) else f"{v:.3g}") + unit
+    return f"{n:.0f}"
+
+
+def _segment_fits(n: np.ndarray, t: np.ndarray, cuts: Sequence[int]) -> Optional[List[Segment]]:
+    bounds = [0, *cuts, len(n)]
+    segs = []
+    for lo, hi in zip(bounds, bounds[1:]):
+        nn, tt = n[lo:hi], t[lo:hi]
+        if len(set(nn.tolist())) < 2:
+            return None
+        segs.append(Segment(float(nn[0]), float(nn[-1]), fit_affine(nn, tt)))
+    return segs
+
+
+def _candidate_cuts(m: int, max_breaks: int, min_points: int):
+    from itertools import combinations
+
+    yield ()
+    for k in range(1, max_breaks + 1):
+        for cuts in combinations(range(min_points, m - min_points + 1), k):
+            if all(b - a >= min_points for a, b in zip((0, *cuts), (*cuts, m))):
+                yield cuts
+
+
+def fit_segmented(sizes: Sequence[float], times_s: Sequence[float], max_breaks: int = 2,
+                  min_points: int = 3) -> SegmentedFit:
+    """Piecewise affine fit; the breaks chosen by leave-one-out cross-validation.
+
+    Each regime needs ``min_points`` distinct sizes.  Among models with 0 to
+    ``max_breaks`` breaks, the one with the lowest median leave-one-out
+    relative error wins; a tie goes to fewer breaks.
+    """
+    order = np.argsort(np.asarray(sizes, dtype=float), kind="stable")
+    n = np.asarray(sizes, dtype=float)[order]
+    t = np.asarray(times_s, dtype=float)[order]
+    if len(set(n.tolist())) < 2:
+        raise ValueError("a fit needs at least two distinct sizes")
+    if np.any(t <= 0):
+        raise ValueError("times must be positive")
+    best = None
+    for cuts in _candidate_cuts(len(n), max_breaks, min_points):
+        segs = _segment_fits(n, t, cuts)
+        if segs is None:
+            continue
+        errs = []
+        for i in range(len(n)):
+            keep = np.arange(len(n)) != i
+            shift = [c - (1 if c > i else 0) for c in cuts]
+            if any(b - a < 2 for a, b in zip((0, *shift), (*shift, len(n) - 1))):
+                continue  # leaving this point out empties a regime
+            sub = _segment_fits(n[keep], t[keep], shift)
+            if sub is None:
+                continue
+            pred = SegmentedFit._one(float(n[i]), sub)
+            errs.append(abs(pred - t[i]) / t[i])
+        if len(errs) < len(n) // 2:
+            continue
+        cv = float(np.median(errs))
+        key = (round(cv, 9), len(cuts))
+        if best is None or key < best[0]:
+            best = (key, segs, cv)
+    if best is None:
+        f = fit_affine(n, t)
+        return SegmentedFit((Segment(float(n[0]), float(n[-1]), f),), len(n), f.median_rel_err,
+                            f.max_rel_err, float("nan"))
+    _, segs, cv = best
+    result = SegmentedFit(tuple(segs), len(n), 0.0, 0.0, cv)
+    rel = np.abs(result.predict(n) - t) / t
+    return SegmentedFit(tuple(segs), len(n), float(np.median(rel)), float(rel.max()), cv)
 
 
 @dataclass(frozen=True)

@@ -40,30 +40,44 @@ A100_TFLOPS = 312.0
 
 # -- analysis -------------------------------------------------------------------------------
 
-def holdout_accuracy(df, min_size: int = 64 * 1024) -> List[Dict]:
+def _time_column(df) -> str:
+    """The per-iteration median when the results have it (robust to a shared machine's hiccups)."""
+    if "time_us_p50" in df and df["time_us_p50"].notna().any():
+        return "time_us_p50"
+    return "time_us"
+
+
+def holdout_accuracy(df, min_size: int = 64 * 1024, column: Optional[str] = None) -> List[Dict]:
     """Fit every (transport, collective, nranks) on every other size, predict the rest.
 
+    The fit is :func:`analysis.fit.fit_segmented` (one latency and bandwidth
+    per size regime, regimes chosen by cross-validation on the training sizes
+    alone).  Sizes alternate between training and test, so the largest test
+    size may lie beyond the training range (an extrapolation, flagged).
     Returns one row per series with the median and worst relative error on
     the held-out sizes >= ``min_size``.
     """
+    column = column or _time_column(df)
     out = []
     keys = ["transport", "collective", "nranks"]
     for (transport, collective, p), g in df.groupby(keys):
         g = fit._rows(g)
-        g = g.groupby("size_bytes", as_index=False)["time_us"].median().sort_values("size_bytes")
+        g = g[g[column] > 0].groupby("size_bytes", as_index=False)[column].median().sort_values("size_bytes")
         if len(g) < 4:
             continue
         train, test = g.iloc[0::2], g.iloc[1::2]
         test = test[test["size_bytes"] >= min_size]
         if len(test) == 0 or train["size_bytes"].nunique() < 2:
             continue
-        f = fit.fit_affine(train["size_bytes"], train["time_us"] * 1e-6)
+        f = fit.fit_segmented(train["size_bytes"], train[column] * 1e-6)
         pred = f.predict(test["size_bytes"]) * 1e6
-        rel = np.abs(pred - test["time_us"].to_numpy()) / test["time_us"].to_numpy()
-        out.append({"transport": transport, "collective": collective, "nranks": int(p),
+        rel = np.abs(pred - test[column].to_numpy()) / test[column].to_numpy()
+        beyond = test["size_bytes"] > train["size_bytes"].max()
+        out.append({"transport": transport, "collective": collective, "nranks": int(p), "column": column,
                     "train_points": len(train), "test_points": len(test),
                     "median_rel_err": float(np.median(rel)), "max_rel_err": float(rel.max()),
-                    "latency_us": f.latency_s * 1e6, "bandwidth_gbs": f.bandwidth / 1e9})
+                    "extrapolated_rel_err": float(rel[beyond.to_numpy()].max()) if beyond.any() else None,
+                    "regimes": len(f.segments), "model": f.describe()})
     return out
 
 
@@ -143,7 +157,8 @@ def _plots(df, model_fits, scaling_rows, outdir: Path) -> List[Path]:
         pmax = int(sub["nranks"].max())
         for metric, ylabel, fname in (("busbw_gbs", "bus bandwidth (GB/s)", f"busbw_{collective}.png"),
                                       ("time_us", "time per call (us)", f"time_{collective}.png")):
-            fig, ax = plt.subplots(figsize=(8, 5))
+            fig, ax = plt.subplots(figsize=(11, 5.5))
+            model_colors = iter(plt.get_cmap("Dark2")(np.linspace(0, 1, 8)))
             for (transport, p), g in sub.groupby(["transport", "nranks"]):
                 g = fit._rows(g).groupby("size_bytes", as_index=False)[metric].median()
                 if g.empty:
@@ -151,10 +166,12 @@ def _plots(df, model_fits, scaling_rows, outdir: Path) -> List[Path]:
                 line, = ax.plot(g["size_bytes"], g[metric], "o-", ms=4, lw=1.5,
                                 label=f"measured: {transport}, {int(p)} ranks")
                 if metric == "time_us" and len(g) >= 2:
-                    f = fit.fit_affine(g["size_bytes"], g["time_us"] * 1e-6)
-                    xs = np.logspace(np.log10(g["size_bytes"].min()), np.log10(g["size_bytes"].max()), 60)
-                    ax.plot(xs, f.predict(xs) * 1e6, ":", color=line.get_color(), lw=1,
-                            label=f"fit: {f.latency_s * 1e6:.1f} us + n / {f.bandwidth / 1e9:.2f} GB/s")
+                    f = fit.fit_segmented(g["size_bytes"], g["time_us"] * 1e-6)
+                    xs = np.logspace(np.log10(g["size_bytes"].min()), np.log10(g["size_bytes"].max()), 90)
+                    top = f.segments[-1].fit
+                    ax.plot(xs, f.predict(xs) * 1e6, ":", color=line.get_color(), lw=1.2,
+                            label=f"fit ({len(f.segments)} regime{'s' if len(f.segments) > 1 else ''}), "
+                                  f"largest: {top.latency_s * 1e6:.1f} us + n / {top.bandwidth / 1e9:.2f} GB/s")
             for name in REPORT_FABRICS:
                 fab = fabrics.get(name)
                 if collective not in costmodel.ALGORITHMS or collective in ("barrier", "pingpong", "sendrecv"):
@@ -162,17 +179,19 @@ def _plots(df, model_fits, scaling_rows, outdir: Path) -> List[Path]:
                 xs = np.logspace(np.log10(max(8, sub["size_bytes"].min())), np.log10(sub["size_bytes"].max()), 40)
                 ts = np.array([fab.collective_time(collective, x, pmax) for x in xs])
                 ys = ts * 1e6 if metric == "time_us" else xs / ts / 1e9 * costmodel.busbw_factor(collective, pmax)
-                ax.plot(xs, ys, "--", lw=1.2, alpha=0.8, label=f"MODELLED: {name}, {pmax} devices")
+                ax.plot(xs, ys, "--", lw=1.3, alpha=0.75, color=next(model_colors),
+                        label=f"MODELLED: {name}, {pmax} devices")
             extra = modelled[modelled["collective"] == collective]
             for (transport, p), g in extra.groupby(["transport", "nranks"]):
-                ax.plot(g["size_bytes"], g[metric], "--", lw=1.2, label=f"MODELLED: {transport}, {int(p)}")
+                ax.plot(g["size_bytes"], g[metric], "-.", lw=1.3, color=next(model_colors, "grey"),
+                        label=f"MODELLED (from file): {transport}, {int(p)}")
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
             ax.set_xlabel("size S (bytes)")
             ax.set_ylabel(ylabel)
             ax.set_title(f"{collective}: measured (solid, markers) and MODELLED fabrics (dashed)")
             ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=7, loc="best")
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
             fig.tight_layout()
             path = outdir / fname
             fig.savefig(path, dpi=110)
@@ -181,23 +200,38 @@ def _plots(df, model_fits, scaling_rows, outdir: Path) -> List[Path]:
     for model, rows in scaling_rows.items():
         if not rows:
             continue
+        w = workloads.get(model)
         batches = sorted({r["batch"] for r in rows})
-        fig, axes = plt.subplots(1, len(batches), figsize=(6 * len(batches), 4.5), sharey=True)
+        fig, axes = plt.subplots(1, len(batches), figsize=(5.2 * len(batches) + 3.2, 4.8), sharey=True)
         axes = np.atleast_1d(axes)
+        colors = _palette(plt, dict.fromkeys(r["network"] for r in rows))
         for ax, b in zip(axes, batches):
-            for network in dict.fromkeys(r["network"] for r in rows):
+            for network, color in colors.items():
                 pts = [r for r in rows if r["batch"] == b and r["network"] == network]
-                style = "s-" if pts and pts[0]["network_kind"].endswith("fit") else "--"
-                ax.plot([r["devices"] for r in pts], [100 * r["efficiency"] for r in pts], style, ms=3,
-                        label=network[:48])
+                if not pts:
+                    continue
+                xs = [r["devices"] for r in pts]
+                ys = [100 * r["efficiency"] for r in pts]
+                label = f"{pts[0]['network_short']}: {_short_compute(pts[0]['compute'])}"
+                if pts[0]["network_kind"].endswith("fit"):
+                    inside = [i for i, r in enumerate(pts) if not r["note"]]
+                    last = inside[-1] if inside else 0
+                    ax.plot(xs[:last + 1], ys[:last + 1], "s-", ms=4, lw=1.8, color=color, label=label)
+                    ax.plot(xs[last:], ys[last:], "s:", ms=3, lw=1.2, color=color,
+                            label=f"{pts[0]['network_short']}: beyond the measured ranks")
+                else:
+                    ax.plot(xs, ys, "--", lw=1.5, color=color, label=label)
             ax.set_xscale("log", base=2)
             ax.set_ylim(0, 105)
             ax.set_xlabel("devices N")
-            ax.set_title(f"{model}, batch {b} per device (MODELLED)")
+            ax.set_title(f"batch {b} per device")
             ax.grid(True, alpha=0.3)
         axes[0].set_ylabel("scaling efficiency E(N) (%)")
-        axes[-1].legend(fontsize=7, loc="lower left")
-        fig.tight_layout()
+        fig.suptitle(f"MODELLED data-parallel scaling: {w.title}, {w.params / 1e6:.1f} M parameters, fp32 "
+                     "gradients (dashed: published fabrics; solid: fits of our measurements)", fontsize=10)
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, fontsize=7, loc="center right", frameon=False)
+        fig.tight_layout(rect=(0, 0, 1 - 3.2 / (5.2 * len(batches) + 3.2), 0.95))
         path = outdir / f"scaling_{model}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
@@ -205,7 +239,21 @@ def _plots(df, model_fits, scaling_rows, outdir: Path) -> List[Path]:
     return made
 
 
+def _palette(plt, names) -> Dict[str, object]:
+    cmap = plt.get_cmap("tab10")
+    return {name: cmap(i % 10) for i, name in enumerate(names)}
+
+
 # -- writing ----------------------------------------------------------------------------------
+
+def _short_compute(text: str) -> str:
+    """'72 GFLOP/sample at 312 TFLOP/s x 35% utilisation (source...)' -> '312 TFLOP/s x 35% utilisation'."""
+    import re
+
+    m = re.search(r"at ([^()]+?)\s*(\(|$)", text or "")
+    short = m.group(1) if m else (text or "-")[:40]
+    return short + (" (assumed)" if "assumed" in (text or "") else "")
+
 
 def _fmt(v, pct=False, digits=3):
     if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -254,6 +302,19 @@ def build(paths: Sequence[str], outdir: str, measure_cpu: bool = False) -> Dict[
     if len(wrong):
         md += ["", f"**{len(wrong)} measured rows had wrong results (#wrong > 0).**"]
 
+    md += ["", "## At a glance (measured)", ""]
+    glance = []
+    for (transport, collective, p), g in meas.groupby(["transport", "collective", "nranks"]):
+        g = fit._rows(g)
+        if g.empty:
+            continue
+        piv = g.groupby("size_bytes")[["time_us", "busbw_gbs"]].median()
+        small = piv.index.min()
+        glance.append([transport, collective, int(p), f"{piv.loc[small, 'time_us']:.2f} us at {int(small)} B",
+                       f"{piv['busbw_gbs'].max():.3f} at {int(piv['busbw_gbs'].idxmax())} B",
+                       f"{int(piv.index.max())} B"])
+    md += _table(["transport", "collective", "ranks", "smallest-size time", "peak busbw (GB/s)", "largest size"],
+                 glance)
     md += ["", "## Measured: bus bandwidth (GB/s) by size", ""]
     for (transport, collective, p), g in meas.groupby(["transport", "collective", "nranks"]):
         g = fit._rows(g)
@@ -274,12 +335,14 @@ def build(paths: Sequence[str], outdir: str, measure_cpu: bool = False) -> Dict[
                    f"{f.beta / 1e9:.3f}", _fmt(f.gamma * 1e9 if f.gamma is not None else None),
                    _fmt(f.median_rel_err, True), _fmt(f.max_rel_err, True), f.gamma_note] for f in model_fits])
     md += ["", "### How well a fit predicts sizes it did not see", "",
-           "Affine fit (latency + size / bandwidth) on every other size, errors on the other sizes >= 64 KiB.", ""]
-    md += _table(["transport", "collective", "ranks", "latency (us)", "bandwidth (GB/s)", "median err",
-                  "worst err"],
-                 [[a["transport"], a["collective"], a["nranks"], f"{a['latency_us']:.2f}",
-                   f"{a['bandwidth_gbs']:.3f}", _fmt(a["median_rel_err"], True), _fmt(a["max_rel_err"], True)]
-                  for a in accuracy])
+           "Piecewise latency-bandwidth fit (one latency and bandwidth per size regime: protocol switches, "
+           "cache limits; the regimes chosen by cross-validation) on every other size of the per-iteration "
+           "median time, errors on the other sizes >= 64 KiB. The largest test size can lie beyond the "
+           "training range: its error is shown apart.", ""]
+    md += _table(["transport", "collective", "ranks", "fitted regimes (training sizes)", "median err",
+                  "worst err", "beyond range"],
+                 [[a["transport"], a["collective"], a["nranks"], a["model"], _fmt(a["median_rel_err"], True),
+                   _fmt(a["max_rel_err"], True), _fmt(a["extrapolated_rel_err"], True)] for a in accuracy])
     md += ["", "## Fabric models (MODELLED, from published figures)", ""]
     for name in fabrics.names():
         fab = fabrics.get(name)
@@ -300,9 +363,10 @@ def build(paths: Sequence[str], outdir: str, measure_cpu: bool = False) -> Dict[
                       for r in pick])
         md.append("")
     md += ["## UNet-2D at 8 devices, beside the seed study", ""]
-    md += _table(["network", "batch 32", "batch 256", "seed system", "seed batch 32", "seed batch 256"],
-                 [[r["network"], _fmt(r.get("32"), True), _fmt(r.get("256"), True), r["seed_system"] or "-",
-                   _fmt(r["seed_32"], True), _fmt(r["seed_256"], True)] for r in seed])
+    md += _table(["network", "batch 32", "batch 256", "compute per device", "seed system", "seed batch 32",
+                  "seed batch 256"],
+                 [[r["network"], _fmt(r.get("32"), True), _fmt(r.get("256"), True), _short_compute(r["compute"]),
+                   r["seed_system"] or "-", _fmt(r["seed_32"], True), _fmt(r["seed_256"], True)] for r in seed])
     md += ["", "Why they differ. Ours is a model of communication alone: compute runs at a fixed fraction of "
            "the device's peak and every sample costs the same, so E(8) falls only by the allreduce the "
            "backward pass cannot hide, and for a 7.8 M-parameter UNet on NVLink that is little. The seed's "

@@ -113,6 +113,7 @@ class Network:
     kind: str  # "modelled from published figures" | "modelled from a measured fit"
     allreduce: Callable[[float, int], float]
     valid_up_to: Optional[int] = None  # beyond this N the model extrapolates
+    short: str = ""  # for plot legends: the fabric's name, or "<transport> fit"
 
     def note(self, n_devices: int) -> str:
         if self.valid_up_to and n_devices > self.valid_up_to:
@@ -121,7 +122,7 @@ class Network:
 
 
 def network_from_fabric(fabric) -> Network:
-    return Network(fabric.title, "modelled from published figures", fabric.allreduce_time)
+    return Network(fabric.title, "modelled from published figures", fabric.allreduce_time, short=fabric.name)
 
 
 def network_from_fit(model_fit) -> Network:
@@ -129,7 +130,7 @@ def network_from_fit(model_fit) -> Network:
         raise ValueError("a scaling model needs an allreduce fit")
     return Network(f"measured {model_fit.transport} allreduce ({model_fit.algorithm})",
                    "modelled from a measured fit", lambda n, p: float(model_fit.predict(n, p)),
-                   valid_up_to=max(model_fit.ranks))
+                   valid_up_to=max(model_fit.ranks), short=f"{model_fit.transport} (measured fit)")
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,8 @@ def curve(workload, batches: Sequence[int], devices: Sequence[int], compute: Com
                 "step_ms": s.step_s * 1e3, "compute_ms": s.compute_s * 1e3, "comm_ms": s.comm_s * 1e3,
                 "exposed_ms": s.exposed_s * 1e3, "throughput": x,
                 "efficiency": x / (n * x1),
-                "network": network.label, "network_kind": network.kind, "compute": compute.source,
+                "network": network.label, "network_short": network.short or network.label,
+                "network_kind": network.kind, "compute": compute.source,
                 "compute_kind": compute.kind, "overlap": overlap, "note": network.note(n),
             })
     return rows

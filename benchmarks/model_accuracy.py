@@ -5,16 +5,26 @@
 
 Measures allreduce over every transport available here (shm, mpi, gloo) at
 2 and 4 ranks (one mpirun job each, 8 B to 64 MiB), fits each series on every
-other size (analysis.fit.fit_affine: latency + size / bandwidth, weighted by
-relative error) and predicts the other sizes.  Prints the median and worst
-relative error on the held-out sizes >= 64 KiB.  Target (issue 5): median
-<= 15 %.  Prints; asserts nothing.
+other size and predicts the other sizes.  The fit is
+analysis.fit.fit_segmented: latency + size / bandwidth per size regime
+(protocol switches, cache limits), regimes chosen by leave-one-out
+cross-validation on the training sizes, weighted by relative error.
+
+Prints the median and worst relative error on the held-out sizes >= 64 KiB,
+for the per-iteration median time (p50, the default the report uses) and for
+the mean time, and apart the error of a test size beyond the training range
+(64 MiB lies above the largest training size, 32 MiB: an extrapolation).
+Target (issue 5): median <= 15 %.  Prints; asserts nothing.
+
+At 4 ranks on this 2-core machine the ranks are oversubscribed: the
+scheduler's noise is in those times, and no model of the transport removes it.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -59,21 +69,24 @@ def main(argv=None) -> int:
         paths = [str(tmp)]
     df = results.load(paths)
     df = df[(df["kind"] == "measured") & (df["collective"] == "allreduce")]
-    rows = report.holdout_accuracy(df)
-    print("# model_accuracy.py: fit on every other size, predict the others; errors on held-out sizes >= 64 KiB "
-          "(measured data, modelled predictions)")
-    print("# transport  ranks  train  test   latency(us)  bandwidth(GB/s)  median err  worst err  target (<= 15 %)")
-    for r in rows:
-        ok = "met" if r["median_rel_err"] <= 0.15 else "MISSED"
-        print("%-11s %6d %6d %5d %13.2f %16.3f %10.1f%% %9.1f%%  %s" % (
-            r["transport"], r["nranks"], r["train_points"], r["test_points"], r["latency_us"],
-            r["bandwidth_gbs"], 100 * r["median_rel_err"], 100 * r["max_rel_err"], ok))
-    if rows:
-        import statistics
-
-        med = statistics.median(r["median_rel_err"] for r in rows)
-        worst = max(r["max_rel_err"] for r in rows)
-        print(f"# over all series: median of medians {100 * med:.1f} %, worst {100 * worst:.1f} %")
+    for column, label in (("time_us_p50", "per-iteration median (p50)"), ("time_us", "mean")):
+        rows = report.holdout_accuracy(df, column=column)
+        print(f"# model_accuracy.py: {label} time; fit on every other size, predict the others; errors on "
+              "held-out sizes >= 64 KiB (measured data, modelled predictions)")
+        print("# transport  ranks  train  test  regimes  median err  worst err  beyond-range err  target (<= 15 %)")
+        for r in rows:
+            ok = "met" if r["median_rel_err"] <= 0.15 else "MISSED"
+            ext = "%.1f%%" % (100 * r["extrapolated_rel_err"]) if r["extrapolated_rel_err"] is not None else "-"
+            print("%-11s %6d %6d %5d %8d %10.1f%% %9.1f%% %17s  %s" % (
+                r["transport"], r["nranks"], r["train_points"], r["test_points"], r["regimes"],
+                100 * r["median_rel_err"], 100 * r["max_rel_err"], ext, ok))
+        for r in rows:
+            print(f"#   {r['transport']} {r['nranks']} ranks: {r['model']}")
+        if rows:
+            med = statistics.median(r["median_rel_err"] for r in rows)
+            worst = max(r["max_rel_err"] for r in rows)
+            print(f"# over all series ({label}): median of medians {100 * med:.1f} %, worst {100 * worst:.1f} %")
+        print()
     return 0
 
 

@@ -11,7 +11,6 @@ once per direction, as nccl-tests counts broadcast and reduce).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Dict, List, Optional, Sequence
 

@@ -37,7 +37,7 @@ import struct
 import time
 from datetime import timedelta
 from functools import partial
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 

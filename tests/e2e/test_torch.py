@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, cli_cmd, mpirun_cmd, parse_table, read_jsonl
+from tests.conftest import BIN, mpirun_cmd, parse_table, read_jsonl
 
 torch = pytest.importorskip("torch")
 

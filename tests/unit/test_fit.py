@@ -80,3 +80,53 @@ def test_fit_frame_from_records():
     fits = fit.fit_frame(pd.DataFrame(rows))
     assert [f.collective for f in fits] == ["allgather", "allreduce"]
     assert fits[1].gamma == pytest.approx(0.1e-9, rel=1e-4)
+
+
+# -- piecewise (regime) fits ---------------------------------------------------------------
+
+def _two_regimes(n):
+    """Eager below 16 KiB (1 us + n / 2 GB/s), rendezvous above (8 us + n / 10 GB/s)."""
+    n = np.asarray(n, float)
+    return np.where(n <= 16384, 1e-6 + n / 2e9, 8e-6 + n / 10e9)
+
+
+def test_segmented_fit_finds_a_protocol_switch_exactly():
+    n = np.array(SIZES, float)
+    f = fit.fit_segmented(n, _two_regimes(n))
+    assert len(f.segments) == 2
+    assert f.breaks == [(16384.0, 32768.0)]
+    lo, hi = f.segments
+    assert lo.fit.latency_s == pytest.approx(1e-6, rel=1e-9) and lo.fit.bandwidth == pytest.approx(2e9, rel=1e-9)
+    assert hi.fit.latency_s == pytest.approx(8e-6, rel=1e-9) and hi.fit.bandwidth == pytest.approx(10e9, rel=1e-9)
+    assert f.median_rel_err < 1e-9 and f.cv_rel_err < 1e-9
+    assert f.predict([1 << 30])[0] == pytest.approx(8e-6 + (1 << 30) / 10e9)
+    assert "16K" in f.describe() and "32K" in f.describe()
+
+
+def test_segmented_fit_keeps_one_regime_for_a_straight_line():
+    n = np.array(SIZES, float)
+    t = 3e-6 + n / 5e9
+    f = fit.fit_segmented(n, t)
+    assert len(f.segments) == 1 and f.breaks == []
+    assert f.segments[0].fit.bandwidth == pytest.approx(5e9, rel=1e-9)
+
+
+def test_segmented_fit_predicts_held_out_sizes_of_a_two_regime_transport():
+    n = np.array(SIZES, float)
+    t = _two_regimes(n)
+    train = slice(0, None, 2)
+    f = fit.fit_segmented(n[train], t[train])
+    test = n[1::2]
+    rel = np.abs(f.predict(test) - _two_regimes(test)) / _two_regimes(test)
+    assert np.median(rel) < 1e-9  # every test size but the one in the gap is exact
+    gap = test[(test > f.breaks[0][0]) & (test < f.breaks[0][1])]
+    assert len(gap) == 1
+    lo, hi = float(f.predict(f.breaks[0][0])), float(f.predict(f.breaks[0][1]))
+    assert lo < float(f.predict(gap[0])) < hi  # interpolated between the two regimes
+
+
+def test_segmented_fit_needs_two_sizes_and_positive_times():
+    with pytest.raises(ValueError):
+        fit.fit_segmented([8, 8, 8], [1e-6, 1e-6, 1e-6])
+    with pytest.raises(ValueError):
+        fit.fit_segmented([8, 16, 32], [1e-6, 0.0, 1e-6])

@@ -71,4 +71,6 @@ class Session:
         return {d2h: np.asarray(t.fn(inputs)) for d2h, t in self.ir.stores}
 
 
-from popxl import ops  # noqa: E402,F401
+from popxl import ops  # noqa: E402  (popxl.ops, as the real package exposes it)
+
+__all__ = ["Tensor", "h2d_stream", "d2h_stream", "Ir", "Session", "ops"]
