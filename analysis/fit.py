@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -351,6 +351,10 @@ def fit_transport(df, transport: str) -> List[ModelFit]:
             continue
         m = fit_model(collective, rows["size_bytes"], rows["nranks"], rows["time_us"] * 1e-6,
                       transport=transport, beta_ref=beta_ref)
+        if "oversubscribed" in rows and rows["oversubscribed"].fillna(False).astype(bool).any():
+            over = sorted(set(rows.loc[rows["oversubscribed"].fillna(False).astype(bool), "nranks"].astype(int)))
+            m = replace(m, gamma_note=m.gamma_note + f"; p={over} ran oversubscribed (ranks sharing cores): "
+                        "the fit's dependence on p reflects core sharing, not the transport")
         if collective in _NO_REDUCTION and beta_ref is None and np.isfinite(m.beta):
             beta_ref = m.beta
         out.append(m)

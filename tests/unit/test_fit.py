@@ -130,3 +130,16 @@ def test_segmented_fit_needs_two_sizes_and_positive_times():
         fit.fit_segmented([8, 8, 8], [1e-6, 1e-6, 1e-6])
     with pytest.raises(ValueError):
         fit.fit_segmented([8, 16, 32], [1e-6, 0.0, 1e-6])
+
+
+def test_a_fit_over_oversubscribed_points_says_so():
+    pd = pytest.importorskip("pandas")
+    n, p, t = _synth("allreduce", "ring", [2, 4], 2e-6, 10e9)
+    df = pd.DataFrame({"transport": "shm", "collective": "allreduce", "nranks": p, "size_bytes": n,
+                       "time_us": np.array(t) * 1e6, "kind": "measured", "placement": "out-of-place",
+                       "op": "sum", "oversubscribed": [q > 2 for q in p]})
+    (m,) = fit.fit_transport(df, "shm")
+    assert "p=[4] ran oversubscribed" in m.gamma_note
+    df["oversubscribed"] = False
+    (m,) = fit.fit_transport(df, "shm")
+    assert "oversubscribed" not in m.gamma_note
