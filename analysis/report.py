@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from analysis import costmodel, fabrics, fit, results, scaling, workloads
+from analysis import costmodel, fabrics, fit, links, results, scaling, workloads
 
 __all__ = ["build", "main", "holdout_accuracy"]
 
@@ -293,6 +293,15 @@ def build(paths: Sequence[str], outdir: str, measure_cpu: bool = False) -> Dict[
         md.append("")
         md.append("**Some measurements ran oversubscribed (more ranks than cores): their times describe "
                   "the scheduler as much as the transport.**")
+    if "emulated" in meas and meas["emulated"].notna().any():
+        md += ["", "**Some runs were on emulated hosts** (python -m launch.emulate: network namespaces on one "
+               "machine, links shaped with tc tbf): " + "; ".join(sorted(set(meas["emulated"].dropna()))) + "."]
+    if "sweep_id" in allrec and allrec["sweep_id"].notna().any():
+        for sid, g in allrec[allrec["sweep_id"].notna()].groupby("sweep_id"):
+            points = g["sweep_point"].dropna()
+            failed = sorted(set(g.loc[g["status"] == "failed", "sweep_point"].dropna()))
+            md += ["", f"Sweep {sid}: {points.nunique()} points"
+                   + (f", failed: {', '.join(failed)}" if failed else ", none failed") + "."]
     skipped = allrec[~allrec["status"].isin(["ok", "wrong"])]
     if len(skipped):
         reasons = skipped.groupby(["status", "reason"]).size().reset_index(name="rows")
@@ -343,6 +352,18 @@ def build(paths: Sequence[str], outdir: str, measure_cpu: bool = False) -> Dict[
                   "worst err", "beyond range"],
                  [[a["transport"], a["collective"], a["nranks"], a["model"], _fmt(a["median_rel_err"], True),
                    _fmt(a["max_rel_err"], True), _fmt(a["extrapolated_rel_err"], True)] for a in accuracy])
+    link_rows = links.link_table(meas)
+    if link_rows:
+        md += ["", "## Point-to-point links (measured)", "",
+               "Bandwidth of the largest-size regime of a piecewise fit to the one-way time (1/slope, free of "
+               "latency), and the median algbw of sizes >= 1 MiB; on emulated links, both beside the rate the "
+               f"links were shaped to. TCP/Ethernet framing leaves about {links.TCP_PAYLOAD_FRACTION:.1%} of "
+               "a link's rate for payload (headers of 66 in every 1514 bytes); the bucket's burst can add a little.", ""]
+        md += _table(["transport", "collective", "hosts", "configured (GB/s)", "fitted (GB/s)", "fit from",
+                      "latency (us)", "algbw >= 1 MiB (GB/s)", "fitted / configured"],
+                     [[r["transport"], r["collective"], r["nhosts"], _fmt(r["configured_gbs"]),
+                       _fmt(r["fitted_gbs"]), fit._fmt_size(r["fit_from_bytes"]), f"{r['latency_us']:.1f}",
+                       _fmt(r["large_algbw_gbs"]), _fmt(r["fitted_ratio"], True)] for r in link_rows])
     md += ["", "## Fabric models (MODELLED, from published figures)", ""]
     for name in fabrics.names():
         fab = fabrics.get(name)

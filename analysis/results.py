@@ -23,7 +23,8 @@ __all__ = ["ResultsError", "load", "read_records", "REQUIRED", "placement"]
 REQUIRED = ("collective", "transport", "nranks", "size_bytes", "time_us", "busbw_gbs", "algbw_gbs")
 _NUMERIC = ("nranks", "nhosts", "ranks_per_host", "size_bytes", "count", "iters", "warmup", "time_us",
             "time_us_min", "time_us_p50", "time_us_p99", "time_us_max", "time_us_rank_min",
-            "time_us_rank_max", "algbw_gbs", "busbw_gbs", "busbw_factor", "wrong", "checks", "root")
+            "time_us_rank_max", "algbw_gbs", "busbw_gbs", "busbw_factor", "wrong", "checks", "root",
+            "emulated_link_gbs")
 
 
 class ResultsError(ValueError):

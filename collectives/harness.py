@@ -43,7 +43,7 @@ from collectives import spec as specs
 from collectives import validate
 from collectives.cli import EXIT_TIMEOUT, MAX_ITERS, MIN_ITERS, Config
 from collectives.dtypes import DTYPES, ConfigError
-from collectives.output import FIELDS, Sink, open_sinks
+from collectives.output import FIELDS, SCHEMA, Sink, open_sinks
 from launch import env as launch_env
 from transports.base import Unsupported
 
@@ -58,7 +58,6 @@ class StartupError(RuntimeError):
 class CollectiveTimeout(TimeoutError):
     """A transport's own wait gave up; the message names the point and the peer."""
 
-SCHEMA = "collscale.row/1"
 
 
 def _version() -> str:
@@ -234,6 +233,14 @@ def gather_context(comm, transport, cfg: Config, env_tweaks: Dict) -> Dict:
     # Cores the ranks of a host can use together: the union of their affinities.
     cores = {h: launch_env.usable_cores([ranks[i]["affinity"] for i in rs]) for h, rs in hosts.items()}
     over = {h: (len(rs), cores[h]) for h, rs in hosts.items() if len(rs) > cores[h]}
+    emulated = comm.bcast(launch_env.emulation())
+    sweep = comm.bcast(launch_env.sweep_point())
+    if emulated:
+        # Emulated hosts share one machine's cores: count every rank against them.
+        machine_cores = launch_env.usable_cores([r["affinity"] for r in ranks])
+        if len(ranks) > machine_cores:
+            over = {f"{emulated.get('machine', 'this machine')} (all emulated hosts)":
+                    (len(ranks), machine_cores)}
     run_id = comm.bcast(
         datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     )
@@ -243,6 +250,8 @@ def gather_context(comm, transport, cfg: Config, env_tweaks: Dict) -> Dict:
         "ranks": ranks,
         "hosts": hosts,
         "oversubscribed": over,
+        "emulated": emulated,
+        "sweep": sweep,
         "env_tweaks": env_tweaks,
         "transport": desc,
         "versions": {
@@ -286,6 +295,9 @@ def header_lines(cfg: Config, ctx: Dict) -> List[str]:
         f"# nranks {nranks} nhosts {len(ctx['hosts'])}: "
         + ", ".join(f"{h} ({len(rs)} ranks)" for h, rs in ctx["hosts"].items()),
     ]
+    if ctx.get("emulated"):
+        lines.append(f"# EMULATED hosts: {ctx['emulated'].get('describe', 'yes')} "
+                     "(python -m launch.emulate); traffic between them crosses the emulated links")
     for note in d.get("notes", []):
         lines.append(f"# note: {note}")
     if cfg.collective in specs.SPECS and specs.get(cfg.collective).reduces:
@@ -514,24 +526,18 @@ class _Runner:
         return rec
 
     def _base_record(self, pt: _Point, in_place: bool) -> Dict:
-        ctx, t = self.ctx, self.t
-        d = ctx["transport"]
-        hosts = ctx["hosts"]
+        d = self.ctx["transport"]
         return {
             **dict.fromkeys(FIELDS),
             "schema": SCHEMA,
             "kind": "measured",
             "status": "running",
-            "run_id": ctx["run_id"],
             "timestamp": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
             "collective": pt.spec.name,
             "transport": d["transport"],
             "algo": d.get("algo"),
             "buffer": d.get("buffer", "host"),
-            "nranks": t.size,
-            "nhosts": len(hosts),
-            "ranks_per_host": max(len(rs) for rs in hosts.values()),
-            "oversubscribed": bool(ctx["oversubscribed"]),
+            "nranks": self.t.size,
             "size_bytes": pt.size_bytes,
             # nccl-tests' count: elements per rank (allgather, reduce_scatter),
             # per peer (alltoall), or of the vector.
@@ -548,10 +554,31 @@ class _Runner:
             "wrong": None,
             "checks": 0,
             "reason": None,
-            "hosts": ",".join(f"{h}:{len(rs)}" for h, rs in hosts.items()),
             "transport_version": d.get("transport_version"),
-            **ctx["versions"],
+            **context_fields(self.ctx),
         }
+
+
+def context_fields(ctx: Dict) -> Dict:
+    """Record fields that describe the run rather than the point: placement,
+    emulation, sweep and versions (shared by every entry point's records)."""
+    hosts = ctx["hosts"]
+    emulated = ctx.get("emulated") or {}
+    sweep = ctx.get("sweep") or {}
+    bits = emulated.get("rate_bits")
+    return {
+        "run_id": ctx["run_id"],
+        "nhosts": len(hosts),
+        "ranks_per_host": max(len(rs) for rs in hosts.values()),
+        "oversubscribed": bool(ctx["oversubscribed"]),
+        "hosts": ",".join(f"{h}:{len(rs)}" for h, rs in hosts.items()),
+        "emulated": emulated.get("describe"),
+        # The configured link rate in GB/s (1e9 bytes/s), to compare with what was measured.
+        "emulated_link_gbs": bits / 8e9 if bits else None,
+        "sweep_id": sweep.get("id"),
+        "sweep_point": sweep.get("point"),
+        **ctx["versions"],
+    }
 
 
 # -- the sweep -------------------------------------------------------------------

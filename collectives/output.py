@@ -13,6 +13,7 @@ collects in one file; ``run_id`` tells runs apart.
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import math
@@ -22,6 +23,7 @@ from typing import IO, Dict, Iterable, List, Optional, Sequence
 
 __all__ = [
     "FIELDS",
+    "SCHEMA",
     "Sink",
     "TableWriter",
     "JsonlWriter",
@@ -32,6 +34,9 @@ __all__ = [
     "open_sinks",
 ]
 
+# Every record says what it is, so the loader can refuse foreign files.
+SCHEMA = "collscale.row/1"
+
 # Column order of CSV and of each JSON object.  Records may carry more keys
 # (JSON keeps them); these are always present.
 FIELDS = (
@@ -40,7 +45,7 @@ FIELDS = (
     "dtype", "op", "op_impl", "root", "in_place", "iters", "warmup", "fresh_inputs", "aggregation", "time_us",
     "time_us_min", "time_us_p50", "time_us_p99", "time_us_max", "time_us_rank_min",
     "time_us_rank_max", "algbw_gbs", "busbw_gbs", "busbw_factor", "wrong", "checks", "reason",
-    "hosts", "transport_version", "collscale_version", "python_version", "numpy_version",
+    "hosts", "emulated", "emulated_link_gbs", "sweep_id", "sweep_point", "transport_version", "collscale_version", "python_version", "numpy_version",
     "mpi4py_version",
 )
 
@@ -147,6 +152,27 @@ def _clean(value):
     return value
 
 
+def append_line(file, line: str) -> None:
+    """Append one whole line under an exclusive lock.
+
+    The jobs of a scheduler sweep run at once on different nodes and append
+    to one sweep file; POSIX record locks (honoured over NFS and Lustre) keep
+    their lines from interleaving.  Where locking is unsupported the line is
+    still written, as one write of an append-mode file.
+    """
+    try:
+        fcntl.lockf(file, fcntl.LOCK_EX)
+        locked = True
+    except OSError:
+        locked = False
+    try:
+        file.write(line)
+        file.flush()
+    finally:
+        if locked:
+            fcntl.lockf(file, fcntl.LOCK_UN)
+
+
 class JsonlWriter(Sink):
     def __init__(self, path: str):
         self.path = path
@@ -155,8 +181,7 @@ class JsonlWriter(Sink):
     def record(self, rec):
         ordered = {k: _clean(rec.get(k)) for k in FIELDS}
         ordered.update({k: _clean(v) for k, v in rec.items() if k not in ordered})
-        self.file.write(json.dumps(ordered, separators=(",", ":")) + "\n")
-        self.file.flush()
+        append_line(self.file, json.dumps(ordered, separators=(",", ":")) + "\n")
 
     def close(self):
         self.file.close()

@@ -165,17 +165,15 @@ def _sweep(comm, transport, cfg, tree, ctx, sinks, watchdog) -> List[Dict]:
                 wrong = comm.allreduce(wrong, "sum")
         rec = dict.fromkeys(harness.FIELDS)
         rec.update(
-            schema=harness.SCHEMA, kind="measured", run_id=ctx["run_id"], collective=NAME,
+            schema=harness.SCHEMA, kind="measured", collective=NAME,
             transport=ctx["transport"]["transport"], transport_version=ctx["transport"].get("transport_version"),
-            buffer=ctx["transport"].get("buffer", "host"), nranks=comm.size, nhosts=len(ctx["hosts"]),
-            ranks_per_host=max(len(r) for r in ctx["hosts"].values()),
-            oversubscribed=bool(ctx["oversubscribed"]), size_bytes=size, count=size // dtype.itemsize,
+            buffer=ctx["transport"].get("buffer", "host"), nranks=comm.size, size_bytes=size,
+            count=size // dtype.itemsize,
             dtype=dtype.name, op="sum" if phase == "up" else None, root=0, in_place=False,
             warmup=cfg.warmup, fresh_inputs=False, aggregation=cfg.aggregation, checks=cfg.check,
-            hosts=",".join(f"{h}:{len(r)}" for h, r in ctx["hosts"].items()),
             phase=phase, layer=layers[0] if len(layers) == 1 else None, layers=len(layers),
             pipelined=len(layers) > 1, fanout=tree.fanout, relays=len(tree.relays),
-            workers=len(tree.workers), **ctx["versions"],
+            workers=len(tree.workers), **harness.context_fields(ctx),
         )
         rec.update(harness.measured_fields(iters, stats, size, 1.0))
         rec.update(status="ok" if not wrong else "wrong", wrong=wrong)

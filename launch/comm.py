@@ -160,7 +160,7 @@ def world():
         return _WORLD
     launched = launch_env.detect()
     settings = {}
-    oversubscribed = launch_env.is_oversubscribed(launched.local_size)
+    oversubscribed = launch_env.is_oversubscribed(launch_env.ranks_sharing_cores(launched))
     if oversubscribed:
         settings = launch_env.apply_oversubscription_settings()
     if launched.launcher == "torchrun":

@@ -22,6 +22,7 @@ oversubscription (:func:`usable_cores`).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -38,6 +39,9 @@ __all__ = [
     "oversubscription_settings",
     "apply_oversubscription_settings",
     "slurm_tasks_on_node",
+    "emulation",
+    "sweep_point",
+    "ranks_sharing_cores",
 ]
 
 
@@ -233,3 +237,30 @@ def apply_oversubscription_settings(env=None) -> dict:
             env[key] = value
             applied[key] = value
     return applied
+
+
+def emulation(env: Optional[Mapping[str, str]] = None) -> Optional[dict]:
+    """What ``launch.emulate`` says about the emulated hosts (COLLSCALE_EMULATED), or None."""
+    env = os.environ if env is None else env
+    raw = env.get("COLLSCALE_EMULATED")
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    return value if isinstance(value, dict) else {"describe": str(raw)}
+
+
+def sweep_point(env: Optional[Mapping[str, str]] = None) -> dict:
+    """The sweep and point a run belongs to (set by ``launch.sweep`` and its job scripts)."""
+    env = os.environ if env is None else env
+    return {"id": env.get("COLLSCALE_SWEEP_ID") or None, "point": env.get("COLLSCALE_SWEEP_POINT") or None}
+
+
+def ranks_sharing_cores(launched: LaunchEnv, env: Optional[Mapping[str, str]] = None) -> Optional[int]:
+    """Ranks that compete for this machine's cores: the ranks on this host, or
+    every rank when the hosts are emulated on one machine."""
+    if emulation(env) and launched.size:
+        return launched.size
+    return launched.local_size

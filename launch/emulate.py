@@ -1,0 +1,363 @@
+"""Run a command across emulated hosts on one machine (root only).
+
+    python -m launch.emulate --hosts 2 --rate 1gbit -- \\
+        mpirun -n 2 python -m collectives.pingpong -b 1M -e 64M --transport mpi
+    python -m launch.emulate --hosts 3 -- torchrun --nproc-per-node 2 -m collectives.allreduce --transport gloo
+    python -m launch.emulate --hosts 2 --ppn 2 -- python -m collectives.allgather --transport gloo
+
+Each emulated host is a network namespace with its own host name (``emu0``,
+``emu1``...), joined to the others through veth links and a bridge, each
+link optionally shaped by ``tc tbf`` (:mod:`launch.netns`).  Ranks start
+inside the namespaces through the launchers people already use:
+
+* MPICH's Hydra ``mpirun``/``mpiexec`` runs in ``emu0`` and is given
+  ``-hosts <addresses> -ppn P -iface csnet0`` and a launcher that enters the
+  right namespace where it would ``ssh`` to a node;
+* ``torchrun`` runs once per host with ``--nnodes/--node-rank/--master-addr``;
+* any other command is wrapped in Hydra ``mpirun -n hosts*ppn``.
+
+Between hosts the traffic really goes through TCP: ``GLOO_SOCKET_IFNAME``,
+UCX (``UCX_TLS=tcp,self``) and libfabric (``FI_PROVIDER=tcp``) are pointed at
+the emulated link; ranks on the same emulated host still share memory, as on
+a real node.  ``COLLSCALE_EMULATED`` tells the harness, which says so in its
+header and in every record.
+
+Everything is torn down on every exit path the process can see (normal end,
+error, Ctrl-C, SIGTERM/SIGHUP, ``--timeout``); after a SIGKILL the next run,
+or ``--cleanup``, removes what a dead emulation left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from typing import List, Optional, Sequence
+
+from launch import netns
+from launch.netns import IFACE, EmulationError, Topology
+
+__all__ = ["main", "mpirun_args", "torchrun_args", "rank_env", "EmulationError"]
+
+# Hydra options that place ranks: the emulation owns them.
+_OWNED = {"-hosts", "-host", "-f", "-hostfile", "-machinefile", "-launcher", "-launcher-exec", "-iface",
+          "-bootstrap", "-bootstrap-exec", "-rankmap"}
+_VALUED = {"-n", "-np", "-ppn", "-wdir", "-configfile", "-bind-to", "-map-by", "-genvlist", "-envlist",
+           "-errfile-pattern", "-outfile-pattern", "-prepend-pattern", "-profile", "-gpus-per-proc",
+           "-membind", "-binding", "-topolib", "-demux", "-rmk", "-ckpoint-prefix", "-ckpointlib"} | _OWNED
+_TWO_VALUED = {"-genv", "-env"}
+_TORCHRUN_OWNED = ("--nnodes", "--node-rank", "--node_rank", "--master-addr", "--master_addr",
+                   "--rdzv-endpoint", "--rdzv_endpoint", "--standalone")
+MASTER_PORT = 29500
+
+
+def _hydra_options(args: Sequence[str]):
+    """Split ``mpirun`` arguments into (global options as {flag: value}, the rest)."""
+    options, i = {}, 0
+    while i < len(args):
+        flag = args[i]
+        norm = "-" + flag.lstrip("-")
+        if not flag.startswith("-") or flag == "--":
+            break
+        if norm in _TWO_VALUED:
+            i += 3
+            continue
+        if norm in _VALUED:
+            if i + 1 >= len(args):
+                raise EmulationError(f"mpirun option {flag} needs a value")
+            options[norm] = args[i + 1]
+            i += 2
+            continue
+        options[norm] = None
+        i += 1
+    return options
+
+
+def mpirun_args(command: Sequence[str], topo: Topology, ppn: Optional[int], launcher: str) -> List[str]:
+    """The Hydra command line with the emulated hosts put in."""
+    options = _hydra_options(command[1:])
+    owned = sorted(set(options) & _OWNED)
+    if owned:
+        raise EmulationError(f"mpirun {' '.join(owned)}: the emulation chooses hosts and launcher; "
+                             "leave these out (use --hosts/--ppn of launch.emulate)")
+    n = options.get("-n") or options.get("-np")
+    if n is None or not str(n).isdigit() or int(n) < 1:
+        raise EmulationError("give mpirun a rank count (-n N)")
+    if options.get("-ppn"):
+        per_host = options["-ppn"]
+    else:
+        per_host = str(ppn or math.ceil(int(n) / topo.nhosts))
+    extra = ["-hosts", ",".join(topo.ip(i) for i in range(topo.nhosts)), "-iface", IFACE,
+             "-launcher", "ssh", "-launcher-exec", launcher]
+    if not options.get("-ppn"):
+        extra[0:0] = ["-ppn", per_host]
+    return [command[0], *extra, *command[1:]]
+
+
+def torchrun_args(command: Sequence[str], topo: Topology, i: int, ppn: Optional[int]) -> List[str]:
+    """One host's torchrun command line."""
+    for arg in command[1:]:
+        if arg.split("=")[0] in _TORCHRUN_OWNED:
+            raise EmulationError(f"torchrun {arg.split('=')[0]}: the emulation sets nodes, node rank and "
+                                 "master address; leave it out")
+        if not arg.startswith("-"):
+            break
+    extra = ["--nnodes", str(topo.nhosts), "--node-rank", str(i), "--master-addr", topo.ip(0),
+             "--master-port", str(MASTER_PORT)]
+    if not any(a.split("=")[0] in ("--nproc-per-node", "--nproc_per_node") for a in command[1:]):
+        extra += ["--nproc-per-node", str(ppn or 1)]
+    return [command[0], *extra, *command[1:]]
+
+
+# Every transport pointed at the emulated link.  Forced, not defaulted:
+# measured with the MPICH wheel, UCX_TLS=all finds shared memory between the
+# namespaces of one machine and moves 16 MiB at 3.9 GB/s over a 1gbit "link".
+LINK_ENV = {
+    "GLOO_SOCKET_IFNAME": IFACE,
+    "UCX_TLS": "tcp,self",
+    "UCX_NET_DEVICES": IFACE,
+    "FI_PROVIDER": "tcp",
+    "FI_TCP_IFACE": IFACE,
+    "HYDRA_IFACE": IFACE,
+}
+
+
+def rank_env(topo: Topology, base: Optional[dict] = None, say=None) -> dict:
+    """The environment of everything started on the emulated hosts (see LINK_ENV)."""
+    env = dict(os.environ if base is None else base)
+    for key, value in LINK_ENV.items():
+        if env.get(key) not in (None, value) and say:
+            say(f"# emulate: {key}={env[key]} replaced by {value} so that traffic between hosts "
+                "crosses the emulated links")
+        env[key] = value
+    env["COLLSCALE_EMULATED"] = json.dumps({
+        "hosts": topo.nhosts,
+        "rate": topo.rate,
+        "rate_bits": topo.rate_bits,
+        "machine": socket.gethostname(),
+        "cores": os.cpu_count(),
+        "describe": topo.describe(),
+    })
+    return env
+
+
+def _hydra_version(mpirun: str) -> str:
+    try:
+        res = subprocess.run([mpirun, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EmulationError(f"cannot run '{mpirun} --version': {exc}") from None
+    text = res.stdout + res.stderr
+    if "HYDRA" not in text:
+        flavour = "Open MPI's" if "Open MPI" in text or "OpenRTE" in text else "this"
+        raise EmulationError(
+            f"{flavour} mpirun ({mpirun}) cannot start ranks inside network namespaces; emulation "
+            "uses MPICH's Hydra mpirun (installed with collscale: "
+            f"{os.path.join(os.path.dirname(sys.executable), 'mpirun')}) or torchrun")
+    return text
+
+
+def _find_mpirun() -> str:
+    here = os.path.join(os.path.dirname(sys.executable), "mpirun")
+    found = here if os.access(here, os.X_OK) else shutil.which("mpirun") or shutil.which("mpiexec")
+    if not found:
+        raise EmulationError("no mpirun found: install collscale (pip install -e .) for MPICH's")
+    return found
+
+
+def _write_launcher(topo: Topology, directory: str) -> str:
+    """Hydra's stand-in for ssh: ``-x HOST COMMAND`` runs COMMAND in HOST's namespace.
+
+    Hydra hands ssh one shell-quoted command string, so it is run with
+    ``sh -c`` as a remote shell would.
+    """
+    cases = "".join(f"  {topo.ip(i)}|{topo.hostname(i)}) ns={topo.ns(i)}; name={topo.hostname(i)};;\n"
+                    for i in range(topo.nhosts))
+    path = os.path.join(directory, "enter-host")
+    with open(path, "w") as f:
+        f.write(
+            "#!/bin/sh\n"
+            "# collscale emulate: enter an emulated host (network + UTS namespace) for Hydra\n"
+            "while [ $# -gt 0 ]; do case \"$1\" in -x|-q|-T|-n|-t) shift;; *) break;; esac; done\n"
+            "host=$1; shift\n"
+            "case \"$host\" in\n" + cases +
+            "  *) echo \"collscale emulate: unknown emulated host '$host'\" >&2; exit 255;;\n"
+            "esac\n"
+            "exec ip netns exec \"$ns\" unshare --uts sh -c \"hostname $name && exec $*\"\n")
+    os.chmod(path, stat.S_IRWXU)
+    return path
+
+
+def _on_host(topo: Topology, i: int, command: Sequence[str]) -> List[str]:
+    """``command`` started inside emulated host ``i``."""
+    return ["ip", "netns", "exec", topo.ns(i), "unshare", "--uts", "sh", "-c",
+            f'hostname {topo.hostname(i)} && exec "$@"', "sh", *command]
+
+
+def _report_links(topo: Topology, say) -> None:
+    counts = topo.link_bytes()
+    cells = [f"{topo.hostname(i)} sent {tx / 1e6:.1f} MB received {rx / 1e6:.1f} MB"
+             for i, (tx, rx) in enumerate(counts) if tx is not None]
+    if cells:
+        say("# emulate: link traffic: " + "; ".join(cells))
+
+
+class _Stop(Exception):
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.code = 128 + signum
+
+
+def _raise_stop(signum, frame):
+    raise _Stop(signum)
+
+
+def _wait_all(procs: List[subprocess.Popen], deadline: Optional[float]) -> int:
+    """Exit status of the launch: the first failure's, else 0; 124 past the deadline.
+
+    With several torchruns, one failing makes the others wait for a peer
+    that will never come, so the rest are stopped at once.
+    """
+    while True:
+        codes = [p.poll() for p in procs]
+        failed = [c for c in codes if c not in (None, 0)]
+        if failed:
+            return failed[0]
+        if all(c == 0 for c in codes):
+            return 0
+        if deadline is not None and time.monotonic() > deadline:
+            return 124
+        time.sleep(0.05)
+
+
+def run(command: Sequence[str], hosts: int, rate: Optional[str] = None, ppn: Optional[int] = None,
+        timeout: Optional[float] = None, say=print) -> int:
+    """Create the hosts, run ``command`` across them, tear down; returns its exit status."""
+    if not command:
+        raise EmulationError("no command: put it after '--', e.g. -- mpirun -n 2 python -m collectives.pingpong")
+    if ppn is not None and ppn < 1:
+        raise EmulationError(f"--ppn {ppn}: must be at least 1")
+    why = netns.requirements_missing()
+    if why:
+        raise EmulationError(why)
+    topo = Topology(hosts, rate)
+    base = os.path.basename(command[0])
+    mode = "torchrun" if base == "torchrun" else "mpirun" if base.startswith(("mpirun", "mpiexec")) else "wrap"
+    if mode == "wrap":
+        command = [_find_mpirun(), "-n", str(hosts * (ppn or 1)), *command]
+        mode = "mpirun"
+    if mode == "mpirun":
+        _hydra_version(command[0])
+    else:
+        torchrun_args(command, topo, 0, ppn)  # refuse bad arguments before building anything
+    stale = netns.sweep_stale()
+    if stale:
+        say(f"# emulate: removed what dead emulations left: {', '.join(stale)}")
+
+    previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    workdir = tempfile.mkdtemp(prefix="collscale-emulate-")
+    procs: List[subprocess.Popen] = []
+    code = 1
+    try:
+        topo.create()
+        env = rank_env(topo, say=say)
+        say(f"# emulate: {topo.describe()}; addresses {topo.ip(0)}..{topo.ip(hosts - 1)} on {IFACE}")
+        if mode == "mpirun":
+            launch = mpirun_args(command, topo, ppn, _write_launcher(topo, workdir))
+            procs.append(subprocess.Popen(_on_host(topo, 0, launch), env=env))
+        else:
+            for i in range(hosts):
+                procs.append(subprocess.Popen(_on_host(topo, i, torchrun_args(command, topo, i, ppn)), env=env))
+        code = _wait_all(procs, time.monotonic() + timeout if timeout else None)
+        if code == 124:
+            say(f"# emulate: the command did not finish within --timeout {timeout:g} s; stopped it",
+                file=sys.stderr)
+    except KeyboardInterrupt:
+        code = 130
+    except _Stop as stop:
+        code = stop.code
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        # Block the signals we handle while tearing down: a second Ctrl-C
+        # must not leave half the namespaces behind.
+        masked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+        try:
+            for p in procs:
+                if p.poll() is None:
+                    p.terminate()
+            if topo.made:
+                _report_links(topo, say)
+            left = topo.destroy()
+            for p in procs:
+                try:
+                    p.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+            shutil.rmtree(workdir, ignore_errors=True)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, masked)
+        if left:
+            say("# emulate: WARNING: could not remove " + ", ".join(left), file=sys.stderr)
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m launch.emulate",
+        description="Run COMMAND with its ranks spread over emulated hosts (network namespaces "
+                    "joined by veth links through a bridge) on this machine. Needs root.",
+        epilog="examples:\n"
+               "  python -m launch.emulate --hosts 2 --rate 1gbit -- mpirun -n 2 python -m "
+               "collectives.pingpong -b 1M -e 64M --transport mpi\n"
+               "  python -m launch.emulate --hosts 3 -- torchrun --nproc-per-node 1 -m "
+               "collectives.allreduce --transport gloo\n"
+               "  python -m launch.emulate --cleanup",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--hosts", type=int, help="emulated hosts (network namespaces)")
+    p.add_argument("--rate", help="shape every link to this rate in tc bit units: 100mbit, 1gbit, 10gbit")
+    p.add_argument("--ppn", type=int, help="ranks per emulated host (default: ranks / hosts, rounded up; "
+                                           "torchrun: its --nproc-per-node, else 1)")
+    p.add_argument("--timeout", type=float, help="stop the command after this many seconds (exit 124)")
+    p.add_argument("--cleanup", action="store_true",
+                   help="remove namespaces left by emulations whose process is gone, then exit")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+    return p
+
+
+def _say(*args, file=None):
+    print(*args, file=file or sys.stdout, flush=True)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    try:
+        if args.cleanup:
+            why = netns.requirements_missing()
+            if why:
+                raise EmulationError(why)
+            removed = netns.sweep_stale()
+            _say(f"# emulate: removed {', '.join(removed)}" if removed else "# emulate: nothing to remove")
+            return 0
+        if args.hosts is None:
+            raise EmulationError("--hosts N is required")
+        return run(command, args.hosts, args.rate, args.ppn, args.timeout, say=_say)
+    except EmulationError as exc:
+        print(f"collscale emulate: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

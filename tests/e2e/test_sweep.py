@@ -1,0 +1,177 @@
+"""launch.sweep end to end: local rank sweeps over mpirun and torchrun, failed points,
+timeouts, and PBS/Slurm job scripts submitted through stand-in qsub/sbatch."""
+
+import os
+import sys
+import textwrap
+
+import pytest
+
+from tests.conftest import BIN, read_jsonl
+
+SWEEP = [sys.executable, "-m", "launch.sweep"]
+
+
+def _sweep(runner, tmp_path, *args, timeout=300):
+    return runner.run([*SWEEP, "--dir", str(tmp_path / "sw"), *args], timeout=timeout)
+
+
+def test_local_rank_sweep_1_2_3(runner, tmp_path):
+    res = _sweep(runner, tmp_path, "--ranks", "1,2,3", "--collectives", "allreduce,allgather",
+                 "--", "-e", "16K", "-n", "2", "-w", "1")
+    assert res.returncode == 0, res.stdout + res.stderr
+    for k in range(1, 7):
+        assert f"[{k}/6] " in res.stdout
+    assert "6 of 6 points completed" in res.stdout
+    recs = read_jsonl(tmp_path / "sw" / "results.jsonl")
+    assert len({r["sweep_id"] for r in recs}) == 1 and recs[0]["sweep_id"].startswith("sweep-")
+    assert {r["nranks"] for r in recs} == {1, 2, 3}
+    assert {r["sweep_point"] for r in recs} == {f"ranks{n}-{c}" for n in (1, 2, 3)
+                                              for c in ("allreduce", "allgather")}
+    assert all(r["status"] == "ok" and r["wrong"] == 0 for r in recs)
+    assert all(r["sweep_point"].startswith(f"ranks{r['nranks']}-{r['collective']}") for r in recs)
+    logs = sorted(os.listdir(tmp_path / "sw" / "logs"))
+    assert len(logs) == 6 and "ranks3-allgather.log" in logs
+    assert "# collscale " in (tmp_path / "sw" / "logs" / "ranks3-allgather.log").read_text()
+    # Straight into the analysis.
+    from analysis import results
+
+    df = results.load(tmp_path / "sw" / "results.jsonl")
+    assert set(df["nranks"]) == {1, 2, 3} and df["sweep_id"].nunique() == 1
+
+
+def test_a_failed_point_is_recorded_and_the_sweep_goes_on(runner, tmp_path):
+    # Root 1 does not exist at one rank: that point fails, the next one runs.
+    res = _sweep(runner, tmp_path, "--ranks", "1,2", "--collectives", "broadcast", "--",
+                 "-r", "1", "-e", "4K", "-n", "2")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "FAILED" in res.stdout and "going on" in res.stdout and "failed: ranks1-broadcast" in res.stdout
+    recs = read_jsonl(tmp_path / "sw" / "results.jsonl")
+    failed = [r for r in recs if r["status"] == "failed"]
+    assert len(failed) == 1
+    assert failed[0]["sweep_point"] == "ranks1-broadcast" and failed[0]["exit_code"] == 2
+    assert "root 1 does not exist" in failed[0]["reason"]
+    assert any(r["status"] == "ok" and r["nranks"] == 2 for r in recs)
+    from analysis import results
+
+    every = results.load(tmp_path / "sw" / "results.jsonl", all_status=True)
+    assert (every["status"] == "failed").sum() == 1
+    assert set(results.load(tmp_path / "sw" / "results.jsonl")["nranks"]) == {2}
+
+
+def test_a_point_past_its_timeout_is_stopped_and_recorded(runner, tmp_path):
+    res = _sweep(runner, tmp_path, "--ranks", "2", "--collectives", "allreduce", "--point-timeout", "4",
+                 "--", "-e", "64M", "--time-budget", "2")
+    assert res.returncode == 1, res.stdout + res.stderr
+    recs = read_jsonl(tmp_path / "sw" / "results.jsonl")
+    failed = [r for r in recs if r["status"] == "failed"]
+    assert len(failed) == 1 and "--point-timeout 4 s" in failed[0]["reason"] and failed[0]["exit_code"] == 124
+    # What was measured before the stop is kept.
+    assert any(r["status"] == "ok" for r in recs)
+
+
+def test_torchrun_sweep(runner, tmp_path):
+    pytest.importorskip("torch")
+    res = _sweep(runner, tmp_path, "--launcher", "torchrun", "--ranks", "2,3", "--collectives", "allreduce",
+                 "--", "--transport", "gloo", "-e", "4K", "-n", "2")
+    assert res.returncode == 0, res.stdout + res.stderr
+    recs = read_jsonl(tmp_path / "sw" / "results.jsonl")
+    assert {r["nranks"] for r in recs} == {2, 3} and {r["transport"] for r in recs} == {"gloo"}
+    # gloo reduces in place only: the out-of-place column is honestly 'unsupported'.
+    assert {r["status"] for r in recs} == {"ok", "unsupported"}
+    assert {r["nranks"] for r in recs if r["status"] == "ok"} == {2, 3}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ranks", "0,2"], "at least 1"),
+    (["--ranks", "two"], "whole numbers"),
+    (["--collectives", "allreduce,nonesuch"], "unknown nonesuch"),
+    (["--", "--json", "x.jsonl"], "the sweep writes the results"),
+    (["--scheduler", "pbs", "--ppn", "4"], "--nodes"),
+    (["--scheduler", "pbs", "--nodes", "1,2"], "--ppn"),
+    (["--scheduler", "slurm", "--nodes", "1", "--ppn", "2", "--walltime", "1h"], "walltime"),
+    (["--scheduler", "slurm", "--nodes", "1", "--ppn", "2", "--env", "NOEQUALS"], "NAME=VALUE"),
+    (["--nodes", "2"], "need --scheduler"),
+])
+def test_bad_input_is_one_clear_error(runner, tmp_path, args, message):
+    res = _sweep(runner, tmp_path, *args, timeout=60)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert message in res.stderr and "Traceback" not in res.stderr
+
+
+def _fake(tmp_path, name, body):
+    bindir = tmp_path / "fakebin"
+    bindir.mkdir(exist_ok=True)
+    path = bindir / name
+    path.write_text("#!/bin/sh\n" + textwrap.dedent(body))
+    path.chmod(0o755)
+    return bindir
+
+
+def test_pbs_scripts_submitted_and_run_by_a_stand_in_qsub(runner, tmp_path):
+    # The stand-in qsub runs the job script on this machine at once, as PBS would on
+    # the first node, with MPICH's mpiexec (which takes PALS's -n/--ppn too).
+    log = tmp_path / "qsub.log"
+    bindir = _fake(tmp_path, "qsub", f"""\
+        echo "$@" >> {log}
+        bash "$1" > "$1.out" 2>&1
+        echo "$(basename "$1").4242.fakepbs"
+        """)
+    runner.env["PATH"] = f"{bindir}{os.pathsep}{BIN}{os.pathsep}{runner.env['PATH']}"
+    res = _sweep(runner, tmp_path, "--scheduler", "pbs", "--nodes", "1,2", "--ppn", "1", "--queue", "debug",
+                 "--account", "P", "--walltime", "10", "--collectives", "broadcast", "--",
+                 "-r", "1", "-e", "4K", "-n", "2", timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    sw = tmp_path / "sw"
+    assert sorted(p.name for p in sw.glob("*.pbs")) == ["nodes1.pbs", "nodes2.pbs"]
+    assert "submitted" in res.stdout and "4242.fakepbs" in res.stdout
+    assert log.read_text().split() == [str(sw / "nodes1.pbs"), str(sw / "nodes2.pbs")]
+    recs = read_jsonl(sw / "results.jsonl")
+    # One node x one rank has no root 1: that point is recorded as failed by the job script.
+    failed = [r for r in recs if r["status"] == "failed"]
+    assert [r["sweep_point"] for r in failed] == ["nodes1-broadcast"]
+    assert failed[0]["exit_code"] == 2 and failed[0]["nhosts"] == 1 and failed[0]["nranks"] == 1
+    ok = [r for r in recs if r["status"] == "ok"]
+    assert ok and {r["sweep_point"] for r in ok} == {"nodes2-broadcast"} and {r["nranks"] for r in ok} == {2}
+    assert len({r["sweep_id"] for r in recs}) == 1
+
+
+def test_slurm_scripts_submitted_with_a_stand_in_sbatch(runner, tmp_path):
+    log = tmp_path / "sbatch.log"
+    bindir = _fake(tmp_path, "sbatch", f"""\
+        echo "$@" >> {log}
+        echo "Submitted batch job 77"
+        """)
+    runner.env["PATH"] = f"{bindir}{os.pathsep}{runner.env['PATH']}"
+    res = _sweep(runner, tmp_path, "--scheduler", "slurm", "--nodes", "2,4", "--ppn", "8", "--queue", "gpu",
+                 "--walltime", "01:00:00", "--", "-e", "1G")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.count("Submitted batch job 77") == 2
+    script = (tmp_path / "sw" / "nodes4.sbatch").read_text()
+    assert "#SBATCH --nodes=4" in script and "#SBATCH --ntasks-per-node=8" in script
+    assert "#SBATCH --partition=gpu" in script and "#SBATCH --time=01:00:00" in script
+    assert "srun --nodes=4 --ntasks=32 --ntasks-per-node=8 --kill-on-bad-exit=1" in script
+
+
+def test_a_refused_submission_records_its_points(runner, tmp_path):
+    bindir = _fake(tmp_path, "qsub", """\
+        echo "qsub: Unknown queue" >&2
+        exit 170
+        """)
+    runner.env["PATH"] = f"{bindir}{os.pathsep}{runner.env['PATH']}"
+    res = _sweep(runner, tmp_path, "--scheduler", "pbs", "--nodes", "2", "--ppn", "4", "--queue", "nope",
+                 "--collectives", "allreduce,allgather")
+    assert res.returncode == 1, res.stdout + res.stderr
+    recs = read_jsonl(tmp_path / "sw" / "results.jsonl")
+    assert [r["sweep_point"] for r in recs] == ["nodes2-allreduce", "nodes2-allgather"]
+    assert all(r["status"] == "failed" and "Unknown queue" in r["reason"] for r in recs)
+
+
+def test_dry_run_prints_the_commands(runner, tmp_path):
+    bindir = _fake(tmp_path, "qsub", "echo SHOULD-NOT-RUN; exit 1\n")
+    runner.env["PATH"] = f"{bindir}{os.pathsep}{runner.env['PATH']}"
+    res = _sweep(runner, tmp_path, "--scheduler", "pbs", "--nodes", "1,2,4,8", "--ppn", "4", "--dry-run")
+    assert res.returncode == 0, res.stderr
+    assert "SHOULD-NOT-RUN" not in res.stdout
+    for n in (1, 2, 4, 8):
+        assert f"qsub {tmp_path / 'sw' / f'nodes{n}.pbs'}" in res.stdout
