@@ -255,6 +255,9 @@ def run(command: Sequence[str], hosts: int, rate: Optional[str] = None, ppn: Opt
         command = [_find_mpirun(), "-n", str(hosts * (ppn or 1)), *command]
         mode = "mpirun"
     if mode == "mpirun":
+        if not shutil.which(command[0]):
+            # 'mpirun' without the venv on PATH: the one installed with collscale.
+            command = [_find_mpirun(), *command[1:]]
         _hydra_version(command[0])
     else:
         torchrun_args(command, topo, 0, ppn)  # refuse bad arguments before building anything

@@ -73,6 +73,7 @@ class JobSpec:
     directives: Tuple[str, ...] = ()
     launcher_args: Tuple[str, ...] = ()
     setup: Tuple[str, ...] = ()
+    select_extra: Optional[str] = None  # PBS: more chunk resources, e.g. "system=polaris"
     env: Tuple[Tuple[str, str], ...] = field(default=())
 
     @property
@@ -96,7 +97,8 @@ def _header(spec: JobSpec) -> list:
     if spec.scheduler == "pbs":
         lines = [
             f"#PBS -N {job}",
-            f"#PBS -l select={spec.nodes}:mpiprocs={spec.ppn}",
+            f"#PBS -l select={spec.nodes}:mpiprocs={spec.ppn}"
+            + (f":{spec.select_extra.lstrip(':')}" if spec.select_extra else ""),
             "#PBS -l place=scatter",
             f"#PBS -l walltime={spec.walltime}",
         ]

@@ -239,7 +239,7 @@ def _scheduler_sweep(args, collectives, harness_args, sweep_dir, json_path, swee
             python=args.python or sys.executable, transport=transport, harness_args=tuple(harness_args),
             queue=args.queue, account=args.account, walltime=walltime,
             directives=tuple(args.directive or ()), launcher_args=tuple(shlex.split(args.launcher_args or "")),
-            setup=tuple(args.setup or ()), env=tuple(env))
+            setup=tuple(args.setup or ()), env=tuple(env), select_extra=args.select)
         path = os.path.join(sweep_dir, f"nodes{n}{jobscript.SUFFIX[args.scheduler]}")
         with open(path, "w") as f:
             f.write(jobscript.render(spec))
@@ -303,6 +303,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--directive", action="append",
                    help="extra scheduler line, repeatable: '-l filesystems=home:eagle' (PBS), "
                         "'--constraint=gpu' (Slurm)")
+    p.add_argument("--select", help="PBS: more resources for each chunk of -l select, e.g. 'system=polaris' "
+                                    "or 'ncpus=64'")
     p.add_argument("--setup", action="append", help="shell line run first in each job, repeatable "
                                                     "(e.g. 'module load conda; conda activate env')")
     p.add_argument("--env", action="append", help="NAME=VALUE exported in each job, repeatable")

@@ -135,3 +135,23 @@ def test_weight_stream_catches_a_wrong_sum(runner):
     res = runner.run(mpirun_cmd(4, sys.executable, "-m", "collectives.weight_stream", "--fanout", "1",
                                 "--layers", "1K", "-n", "1", "-d", "int8"), timeout=120)
     assert res.returncode == 0 and "0 OK" in res.stdout
+
+
+def test_torchrun_needs_no_mpi(runner, tmp_path):
+    # A machine without MPI: importing mpi4py fails.  torchrun alone starts and
+    # coordinates the ranks (issue 6: torchrun as a launcher in its own right).
+    blocked = tmp_path / "nompi" / "mpi4py"
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text('raise ImportError("mpi4py blocked: a machine without MPI")\n')
+    runner.env["PYTHONPATH"] = str(tmp_path / "nompi") + os.pathsep + runner.env["PYTHONPATH"]
+    out = tmp_path / "r.jsonl"
+    res = runner.run(_torchrun(4) + ["-m", "collectives.allreduce", "--transport", "gloo", "-e", "16K", "-n", "2",
+                                     "--json", str(out)], timeout=180)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "nranks 4" in res.stdout and "0 OK" in res.stdout and "mpi4py" not in res.stdout.split("\n")[1]
+    recs = read_jsonl(out)
+    assert {r["nranks"] for r in recs} == {4} and any(r["status"] == "ok" for r in recs)
+    assert all(r["mpi4py_version"] is None for r in recs)
+    # And the default transport still works without MPI.
+    res = runner.run(_torchrun(2) + ["-m", "collectives.broadcast", "-e", "4K", "-n", "2"], timeout=180)
+    assert res.returncode == 0 and "0 OK" in res.stdout, res.stderr[-3000:]

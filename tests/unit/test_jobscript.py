@@ -67,6 +67,10 @@ def test_slurm_script_lines():
             '--kill-on-bad-exit=1 --mpi=pmix "$PY"') in text
 
 
+def test_pbs_select_extra():
+    assert "#PBS -l select=4:mpiprocs=8:system=polaris" in render(_spec("pbs", select_extra="system=polaris"))
+
+
 def test_optional_lines_left_out_and_values_quoted():
     text = render(_spec("pbs", queue=None, account=None, harness_args=("--transport", "my transport"),
                         workdir="/work/with space", env=(("FI_CXI_X", "a b"),), setup=("module load conda",)))
