@@ -102,6 +102,7 @@ class TorchComm:
     """
 
     mpi = None
+    exit_at_close = True  # see collectives.cli._close
 
     def __init__(self, timeout: float = 300.0):
         from datetime import timedelta
@@ -135,6 +136,14 @@ class TorchComm:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+    def close(self) -> None:
+        """Tear the group down on every rank (a barrier first, so no rank is still using it)."""
+        if self._dist.is_initialized():
+            try:
+                self._dist.barrier()
+            finally:
+                self._dist.destroy_process_group()
 
 
 def mpi_available() -> bool:

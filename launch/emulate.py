@@ -57,6 +57,8 @@ _VALUED = {"-n", "-np", "-ppn", "-wdir", "-configfile", "-bind-to", "-map-by", "
 _TWO_VALUED = {"-genv", "-env"}
 _TORCHRUN_OWNED = ("--nnodes", "--node-rank", "--node_rank", "--master-addr", "--master_addr",
                    "--rdzv-endpoint", "--rdzv_endpoint", "--standalone")
+# torchrun's options that take no value; every other option takes one (unless written NAME=VALUE).
+_TORCHRUN_FLAGS = {"--standalone", "--no-python", "--no_python", "--run-path", "--run_path"}
 MASTER_PORT = 29500
 
 
@@ -103,17 +105,29 @@ def mpirun_args(command: Sequence[str], topo: Topology, ppn: Optional[int], laun
     return [command[0], *extra, *command[1:]]
 
 
+def _torchrun_options(args: Sequence[str]) -> List[str]:
+    """The option names given to torchrun itself (before ``-m``/the script)."""
+    names, k = [], 0
+    while k < len(args):
+        arg = args[k]
+        if arg in ("-m", "--module") or not arg.startswith("-"):
+            break
+        name = arg.split("=", 1)[0]
+        names.append(name)
+        k += 1 if "=" in arg or name in _TORCHRUN_FLAGS else 2
+    return names
+
+
 def torchrun_args(command: Sequence[str], topo: Topology, i: int, ppn: Optional[int]) -> List[str]:
     """One host's torchrun command line."""
-    for arg in command[1:]:
-        if arg.split("=")[0] in _TORCHRUN_OWNED:
-            raise EmulationError(f"torchrun {arg.split('=')[0]}: the emulation sets nodes, node rank and "
+    names = _torchrun_options(command[1:])
+    for name in names:
+        if name in _TORCHRUN_OWNED:
+            raise EmulationError(f"torchrun {name}: the emulation sets nodes, node rank and "
                                  "master address; leave it out")
-        if not arg.startswith("-"):
-            break
     extra = ["--nnodes", str(topo.nhosts), "--node-rank", str(i), "--master-addr", topo.ip(0),
              "--master-port", str(MASTER_PORT)]
-    if not any(a.split("=")[0] in ("--nproc-per-node", "--nproc_per_node") for a in command[1:]):
+    if not {"--nproc-per-node", "--nproc_per_node"} & set(names):
         extra += ["--nproc-per-node", str(ppn or 1)]
     return [command[0], *extra, *command[1:]]
 
@@ -210,23 +224,19 @@ def _report_links(topo: Topology, say) -> None:
         say("# emulate: link traffic: " + "; ".join(cells))
 
 
-class _Stop(Exception):
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.code = 128 + signum
+_HANDLED = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
-def _raise_stop(signum, frame):
-    raise _Stop(signum)
-
-
-def _wait_all(procs: List[subprocess.Popen], deadline: Optional[float]) -> int:
-    """Exit status of the launch: the first failure's, else 0; 124 past the deadline.
+def _wait_all(procs: List[subprocess.Popen], deadline: Optional[float], stop: Sequence[int] = ()) -> int:
+    """Exit status of the launch: the first failure's, else 0; 124 past the deadline;
+    128 + the signal when one asked us to stop.
 
     With several torchruns, one failing makes the others wait for a peer
     that will never come, so the rest are stopped at once.
     """
     while True:
+        if stop:
+            return 128 + stop[0]
         codes = [p.poll() for p in procs]
         failed = [c for c in codes if c not in (None, 0)]
         if failed:
@@ -245,6 +255,8 @@ def run(command: Sequence[str], hosts: int, rate: Optional[str] = None, ppn: Opt
         raise EmulationError("no command: put it after '--', e.g. -- mpirun -n 2 python -m collectives.pingpong")
     if ppn is not None and ppn < 1:
         raise EmulationError(f"--ppn {ppn}: must be at least 1")
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise EmulationError(f"--timeout {timeout}: must be a positive number of seconds")
     why = netns.requirements_missing()
     if why:
         raise EmulationError(why)
@@ -259,13 +271,17 @@ def run(command: Sequence[str], hosts: int, rate: Optional[str] = None, ppn: Opt
             # 'mpirun' without the venv on PATH: the one installed with collscale.
             command = [_find_mpirun(), *command[1:]]
         _hydra_version(command[0])
+        mpirun_args(command, topo, ppn, "-")  # refuse bad arguments before building anything
     else:
-        torchrun_args(command, topo, 0, ppn)  # refuse bad arguments before building anything
+        torchrun_args(command, topo, 0, ppn)
     stale = netns.sweep_stale()
     if stale:
         say(f"# emulate: removed what dead emulations left: {', '.join(stale)}")
 
-    previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    # Signals only set a flag that the wait loop reads: no exception can land
+    # half-way through building or tearing down the network.
+    stop: List[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: stop.append(signum)) for sig in _HANDLED}
     workdir = tempfile.mkdtemp(prefix="collscale-emulate-")
     procs: List[subprocess.Popen] = []
     code = 1
@@ -273,44 +289,38 @@ def run(command: Sequence[str], hosts: int, rate: Optional[str] = None, ppn: Opt
         topo.create()
         env = rank_env(topo, say=say)
         say(f"# emulate: {topo.describe()}; addresses {topo.ip(0)}..{topo.ip(hosts - 1)} on {IFACE}")
-        if mode == "mpirun":
-            launch = mpirun_args(command, topo, ppn, _write_launcher(topo, workdir))
-            procs.append(subprocess.Popen(_on_host(topo, 0, launch), env=env))
-        else:
-            for i in range(hosts):
-                procs.append(subprocess.Popen(_on_host(topo, i, torchrun_args(command, topo, i, ppn)), env=env))
-        code = _wait_all(procs, time.monotonic() + timeout if timeout else None)
-        if code == 124:
-            say(f"# emulate: the command did not finish within --timeout {timeout:g} s; stopped it",
-                file=sys.stderr)
-    except KeyboardInterrupt:
-        code = 130
-    except _Stop as stop:
-        code = stop.code
+        if not stop:
+            if mode == "mpirun":
+                launch = mpirun_args(command, topo, ppn, _write_launcher(topo, workdir))
+                procs.append(subprocess.Popen(_on_host(topo, 0, launch), env=env))
+            else:
+                for i in range(hosts):
+                    procs.append(subprocess.Popen(_on_host(topo, i, torchrun_args(command, topo, i, ppn)),
+                                                  env=env))
+            code = _wait_all(procs, time.monotonic() + timeout if timeout else None, stop)
+            if code == 124:
+                say(f"# emulate: the command did not finish within --timeout {timeout:g} s; stopped it",
+                    file=sys.stderr)
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        # Block the signals we handle while tearing down: a second Ctrl-C
-        # must not leave half the namespaces behind.
-        masked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
-        try:
-            for p in procs:
-                if p.poll() is None:
-                    p.terminate()
-            if topo.made:
-                _report_links(topo, say)
-            left = topo.destroy()
-            for p in procs:
-                try:
-                    p.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
-            shutil.rmtree(workdir, ignore_errors=True)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, masked)
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        if topo.made:
+            _report_links(topo, say)
+        left = topo.destroy()
+        for p in procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if left:
             say("# emulate: WARNING: could not remove " + ", ".join(left), file=sys.stderr)
+    if stop:
+        code = 128 + stop[0]
     return code
 
 
@@ -360,6 +370,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except EmulationError as exc:
         print(f"collscale emulate: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -79,9 +79,9 @@ def requirements_missing() -> Optional[str]:
     """Why emulation cannot run here, or None."""
     if os.geteuid() != 0:
         return "network namespaces need root (CAP_NET_ADMIN): run as root"
-    for tool in ("ip", "tc", "unshare"):
+    for tool in ("ip", "tc", "unshare", "hostname"):
         if not shutil.which(tool):
-            return f"'{tool}' is not installed (iproute2 / util-linux)"
+            return f"'{tool}' is not installed (iproute2 / util-linux / hostname)"
     return None
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import shutil
@@ -101,8 +102,8 @@ def local_command(launcher: str, nranks: int, collective: str, harness_args: Seq
     return [exe, "-n", str(nranks), *launcher_args, python, *program]
 
 
-def _count_rows(path: str, offset: int, point: str) -> Dict[str, int]:
-    """Records this point appended to the sweep file, by status."""
+def _count_rows(path: str, offset: int, point: str, sweep_id: Optional[str] = None) -> Dict[str, int]:
+    """Records this point appended to the sweep file (after ``offset``), by status."""
     counts: Dict[str, int] = {}
     try:
         with open(path, encoding="utf-8") as f:
@@ -112,7 +113,7 @@ def _count_rows(path: str, offset: int, point: str) -> Dict[str, int]:
                     rec = json.loads(line)
                 except ValueError:
                     continue
-                if rec.get("sweep_point") == point:
+                if rec.get("sweep_point") == point and sweep_id in (None, rec.get("sweep_id")):
                     counts[rec.get("status")] = counts.get(rec.get("status"), 0) + 1
     except OSError:
         pass
@@ -130,6 +131,18 @@ def _last_line(path: str) -> str:
         if "error" in line.lower() or "timeout" in line.lower() or "killed" in line.lower():
             return line[:300]
     return lines[-1][:300] if lines else ""
+
+
+class Stopped(Exception):
+    """Ctrl-C, SIGTERM or SIGHUP (an ssh session closing) reached the sweep."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.code = 128 + signum
+
+
+def _raise_stopped(signum, frame):
+    raise Stopped(signum)
 
 
 def _stop(proc: subprocess.Popen, grace: float = 5.0) -> None:
@@ -192,23 +205,27 @@ class Sweep:
                                     start_new_session=True, stdin=subprocess.DEVNULL)
             try:
                 code = proc.wait(timeout=self.point_timeout)
-                reason = None if code in (0, 1) else f"exit status {code}: {_last_line(log) or 'no output'}"
+                reason = None if code == 0 else f"exit status {code}: {_last_line(log) or 'no output'}"
             except subprocess.TimeoutExpired:
-                _stop(proc)
                 code = 124
                 reason = f"did not finish within --point-timeout {self.point_timeout:g} s; stopped"
-            except KeyboardInterrupt:
-                _stop(proc)
-                self._fail(point, collective, nranks, "interrupted (Ctrl-C)", 130)
+            except Stopped as stopped:
+                self._fail(point, collective, nranks, f"sweep stopped ({stopped})", stopped.code)
                 raise
+            finally:
+                if proc.poll() is None:  # timed out, or the sweep itself was stopped
+                    _stop(proc)
         took = time.monotonic() - t0
         rows = _count_rows(self.json_path, offset, point)
         summary = ", ".join(f"{n} {s}" for s, n in sorted(rows.items())) or "no rows"
-        if reason:
+        if code == 1 and rows.get("wrong"):
+            # The harness's own status for wrong elements: the rows say so already.
+            self.say(f"    WRONG ELEMENTS in {took:.1f} s ({summary})")
+        elif reason:
             self._fail(point, collective, nranks, reason, code)
             self.say(f"    FAILED in {took:.1f} s ({summary}): {reason}; log {log}; going on")
         else:
-            self.say(f"    {'ok' if code == 0 else 'WRONG ELEMENTS'} in {took:.1f} s ({summary})")
+            self.say(f"    ok in {took:.1f} s ({summary})")
 
     def _fail(self, point, collective, nranks, reason, code):
         self.failed.append(point)
@@ -216,17 +233,33 @@ class Sweep:
                                                       self.transport, reason, code))
 
 
-def _scheduler_sweep(args, collectives, harness_args, sweep_dir, json_path, sweep_id, transport, say) -> int:
+def _scheduler_plan(args) -> Dict:
+    """Check the scheduler options; returns the checked values."""
+    if not args.nodes:
+        raise ValueError("--nodes N,N,... is required with --scheduler")
     nodes = _list(args.nodes, "nodes", int)
     if not args.ppn or args.ppn < 1:
         raise ValueError("--ppn N (ranks per node, at least 1) is required with --scheduler")
-    walltime = jobscript.normalise_walltime(args.walltime)
+    if args.launcher != "mpirun" or args.point_timeout is not None:
+        raise ValueError("--launcher and --point-timeout are for local sweeps; jobs launch with "
+                         "mpiexec (PBS) or srun (Slurm), limited by --walltime")
+    if args.select and args.scheduler != "pbs":
+        raise ValueError("--select is PBS's (-l select=N:...); for Slurm use --directive '--constraint=...'")
+    for value, name in ((args.queue, "--queue"), (args.account, "--account"), (args.select, "--select"),
+                        (args.place, "--place"), (os.path.abspath(args.dir or "."), "--dir")):
+        if value and any(c.isspace() for c in value):
+            raise ValueError(f"{name} {value!r}: scheduler directives cannot hold spaces")
     env = []
     for item in args.env or []:
         key, sep, value = item.partition("=")
         if not sep or not key.isidentifier():
             raise ValueError(f"--env {item!r}: expected NAME=VALUE")
         env.append((key, value))
+    return {"nodes": nodes, "walltime": jobscript.normalise_walltime(args.walltime), "env": env}
+
+
+def _scheduler_sweep(args, plan, collectives, harness_args, sweep_dir, json_path, sweep_id, transport, say) -> int:
+    nodes, walltime, env = plan["nodes"], plan["walltime"], plan["env"]
     os.makedirs(sweep_dir, exist_ok=True)
     submit = jobscript.SUBMIT[args.scheduler]
     have = shutil.which(submit)
@@ -239,7 +272,7 @@ def _scheduler_sweep(args, collectives, harness_args, sweep_dir, json_path, swee
             python=args.python or sys.executable, transport=transport, harness_args=tuple(harness_args),
             queue=args.queue, account=args.account, walltime=walltime,
             directives=tuple(args.directive or ()), launcher_args=tuple(shlex.split(args.launcher_args or "")),
-            setup=tuple(args.setup or ()), env=tuple(env), select_extra=args.select)
+            setup=tuple(args.setup or ()), env=tuple(env), select_extra=args.select, place=args.place)
         path = os.path.join(sweep_dir, f"nodes{n}{jobscript.SUFFIX[args.scheduler]}")
         with open(path, "w") as f:
             f.write(jobscript.render(spec))
@@ -305,6 +338,8 @@ def _parser() -> argparse.ArgumentParser:
                         "'--constraint=gpu' (Slurm)")
     p.add_argument("--select", help="PBS: more resources for each chunk of -l select, e.g. 'system=polaris' "
                                     "or 'ncpus=64'")
+    p.add_argument("--place", default="scatter:excl",
+                   help="PBS placement (-l place=...; default scatter:excl: one chunk per node, nodes not shared)")
     p.add_argument("--setup", action="append", help="shell line run first in each job, repeatable "
                                                     "(e.g. 'module load conda; conda activate env')")
     p.add_argument("--env", action="append", help="NAME=VALUE exported in each job, repeatable")
@@ -329,7 +364,11 @@ def _record_failure_main(argv: Sequence[str]) -> int:
     p.add_argument("--transport", default="auto")
     p.add_argument("--exit-code", type=int)
     p.add_argument("--reason", required=True)
+    p.add_argument("--unless-wrong", action="store_true",
+                   help="record nothing if the point wrote rows with wrong elements (the harness's exit 1)")
     a = p.parse_args(argv)
+    if a.unless_wrong and _count_rows(a.json, 0, a.point, a.sweep_id).get("wrong"):
+        return 0
     try:
         record_failure(a.json, failure_record(a.sweep_id, a.point, a.collective, a.nranks, a.transport,
                                               a.reason, a.exit_code, a.nhosts))
@@ -348,6 +387,10 @@ def _transport_of(harness_args: Sequence[str]) -> str:
     return "auto"
 
 
+def _make_dir_for(json_path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["record-failure"]:
@@ -357,7 +400,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if harness[:1] == ["--"]:
         harness = harness[1:]
     say = lambda *a: print(*a, flush=True)  # noqa: E731
+    previous = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
+        # Everything is checked before anything is written.
         if any(a == "--json" or a.startswith("--json=") for a in harness):
             raise ValueError("the sweep writes the results: give --json before '--', not to the harness")
         collectives = _list(args.collectives, "collectives")
@@ -367,28 +412,35 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sweep_id = args.sweep_id or new_sweep_id()
         sweep_dir = args.dir or sweep_id
         json_path = args.json or os.path.join(sweep_dir, "results.jsonl")
-        os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
         transport = _transport_of(harness)
         if args.scheduler:
-            if not args.nodes:
-                raise ValueError("--nodes N,N,... is required with --scheduler")
-            return _scheduler_sweep(args, collectives, harness, sweep_dir, json_path, sweep_id, transport, say)
-        if args.nodes or args.ppn:
-            raise ValueError("--nodes/--ppn need --scheduler pbs|slurm (locally, use --ranks)")
+            plan = _scheduler_plan(args)
+            _make_dir_for(json_path)
+            return _scheduler_sweep(args, plan, collectives, harness, sweep_dir, json_path, sweep_id, transport,
+                                    say)
+        for given, name in ((args.nodes or args.ppn, "--nodes/--ppn"), (args.queue or args.account, "--queue/--account"),
+                            (args.select, "--select"), (args.directive or args.setup or args.env,
+                                                        "--directive/--setup/--env")):
+            if given:
+                raise ValueError(f"{name} need --scheduler pbs|slurm (locally, use --ranks)")
         ranks = _list(args.ranks, "ranks", int)
-        if args.point_timeout is not None and args.point_timeout <= 0:
-            raise ValueError("--point-timeout must be positive")
+        if args.point_timeout is not None and not (math.isfinite(args.point_timeout) and args.point_timeout > 0):
+            raise ValueError(f"--point-timeout {args.point_timeout}: must be a positive number of seconds")
+        local_command(args.launcher, 1, collectives[0], harness, json_path)  # is the launcher installed?
+        _make_dir_for(json_path)
         sweep = Sweep(ranks, collectives, harness, json_path, os.path.join(sweep_dir, "logs"), sweep_id,
                       launcher=args.launcher, launcher_args=shlex.split(args.launcher_args or ""),
                       point_timeout=args.point_timeout, transport=transport, say=say)
-        local_command(args.launcher, 1, collectives[0], harness, json_path)  # launcher present?
         return sweep.run()
     except (ValueError, OSError) as exc:
         print(f"collscale sweep: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("collscale sweep: interrupted; results so far are kept", file=sys.stderr)
-        return 130
+    except Stopped as stopped:
+        print(f"collscale sweep: stopped by {stopped}; results so far are kept", file=sys.stderr)
+        return stopped.code
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 timeouts, and PBS/Slurm job scripts submitted through stand-in qsub/sbatch."""
 
 import os
+import signal
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -82,8 +84,59 @@ def test_torchrun_sweep(runner, tmp_path):
     assert {r["nranks"] for r in recs if r["status"] == "ok"} == {2, 3}
 
 
+def test_wrong_elements_are_not_a_failed_point(runner, tmp_path):
+    res = _sweep(runner, tmp_path, "--ranks", "2", "--collectives", "allreduce", "--",
+                 "-e", "4K", "-n", "2", "--inject-fault", "1")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "WRONG ELEMENTS" in res.stdout
+    recs = read_jsonl(tmp_path / "sw" / "results.jsonl")
+    assert any(r["status"] == "wrong" for r in recs) and not any(r["status"] == "failed" for r in recs)
+
+
+def test_a_torchrun_failure_is_a_failed_point(runner, tmp_path):
+    # torchrun exits 1 for any failed worker: without wrong rows that is a failure, not "wrong".
+    pytest.importorskip("torch")
+    res = _sweep(runner, tmp_path, "--launcher", "torchrun", "--ranks", "1", "--collectives", "broadcast", "--",
+                 "-r", "3", "-e", "4K")
+    assert res.returncode == 1, res.stdout + res.stderr
+    (rec,) = read_jsonl(tmp_path / "sw" / "results.jsonl")
+    assert rec["status"] == "failed" and rec["exit_code"] == 1
+
+
+def test_record_failure_unless_wrong(runner, tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"sweep_id": "S", "sweep_point": "nodes2-allreduce", "status": "wrong"}\n')
+    base = [*SWEEP, "record-failure", "--json", str(path), "--sweep-id", "S", "--collective", "allreduce",
+            "--nranks", "4", "--exit-code", "1", "--reason", "r", "--unless-wrong", "--point"]
+    assert runner.run([*base, "nodes2-allreduce"], timeout=60).returncode == 0
+    assert len(read_jsonl(path)) == 1  # wrong rows exist: nothing added
+    assert runner.run([*base, "nodes4-allreduce"], timeout=60).returncode == 0
+    assert read_jsonl(path)[-1]["status"] == "failed" and read_jsonl(path)[-1]["sweep_point"] == "nodes4-allreduce"
+
+
+def test_sigterm_stops_the_running_point_and_records_it(runner, tmp_path):
+    proc = runner.popen([*SWEEP, "--dir", str(tmp_path / "sw"), "--ranks", "2", "--collectives", "allreduce",
+                         "--", "-e", "64M", "--time-budget", "5"])
+    log = tmp_path / "sw" / "logs" / "ranks2-allreduce.log"
+    deadline = time.time() + 60
+    while time.time() < deadline and "# collscale" not in (log.read_text() if log.exists() else ""):
+        time.sleep(0.2)
+    assert len(runner.strays()) >= 3  # the sweep, mpirun and its ranks are running
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, out + err
+    assert "stopped by SIGTERM" in err
+    recs = read_jsonl(tmp_path / "sw" / "results.jsonl")
+    assert recs[-1]["status"] == "failed" and "SIGTERM" in recs[-1]["reason"]
+
+
 @pytest.mark.parametrize("args, message", [
     (["--ranks", "0,2"], "at least 1"),
+    (["--point-timeout", "nan"], "positive number"),
+    (["--scheduler", "slurm", "--nodes", "1", "--ppn", "2", "--select", "system=x"], "--select is PBS"),
+    (["--scheduler", "pbs", "--nodes", "1", "--ppn", "2", "--queue", "a b"], "cannot hold spaces"),
+    (["--scheduler", "pbs", "--nodes", "1", "--ppn", "2", "--point-timeout", "5"], "local sweeps"),
+    (["--queue", "debug"], "need --scheduler"),
     (["--ranks", "two"], "whole numbers"),
     (["--collectives", "allreduce,nonesuch"], "unknown nonesuch"),
     (["--", "--json", "x.jsonl"], "the sweep writes the results"),
@@ -97,6 +150,7 @@ def test_bad_input_is_one_clear_error(runner, tmp_path, args, message):
     res = _sweep(runner, tmp_path, *args, timeout=60)
     assert res.returncode == 2, res.stdout + res.stderr
     assert message in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "sw").exists()  # nothing written for a refused sweep
 
 
 def _fake(tmp_path, name, body):

@@ -66,8 +66,13 @@ def test_torchrun_per_host():
                    "--master-port", "29500", "--nproc-per-node", "1", "-m", "collectives.allreduce"]
     cmd = torchrun_args(["torchrun", "--nproc-per-node", "2", "x.py"], topo, 0, 4)
     assert cmd.count("--nproc-per-node") == 1
+    # The program's own arguments (after -m or the script) are not torchrun's.
+    assert torchrun_args(["torchrun", "--nproc-per-node=2", "-m", "tool", "--nnodes", "3"], topo, 0, None)[-2:] \
+        == ["--nnodes", "3"]
     for bad in (["torchrun", "--nnodes", "2", "x.py"], ["torchrun", "--standalone", "x.py"],
-                ["torchrun", "--master_addr=1.2.3.4", "x.py"]):
+                ["torchrun", "--master_addr=1.2.3.4", "x.py"],
+                ["torchrun", "--nproc-per-node", "2", "--nnodes", "4", "-m", "x"],
+                ["torchrun", "--max-restarts", "0", "--standalone", "x.py"]):
         with pytest.raises(EmulationError, match="the emulation sets"):
             torchrun_args(bad, topo, 0, None)
 

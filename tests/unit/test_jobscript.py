@@ -24,7 +24,7 @@ def test_pbs_script_lines():
     for expected in [
         "#PBS -N collscale-nodes4",
         "#PBS -l select=4:mpiprocs=8",
-        "#PBS -l place=scatter",
+        "#PBS -l place=scatter:excl",
         "#PBS -l walltime=00:45:00",
         "#PBS -q debug",
         "#PBS -A MYPROJ",
@@ -78,7 +78,8 @@ def test_optional_lines_left_out_and_values_quoted():
     assert "cd '/work/with space' || exit 2" in text
     assert "export FI_CXI_X='a b'" in text
     assert "'my transport'" in text
-    assert text.index("module load conda") < text.index("cd '/work/with space'")
+    assert text.index("module load conda") < text.index("set -u") < text.index("cd '/work/with space'")
+    assert "#PBS -l place=pack" in render(_spec("pbs", place="pack"))
 
 
 @pytest.mark.parametrize("scheduler", ["pbs", "slurm"])
