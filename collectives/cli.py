@@ -367,11 +367,12 @@ def guarded(comm, body) -> int:
         print(f"collscale: rank {rank}: interrupted; aborting the job", file=sys.stderr)
         return _abort(comm, 130)
     except BaseException as exc:  # one rank failed: the others may be blocked, so abort them all
-        print(f"collscale: rank {rank}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         if os.environ.get("COLLSCALE_DEBUG"):
             traceback.print_exc()
-        else:
-            print("collscale: (set COLLSCALE_DEBUG=1 for the traceback); aborting the job", file=sys.stderr)
+        # One write: the launcher may stop forwarding output as soon as the abort lands.
+        print(f"collscale: rank {rank}: error: {type(exc).__name__}: {exc}; aborting the job"
+              + ("" if os.environ.get("COLLSCALE_DEBUG") else " (set COLLSCALE_DEBUG=1 for the traceback)"),
+              file=sys.stderr, flush=True)
         return _abort(comm, EXIT_ERROR)
     if records and not any(r["status"] in ("ok", "wrong") for r in records):
         if rank == 0:

@@ -90,6 +90,7 @@ class Watchdog:
 
     def __init__(self, timeout: float, rank: int, on_expire=None, exit=os._exit):
         self.timeout = timeout
+        self.requested = timeout  # the user's -T, named in messages even when backing up a transport
         self.rank = rank
         self.on_expire = on_expire
         self._exit = exit
@@ -151,8 +152,9 @@ class Watchdog:
                 self._expire(what)
 
     def _expire(self, what: str) -> None:
+        waited = f" (the watchdog waited {self.timeout:g} s)" if self.timeout != self.requested else ""
         msg = (f"collscale: rank {self.rank}: timeout: {what} did not complete within "
-               f"-T {self.timeout:g} s; aborting the job")
+               f"-T {self.requested:g} s{waited}; aborting the job")
         try:
             print(msg, file=sys.stderr, flush=True)
             if self.on_expire is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Any, List, Protocol
 
 from launch import env as launch_env
@@ -88,6 +89,9 @@ class MPIComm:
     def abort(self, code: int) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
+        # Give the launcher a moment to forward what this rank just printed:
+        # MPI_Abort tears the job down at once and its last lines can be lost.
+        time.sleep(0.2)
         self.mpi.Abort(code)
 
 
