@@ -43,7 +43,7 @@ from launch import jobscript
 
 __all__ = ["main", "failure_record", "record_failure", "new_sweep_id", "local_command", "Sweep"]
 
-EXIT_FAILED_POINTS = 1
+EXIT_FAILED_POINTS = 1  # some point failed or had wrong elements, as the harness's exit 1
 
 
 def new_sweep_id() -> str:
@@ -169,6 +169,7 @@ class Sweep:
         self.sweep_id, self.launcher, self.launcher_args = sweep_id, launcher, list(launcher_args)
         self.point_timeout, self.transport, self.say = point_timeout, transport, say
         self.failed: List[str] = []
+        self.wrong: List[str] = []
 
     def points(self):
         return [(n, c) for n in self.ranks for c in self.collectives]
@@ -185,10 +186,11 @@ class Sweep:
         took = time.monotonic() - started
         ok = len(points) - len(self.failed)
         self.say(f"# sweep done in {took:.0f} s: {ok} of {len(points)} points completed"
-                 + (f"; failed: {', '.join(self.failed)}" if self.failed else ""))
+                 + (f"; failed: {', '.join(self.failed)}" if self.failed else "")
+                 + (f"; WRONG ELEMENTS in: {', '.join(self.wrong)}" if self.wrong else ""))
         self.say(f"# report: python -m analysis.report {shlex.quote(self.json_path)} -o "
                  f"{shlex.quote(os.path.join(os.path.dirname(self.json_path) or '.', 'report'))}")
-        return EXIT_FAILED_POINTS if self.failed else 0
+        return EXIT_FAILED_POINTS if self.failed or self.wrong else 0
 
     def _point(self, k: int, total: int, nranks: int, collective: str) -> None:
         point = f"ranks{nranks}-{collective}"
@@ -220,6 +222,7 @@ class Sweep:
         summary = ", ".join(f"{n} {s}" for s, n in sorted(rows.items())) or "no rows"
         if code == 1 and rows.get("wrong"):
             # The harness's own status for wrong elements: the rows say so already.
+            self.wrong.append(point)
             self.say(f"    WRONG ELEMENTS in {took:.1f} s ({summary})")
         elif reason:
             self._fail(point, collective, nranks, reason, code)

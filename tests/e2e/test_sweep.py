@@ -87,8 +87,8 @@ def test_torchrun_sweep(runner, tmp_path):
 def test_wrong_elements_are_not_a_failed_point(runner, tmp_path):
     res = _sweep(runner, tmp_path, "--ranks", "2", "--collectives", "allreduce", "--",
                  "-e", "4K", "-n", "2", "--inject-fault", "1")
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert "WRONG ELEMENTS" in res.stdout
+    assert res.returncode == 1, res.stdout + res.stderr  # as the harness: wrong elements are an error
+    assert "WRONG ELEMENTS in: ranks2-allreduce" in res.stdout and "1 of 1 points completed" in res.stdout
     recs = read_jsonl(tmp_path / "sw" / "results.jsonl")
     assert any(r["status"] == "wrong" for r in recs) and not any(r["status"] == "failed" for r in recs)
 
