@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass, field
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 __all__ = ["JobSpec", "render", "normalise_walltime", "SCHEDULERS", "SUFFIX", "SUBMIT"]
 
@@ -183,7 +183,3 @@ def render(spec: JobSpec) -> str:
     lines += [f"run_point {_q(c)}" for c in spec.collectives]
     return "\n".join(lines) + "\n"
 
-
-def expected_directives(spec: JobSpec) -> Sequence[str]:
-    """The scheduler directive lines of ``spec`` (for the sweep's summary and tests)."""
-    return _header(spec)
