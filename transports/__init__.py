@@ -1,10 +1,16 @@
-"""Transport registry: register / available() / create(name) / "auto".
+"""Transport registry: register / probe / available() / resolve / create(name) / "auto".
 
-Each transport lives in its own module, which calls :func:`register` when
-it is imported.  A module whose import fails is recorded with the reason,
-and each registered transport may also carry a ``probe`` that says at run
-time why it cannot be used here (no device, library missing).  Nothing here
-initialises MPI or touches a device.
+The catalogue below names every transport and the module that implements
+it; nothing is imported at start.  A transport's module is imported only
+when that transport is probed or created (:func:`probe`, :func:`create`),
+and a module's ``probe`` says why it cannot be used here (library missing,
+no device) without initialising MPI or touching a device; modules keep
+heavy libraries (torch, CuPy, popxl) out of their top-level imports, and
+probe for them with ``importlib.util.find_spec`` where they can.  So a run
+over mpi or shm never imports torch; :func:`available` (the listing of
+``python -m transports``, and the error for an unknown name) probes every
+transport and may.  :func:`register` adds a transport from outside the
+catalogue (tests register single-process fakes this way).
 """
 
 from __future__ import annotations
@@ -12,17 +18,20 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, Mapping, Optional, Union
 
 from collectives.dtypes import ConfigError
-from transports.base import Bound, Transport, TransportBase, Unsupported
+from transports.base import Bound, Transport, TransportBase, TransportOptions, Unsupported
 
 __all__ = [
     "Bound",
     "Transport",
     "TransportBase",
     "Unsupported",
+    "TransportOptions",
     "register",
+    "probe",
+    "known",
     "available",
     "create",
     "resolve",
@@ -32,28 +41,38 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Entry:
+    """A catalogued transport: its module is imported on first use only."""
+
     name: str
-    create: Callable
-    probe: Callable[[], Optional[str]]
+    module: str
+    variant: Optional[str]  # modules with variants (torch_dist) take it in create() and probe()
     description: str
 
+    def load(self) -> "Loaded":
+        mod = importlib.import_module(self.module)
+        if self.variant is None:
+            return Loaded(mod.create, getattr(mod, "probe", lambda: None))
+        return Loaded(mod.create(self.variant), partial(mod.probe, self.variant))
 
-_REGISTRY: Dict[str, Entry] = {}
-_IMPORT_ERRORS: Dict[str, str] = {}
 
-# (name, module, variant, description): the modules that may provide a transport.
-# A module with variants (torch_dist) exposes create(variant) and probe(variant).
-_CATALOG = (
-    ("shm", "transports.shm", None, "collscale's own shared-memory collectives (one host; zero-copy)"),
-    ("mpi", "transports.mpi", None, "the MPI library's own collectives, through mpi4py"),
-    ("gloo", "transports.torch_dist", "gloo", "torch.distributed gloo over TCP (the Ethernet path)"),
-    ("nccl", "transports.torch_dist", "nccl", "torch.distributed NCCL on NVIDIA GPUs (NVLink, InfiniBand)"),
-    ("hccl", "transports.torch_dist", "hccl",
-     "torch.distributed HCCL on Habana Gaudi (RoCE v2); untested on hardware"),
-    ("torch-mpi", "transports.torch_dist", "torch-mpi", "torch.distributed's MPI backend"),
-    ("poplar", "transports.poplar", None,
-     "Graphcore IPU-Link through popxl replicated collectives; untested on hardware"),
-)
+@dataclass(frozen=True)
+class Loaded:
+    create: Callable
+    probe: Callable[[], Optional[str]]
+
+
+_CATALOG: Dict[str, Entry] = {e.name: e for e in (
+    Entry("shm", "transports.shm", None, "collscale's own shared-memory collectives (one host; zero-copy)"),
+    Entry("mpi", "transports.mpi", None, "the MPI library's own collectives, through mpi4py"),
+    Entry("gloo", "transports.torch_dist", "gloo", "torch.distributed gloo over TCP (the Ethernet path)"),
+    Entry("nccl", "transports.torch_dist", "nccl",
+          "torch.distributed NCCL on NVIDIA GPUs (NVLink, InfiniBand)"),
+    Entry("hccl", "transports.torch_dist", "hccl",
+          "torch.distributed HCCL on Habana Gaudi (RoCE v2); untested on hardware"),
+    Entry("torch-mpi", "transports.torch_dist", "torch-mpi", "torch.distributed's MPI backend"),
+    Entry("poplar", "transports.poplar", None,
+          "Graphcore IPU-Link through popxl replicated collectives; untested on hardware"),
+)}
 # Fabrics with no public collective API: listed, never usable; analysis models them.
 NO_PUBLIC_API = {
     "groq": "Groq RealScale has no public collective API (modelled by analysis.fabrics)",
@@ -61,46 +80,60 @@ NO_PUBLIC_API = {
                 "collectives.weight_stream; the fabric is modelled by analysis.fabrics)",
 }
 
+_LOADED: Dict[str, Loaded] = {}  # catalogued transports imported so far, and registered ones
+_DESCRIPTIONS: Dict[str, str] = {}
+_IMPORT_ERRORS: Dict[str, str] = {}
+
 
 def register(name: str, create: Callable, probe: Callable[[], Optional[str]] = lambda: None,
              description: str = "") -> None:
-    _REGISTRY[name] = Entry(name, create, probe, description)
+    """Add (or replace) a transport: ``create(comm, TransportOptions)`` and ``probe()``."""
+    _LOADED[name] = Loaded(create, probe)
+    _DESCRIPTIONS[name] = description
+    _IMPORT_ERRORS.pop(name, None)
 
 
-def _load() -> None:
-    for name, module, variant, description in _CATALOG:
-        if name in _REGISTRY or name in _IMPORT_ERRORS:
-            continue
+def _loaded(name: str) -> Optional[Loaded]:
+    """The transport's functions, importing its module the first time; None if it cannot import."""
+    if name not in _LOADED and name not in _IMPORT_ERRORS and name in _CATALOG:
+        entry = _CATALOG[name]
         try:
-            mod = importlib.import_module(module)
+            _LOADED[name] = entry.load()
         except ImportError as exc:
-            _IMPORT_ERRORS[name] = f"cannot import {module}: {exc}"
-            continue
-        if variant is None:
-            register(name, mod.create, getattr(mod, "probe", lambda: None), description)
-        else:
-            register(name, mod.create(variant), partial(mod.probe, variant), description)
+            _IMPORT_ERRORS[name] = f"cannot import {entry.module}: {exc}"
+    return _LOADED.get(name)
+
+
+def probe(name: str) -> Optional[str]:
+    """None when transport ``name`` is usable here, else why not (imports that transport only)."""
+    if name in NO_PUBLIC_API:
+        return NO_PUBLIC_API[name]
+    loaded = _loaded(name)
+    if loaded is None:
+        return _IMPORT_ERRORS.get(name, f"unknown transport '{name}'")
+    return loaded.probe()
+
+
+def known() -> list:
+    """Every transport name, catalogued, registered and model-only, in listing order."""
+    names = list(_CATALOG) + [n for n in _LOADED if n not in _CATALOG] + list(NO_PUBLIC_API)
+    return sorted(set(names), key=_order)
 
 
 def available() -> Dict[str, Optional[str]]:
-    """Every known transport: None when usable here, else the reason it is not."""
-    _load()
-    out: Dict[str, Optional[str]] = dict(_IMPORT_ERRORS)
-    for name, entry in _REGISTRY.items():
-        out[name] = entry.probe()
-    out.update(NO_PUBLIC_API)
-    return {name: out[name] for name in sorted(out, key=_order)}
+    """Every known transport: None when usable here, else the reason it is not (probes them all)."""
+    return {name: probe(name) for name in known()}
 
 
 def _order(name: str):
-    known = [m[0] for m in _CATALOG] + list(NO_PUBLIC_API)
-    return (known.index(name) if name in known else len(known), name)
+    listed = list(_CATALOG) + list(NO_PUBLIC_API)
+    return (listed.index(name) if name in listed else len(listed), name)
 
 
 def describe_all():
     """Rows (name, status, detail) for ``python -m transports``."""
-    descriptions = {name: desc for name, _, _, desc in _CATALOG}
-    descriptions.update({name: e.description for name, e in _REGISTRY.items() if e.description})
+    descriptions = {name: e.description for name, e in _CATALOG.items()}
+    descriptions.update({name: d for name, d in _DESCRIPTIONS.items() if d})
     return [
         (name, "available" if reason is None else "unavailable",
          descriptions.get(name, "") if reason is None else reason)
@@ -109,29 +142,33 @@ def describe_all():
 
 
 def resolve(name: str, comm=None) -> str:
-    """Turn ``auto`` into a concrete transport; check that a named one exists here."""
-    status = available()
+    """Turn ``auto`` into a concrete transport; check that a named one exists here.
+
+    Only the transports that decide the answer are probed (imported).
+    """
     if name == "auto":
         # One host and no accelerator transport: our shared memory; else MPI.
         import socket
 
         hosts = set(comm.allgather(socket.gethostname())) if comm is not None else {None}
-        if len(hosts) == 1 and status.get("shm") is None:
+        if len(hosts) == 1 and probe("shm") is None:
             return "shm"
-        if status.get("mpi") is None and getattr(comm, "mpi", None) is not None:
+        if getattr(comm, "mpi", None) is not None and probe("mpi") is None:
             return "mpi"
-        if status.get("gloo") is None:
+        if probe("gloo") is None:
             return "gloo"
+        status = available()
         usable = [n for n, reason in status.items() if reason is None]
         if not usable:
             raise ConfigError("no transport is usable here:\n" + _explain(status))
         return usable[0]
-    if name not in status:
-        raise ConfigError(f"unknown transport '{name}'; known here:\n" + _explain(status))
     if name in NO_PUBLIC_API:
         raise ConfigError(f"transport '{name}' cannot be measured: {NO_PUBLIC_API[name]}")
-    if status[name] is not None:
-        raise ConfigError(f"transport '{name}' is not available here: {status[name]}")
+    if name not in _CATALOG and name not in _LOADED:
+        raise ConfigError(f"unknown transport '{name}'; known here:\n" + _explain(available()))
+    reason = probe(name)
+    if reason is not None:
+        raise ConfigError(f"transport '{name}' is not available here: {reason}")
     return name
 
 
@@ -141,7 +178,7 @@ def _explain(status: Dict[str, Optional[str]]) -> str:
     )
 
 
-def create(name: str, comm, options: Optional[dict] = None) -> Transport:
+def create(name: str, comm, options: Union[TransportOptions, Mapping[str, Any], None] = None) -> Transport:
     """A ready transport for ``comm``'s ranks (``name`` may be ``auto``)."""
     concrete = resolve(name, comm)
-    return _REGISTRY[concrete].create(comm, dict(options or {}))
+    return _LOADED[concrete].create(comm, TransportOptions.coerce(options))

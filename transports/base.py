@@ -1,8 +1,10 @@
 """The Transport protocol, the Unsupported error, and buffer helpers.
 
-A transport moves data between ranks.  The protocol is narrow: ``rank``,
-``size``, ``alloc``, one method per collective, ``synchronize`` and
-``close``.  Each collective method *prepares* the operation and returns a
+A transport moves data between ranks.  The protocol (:class:`Transport`,
+a ``typing.Protocol``) is narrow: ``rank``, ``size``, buffers, one method
+per collective, ``synchronize``, a timer, ``describe`` and ``close``, plus
+optional capabilities that :class:`TransportBase` defaults to "not
+supported".  Each collective method *prepares* the operation and returns a
 :class:`Bound`: ``bound.run()`` executes it (this is what the timed loop
 calls, so a transport binds everything it can beforehand), and
 ``bound.result`` is the buffer or view that holds this rank's result
@@ -30,14 +32,16 @@ from __future__ import annotations
 import gc
 import time
 import weakref
-from typing import Any, Callable, Dict, List, NamedTuple
+from dataclasses import dataclass, fields
+from typing import (Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Protocol, Union,
+                    runtime_checkable)
 
 import numpy as np
 
 from collectives.dtypes import DType
 
-__all__ = ["Bound", "Unsupported", "Transport", "HostTimer", "TransportBase", "local_divide",
-           "cleanup_all"]
+__all__ = ["Bound", "Unsupported", "Transport", "TransportOptions", "HostTimer", "TransportBase",
+           "local_divide", "cleanup_all"]
 
 _LIVE: "weakref.WeakSet" = weakref.WeakSet()
 
@@ -120,17 +124,68 @@ class HostTimer:
         return stamps
 
 
-class Transport:
-    """Documentation of the protocol; concrete transports subclass :class:`TransportBase`."""
+@dataclass(frozen=True)
+class TransportOptions:
+    """What a run asks of its transport (each is None where the user gave nothing).
+
+    ``timeout`` is the user's -T in seconds (0: none); a transport whose own
+    waits honour it sets :attr:`Transport.enforces_timeout`.
+    """
+
+    algo: Optional[str] = None  # --algo, where a transport has several
+    buffer: Optional[str] = None  # --buffer: where buffers live
+    device: Optional[str] = None  # --device: cpu, cuda, hpu
+    iface: Optional[str] = None  # --iface: network interface
+    timeout: float = 0.0
+
+    @classmethod
+    def coerce(cls, options: Union["TransportOptions", Mapping[str, Any], None]) -> "TransportOptions":
+        """Options from a mapping with these keys (tests, scripts) or as they are."""
+        if options is None:
+            return cls()
+        if isinstance(options, cls):
+            return options
+        unknown = set(options) - {f.name for f in fields(cls)}
+        if unknown:
+            raise TypeError(f"unknown transport options: {', '.join(sorted(unknown))}")
+        return cls(**options)
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """Every member the harness, the runner core and the patterns use.
+
+    Required: identity (``name``, ``rank``, ``size``), buffers (``alloc``,
+    ``view``, ``to_host``, ``from_host``, ``fill``), one method per
+    collective returning a :class:`Bound`, ``synchronize``, ``timer``,
+    ``describe`` and ``close``.
+
+    Optional capabilities, each with a "not supported" default in
+    :class:`TransportBase`, so a transport declares only what it has:
+
+    * point-to-point: ``p2p`` (weight streaming is built from it; the
+      default raises :class:`Unsupported`);
+    * a device timer: ``timer`` may return a :class:`HostTimer` subclass
+      that stamps on the device (CUDA events); the default stamps the host
+      clock;
+    * cleanup: ``cleanup`` releases, without talking to other ranks, what
+      an abort would leave behind (shared memory); the default does nothing;
+    * enforcing the timeout itself: ``enforces_timeout`` is True when the
+      transport's own waits give up after ``TransportOptions.timeout`` and
+      name the rank they waited for (the watchdog then only backs them up);
+      the default is False.
+    """
 
     name: str
     rank: int
     size: int
+    enforces_timeout: bool
 
     def alloc(self, count: int, dtype: DType) -> Any: ...
     def view(self, buf, dtype: DType) -> Any: ...
     def to_host(self, buf) -> np.ndarray: ...
     def from_host(self, buf, values: np.ndarray) -> None: ...
+    def fill(self, buf, value) -> None: ...
     def allreduce(self, send, recv, dtype: DType, op: str) -> Bound: ...
     def broadcast(self, send, recv, dtype: DType, root: int) -> Bound: ...
     def reduce(self, send, recv, dtype: DType, op: str, root: int) -> Bound: ...
@@ -140,14 +195,15 @@ class Transport:
     def sendrecv(self, send, recv, dtype: DType, dest: int, source: int) -> Bound: ...
     def pingpong(self, send, recv, dtype: DType, peer: int) -> Bound: ...
     def barrier(self) -> Bound: ...
-    def p2p(self, sends, recvs, dtype: DType): ...
+    def p2p(self, sends, recvs, dtype: DType) -> Callable[[], Any]: ...
     def synchronize(self) -> None: ...
-    def timer(self) -> HostTimer: ...
+    def timer(self) -> "HostTimer": ...
     def describe(self) -> Dict[str, Any]: ...
+    def cleanup(self) -> None: ...
     def close(self) -> None: ...
 
 
-class TransportBase(Transport):
+class TransportBase:
     """Host-memory defaults: numpy buffers, no device streams, a host timer.
 
     Collective methods default to raising :class:`Unsupported`, so a
@@ -155,6 +211,7 @@ class TransportBase(Transport):
     """
 
     name = "base"
+    enforces_timeout = False
 
     def __init__(self, rank: int, size: int):
         self.rank = rank

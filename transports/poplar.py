@@ -34,7 +34,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from collectives.dtypes import DType
-from transports.base import Bound, TransportBase, Unsupported
+from transports.base import Bound, TransportBase, TransportOptions, Unsupported
 
 __all__ = ["PoplarTransport", "probe", "create"]
 
@@ -51,7 +51,7 @@ def probe() -> Optional[str]:
 class PoplarTransport(TransportBase):
     name = "poplar"
 
-    def __init__(self, comm, options: dict):
+    def __init__(self, comm, options: TransportOptions):
         import popxl
 
         self.popxl = popxl
@@ -167,5 +167,5 @@ class PoplarTransport(TransportBase):
         self._sessions.clear()
 
 
-def create(comm, options) -> PoplarTransport:
+def create(comm, options: TransportOptions) -> PoplarTransport:
     return PoplarTransport(comm, options)

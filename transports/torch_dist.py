@@ -42,7 +42,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from collectives.dtypes import ConfigError, DType
-from transports.base import Bound, HostTimer, TransportBase, Unsupported
+from transports.base import Bound, HostTimer, TransportBase, TransportOptions, Unsupported
 
 __all__ = ["TorchTransport", "BACKENDS", "probe", "create", "interface_address"]
 
@@ -152,7 +152,7 @@ class _SyncTimer(HostTimer):
 
 
 class TorchTransport(TransportBase):
-    def __init__(self, comm, options: dict, name: str):
+    def __init__(self, comm, options: TransportOptions, name: str):
         import torch
         import torch.distributed as dist
 
@@ -166,11 +166,11 @@ class TorchTransport(TransportBase):
         if name == "hccl":
             # The documented Gaudi path: importing this registers backend "hccl".
             import habana_frameworks.torch.distributed.hccl  # noqa: F401
-        iface = options.get("iface")
+        iface = options.iface
         if iface and backend in _SOCKET_ENV:
             os.environ.setdefault(_SOCKET_ENV[backend], iface)
-        self.device = self._pick_device(options.get("device") or default_device, comm)
-        timeout = float(options.get("timeout") or 0) or 1800.0
+        self.device = self._pick_device(options.device or default_device, comm)
+        timeout = float(options.timeout or 0) or 1800.0
         self.group, self._own_default = self._rendezvous(comm, iface, timeout)
         self._closed = False
 
@@ -458,6 +458,6 @@ class TorchTransport(TransportBase):
 
 
 def create(name: str):
-    def make(comm, options) -> TorchTransport:
+    def make(comm, options: TransportOptions) -> TorchTransport:
         return TorchTransport(comm, options, name)
     return make

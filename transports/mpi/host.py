@@ -1,4 +1,4 @@
-"""The MPI transport: the MPI library's own collectives, through mpi4py.
+"""The MPI transport on host buffers: the MPI library's own collectives, through mpi4py.
 
 Every operation is pre-bound (buffer specs with explicit datatypes, the op,
 the peers) so the timed loop calls straight into mpi4py's C code; the
@@ -22,7 +22,7 @@ from typing import Any, Dict
 from collectives.dtypes import DType
 from transports.base import Bound, TransportBase, Unsupported, local_divide
 
-__all__ = ["MPITransport", "create", "probe"]
+__all__ = ["MPITransport"]
 
 _DATATYPE_NAMES = {
     "int8": "INT8_T",
@@ -36,15 +36,6 @@ _DATATYPE_NAMES = {
     "float32": "FLOAT",
     "float64": "DOUBLE",
 }
-
-
-def probe() -> str | None:
-    """None when usable here, else why not (mpi4py is only imported, MPI not initialised)."""
-    try:
-        import mpi4py  # noqa: F401  (availability only; MPI is not initialised)
-    except ImportError as exc:
-        return f"mpi4py is not installed ({exc})"
-    return None
 
 
 class MPITransport(TransportBase):
@@ -203,24 +194,3 @@ def _bind(fn, *args):
     from functools import partial
 
     return partial(fn, *args)
-
-
-def create(comm, options) -> MPITransport:
-    from collectives.dtypes import ConfigError
-
-    if options.get("algo") not in (None, "", "auto"):
-        raise ConfigError("--algo: the mpi transport has no algorithm choices (the MPI library picks; "
-                          "MPICH takes MPIR_CVAR_*_ALGORITHM variables, Open MPI --mca coll_tuned_*)")
-    buffer = options.get("buffer") or "host"
-    if buffer not in ("host", "cupy"):
-        raise ConfigError(f"--buffer {buffer}: the mpi transport has host (default) and cupy buffers")
-    if options.get("device") not in (None, "", "cpu") and buffer != "cupy":
-        raise ConfigError("--device: the mpi transport moves host memory; use --buffer cupy for GPU arrays")
-    mpi_comm = getattr(comm, "mpi", None)
-    if mpi_comm is None:
-        raise Unsupported("the mpi transport needs the job to run under MPI (mpi4py)")
-    if buffer == "cupy":
-        from transports.mpi_cupy import MPICupyTransport
-
-        return MPICupyTransport(mpi_comm)
-    return MPITransport(mpi_comm)

@@ -27,7 +27,7 @@ import numpy as np
 
 from collectives.dtypes import DType
 from transports.base import Bound, Unsupported
-from transports.mpi import MPITransport
+from transports.mpi.host import MPITransport
 
 __all__ = ["MPICupyTransport", "cuda_aware_mpi"]
 
