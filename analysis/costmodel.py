@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Dict, Tuple
 
-__all__ = ["ALGORITHMS", "DEFAULT", "coefficients", "time", "lg", "busbw_factor"]
+__all__ = ["ALGORITHMS", "DEFAULT", "coefficients", "time", "lg"]
 
 Coeffs = Tuple[float, float, float]
 
@@ -119,11 +119,3 @@ def time(collective: str, algorithm: str, n: float, p: int, alpha: float, beta: 
     """Seconds for one collective of n bytes (S) on p ranks."""
     ca, cb, cg = coefficients(collective, algorithm, p)
     return ca * alpha + (cb / beta + cg * gamma) * n
-
-
-def busbw_factor(collective: str, p: int) -> float:
-    """nccl-tests' bus-bandwidth factor (the same as collectives.spec, restated for pure analysis)."""
-    if p <= 0:
-        raise ValueError("p must be positive")
-    return {"allreduce": 2 * (p - 1) / p, "allgather": (p - 1) / p, "reduce_scatter": (p - 1) / p,
-            "alltoall": (p - 1) / p}.get(collective, 1.0)

@@ -34,6 +34,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from analysis import costmodel
+from collectives import spec as specs
 
 __all__ = ["AffineFit", "SegmentedFit", "ModelFit", "fit_affine", "fit_segmented", "fit_model", "fit_transport", "fit_frame"]
 
@@ -269,7 +270,16 @@ class ModelFit:
                 f"{self.median_rel_err * 100:.1f} % over {self.points} points at p={list(self.ranks)}")
 
 
-_NO_REDUCTION = ("allgather", "broadcast", "alltoall", "sendrecv")
+def _reduces(collective: str) -> bool:
+    spec = specs.find(collective)
+    return spec is not None and spec.reduces
+
+
+def _fittable(collective: str) -> bool:
+    """Has a cost formula and is defined at every rank count (not barrier, not pingpong)."""
+    spec = specs.find(collective)
+    return (collective in costmodel.ALGORITHMS and spec is not None and spec.sized
+            and spec.exact_ranks is None)
 
 
 def fit_model(collective: str, sizes: Sequence[float], ranks: Sequence[int], times_s: Sequence[float],
@@ -306,7 +316,7 @@ def fit_model(collective: str, sizes: Sequence[float], ranks: Sequence[int], tim
     (alpha, inv_beta), med, mx, r2, co = fits[best]
     beta_eff = 1.0 / inv_beta if inv_beta > 0 else float("inf")
     gamma, note = None, "gamma folded into beta"
-    if collective in _NO_REDUCTION or not co[:, 2].any():
+    if not _reduces(collective) or not co[:, 2].any():
         note = "no reduction"
     elif beta_ref:
         ratio = float(co[0, 1] / co[0, 2]) if co[0, 2] else 0.0
@@ -342,9 +352,9 @@ def fit_transport(df, transport: str) -> List[ModelFit]:
     sub = df[(df["transport"] == transport) & (df.get("kind", "measured") == "measured")]
     out: List[ModelFit] = []
     beta_ref = None
-    order = sorted(set(sub["collective"]), key=lambda c: (c not in _NO_REDUCTION, c))
+    order = sorted(set(sub["collective"]), key=lambda c: (_reduces(c), c))
     for collective in order:
-        if collective not in costmodel.ALGORITHMS or collective in ("barrier", "pingpong"):
+        if not _fittable(collective):
             continue
         rows = _rows(sub, collective=collective)
         if len(rows) < 2 or rows["size_bytes"].nunique() < 2:
@@ -355,7 +365,7 @@ def fit_transport(df, transport: str) -> List[ModelFit]:
             over = sorted(set(rows.loc[rows["oversubscribed"].fillna(False).astype(bool), "nranks"].astype(int)))
             m = replace(m, gamma_note=m.gamma_note + f"; p={over} ran oversubscribed (ranks sharing cores): "
                         "the fit's dependence on p reflects core sharing, not the transport")
-        if collective in _NO_REDUCTION and beta_ref is None and np.isfinite(m.beta):
+        if not _reduces(collective) and beta_ref is None and np.isfinite(m.beta):
             beta_ref = m.beta
         out.append(m)
     return out

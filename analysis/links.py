@@ -19,11 +19,12 @@ import math
 from typing import List
 
 from analysis.fit import fit_segmented
+from collectives.spec import SPECS
 
 __all__ = ["link_table", "TCP_PAYLOAD_FRACTION", "POINT_TO_POINT"]
 
 TCP_PAYLOAD_FRACTION = 1448 / 1514
-POINT_TO_POINT = ("pingpong", "sendrecv")
+POINT_TO_POINT = tuple(name for name, s in SPECS.items() if s.peer_to_peer)
 
 
 def link_table(df, min_size: int = 1 << 20) -> List[dict]:

@@ -12,55 +12,38 @@ MODELLED.  ``--json`` writes records with ``kind: modelled`` that
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from datetime import datetime, timezone
 from typing import Dict, List, Optional, Sequence
 
 from analysis import costmodel, fabrics
+from collectives import record, spec as specs
+from collectives.dtypes import DTYPES
+from collectives.output import JsonlWriter, format_time
+from collectives.sizes import parse_size, sweep_sizes
 
 __all__ = ["predict_rows", "main", "parse_size"]
-
-_SUFFIX = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-_ITEMSIZE = {"int8": 1, "uint8": 1, "float16": 2, "bfloat16": 2, "float32": 4, "int32": 4, "uint32": 4,
-             "float64": 8, "int64": 8, "uint64": 8}
-
-
-def parse_size(text: str) -> int:
-    import re
-
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(I?B)?\s*", str(text).upper())
-    if not m:
-        raise ValueError(f"invalid size '{text}' (bytes, optionally with K, M, G or T)")
-    return int(float(m.group(1)) * _SUFFIX[m.group(2)])
-
 
 def predict_rows(fabric: fabrics.Fabric, collective: str, ranks: int, sizes: Sequence[int],
                  dtype: str = "float32") -> List[Dict]:
     """Modelled records (same fields as measured ones) for each size."""
-    item = _ITEMSIZE[dtype]
-    factor = costmodel.busbw_factor(collective, ranks)
+    item = DTYPES[dtype].itemsize
+    spec = specs.get(collective)
+    factor = spec.busbw_factor(ranks)
     rows = []
     for size in sizes:
         n = max(item, size // item * item)
         t = fabric.collective_time(collective, n, ranks)
         algbw = n / t / 1e9 if t > 0 else 0.0
-        rows.append({
-            "schema": "collscale.row/1", "kind": "modelled", "status": "ok", "collective": collective,
-            "transport": fabric.name, "fabric": fabric.name, "nranks": ranks, "size_bytes": n,
-            "count": n // item, "dtype": dtype, "op": "sum" if collective in ("allreduce", "reduce",
-                                                                             "reduce_scatter") else None,
-            "root": 0 if collective in ("broadcast", "reduce") else None, "in_place": False,
-            "time_us": t * 1e6, "algbw_gbs": algbw, "busbw_gbs": algbw * factor, "busbw_factor": factor,
-            "wrong": None, "model": "; ".join(fabric.figures()),
-            "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        })
+        rows.append(record.new(
+            "modelled", "ok", collective=collective, transport=fabric.name, fabric=fabric.name, nranks=ranks,
+            size_bytes=n, count=n // item, dtype=dtype, op="sum" if spec.reduces else None,
+            root=0 if spec.rooted else None, in_place=False, time_us=t * 1e6, algbw_gbs=algbw,
+            busbw_gbs=algbw * factor, busbw_factor=factor, wrong=None, model="; ".join(fabric.figures()),
+        ))
     return rows
 
 
 def _table(fabric: fabrics.Fabric, collective: str, ranks: int, rows: List[Dict]) -> str:
-    from collectives.output import format_time
-
     lines = [f"# MODELLED (not measured): {collective} on {ranks} devices of {fabric.title}"]
     lines += [f"#   {x}" for x in fabric.figures()]
     if fabric.notes:
@@ -79,14 +62,6 @@ def _table(fabric: fabrics.Fabric, collective: str, ranks: int, rows: List[Dict]
     return "\n".join(lines) + "\n"
 
 
-def _sizes(lo: int, hi: int, factor: float) -> List[int]:
-    out, size = [], lo
-    while size <= hi:
-        out.append(size)
-        size = max(size + 1, int(size * factor))
-    return out
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m analysis.predict", description=__doc__.split("\n\n")[0])
     src = ap.add_mutually_exclusive_group(required=True)
@@ -98,7 +73,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("-b", "--minbytes", default="8")
     ap.add_argument("-e", "--maxbytes", default="1G")
     ap.add_argument("-f", "--stepfactor", type=float, default=2.0)
-    ap.add_argument("-d", "--datatype", default="float32", choices=sorted(_ITEMSIZE))
+    ap.add_argument("-d", "--datatype", default="float32", choices=sorted(DTYPES))
     ap.add_argument("--json", metavar="PATH", help="append the modelled records (kind: modelled)")
     a = ap.parse_args(argv)
     try:
@@ -107,16 +82,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         lo, hi = parse_size(a.minbytes), parse_size(a.maxbytes)
         if lo < 1 or lo > hi or a.stepfactor <= 1:
             raise ValueError("need 1 <= -b <= -e and -f > 1")
+        sizes = sweep_sizes(lo, hi, a.stepfactor, None)
         fabric = fabrics.get(a.fabric) if a.fabric else _fit_fabric(a.results, a.transport, a.collective)
     except ValueError as exc:
         print(f"analysis.predict: error: {exc}", file=sys.stderr)
         return 2
-    rows = predict_rows(fabric, a.collective, a.ranks, _sizes(lo, hi, a.stepfactor), a.datatype)
+    rows = predict_rows(fabric, a.collective, a.ranks, sizes, a.datatype)
     sys.stdout.write(_table(fabric, a.collective, a.ranks, rows))
     if a.json:
-        with open(a.json, "a", encoding="utf-8") as f:
+        writer = JsonlWriter(a.json)
+        try:
             for r in rows:
-                f.write(json.dumps(r) + "\n")
+                writer.record(r)
+        finally:
+            writer.close()
     return 0
 
 

@@ -29,6 +29,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from analysis import costmodel, fabrics, fit, links, results, scaling, workloads
+from collectives import spec as specs
 
 __all__ = ["build", "main", "holdout_accuracy"]
 
@@ -174,11 +175,12 @@ def _plots(df, model_fits, scaling_rows, outdir: Path) -> List[Path]:
                                   f"largest: {top.latency_s * 1e6:.1f} us + n / {top.bandwidth / 1e9:.2f} GB/s")
             for name in REPORT_FABRICS:
                 fab = fabrics.get(name)
-                if collective not in costmodel.ALGORITHMS or collective in ("barrier", "pingpong", "sendrecv"):
+                spec = specs.find(collective)
+                if collective not in costmodel.ALGORITHMS or spec is None or not spec.sized or spec.peer_to_peer:
                     break
                 xs = np.logspace(np.log10(max(8, sub["size_bytes"].min())), np.log10(sub["size_bytes"].max()), 40)
                 ts = np.array([fab.collective_time(collective, x, pmax) for x in xs])
-                ys = ts * 1e6 if metric == "time_us" else xs / ts / 1e9 * costmodel.busbw_factor(collective, pmax)
+                ys = ts * 1e6 if metric == "time_us" else xs / ts / 1e9 * spec.busbw_factor(pmax)
                 ax.plot(xs, ys, "--", lw=1.3, alpha=0.75, color=next(model_colors),
                         label=f"MODELLED: {name}, {pmax} devices")
             extra = modelled[modelled["collective"] == collective]

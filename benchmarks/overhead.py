@@ -31,6 +31,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from collectives import cli  # noqa: E402
+from collectives.sizes import parse_size  # noqa: E402
+from collectives.spec import SPECS  # noqa: E402
 from launch.comm import world  # noqa: E402
 
 
@@ -82,8 +84,8 @@ def main(argv=None) -> int:
         print("overhead.py needs MPI: run it under mpirun", file=sys.stderr)
         return 2
     p = comm.size
-    factor = 2 * (p - 1) / p
-    sizes = [cli.parse_size(s) for s in args.sizes.split(",")]
+    factor = SPECS["allreduce"].busbw_factor(p)
+    sizes = [parse_size(s) for s in args.sizes.split(",")]
     rows = []
     for nbytes in sizes:
         nbytes = max(4, nbytes // 4 * 4)

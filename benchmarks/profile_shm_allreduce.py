@@ -22,8 +22,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from collectives.cli import parse_size  # noqa: E402
+from collectives.sizes import parse_size  # noqa: E402
 from collectives.dtypes import DTYPES  # noqa: E402
+from collectives.spec import SPECS  # noqa: E402
 from launch.comm import world  # noqa: E402
 from transports.shm import kernels  # noqa: E402
 from transports.shm.transport import ShmTransport  # noqa: E402
@@ -88,7 +89,7 @@ def main(argv=None) -> int:
             if name == "copy other slices":
                 extra = f"  {copy_bytes / us / 1e3:6.1f} GB/s (read+write)"
             print(f"{name:24s} {us:9.2f} us {100 * us / phase[-1]:5.1f}%{extra}")
-        busbw = nbytes / phase[-1] / 1e3 * 2 * (p - 1) / p
+        busbw = nbytes / phase[-1] / 1e3 * SPECS["allreduce"].busbw_factor(p)
         print(f"busbw {busbw:.2f} GB/s")
     t.close()
     return 0

@@ -47,6 +47,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from collectives import cli  # noqa: E402
+from collectives.sizes import parse_size  # noqa: E402
+from collectives.spec import SPECS  # noqa: E402
 from launch.comm import world  # noqa: E402
 from transports.shm.transport import FLAT_MAX  # noqa: E402
 
@@ -60,10 +62,6 @@ def traffic_per_byte(collective: str, algo: str, p: int) -> float:
     if collective == "allgather":
         return 2.0  # out of place: read and write all p blocks of S (own block from the send buffer)
     raise ValueError(collective)
-
-
-def busbw_factor(collective: str, p: int) -> float:
-    return {"allreduce": 2.0 * (p - 1) / p, "broadcast": 1.0, "allgather": (p - 1) / p}[collective]
 
 
 def mpi_time_us(mpi, collective: str, nbytes: int, iters: int, fresh: bool = False) -> float:
@@ -177,7 +175,7 @@ def main(argv=None) -> int:
 
     cores = usable_cores(mpi.allgather(affinity()))
     rows = []
-    plan = [("allreduce", 8)] + [(c, cli.parse_size(s)) for c in args.collectives.split(",")
+    plan = [("allreduce", 8)] + [(c, parse_size(s)) for c in args.collectives.split(",")
                                  for s in args.sizes.split(",")]
     for collective, nbytes in plan:
         iters = iterations(mpi, collective, nbytes)
@@ -197,7 +195,7 @@ def main(argv=None) -> int:
         share = min(1.0, cores / p)
         c, x = c * share, x * share
         algo = "flat" if nbytes <= FLAT_MAX else "direct"
-        factor = busbw_factor(collective, p)
+        factor = SPECS[collective].busbw_factor(p)
         row = {
             "benchmark": "shm_vs_mpi", "kind": "measured", "collective": collective, "nranks": p,
             "size_bytes": size, "iters": iters, "reps": args.reps, "mpi_time_us": m, "shm_time_us": s,

@@ -30,6 +30,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from collectives import cli  # noqa: E402
+from collectives.sizes import parse_size  # noqa: E402
+from collectives.spec import SPECS  # noqa: E402
 from launch.comm import world  # noqa: E402
 
 
@@ -107,10 +109,10 @@ def main(argv=None) -> int:
         local = detect().local_rank or 0
         torch.cuda.set_device(local % torch.cuda.device_count())
     p = comm.size
-    factor = 2 * (p - 1) / p
+    factor = SPECS["allreduce"].busbw_factor(p)
     rows = []
     for size in args.sizes.split(","):
-        nbytes = max(4, cli.parse_size(size) // 4 * 4)
+        nbytes = max(4, parse_size(size) // 4 * 4)
         probe = raw_us(comm, nbytes, 5, args.device)
         iters = comm.bcast(int(max(20, min(20000, 0.3 / (probe * 1e-6)))))
         raw, ours = [], []

@@ -24,7 +24,7 @@ import numpy as np
 from collectives import validate
 from collectives.dtypes import DType
 
-__all__ = ["Layout", "CollectiveSpec", "SPECS", "get", "names"]
+__all__ = ["Layout", "CollectiveSpec", "SPECS", "get", "names", "find", "layout_for"]
 
 
 @dataclass(frozen=True)
@@ -192,10 +192,17 @@ class CollectiveSpec:
     exact_ranks: Optional[int] = None
     time_divisor: float = 1.0  # pingpong: one-way time is half the round trip
     sized: bool = True
+    # In place, a rank's input sits in its own block of the one buffer
+    # (allgather: MPI_IN_PLACE / NCCL's sendbuff = recvbuff + rank*count);
+    # otherwise at the buffer's start.
+    inplace_own_block: bool = False
+    # Each rank exchanges with one peer rather than with all ranks (nccl-tests'
+    # sendrecv, OSU's latency test): link figures, not collective models.
+    peer_to_peer: bool = False
 
     def inplace_offset(self, rank: int, layout: Layout) -> int:
         """Where this rank's input sits in the single in-place buffer."""
-        return rank * layout.block if self.name == "allgather" else 0
+        return rank * layout.block if self.inplace_own_block else 0
 
 
 SPECS: Dict[str, CollectiveSpec] = {
@@ -206,7 +213,8 @@ SPECS: Dict[str, CollectiveSpec] = {
         CollectiveSpec("broadcast", "the root's vector is copied to every rank",
                        False, True, _whole, _one, _broadcast_data, _bind_broadcast),
         CollectiveSpec("allgather", "every rank gets all ranks' blocks, in rank order",
-                       False, False, _gathered, _share_factor, _allgather_data, _bind_allgather),
+                       False, False, _gathered, _share_factor, _allgather_data, _bind_allgather,
+                       inplace_own_block=True),
         CollectiveSpec("reduce_scatter", "rank r gets block r of the reduction",
                        True, False, _scattered, _share_factor, _reduce_scatter_data,
                        _bind_reduce_scatter),
@@ -219,17 +227,23 @@ SPECS: Dict[str, CollectiveSpec] = {
                        placements=("out",), sized=False),
         CollectiveSpec("sendrecv", "ring exchange: send to rank+1, receive from rank-1 "
                        "(nccl-tests sendrecv)",
-                       False, False, _whole, _one, _sendrecv_data, _bind_sendrecv),
+                       False, False, _whole, _one, _sendrecv_data, _bind_sendrecv, peer_to_peer=True),
         CollectiveSpec("pingpong", "two ranks bounce a message; one-way time = round trip / 2 "
                        "(OSU latency)",
                        False, False, _whole, _one, _pingpong_data, _bind_pingpong,
-                       placements=("out",), exact_ranks=2, time_divisor=2.0),
+                       placements=("out",), exact_ranks=2, time_divisor=2.0, peer_to_peer=True),
     )
 }
 
 
 def names():
     return list(SPECS)
+
+
+def find(name: str) -> Optional[CollectiveSpec]:
+    """The spec of ``name``, or None for what is not a standard collective (weight_stream, a
+    foreign log's row): analysis asks this of every row it reads."""
+    return SPECS.get(name)
 
 
 def get(name: str) -> CollectiveSpec:
