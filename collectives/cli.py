@@ -15,95 +15,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import traceback
-from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
-from collectives import spec as specs
-from collectives.dtypes import DType, Op, ConfigError, parse_dtypes, parse_ops
+from collectives import harness, spec as specs
+from collectives.config import (DEFAULT_MAX, DEFAULT_MIN, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TIMEOUT,
+                                EXIT_USAGE, EXIT_WRONG, Config, TransportOptions, parse_size, sweep_sizes)
+from collectives.dtypes import ConfigError, parse_dtypes, parse_ops
 
-__all__ = ["Config", "ConfigError", "parse_size", "sweep_sizes", "parse_args", "run", "main", "entry_points",
-           "EXIT_WRONG", "EXIT_USAGE", "EXIT_ERROR", "EXIT_TIMEOUT", "guarded"]
+__all__ = ["Parser", "build_parser", "add_timing_flags", "add_run_flags", "run_fields", "parse_args", "check_against_ranks", "run", "main", "entry_points", "guarded",
+           "process_main",
+           "nonneg_int", "pos_int", "pos_float", "nonneg_float"]
 
-EXIT_WRONG = 1  # a result was wrong
-EXIT_USAGE = 2  # bad input
-EXIT_ERROR = 3  # a rank failed; the job was aborted
-EXIT_TIMEOUT = 124  # a collective exceeded -T
-
-DEFAULT_MIN = 8
-DEFAULT_MAX = 64 << 20
-MAX_ITERS = 100_000
-MIN_ITERS = 5
-
-_SUFFIX = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-def parse_size(text: str) -> int:
-    """``"64M"`` -> 67108864.  K/M/G/T are powers of 1024; ``B``/``iB`` may follow."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(I?B)?\s*", str(text).upper())
-    if not match:
-        raise ConfigError(f"invalid size '{text}' (use bytes, optionally with K, M, G or T, e.g. 64M)")
-    value = float(match.group(1)) * _SUFFIX[match.group(2)]
-    if value != int(value):
-        raise ConfigError(f"size '{text}' is not a whole number of bytes")
-    return int(value)
-
-
-MAX_SIZES = 10_000
-
-
-def sweep_sizes(min_bytes: int, max_bytes: int, step_factor: Optional[float],
-                step_bytes: Optional[int]) -> Tuple[int, ...]:
-    """The requested sizes, nccl-tests style: ×factor or +bytes from min to max."""
-    sizes = []
-    size = min_bytes
-    while size <= max_bytes:
-        if len(sizes) == MAX_SIZES:
-            raise ConfigError(f"that sweep has more than {MAX_SIZES} sizes; use a larger -i or -f")
-        sizes.append(size)
-        if step_factor is not None:
-            nxt = int(size * step_factor)
-            size = nxt if nxt > size else size + 1
-        else:
-            size += step_bytes
-    return tuple(sizes)
-
-
-@dataclass(frozen=True)
-class Config:
-    collective: str
-    sizes: Tuple[int, ...]
-    size_flags: str  # how the sweep was asked for, for the header
-    iters: Optional[int]  # None: chosen per size from time_budget
-    warmup: int
-    check: int
-    dtypes: Tuple[DType, ...]
-    ops: Tuple[Op, ...]
-    root: Optional[int]  # None: every root in turn (-r all)
-    average: int
-    transport: str
-    json: Optional[str]
-    csv: Optional[str]
-    time_budget: float
-    placements: Tuple[str, ...]
-    timeout: float
-    algo: Optional[str]
-    buffer: Optional[str]
-    device: Optional[str]
-    iface: Optional[str]
-    fresh_inputs: bool
-    seed: int
-    inject_fault: Optional[int]
-    options: dict = field(default_factory=dict)
-
-    @property
-    def aggregation(self) -> str:
-        return ("rank0", "avg", "min", "max")[self.average]
-
-
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     """argparse that raises instead of exiting, and prints help on rank 0 only."""
 
     quiet = False
@@ -116,7 +41,7 @@ class _Parser(argparse.ArgumentParser):
             super()._print_message(message, file)
 
 
-def _nonneg_int(text):
+def nonneg_int(text):
     try:
         value = int(text)
     except ValueError:
@@ -126,14 +51,14 @@ def _nonneg_int(text):
     return value
 
 
-def _pos_int(text):
-    value = _nonneg_int(text)
+def pos_int(text):
+    value = nonneg_int(text)
     if value == 0:
         raise argparse.ArgumentTypeError("must be >= 1")
     return value
 
 
-def _pos_float(text):
+def pos_float(text):
     try:
         value = float(text)
     except ValueError:
@@ -143,7 +68,7 @@ def _pos_float(text):
     return value
 
 
-def _nonneg_float(text):
+def nonneg_float(text):
     try:
         value = float(text)
     except ValueError:
@@ -153,9 +78,48 @@ def _nonneg_float(text):
     return value
 
 
+def add_timing_flags(g, warmup: int) -> None:
+    """nccl-tests' timing flags, shared by every runner: -n -w -c -a -T."""
+    g.add_argument("-n", "--iters", type=pos_int,
+                   help="timed iterations per size (default: chosen from --time-budget)")
+    g.add_argument("-w", "--warmup_iters", type=nonneg_int, default=warmup,
+                   help=f"untimed warm-up iterations (default {warmup})")
+    g.add_argument("-c", "--check", type=nonneg_int, default=1,
+                   help="validated runs per size, outside the timed loop; 0 disables (default 1)")
+    g.add_argument("-a", "--average", type=int, choices=(0, 1, 2, 3), default=1,
+                   help="time across ranks: 0 rank 0, 1 average, 2 min, 3 max (default 1)")
+    g.add_argument("-T", "--timeout", type=nonneg_float, default=300.0,
+                   help="abort if one collective takes longer than this many seconds; 0: never (default 300)")
+
+
+def add_run_flags(g) -> None:
+    """collscale's flags shared by every runner: transport, device, outputs, budget, seed."""
+    g.add_argument("--transport", default="auto",
+                   help="shm, mpi, gloo, nccl, hccl, torch-mpi, poplar, or auto (default: shm when all "
+                   "ranks share a host, else mpi); see python -m transports")
+    g.add_argument("--device", choices=("cpu", "cuda", "hpu"),
+                   help="torch transports: where tensors live (default: cpu for gloo, cuda for nccl, hpu "
+                   "for hccl); the GPU is chosen by local rank")
+    g.add_argument("--iface", metavar="NAME",
+                   help="network interface for gloo/nccl/hccl traffic and the rendezvous (sets "
+                   "GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME)")
+    g.add_argument("--json", metavar="PATH", help="append one JSON line per measured row to PATH")
+    g.add_argument("--csv", metavar="PATH", help="append one CSV row per measured row to PATH")
+    g.add_argument("--time-budget", type=pos_float, default=0.05, metavar="SECONDS",
+                   help="timed seconds per size and placement when -n is not given (default 0.05)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the validation inputs (default 0)")
+
+
+def run_fields(a) -> dict:
+    """The Config fields that :func:`add_timing_flags` and :func:`add_run_flags` gave."""
+    return dict(iters=a.iters, warmup=a.warmup_iters, check=a.check, average=a.average,
+                transport=a.transport.strip().lower(), json=a.json, csv=a.csv, time_budget=a.time_budget,
+                timeout=a.timeout, seed=a.seed)
+
+
 def build_parser(collective: str, quiet: bool = False) -> argparse.ArgumentParser:
     spec = specs.get(collective)
-    p = _Parser(
+    p = Parser(
         prog=f"python -m collectives.{collective}",
         description=f"{collective}: {spec.summary}.  Measures time, algbw and busbw per size "
         "(nccl-tests columns) and validates every result.",
@@ -166,7 +130,7 @@ def build_parser(collective: str, quiet: bool = False) -> argparse.ArgumentParse
     g = p.add_argument_group("sizes (nccl-tests)")
     g.add_argument("-b", "--minbytes", help="smallest size (default 8)")
     g.add_argument("-e", "--maxbytes", help="largest size (default 64M)")
-    g.add_argument("-f", "--stepfactor", type=_pos_float, help="multiply the size by this (default 2)")
+    g.add_argument("-f", "--stepfactor", type=pos_float, help="multiply the size by this (default 2)")
     g.add_argument("-i", "--stepbytes", help="add this many bytes per step instead of -f")
     g = p.add_argument_group("operation (nccl-tests)")
     g.add_argument("-d", "--datatype", default="float32",
@@ -174,35 +138,14 @@ def build_parser(collective: str, quiet: bool = False) -> argparse.ArgumentParse
                    "(or nccl-tests names float, half, double), a comma list, or all (default float32)")
     g.add_argument("-o", "--op", default="sum", help="sum prod min max avg, a comma list, or all (default sum)")
     g.add_argument("-r", "--root", default="0", help="root rank for broadcast and reduce, or all (default 0)")
-    g = p.add_argument_group("timing (nccl-tests)")
-    g.add_argument("-n", "--iters", type=_pos_int,
-                   help="timed iterations per size (default: chosen from --time-budget)")
-    g.add_argument("-w", "--warmup_iters", type=_nonneg_int, default=5, help="untimed warm-up iterations (default 5)")
-    g.add_argument("-c", "--check", type=_nonneg_int, default=1,
-                   help="validated runs per size, outside the timed loop; 0 disables (default 1)")
-    g.add_argument("-a", "--average", type=int, choices=(0, 1, 2, 3), default=1,
-                   help="time across ranks: 0 rank 0, 1 average, 2 min, 3 max (default 1)")
-    g.add_argument("-T", "--timeout", type=_nonneg_float, default=300.0,
-                   help="abort if one collective takes longer than this many seconds; 0: never (default 300)")
+    add_timing_flags(p.add_argument_group("timing (nccl-tests)"), warmup=5)
     g = p.add_argument_group("collscale")
-    g.add_argument("--transport", default="auto",
-                   help="shm, mpi, gloo, nccl, hccl, torch-mpi, poplar, or auto (default: shm when all "
-                   "ranks share a host, else mpi); see python -m transports")
+    add_run_flags(g)
     g.add_argument("--algo", help="algorithm, where the transport has several (shm: flat, direct, ring)")
     g.add_argument("--buffer", help="where buffers live: shared (shm's zero-copy default) or host "
                    "(ordinary memory; shm copies in and out inside the timed call); with --transport mpi: "
                    "host (default) or cupy (GPU arrays; staged through host memory unless the MPI is "
                    "CUDA-aware)")
-    g.add_argument("--device", choices=("cpu", "cuda", "hpu"),
-                   help="torch transports: where tensors live (default: cpu for gloo, cuda for nccl, hpu "
-                   "for hccl); the GPU is chosen by local rank")
-    g.add_argument("--iface", metavar="NAME",
-                   help="network interface for gloo/nccl/hccl traffic and the rendezvous (sets "
-                   "GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME)")
-    g.add_argument("--json", metavar="PATH", help="append one JSON line per measured row to PATH")
-    g.add_argument("--csv", metavar="PATH", help="append one CSV row per measured row to PATH")
-    g.add_argument("--time-budget", type=_pos_float, default=0.05, metavar="SECONDS",
-                   help="timed seconds per size and placement when -n is not given (default 0.05)")
     place = g.add_mutually_exclusive_group()
     place.add_argument("--in-place", dest="placement", action="store_const", const="in")
     place.add_argument("--out-of-place", dest="placement", action="store_const", const="out")
@@ -212,8 +155,7 @@ def build_parser(collective: str, quiet: bool = False) -> argparse.ArgumentParse
                    help="rewrite each rank's input before every timed iteration, outside the clock, as a "
                    "training step rewrites its gradients (by default, as in nccl-tests, inputs stay the "
                    "same, and on CPUs a peer's unchanged buffer can stay in cache)")
-    g.add_argument("--seed", type=int, default=0, help="seed of the validation inputs (default 0)")
-    g.add_argument("--inject-fault", type=_nonneg_int, metavar="RANK",
+    g.add_argument("--inject-fault", type=nonneg_int, metavar="RANK",
                    help="corrupt one element of RANK's result before each check: proves that "
                    "validation catches errors (the run then exits 1)")
     return p
@@ -260,35 +202,23 @@ def parse_args(collective: str, argv: Sequence[str], quiet: bool = False) -> Con
 
     placements = {"in": ("in",), "out": ("out",)}.get(a.placement, ("out", "in"))
     return Config(
-        collective=collective,
+        spec=spec,
         sizes=sizes,
         size_flags=size_flags,
-        iters=a.iters,
-        warmup=a.warmup_iters,
-        check=a.check,
         dtypes=parse_dtypes(a.datatype),
         ops=parse_ops(a.op),
         root=root,
-        average=a.average,
-        transport=a.transport.strip().lower(),
-        json=a.json,
-        csv=a.csv,
-        time_budget=a.time_budget,
         placements=placements,
-        timeout=a.timeout,
-        algo=a.algo,
-        buffer=a.buffer,
-        device=a.device,
-        iface=a.iface,
         fresh_inputs=a.fresh_inputs,
-        seed=a.seed,
         inject_fault=a.inject_fault,
+        transport_options=TransportOptions(algo=a.algo, buffer=a.buffer, device=a.device, iface=a.iface),
+        **run_fields(a),
     )
 
 
 def check_against_ranks(cfg: Config, nranks: int) -> None:
     """The checks that need the rank count; identical on every rank."""
-    spec = specs.get(cfg.collective)
+    spec = cfg.spec
     if spec.exact_ranks is not None and nranks != spec.exact_ranks:
         raise ConfigError(
             f"{cfg.collective} needs exactly {spec.exact_ranks} ranks, this job has {nranks} "
@@ -309,7 +239,6 @@ def run(collective: str, comm=None, argv: Sequence[str] = (), sinks=None) -> Lis
     for the job's world.  ``sinks`` receive the records as they are measured;
     files named by ``--json``/``--csv`` are written on rank 0 either way.
     """
-    from collectives import harness
     from launch.comm import as_comm
 
     comm = as_comm(comm)
@@ -320,22 +249,28 @@ def run(collective: str, comm=None, argv: Sequence[str] = (), sinks=None) -> Lis
 
 def main(collective: str, argv: Optional[Sequence[str]] = None) -> int:
     """``python -m collectives.NAME``: run, print the table on rank 0, return the exit status."""
-    from collectives import harness
+    argv = sys.argv[1:] if argv is None else list(argv)
+
+    def body(comm, tweaks, table):
+        cfg = parse_args(collective, argv, quiet=comm.rank != 0)
+        check_against_ranks(cfg, comm.size)
+        return harness.run(comm, cfg, table, env_tweaks=tweaks)
+    return process_main(body)
+
+
+def process_main(body) -> int:
+    """Own the process for one runner: start the job's communicator, call
+    ``body(comm, env_tweaks, sinks)`` (``sinks``: the stdout table on rank 0)
+    and turn its outcome into the exit status (see :func:`guarded`)."""
     from collectives.output import stdout_table
     from launch.comm import world
 
-    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         comm, tweaks = world()
     except Exception as exc:  # MPI could not start: nothing to coordinate with
         print(f"collscale: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-
-    def body():
-        cfg = parse_args(collective, argv, quiet=comm.rank != 0)
-        check_against_ranks(cfg, comm.size)
-        return harness.run(comm, cfg, [stdout_table()] if comm.rank == 0 else [], env_tweaks=tweaks)
-    return guarded(comm, body)
+    return guarded(comm, lambda: body(comm, tweaks, [stdout_table()] if comm.rank == 0 else []))
 
 
 def guarded(comm, body) -> int:
@@ -345,7 +280,7 @@ def guarded(comm, body) -> int:
     (one message from rank 0); anything else on one rank aborts the job, so
     no rank is left waiting.
     """
-    from collectives import harness
+    from collectives.runner import StartupError
 
     rank = comm.rank
     try:
@@ -356,7 +291,7 @@ def guarded(comm, body) -> int:
         if rank == 0:
             print(f"collscale: error: {exc}", file=sys.stderr)
         return _close(comm, EXIT_USAGE)
-    except harness.StartupError as exc:  # agreed by all ranks: nobody is stuck, no abort needed
+    except StartupError as exc:  # agreed by all ranks: nobody is stuck, no abort needed
         if rank == 0:
             print(f"collscale: error: {exc}", file=sys.stderr)
         return _close(comm, EXIT_ERROR)
@@ -365,7 +300,7 @@ def guarded(comm, body) -> int:
         return _abort(comm, EXIT_TIMEOUT)
     except KeyboardInterrupt:
         print(f"collscale: rank {rank}: interrupted; aborting the job", file=sys.stderr)
-        return _abort(comm, 130)
+        return _abort(comm, EXIT_INTERRUPTED)
     except BaseException as exc:  # one rank failed: the others may be blocked, so abort them all
         if os.environ.get("COLLSCALE_DEBUG"):
             traceback.print_exc()

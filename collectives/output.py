@@ -1,7 +1,7 @@
 """Writers for the one record format: the nccl-tests table, JSON Lines, CSV.
 
-A *record* is a flat dict, one per measured (point, placement); every
-writer sees the same records.  JSON Lines and CSV write each record the
+A *record* (:mod:`collectives.record`) is a flat dict, one per measured
+(point, placement); every writer sees the same records.  JSON Lines and CSV write each record the
 moment it exists and flush it, so a crash or a kill loses nothing already
 measured.  The table prints one line per point (out-of-place then in-place
 columns, as nccl-tests does) as soon as the point is complete.
@@ -21,6 +21,8 @@ import os
 import sys
 from typing import IO, Dict, Iterable, List, Optional, Sequence
 
+from collectives.record import FIELDS, SCHEMA
+
 __all__ = [
     "FIELDS",
     "SCHEMA",
@@ -33,22 +35,6 @@ __all__ = [
     "table_header",
     "open_sinks",
 ]
-
-# Every record says what it is, so the loader can refuse foreign files.
-SCHEMA = "collscale.row/1"
-
-# Column order of CSV and of each JSON object.  Records may carry more keys
-# (JSON keeps them); these are always present.
-FIELDS = (
-    "schema", "kind", "status", "run_id", "timestamp", "collective", "transport", "algo",
-    "buffer", "nranks", "nhosts", "ranks_per_host", "oversubscribed", "size_bytes", "count",
-    "dtype", "op", "op_impl", "root", "in_place", "iters", "warmup", "fresh_inputs", "aggregation", "time_us",
-    "time_us_min", "time_us_p50", "time_us_p99", "time_us_max", "time_us_rank_min",
-    "time_us_rank_max", "algbw_gbs", "busbw_gbs", "busbw_factor", "wrong", "checks", "reason",
-    "hosts", "emulated", "emulated_link_gbs", "sweep_id", "sweep_point", "transport_version", "collscale_version", "python_version", "numpy_version",
-    "mpi4py_version",
-)
-
 
 class Sink:
     """What the harness talks to; every method is optional."""

@@ -48,6 +48,14 @@ class Key(tuple):
     def __new__(cls, seed: int, iteration: int):
         return super().__new__(cls, (int(seed), int(iteration)))
 
+    @property
+    def seed(self) -> int:
+        return self[0]
+
+    @property
+    def iteration(self) -> int:
+        return self[1]
+
 
 def _rng(key: Key, salt: int, who: int) -> np.random.Generator:
     return np.random.default_rng([key[0] & 0xFFFFFFFF, key[1], salt, who + 1])

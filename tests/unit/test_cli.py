@@ -2,7 +2,8 @@
 
 import pytest
 
-from collectives.cli import Config, check_against_ranks, parse_args, parse_size, sweep_sizes
+from collectives.cli import check_against_ranks, parse_args
+from collectives.config import Config, parse_size, sweep_sizes
 from collectives.dtypes import ConfigError
 
 

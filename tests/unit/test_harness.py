@@ -6,7 +6,8 @@ import pytest
 
 from collectives import cli
 from collectives.dtypes import ConfigError
-from collectives.harness import Watchdog, aggregate, iteration_stats
+from collectives.harness import aggregate, iteration_stats
+from collectives.watchdog import Watchdog
 from collectives.output import Sink
 from launch.comm import SelfComm
 

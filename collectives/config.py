@@ -1,0 +1,74 @@
+"""The frozen :class:`Config` of one run, and the facts the front ends share.
+
+A Config is built once (by :mod:`collectives.cli` from argv, or by another
+runner's front end) and read by the runner core and the harness; it holds
+the collective's :class:`~collectives.spec.CollectiveSpec` itself, resolved
+once, and the transport's options typed (:class:`TransportOptions`).
+
+Also here: the exit codes every entry point uses and the iteration limits
+of the timed loop; size parsing (nccl-tests' K/M/G suffixes, powers of
+1024) is :mod:`collectives.sizes`, re-exported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+from collectives.dtypes import DType, Op
+from collectives.sizes import DEFAULT_MAX, DEFAULT_MIN, MAX_SIZES, parse_size, sweep_sizes
+from collectives.spec import CollectiveSpec
+from transports.base import TransportOptions
+
+__all__ = ["Config", "TransportOptions", "parse_size", "sweep_sizes",
+           "EXIT_OK", "EXIT_WRONG", "EXIT_USAGE", "EXIT_ERROR", "EXIT_TIMEOUT", "EXIT_INTERRUPTED",
+           "MAX_ITERS", "MIN_ITERS", "MAX_SIZES", "DEFAULT_MIN", "DEFAULT_MAX"]
+
+EXIT_OK = 0
+EXIT_WRONG = 1  # a result was wrong
+EXIT_USAGE = 2  # bad input
+EXIT_ERROR = 3  # a rank failed; the job was aborted
+EXIT_TIMEOUT = 124  # a collective exceeded -T
+EXIT_INTERRUPTED = 130  # Ctrl-C
+
+MAX_ITERS = 100_000
+MIN_ITERS = 5
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything one run needs, checked; identical on every rank.
+
+    ``spec`` is the collective measured (None for runners that measure a
+    pattern of their own, which then name themselves through
+    :attr:`collective`).
+    """
+
+    spec: Optional[CollectiveSpec]
+    sizes: Tuple[int, ...]
+    size_flags: str  # how the sweep was asked for, for the header
+    iters: Optional[int]  # None: chosen per size from time_budget
+    warmup: int
+    check: int
+    dtypes: Tuple[DType, ...]
+    ops: Tuple[Op, ...]
+    root: Optional[int]  # None: every root in turn (-r all)
+    average: int
+    transport: str
+    json: Optional[str]
+    csv: Optional[str]
+    time_budget: float
+    placements: Tuple[str, ...]
+    timeout: float
+    fresh_inputs: bool
+    seed: int
+    inject_fault: Optional[int]
+    transport_options: TransportOptions = field(default_factory=TransportOptions)
+
+    @property
+    def collective(self) -> str:
+        return self.spec.name
+
+    @property
+    def aggregation(self) -> str:
+        return ("rank0", "avg", "min", "max")[self.average]
