@@ -68,7 +68,11 @@ def compute_from_peak(workload, tflops: float, mfu: float = DEFAULT_MFU, source:
 
 
 def measure_cpu(workload, batch: int = 4, repeats: int = 3) -> Compute:
-    """Time a real forward+backward of the workload's torch model on this machine's CPU."""
+    """Time a real forward+backward of the workload's torch model on this machine's CPU.
+
+    The model and its input (shaped by ``workload.model_input``) come from
+    analysis.workloads.build_torch_model and example_input (analysis.torch_models).
+    """
     import torch
 
     from analysis import workloads
@@ -76,9 +80,9 @@ def measure_cpu(workload, batch: int = 4, repeats: int = 3) -> Compute:
     if workload.params > 400_000_000:
         raise ValueError(f"{workload.name} ({workload.params:,} parameters) is too big to time on a CPU here; "
                          "give --samples-per-second or --peak-tflops")
-    model = workloads.build_torch_model(workload.name)
+    model = workloads.build_torch_model(workload)
     model.train()
-    x = _example_input(torch, workload, batch)
+    x = workloads.example_input(workload, batch)  # random: only the time matters
     best = float("inf")
     for i in range(repeats + 1):
         model.zero_grad(set_to_none=True)
@@ -93,16 +97,6 @@ def measure_cpu(workload, batch: int = 4, repeats: int = 3) -> Compute:
     threads = torch.get_num_threads()
     return Compute(per, f"measured here: forward+backward of {workload.name}, batch {batch}, on the CPU with "
                         f"torch {torch.__version__} ({threads} threads): {1 / per:.3g} samples/s", "measured")
-
-
-def _example_input(torch, workload, batch: int):
-    """A batch shaped like the workload's samples (random: only the time matters)."""
-    if workload.name.startswith("unet"):
-        return torch.randn(batch, 3, 256, 256)
-    if workload.name == "braggnn":
-        return torch.randn(batch, 1, 11, 11)
-    tokens = 1024 if workload.name.startswith("gpt2") else 2048
-    return torch.randint(0, 64, (batch, tokens))
 
 
 @dataclass(frozen=True)

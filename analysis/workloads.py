@@ -1,11 +1,13 @@
 """The training workloads behind the replication curves: UNet, GPT-2, GenSLM, BraggNN.
 
 One :class:`Workload` per model holds its exact parameter count, the list
-of parameter tensors in ``model.parameters()`` order, what one sample is
-and the training FLOPs per sample.  Everything here is analytic and pure
-Python: torch is optional and only :func:`build_torch_model` (and
-:func:`torch_param_count`) import it, to build a real ``nn.Module`` whose
-``named_parameters()`` the tests compare with the analytic ``layers``.
+of parameter tensors in ``model.parameters()`` order, what one sample is,
+the training FLOPs per sample, how to build its real ``nn.Module`` (a
+class of :mod:`analysis.torch_models` and its arguments) and the shape of
+its input, so no code tells the models apart by name.  All of it is pure
+Python; torch is optional and imported (with analysis.torch_models) only
+by :func:`build_torch_model`, :func:`torch_param_count` and
+:func:`example_input`, never by importing this module.
 
 Architectures and where the counts come from (REFERENCE.md section 4):
 
@@ -76,21 +78,41 @@ counted (< 1 %).  The forward count equals torch.utils.flop_counter's.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
-__all__ = [
-    "Workload",
-    "names",
-    "get",
-    "gradient_buckets",
-    "build_torch_model",
-    "torch_param_count",
-]
+__all__ = ["Workload", "ModelInput", "Builder", "names", "get", "gradient_buckets",
+           "build_torch_model", "torch_param_count", "example_input"]
 
 _MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """One sample for the torch model: ``"image"``, ``shape`` (C, H, W) of floats,
+    or ``"tokens"``, ``shape`` (length,) of token ids in ``[0, vocab)``."""
+
+    kind: str
+    shape: Tuple[int, ...]
+    vocab: int = 0
+
+    def batch_shape(self, batch: int, size: Optional[int] = None) -> Tuple[int, ...]:
+        """``(batch, *shape)``; ``size`` replaces the image side or the sequence length."""
+        if size is None:
+            return (batch,) + self.shape
+        return (batch, size) if self.kind == "tokens" else (batch, self.shape[0], size, size)
+
+
+@dataclass(frozen=True)
+class Builder:
+    """``analysis.torch_models.MODELS[factory](**kwargs)``, as plain (picklable) data."""
+
+    factory: str
+    kwargs: Tuple[Tuple[str, Any], ...] = ()
+
+    def build(self, device: Optional[Any] = None):
+        """The module, built with ``device`` as torch's default device (see build_torch_model)."""
+        return _torch_models().build(self.factory, dict(self.kwargs), device)
 
 
 @dataclass(frozen=True)
@@ -98,11 +120,12 @@ class Workload:
     """One model: exact parameters, tensor list and training FLOPs per sample.
 
     ``layers`` is ``(name, numel)`` per parameter tensor in the order
-    ``model.parameters()`` yields them, with torch's ``named_parameters()``
-    names for the module :func:`build_torch_model` returns; ``params`` is
-    their sum.  ``flops_per_sample`` is forward + backward (see the module
-    docstring for the convention); ``source`` says where the architecture
-    and the count come from.
+    ``model.parameters()`` yields them, with the ``named_parameters()``
+    names of the module ``builder`` builds; ``params`` is their sum.
+    ``flops_per_sample`` is forward + backward (see the module docstring);
+    ``source`` says where architecture and count come from; ``sample``
+    describes one sample in words, ``model_input`` gives its shape
+    (``builder`` and ``model_input`` are ``None`` without a torch model).
     """
 
     name: str
@@ -112,6 +135,8 @@ class Workload:
     flops_per_sample: float
     layers: Tuple[Tuple[str, int], ...]
     source: str
+    builder: Optional[Builder] = None
+    model_input: Optional[ModelInput] = None
 
 
 class _Net:
@@ -238,7 +263,6 @@ _GPT2 = {  # name: (n_embd, n_layer, n_head, title size)
 
 _GENSLM_VOCAB = 69  # codon_wordlevel_69vocab.json: 64 codons + 5 special tokens
 _GENSLM_SEQ = 2048  # codons per sample (genslm/inference.py seq_length)
-_GENSLM_CTX = 2048  # max_position_embeddings (rotary: no parameters)
 _GENSLM = {  # name: (hidden, layers, heads, intermediate, config file, title size)
     "genslm-25m": (512, 8, 8, 2048, "neox_25,290,752.json", "25M"),
     "genslm-250m": (1800, 12, 16, 2048, "neox_244,464,576.json", "250M"),
@@ -287,32 +311,40 @@ def _attention_heads(hidden: int, heads: int) -> int:
 # --- The table ---------------------------------------------------------------
 
 
-def _workload(name, title, net, sample, flops, source) -> Workload:
+def _workload(name, title, net, sample, flops, source, model_input, factory, **kwargs) -> Workload:
     layers = tuple(net.layers)
-    return Workload(name, title, sum(n for _, n in layers), sample, float(flops), layers, source)
+    return Workload(name, title, sum(n for _, n in layers), sample, float(flops), layers, source,
+                    Builder(factory, tuple(kwargs.items())), model_input)
 
 
 def _table() -> Dict[str, Workload]:
     table: Dict[str, Workload] = {}
+    image = ModelInput("image", (3, _UNET_HW, _UNET_HW))
     net = _buda_unet()
     table["unet"] = _workload(
         "unet", "UNet-2D (Buda brain-MRI, 32 filters)", net,
         f"{_UNET_HW}x{_UNET_HW}x3 image", 3 * 2 * net.macs,
         "mateuszbuda/brain-segmentation-pytorch unet.py, UNet(3, 1, init_features=32); "
-        "ALCF kaggle_3m brain-MRI UNet")
+        "ALCF kaggle_3m brain-MRI UNet",
+        image, "BudaUNet", in_channels=3, out_channels=1, init_features=32)
     net = _milesial_unet()
     table["unet64"] = _workload(
         "unet64", "UNet-2D (milesial, 64 filters, BatchNorm)", net,
         f"{_UNET_HW}x{_UNET_HW}x3 image", 3 * 2 * net.macs,
-        "milesial/Pytorch-UNet unet_model.py, UNet(n_channels=3, n_classes=1, bilinear=False)")
-    for name, (h, n_layer, _, size) in _GPT2.items():
+        "milesial/Pytorch-UNet unet_model.py, UNet(n_channels=3, n_classes=1, bilinear=False)",
+        image, "MilesialUNet", n_channels=3, n_classes=1)
+    tokens = ModelInput("tokens", (_GPT2_CTX,), _GPT2_VOCAB)
+    for name, (h, n_layer, heads, size) in _GPT2.items():
         net = _gpt2_layers(h, n_layer)
         params = sum(n for _, n in net.layers)
         table[name] = _workload(
             name, f"GPT-2 {size}", net, f"{_GPT2_CTX}-token sequence", 6 * params * _GPT2_CTX,
             "HuggingFace GPT2LMHeadModel config (vocab 50257, n_positions 1024, "
-            "tied LM head); Radford et al. 2019")
-    for name, (h, n_layer, _, inter, config, size) in _GENSLM.items():
+            "tied LM head); Radford et al. 2019",
+            tokens, "GPT2LMHeadModel", h=h, n_layer=n_layer, heads=heads,
+            vocab=_GPT2_VOCAB, ctx=_GPT2_CTX)
+    codons = ModelInput("tokens", (_GENSLM_SEQ,), _GENSLM_VOCAB)
+    for name, (h, n_layer, heads, inter, config, size) in _GENSLM.items():
         net = _neox_layers(h, n_layer, inter)
         params = sum(n for _, n in net.layers)
         table[name] = _workload(
@@ -320,13 +352,17 @@ def _table() -> Dict[str, Workload]:
             f"{_GENSLM_SEQ}-codon sequence", 6 * params * _GENSLM_SEQ,
             f"ramanathanlab/genslm genslm/architectures/neox/{config} (hidden size {h}, "
             f"{n_layer} layers, intermediate {inter}, vocab {_GENSLM_VOCAB}, untied "
-            "embeddings, rotary); Zvyagin et al. 2022")
+            "embeddings, rotary); Zvyagin et al. 2022",
+            codons, "GPTNeoXForCausalLM", h=h, n_layer=n_layer,
+            heads=_attention_heads(h, heads), inter=inter, vocab=_GENSLM_VOCAB)
     net = _braggnn()
     table["braggnn"] = _workload(
         "braggnn", "BraggNN (patch 11, dense 16-8-4-2)", net,
         f"{_BRAGG_PATCH}x{_BRAGG_PATCH}x1 diffraction-peak patch", 3 * 2 * net.macs,
         "lzhengchun/BraggNN model.py, BraggNN(imgsz=11, fcsz=(16, 8, 4, 2)); "
-        "Liu et al., IUCrJ 2022")
+        "Liu et al., IUCrJ 2022",
+        ModelInput("image", (1, _BRAGG_PATCH, _BRAGG_PATCH)), "BraggNN",
+        imgsz=_BRAGG_PATCH, fcsz=_BRAGG_FC)
     return table
 
 
@@ -408,366 +444,55 @@ def gradient_buckets(
     return buckets
 
 
-# --- torch modules (optional) ------------------------------------------------
+# --- torch models (optional; analysis.torch_models, imported on first use) ------
 
 
-def _torch():
+def _torch_models():
     try:
-        import torch
+        import torch  # noqa: F401  (fail here, with the hint, before torch_models does)
     except ImportError as exc:  # pragma: no cover - exercised only without torch
         raise ImportError(
             "build_torch_model needs PyTorch (pip install 'collscale[torch]'); "
             "the analytic Workload data in analysis.workloads works without it") from exc
-    return torch
+    from analysis import torch_models
+
+    return torch_models
 
 
-@functools.lru_cache(maxsize=None)
-def _modules() -> Dict[str, Any]:
-    """Define the nn.Module classes once torch is importable."""
-    torch = _torch()
-    nn = torch.nn
-    F = torch.nn.functional
-    from collections import OrderedDict
-
-    class BudaUNet(nn.Module):
-        """mateuszbuda/brain-segmentation-pytorch UNet (same attribute names)."""
-
-        def __init__(self, in_channels=3, out_channels=1, init_features=32):
-            super().__init__()
-            f = init_features
-            self.encoder1 = self._block(in_channels, f, "enc1")
-            self.pool1 = nn.MaxPool2d(2, 2)
-            self.encoder2 = self._block(f, 2 * f, "enc2")
-            self.pool2 = nn.MaxPool2d(2, 2)
-            self.encoder3 = self._block(2 * f, 4 * f, "enc3")
-            self.pool3 = nn.MaxPool2d(2, 2)
-            self.encoder4 = self._block(4 * f, 8 * f, "enc4")
-            self.pool4 = nn.MaxPool2d(2, 2)
-            self.bottleneck = self._block(8 * f, 16 * f, "bottleneck")
-            self.upconv4 = nn.ConvTranspose2d(16 * f, 8 * f, kernel_size=2, stride=2)
-            self.decoder4 = self._block(16 * f, 8 * f, "dec4")
-            self.upconv3 = nn.ConvTranspose2d(8 * f, 4 * f, kernel_size=2, stride=2)
-            self.decoder3 = self._block(8 * f, 4 * f, "dec3")
-            self.upconv2 = nn.ConvTranspose2d(4 * f, 2 * f, kernel_size=2, stride=2)
-            self.decoder2 = self._block(4 * f, 2 * f, "dec2")
-            self.upconv1 = nn.ConvTranspose2d(2 * f, f, kernel_size=2, stride=2)
-            self.decoder1 = self._block(2 * f, f, "dec1")
-            self.conv = nn.Conv2d(f, out_channels, kernel_size=1)
-
-        @staticmethod
-        def _block(cin, features, name):
-            return nn.Sequential(OrderedDict([
-                (name + "conv1", nn.Conv2d(cin, features, 3, padding=1, bias=False)),
-                (name + "norm1", nn.BatchNorm2d(features)),
-                (name + "relu1", nn.ReLU(inplace=True)),
-                (name + "conv2", nn.Conv2d(features, features, 3, padding=1, bias=False)),
-                (name + "norm2", nn.BatchNorm2d(features)),
-                (name + "relu2", nn.ReLU(inplace=True)),
-            ]))
-
-        def forward(self, x):
-            enc1 = self.encoder1(x)
-            enc2 = self.encoder2(self.pool1(enc1))
-            enc3 = self.encoder3(self.pool2(enc2))
-            enc4 = self.encoder4(self.pool3(enc3))
-            out = self.bottleneck(self.pool4(enc4))
-            for up, dec, skip in ((self.upconv4, self.decoder4, enc4),
-                                  (self.upconv3, self.decoder3, enc3),
-                                  (self.upconv2, self.decoder2, enc2),
-                                  (self.upconv1, self.decoder1, enc1)):
-                out = dec(torch.cat((up(out), skip), dim=1))
-            return torch.sigmoid(self.conv(out))
-
-    class DoubleConv(nn.Module):
-        def __init__(self, cin, cout):
-            super().__init__()
-            self.double_conv = nn.Sequential(
-                nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
-                nn.ReLU(inplace=True),
-                nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
-                nn.ReLU(inplace=True))
-
-        def forward(self, x):
-            return self.double_conv(x)
-
-    class Down(nn.Module):
-        def __init__(self, cin, cout):
-            super().__init__()
-            self.maxpool_conv = nn.Sequential(nn.MaxPool2d(2), DoubleConv(cin, cout))
-
-        def forward(self, x):
-            return self.maxpool_conv(x)
-
-    class Up(nn.Module):
-        def __init__(self, cin, cout):
-            super().__init__()
-            self.up = nn.ConvTranspose2d(cin, cin // 2, kernel_size=2, stride=2)
-            self.conv = DoubleConv(cin, cout)
-
-        def forward(self, x1, x2):
-            x1 = self.up(x1)
-            dy, dx = x2.size(2) - x1.size(2), x2.size(3) - x1.size(3)
-            x1 = F.pad(x1, [dx // 2, dx - dx // 2, dy // 2, dy - dy // 2])
-            return self.conv(torch.cat([x2, x1], dim=1))
-
-    class OutConv(nn.Module):
-        def __init__(self, cin, cout):
-            super().__init__()
-            self.conv = nn.Conv2d(cin, cout, kernel_size=1)
-
-        def forward(self, x):
-            return self.conv(x)
-
-    class MilesialUNet(nn.Module):
-        """milesial/Pytorch-UNet UNet with bilinear=False (same attribute names)."""
-
-        def __init__(self, n_channels=3, n_classes=1):
-            super().__init__()
-            self.inc = DoubleConv(n_channels, 64)
-            self.down1, self.down2 = Down(64, 128), Down(128, 256)
-            self.down3, self.down4 = Down(256, 512), Down(512, 1024)
-            self.up1, self.up2 = Up(1024, 512), Up(512, 256)
-            self.up3, self.up4 = Up(256, 128), Up(128, 64)
-            self.outc = OutConv(64, n_classes)
-
-        def forward(self, x):
-            x1 = self.inc(x)
-            x2 = self.down1(x1)
-            x3 = self.down2(x2)
-            x4 = self.down3(x3)
-            x = self.up1(self.down4(x4), x4)
-            x = self.up3(self.up2(x, x3), x2)
-            return self.outc(self.up4(x, x1))  # logits
-
-    class NLB(nn.Module):
-        """BraggNN's non-local block (the repository's fixed forward: phi and g used)."""
-
-        def __init__(self, in_ch):
-            super().__init__()
-            self.inter_ch = in_ch // 2
-            self.theta_layer = nn.Conv2d(in_ch, self.inter_ch, 1)
-            self.phi_layer = nn.Conv2d(in_ch, self.inter_ch, 1)
-            self.g_layer = nn.Conv2d(in_ch, self.inter_ch, 1)
-            self.atten_act = nn.Softmax(dim=-1)
-            self.out_cnn = nn.Conv2d(self.inter_ch, in_ch, 1)
-
-        def forward(self, x):
-            b, _, h, w = x.size()
-            theta = self.theta_layer(x).view(b, self.inter_ch, -1).permute(0, 2, 1)
-            phi = self.phi_layer(x).view(b, self.inter_ch, -1)
-            g = self.g_layer(x).view(b, self.inter_ch, -1).permute(0, 2, 1)
-            att = self.atten_act(torch.matmul(theta, phi))
-            y = torch.matmul(att, g).permute(0, 2, 1).reshape(b, self.inter_ch, h, w)
-            return self.out_cnn(y) + x
-
-    class BraggNN(nn.Module):
-        """lzhengchun/BraggNN (same attribute names, so the NLB's tensors come first)."""
-
-        def __init__(self, imgsz=_BRAGG_PATCH, fcsz=_BRAGG_FC):
-            super().__init__()
-            chans, cnn, size = (64, 32, 8), [], imgsz
-            for ic, oc in zip((1,) + chans[:-1], chans):
-                cnn += [nn.Conv2d(ic, oc, 3), nn.LeakyReLU(0.01)]
-                size -= 2
-            self.nlb = NLB(chans[0])
-            dense = []
-            for ic, oc in zip((size * size * chans[-1],) + tuple(fcsz[:-1]), fcsz):
-                dense += [nn.Linear(ic, oc), nn.LeakyReLU(0.01)]
-            dense.append(nn.Linear(fcsz[-1], 2))
-            self.cnn_layers = nn.Sequential(*cnn)
-            self.dense_layers = nn.Sequential(*dense)
-
-        def forward(self, x):
-            out = self.nlb(self.cnn_layers[0](x))
-            out = self.cnn_layers[1:](out)
-            return self.dense_layers(out.flatten(1))
-
-    class Conv1D(nn.Module):
-        """HF GPT-2's transposed Linear: weight is (in, out)."""
-
-        def __init__(self, nf, nx):
-            super().__init__()
-            self.weight = nn.Parameter(torch.empty(nx, nf))
-            self.bias = nn.Parameter(torch.zeros(nf))
-            nn.init.normal_(self.weight, std=0.02)
-
-        def forward(self, x):
-            return torch.addmm(self.bias, x.reshape(-1, x.size(-1)), self.weight).view(
-                *x.shape[:-1], self.weight.size(1))
-
-    class GPT2Attention(nn.Module):
-        def __init__(self, h, heads):
-            super().__init__()
-            self.heads = heads
-            self.c_attn = Conv1D(3 * h, h)
-            self.c_proj = Conv1D(h, h)
-
-        def forward(self, x):
-            b, t, h = x.shape
-            q, k, v = (z.view(b, t, self.heads, -1).transpose(1, 2)
-                       for z in self.c_attn(x).split(h, dim=2))
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            return self.c_proj(y.transpose(1, 2).reshape(b, t, h))
-
-    class GPT2MLP(nn.Module):
-        def __init__(self, h):
-            super().__init__()
-            self.c_fc = Conv1D(4 * h, h)
-            self.c_proj = Conv1D(h, 4 * h)
-
-        def forward(self, x):
-            return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
-
-    class GPT2Block(nn.Module):
-        def __init__(self, h, heads):
-            super().__init__()
-            self.ln_1 = nn.LayerNorm(h, eps=1e-5)
-            self.attn = GPT2Attention(h, heads)
-            self.ln_2 = nn.LayerNorm(h, eps=1e-5)
-            self.mlp = GPT2MLP(h)
-
-        def forward(self, x):
-            x = x + self.attn(self.ln_1(x))
-            return x + self.mlp(self.ln_2(x))
-
-    class GPT2Model(nn.Module):
-        def __init__(self, h, n_layer, heads, vocab=_GPT2_VOCAB, ctx=_GPT2_CTX):
-            super().__init__()
-            self.wte = nn.Embedding(vocab, h)
-            self.wpe = nn.Embedding(ctx, h)
-            self.h = nn.ModuleList(GPT2Block(h, heads) for _ in range(n_layer))
-            self.ln_f = nn.LayerNorm(h, eps=1e-5)
-
-        def forward(self, ids):
-            pos = torch.arange(ids.size(1), device=ids.device)
-            x = self.wte(ids) + self.wpe(pos)
-            for block in self.h:
-                x = block(x)
-            return self.ln_f(x)
-
-    class GPT2LMHeadModel(nn.Module):
-        """GPT-2 with the LM head tied to ``wte`` (HF layout and names)."""
-
-        def __init__(self, h, n_layer, heads, vocab=_GPT2_VOCAB, ctx=_GPT2_CTX):
-            super().__init__()
-            self.transformer = GPT2Model(h, n_layer, heads, vocab, ctx)
-            self.lm_head = nn.Linear(h, vocab, bias=False)
-            self.lm_head.weight = self.transformer.wte.weight
-
-        def forward(self, ids):
-            return self.lm_head(self.transformer(ids))  # logits
-
-    def rotate_half(x):
-        x1, x2 = x.chunk(2, dim=-1)
-        return torch.cat((-x2, x1), dim=-1)
-
-    class NeoXAttention(nn.Module):
-        def __init__(self, h, heads, rotary_pct=0.25, base=10000, ctx=_GENSLM_CTX):
-            super().__init__()
-            self.heads = heads
-            self.head_size = h // heads
-            self.rotary_ndims = int(self.head_size * rotary_pct)
-            inv = 1.0 / base ** (torch.arange(0, self.rotary_ndims, 2).float() / self.rotary_ndims)
-            self.register_buffer("inv_freq", inv, persistent=False)
-            self.query_key_value = nn.Linear(h, 3 * h)
-            self.dense = nn.Linear(h, h)
-
-        def forward(self, x):
-            b, t, h = x.shape
-            qkv = self.query_key_value(x).view(b, t, self.heads, 3 * self.head_size)
-            q, k, v = (z.transpose(1, 2) for z in qkv.split(self.head_size, dim=-1))
-            r = self.rotary_ndims
-            freqs = torch.outer(torch.arange(t, device=x.device).float(), self.inv_freq)
-            emb = torch.cat((freqs, freqs), dim=-1)
-            cos, sin = emb.cos().to(q.dtype), emb.sin().to(q.dtype)
-            q = torch.cat((q[..., :r] * cos + rotate_half(q[..., :r]) * sin, q[..., r:]), -1)
-            k = torch.cat((k[..., :r] * cos + rotate_half(k[..., :r]) * sin, k[..., r:]), -1)
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            return self.dense(y.transpose(1, 2).reshape(b, t, h))
-
-    class NeoXMLP(nn.Module):
-        def __init__(self, h, inter):
-            super().__init__()
-            self.dense_h_to_4h = nn.Linear(h, inter)
-            self.dense_4h_to_h = nn.Linear(inter, h)
-
-        def forward(self, x):
-            return self.dense_4h_to_h(F.gelu(self.dense_h_to_4h(x), approximate="tanh"))
-
-    class NeoXLayer(nn.Module):
-        def __init__(self, h, heads, inter):
-            super().__init__()
-            self.input_layernorm = nn.LayerNorm(h, eps=1e-5)
-            self.post_attention_layernorm = nn.LayerNorm(h, eps=1e-5)
-            self.attention = NeoXAttention(h, heads)
-            self.mlp = NeoXMLP(h, inter)
-
-        def forward(self, x):  # parallel residual, as GPT-NeoX
-            return (x + self.attention(self.input_layernorm(x))
-                    + self.mlp(self.post_attention_layernorm(x)))
-
-    class GPTNeoXModel(nn.Module):
-        def __init__(self, h, n_layer, heads, inter, vocab):
-            super().__init__()
-            self.embed_in = nn.Embedding(vocab, h)
-            self.layers = nn.ModuleList(NeoXLayer(h, heads, inter) for _ in range(n_layer))
-            self.final_layer_norm = nn.LayerNorm(h, eps=1e-5)
-
-        def forward(self, ids):
-            x = self.embed_in(ids)
-            for layer in self.layers:
-                x = layer(x)
-            return self.final_layer_norm(x)
-
-    class GPTNeoXForCausalLM(nn.Module):
-        """GPT-NeoX with untied output embedding (HF layout and names)."""
-
-        def __init__(self, h, n_layer, heads, inter, vocab=_GENSLM_VOCAB):
-            super().__init__()
-            self.gpt_neox = GPTNeoXModel(h, n_layer, heads, inter, vocab)
-            self.embed_out = nn.Linear(h, vocab, bias=False)
-
-        def forward(self, ids):
-            return self.embed_out(self.gpt_neox(ids))  # logits
-
-    return dict(
-        torch=torch, BudaUNet=BudaUNet, MilesialUNet=MilesialUNet, BraggNN=BraggNN,
-        GPT2LMHeadModel=GPT2LMHeadModel, GPTNeoXForCausalLM=GPTNeoXForCausalLM)
+def _with_model(w: Union[str, Workload]) -> Workload:
+    w = get(w) if isinstance(w, str) else w
+    if w.builder is None or w.model_input is None:
+        raise ValueError(f"workload {w.name!r} has no torch model")
+    return w
 
 
-def build_torch_model(name: str, device: Optional[Any] = None):
-    """A real ``torch.nn.Module`` for workload ``name``, in training layout.
+def build_torch_model(name: Union[str, Workload], device: Optional[Any] = None):
+    """A real ``torch.nn.Module`` for workload ``name`` (or a Workload), in training layout.
 
-    Its ``named_parameters()`` equal ``get(name).layers`` (names and
-    element counts, in order).  ``device`` is passed as torch's default
-    device while building: ``"meta"`` allocates nothing (how the tests and
-    :func:`torch_param_count` build GPT-2 XL and GenSLM-25B, ~100 GB in
-    fp32), ``"cuda"`` builds in place.  Outputs: UNet probabilities
-    (sigmoid), UNet64 logits, GPT-2/GenSLM token logits (input: token ids,
-    batch x sequence), BraggNN the (x, y) peak position.  Raises
-    ``ImportError`` with an install hint when torch is missing.
+    Built by the row's ``builder``; its ``named_parameters()`` equal
+    ``get(name).layers`` (names and element counts, in order) and it takes
+    what :func:`example_input` draws.  ``device`` is torch's default device
+    while building: ``"meta"`` allocates nothing (GPT-2 XL and GenSLM-25B
+    are ~100 GB in fp32), ``"cuda"`` builds in place.  Outputs: UNet
+    probabilities (sigmoid), UNet64 logits, GPT-2/GenSLM token logits,
+    BraggNN the (x, y) peak position.  ``ImportError`` (with an install
+    hint) without torch.
     """
-    key = _canonical(name)
-    m = _modules()
-    torch = m["torch"]
-    with torch.device(device) if device is not None else contextlib.nullcontext():
-        if key == "unet":
-            return m["BudaUNet"](3, 1, 32)
-        if key == "unet64":
-            return m["MilesialUNet"](3, 1)
-        if key == "braggnn":
-            return m["BraggNN"](_BRAGG_PATCH, _BRAGG_FC)
-        if key in _GPT2:
-            h, n_layer, heads, _ = _GPT2[key]
-            return m["GPT2LMHeadModel"](h, n_layer, heads)
-        h, n_layer, heads, inter, _, _ = _GENSLM[key]
-        return m["GPTNeoXForCausalLM"](h, n_layer, _attention_heads(h, heads), inter)
+    return _with_model(name).builder.build(device)
 
 
-def torch_param_count(name: str) -> int:
-    """``sum(p.numel() for p in build_torch_model(name).parameters())``.
+def torch_param_count(name: Union[str, Workload]) -> int:
+    """``sum(p.numel() for p in build_torch_model(name).parameters())``, tied ones once.
 
-    Built on the meta device, so no weights are allocated (GenSLM-25B
-    included); tied parameters count once, as in ``parameters()``.
-    """
+    Built on the meta device: no weights are allocated, GenSLM-25B included."""
     return sum(p.numel() for p in build_torch_model(name, device="meta").parameters())
+
+
+def example_input(w: Union[str, Workload], batch: int, size: Optional[int] = None,
+                  device: Optional[Any] = None):
+    """A random batch for the workload's torch model, shaped by its ``model_input``.
+
+    Images: normal floats, batch x C x H x W; token ids in ``[0, vocab)``,
+    batch x length.  ``size`` replaces the image side or the sequence length."""
+    spec = _with_model(w).model_input  # an unknown workload fails before torch loads
+    return _torch_models().example_input(spec, batch, size, device)

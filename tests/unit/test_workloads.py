@@ -2,6 +2,7 @@
 lists against real torch modules, DDP gradient bucketing, FLOPs per sample."""
 
 import dataclasses
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -258,6 +259,56 @@ def test_imports_without_torch_or_mpi():
                    cwd=str(Path(W.__file__).resolve().parents[1]))
 
 
+def test_importing_never_imports_torch():
+    code = textwrap.dedent("""
+        import sys
+        from analysis import scaling, workloads as W
+        W.names(), W.gradient_buckets(W.get("gpt2")), W.get("unet").builder, W.get("unet").model_input
+        loaded = {"torch", "analysis.torch_models", "mpi4py"} & set(sys.modules)
+        assert not loaded, loaded
+    """)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60,
+                   cwd=str(Path(W.__file__).resolve().parents[1]))
+
+
+# --- builders and inputs (data: no torch needed) ----------------------------------
+
+
+@pytest.mark.parametrize("name, kind, shape, vocab", [
+    ("unet", "image", (3, 256, 256), 0), ("unet64", "image", (3, 256, 256), 0),
+    ("braggnn", "image", (1, 11, 11), 0),
+    ("gpt2-small", "tokens", (1024,), 50257), ("gpt2-xl", "tokens", (1024,), 50257),
+    ("genslm-25m", "tokens", (2048,), 69), ("genslm-25b", "tokens", (2048,), 69),
+])
+def test_model_input(name, kind, shape, vocab):
+    spec = W.get(name).model_input
+    assert (spec.kind, spec.shape, spec.vocab) == (kind, shape, vocab)
+    assert spec.batch_shape(4) == (4,) + shape
+    assert spec.batch_shape(2, 16) == ((2, 16) if kind == "tokens" else (2, shape[0], 16, 16))
+
+
+@pytest.mark.parametrize("name", list(REFERENCE))
+def test_rows_are_picklable_data(name):
+    w = W.get(name)
+    assert w.builder.factory and w.model_input is not None
+    assert pickle.loads(pickle.dumps(w)) == w
+    hash(w)  # frozen all the way down (kwargs are a tuple of pairs)
+
+
+def test_builder_arguments_follow_the_config():
+    assert dict(W.get("genslm-250m").builder.kwargs)["heads"] == 15  # 1800 / 16 is no whole head
+    assert dict(W.get("gpt2-medium").builder.kwargs) == dict(
+        h=1024, n_layer=24, heads=16, vocab=50257, ctx=1024)
+    assert W.get("unet").builder.factory != W.get("unet64").builder.factory
+
+
+def test_workload_without_a_model():
+    with pytest.raises(ValueError, match="no torch model"):
+        W.build_torch_model(synthetic(3))
+    with pytest.raises(ValueError, match="no torch model"):
+        W.example_input(synthetic(3), 1)
+
+
 # --- against torch -------------------------------------------------------------
 
 
@@ -269,6 +320,49 @@ def test_layers_equal_torch_named_parameters(name):
     assert [(n, p.numel()) for n, p in model.named_parameters()] == list(W.get(name).layers)
     assert W.torch_param_count(name) == REFERENCE[name]
     assert isinstance(model, torch.nn.Module)
+
+
+@pytest.mark.parametrize("name", list(REFERENCE))
+def test_example_input_fits_the_model_on_meta(name):
+    # Full-size input through every model, even GenSLM-25B: the meta device
+    # checks shapes and allocates nothing.
+    pytest.importorskip("torch")
+    w = W.get(name)
+    x = W.example_input(name, 2, device="meta")
+    assert tuple(x.shape) == w.model_input.batch_shape(2)
+    assert x.is_floating_point() == (w.model_input.kind == "image")
+    out = W.build_torch_model(w, device="meta")(x)
+    assert out.shape[0] == 2
+    if w.model_input.kind == "tokens":
+        assert tuple(out.shape) == (2, w.model_input.shape[0], w.model_input.vocab)
+
+
+@pytest.mark.parametrize("name, size", [
+    ("braggnn", None), ("unet", 32), ("unet64", 32), ("gpt2-small", 16), ("genslm-25m", 16)])
+def test_builder_and_example_input_run(name, size):
+    # The small models, built on the CPU by their row's builder: the parameter
+    # count is the table's, and a forward pass takes the row's example input
+    # (full size for BraggNN, a smaller side or sequence for the others).
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    w = W.get(name)
+    model = w.builder.build()
+    assert sum(p.numel() for p in model.parameters()) == w.params == REFERENCE[name]
+    x = W.example_input(w, 2, size)
+    if w.model_input.kind == "tokens":
+        assert 0 <= int(x.min()) and int(x.max()) < w.model_input.vocab
+    with torch.no_grad():
+        out = model(x)
+    assert out.shape[0] == 2 and torch.isfinite(out).all()
+
+
+def test_measure_cpu_uses_the_example_input():
+    pytest.importorskip("torch")
+    from analysis import scaling
+
+    compute = scaling.measure_cpu(W.get("braggnn"), batch=2, repeats=1)
+    assert compute.kind == "measured" and compute.seconds_per_sample > 0
+    assert "braggnn" in compute.source
 
 
 def test_gpt2_head_is_tied():
@@ -306,15 +400,16 @@ def test_conv_models_train(name, shape, out):
 
 def test_transformers_train_on_reduced_configs():
     torch = pytest.importorskip("torch")
-    m = W._modules()
+    from analysis import torch_models as TM
+
     torch.manual_seed(0)
-    gpt = m["GPT2LMHeadModel"](64, 2, 4, vocab=100, ctx=32)
+    gpt = TM.GPT2LMHeadModel(64, 2, 4, vocab=100, ctx=32)
     assert [(n, p.numel()) for n, p in gpt.named_parameters()] == \
         W._gpt2_layers(64, 2, vocab=100, ctx=32).layers
     # Hidden 60 with 8 heads configured: attends with 6 heads, as genslm-250m/25b do.
     heads = W._attention_heads(60, 8)
     assert heads == 6 and W._attention_heads(1800, 16) == 15 and W._attention_heads(8096, 64) == 46
-    neox = m["GPTNeoXForCausalLM"](60, 2, heads, 120, vocab=69)
+    neox = TM.GPTNeoXForCausalLM(60, 2, heads, 120, vocab=69)
     assert [(n, p.numel()) for n, p in neox.named_parameters()] == W._neox_layers(60, 2, 120).layers
     for model, vocab in ((gpt, 100), (neox, 69)):
         logits = model(torch.randint(0, vocab, (2, 16)))
