@@ -1,24 +1,27 @@
 """Sweeps: collectives over rank counts here, or over node counts on a batch scheduler.
 
-    python -m launch.sweep --ranks 1,2,4,8 --collectives allreduce,allgather -- -b 8 -e 64M
-    python -m launch.sweep --launcher torchrun --ranks 2,4 -- --transport gloo -e 1M
-    python -m launch.sweep --scheduler pbs --nodes 1,2,4,8 --ppn 4 --queue debug \\
-        --account MYPROJ --walltime 00:30:00 -- -b 8 -e 1G --transport mpi
-    python -m launch.sweep --scheduler slurm --nodes 2,4 --ppn 8 --dry-run
+The first word is the mode.  Each mode takes its own options, the shared
+ones (--collectives --launcher-args --dir --json --sweep-id) and, after
+'--', the harness's arguments (nccl-tests' flags and ours, not --json),
+which go to every launch and are never read by the sweep:
 
-Arguments after ``--`` go to every launch of the harness (the nccl-tests
-flags and ours); the sweep owns ``--json``.  Every launch appends to one
-JSON Lines file per sweep (default ``DIR/results.jsonl``, DIR being
-``./<sweep id>``), each record carrying ``sweep_id`` and ``sweep_point``;
-``python -m analysis.report DIR/results.jsonl -o DIR/report`` reads it as
-it is.  A point that fails (a launch error, a crash, a timeout) is recorded
-with ``status: failed`` and its reason, and the sweep goes on.
+    python -m launch.sweep local --ranks 1,2,4,8 --collectives allreduce,allgather -- -b 8 -e 64M
+    python -m launch.sweep local --launcher torchrun --ranks 2,4 -- --transport gloo -e 1M
+    python -m launch.sweep pbs --nodes 1,2,4,8 --ppn 4 --queue debug --account MYPROJ -- -e 1G
+    python -m launch.sweep slurm --nodes 2,4 --ppn 8 --launcher-args --mpi=pmix --dry-run
 
-Locally each point is one ``mpirun`` (MPICH's, installed with collscale) or
-``torchrun --standalone`` job; its full output goes to ``DIR/logs``.  On a
-scheduler, each node count is one job script (:mod:`launch.jobscript`),
-submitted with ``qsub``/``sbatch`` when they are on PATH, or printed as the
-commands to run when they are not (and always with ``--dry-run``).
+A command line without a mode (as all were before the modes) means the one
+'--scheduler pbs|slurm' names before '--', else local: '--ranks 1,2 -- -e 1M'
+is 'local --ranks 1,2 -- -e 1M'.  Another mode's option is refused in one
+line naming its mode; no option name is abbreviated.  Job scripts record
+a failed point with 'record-failure'.
+
+All launches append to one JSON Lines file (--json, default DIR/results.jsonl;
+DIR: --dir or ./<sweep id>), every record naming its sweep_id and sweep_point.
+A failed point (launch error, crash, timeout) is a "failed" record with its
+reason, and the sweep goes on.  Each local point is one mpirun or torchrun
+job (log in DIR/logs); each node count one job script, submitted with
+qsub/sbatch where they are on PATH, else (or with --dry-run) printed.
 """
 
 from __future__ import annotations
@@ -35,15 +38,26 @@ import sys
 import time
 import uuid
 from datetime import datetime, timezone
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from collectives import spec as specs
-from collectives.output import FIELDS, SCHEMA, append_line
+from collectives import record, spec as specs
+from collectives.output import append_line
 from launch import jobscript
 
-__all__ = ["main", "failure_record", "record_failure", "new_sweep_id", "local_command", "Sweep"]
+__all__ = ["main", "parse_args", "failure_record", "record_failure", "new_sweep_id", "local_command", "Sweep"]
 
 EXIT_FAILED_POINTS = 1  # some point failed or had wrong elements, as the harness's exit 1
+PROG = "python -m launch.sweep"
+MODES = ("local", *jobscript.SCHEDULERS)  # the subcommands a user runs
+RECORD_FAILURE = "record-failure"  # the subcommand the job scripts run
+_SCHEDULER_NAME = {"pbs": "PBS", "slurm": "Slurm"}
+# Their values can be the launcher's or scheduler's own options ("--mpi=pmix"), not ours.
+_DASHED_VALUES = ("--launcher-args", "--directive")
+_ONLY_FOR = {  # why an option of these modes only is refused in another
+    ("local",): "is for local sweeps (no --scheduler); jobs run --nodes x --ppn ranks, limited by --walltime",
+    ("pbs", "slurm"): "is for PBS and Slurm sweeps, which need --scheduler pbs|slurm; locally, use --ranks",
+    ("pbs",): "is PBS's only (--scheduler pbs); for Slurm, ask for resources with --directive '--constraint=...'",
+}
 
 
 def new_sweep_id() -> str:
@@ -53,14 +67,8 @@ def new_sweep_id() -> str:
 def failure_record(sweep_id: str, point: str, collective: str, nranks: int, transport: str, reason: str,
                    exit_code: Optional[int] = None, nhosts: Optional[int] = None) -> Dict:
     """The record of a point that produced no (or not all) results: ``status: failed``."""
-    rec = dict.fromkeys(FIELDS)
-    rec.update(
-        schema=SCHEMA, kind="measured", status="failed",
-        timestamp=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-        collective=collective, transport=transport, nranks=nranks, nhosts=nhosts, reason=reason,
-        sweep_id=sweep_id, sweep_point=point, exit_code=exit_code,
-    )
-    return rec
+    return record.new("measured", "failed", collective=collective, transport=transport, nranks=nranks,
+                      nhosts=nhosts, reason=reason, sweep_id=sweep_id, sweep_point=point, exit_code=exit_code)
 
 
 def record_failure(path: str, rec: Dict) -> None:
@@ -237,17 +245,10 @@ class Sweep:
 
 
 def _scheduler_plan(args) -> Dict:
-    """Check the scheduler options; returns the checked values."""
-    if not args.nodes:
-        raise ValueError("--nodes N,N,... is required with --scheduler")
+    """Check the scheduler options' values (which options a mode takes is the parser's); returns them."""
     nodes = _list(args.nodes, "nodes", int)
-    if not args.ppn or args.ppn < 1:
-        raise ValueError("--ppn N (ranks per node, at least 1) is required with --scheduler")
-    if args.launcher != "mpirun" or args.point_timeout is not None:
-        raise ValueError("--launcher and --point-timeout are for local sweeps; jobs launch with "
-                         "mpiexec (PBS) or srun (Slurm), limited by --walltime")
-    if args.select and args.scheduler != "pbs":
-        raise ValueError("--select is PBS's (-l select=N:...); for Slurm use --directive '--constraint=...'")
+    if args.ppn < 1:
+        raise ValueError(f"--ppn {args.ppn}: ranks per node, at least 1")
     for value, name in ((args.queue, "--queue"), (args.account, "--account"), (args.select, "--select"),
                         (args.place, "--place"), (os.path.abspath(args.dir or "."), "--dir")):
         if value and any(c.isspace() for c in value):
@@ -286,10 +287,8 @@ def _scheduler_sweep(args, plan, collectives, harness_args, sweep_dir, json_path
     say(f"# results will collect in {json_path}")
     failed = 0
     if args.dry_run or not have:
-        if not args.dry_run:
-            say(f"# {submit} is not on PATH here: submit from a login node with")
-        else:
-            say("# --dry-run: nothing submitted; to submit:")
+        say("# --dry-run: nothing submitted; to submit:" if args.dry_run else
+            f"# {submit} is not on PATH here: submit from a login node with")
         for _, path in scripts:
             say(f"{submit} {shlex.quote(path)}")
     else:
@@ -310,74 +309,122 @@ def _scheduler_sweep(args, plan, collectives, harness_args, sweep_dir, json_path
     return EXIT_FAILED_POINTS if failed else 0
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m launch.sweep",
-        description="Run collectives over rank counts here (one mpirun or torchrun job per point) or "
-                    "over node counts on PBS Pro / Slurm (one job script per node count). Arguments "
-                    "after '--' go to every harness launch.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n"
-               "  python -m launch.sweep --ranks 1,2,4 --collectives allreduce,allgather -- -e 16M\n"
-               "  python -m launch.sweep --scheduler pbs --nodes 1,2,4,8 --ppn 4 --queue debug "
-               "--account P --walltime 30 -- -e 1G\n"
-               "  python -m launch.sweep record-failure ...   (used by the job scripts)")
-    p.add_argument("--collectives", default="allreduce,broadcast,allgather",
-                   help="comma-separated (default allreduce,broadcast,allgather)")
-    p.add_argument("--ranks", default="1,2,4", help="local mode: rank counts (default 1,2,4)")
-    p.add_argument("--launcher", choices=("mpirun", "torchrun"), default="mpirun",
-                   help="local mode: how each point starts its ranks")
-    p.add_argument("--launcher-args", help="extra launcher options, one string (e.g. '--cpu-bind depth "
-                                           "--depth 8' for PALS mpiexec, '--mpi=pmix' for srun)")
-    p.add_argument("--point-timeout", type=float, help="local mode: stop a point after this many seconds")
-    p.add_argument("--scheduler", choices=jobscript.SCHEDULERS, help="write job scripts for this scheduler")
-    p.add_argument("--nodes", help="scheduler mode: node counts, e.g. 1,2,4,8")
-    p.add_argument("--ppn", type=int, help="scheduler mode: ranks per node")
-    p.add_argument("--queue", help="PBS queue (-q) / Slurm partition")
-    p.add_argument("--account", help="PBS project (-A) / Slurm account")
-    p.add_argument("--walltime", default="00:30:00", help="per job: HH:MM:SS or minutes (default 00:30:00)")
-    p.add_argument("--directive", action="append",
-                   help="extra scheduler line, repeatable: '-l filesystems=home:eagle' (PBS), "
-                        "'--constraint=gpu' (Slurm)")
-    p.add_argument("--select", help="PBS: more resources for each chunk of -l select, e.g. 'system=polaris' "
-                                    "or 'ncpus=64'")
-    p.add_argument("--place", default="scatter:excl",
-                   help="PBS placement (-l place=...; default scatter:excl: one chunk per node, nodes not shared)")
-    p.add_argument("--setup", action="append", help="shell line run first in each job, repeatable "
-                                                    "(e.g. 'module load conda; conda activate env')")
-    p.add_argument("--env", action="append", help="NAME=VALUE exported in each job, repeatable")
-    p.add_argument("--python", help=f"python on the compute nodes (default: this one, {sys.executable})")
-    p.add_argument("--dry-run", action="store_true", help="write the scripts, print the submit commands")
-    p.add_argument("--dir", help="sweep directory (default ./<sweep id>)")
-    p.add_argument("--json", help="the sweep's JSON Lines file (default DIR/results.jsonl)")
-    p.add_argument("--sweep-id", help="reuse a sweep id (append to an earlier sweep)")
-    p.add_argument("harness", nargs=argparse.REMAINDER, help="-- harness arguments")
-    return p
+class _Parser(argparse.ArgumentParser):
+    """Raises ValueError (one line) where argparse prints its usage and exits."""
+
+    def error(self, message):
+        raise ValueError(f"{message} (see {self.prog} --help)")
+
+    def option_names(self) -> set:
+        return {name for action in self._actions for name in action.option_strings}
 
 
-def _record_failure_main(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m launch.sweep record-failure",
-                                description="Append a failed point's record to a sweep file.")
-    p.add_argument("--json", required=True)
-    p.add_argument("--sweep-id", required=True)
-    p.add_argument("--point", required=True)
-    p.add_argument("--collective", required=True)
-    p.add_argument("--nranks", type=int, required=True)
-    p.add_argument("--nhosts", type=int)
-    p.add_argument("--transport", default="auto")
-    p.add_argument("--exit-code", type=int)
-    p.add_argument("--reason", required=True)
-    p.add_argument("--unless-wrong", action="store_true",
-                   help="record nothing if the point wrote rows with wrong elements (the harness's exit 1)")
-    a = p.parse_args(argv)
+def _parser() -> Tuple[_Parser, Dict[str, _Parser]]:
+    """The parser, and one subparser a subcommand, built from option groups each defined once."""
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument("--collectives", default="allreduce,broadcast,allgather", help="list (default %(default)s)")
+    shared.add_argument("--launcher-args", help="extra launcher options, one string (e.g. '--mpi=pmix' for srun)")
+    shared.add_argument("--dir", help="sweep directory (default ./<sweep id>)")
+    shared.add_argument("--json", help="the sweep's JSON Lines file (default DIR/results.jsonl)")
+    shared.add_argument("--sweep-id", help="reuse a sweep id (append to an earlier sweep)")
+    local = argparse.ArgumentParser(add_help=False)
+    local.add_argument("--ranks", default="1,2,4", help="rank counts (default 1,2,4)")
+    local.add_argument("--launcher", choices=("mpirun", "torchrun"), default="mpirun", help="launcher of each point")
+    local.add_argument("--point-timeout", type=float, help="stop a point after this many seconds")
+    scheduler = argparse.ArgumentParser(add_help=False)
+    scheduler.add_argument("--nodes", required=True, help="node counts, e.g. 1,2,4,8")
+    scheduler.add_argument("--ppn", type=int, required=True, help="ranks per node")
+    scheduler.add_argument("--queue", help="PBS queue (-q) / Slurm partition")
+    scheduler.add_argument("--account", help="PBS project (-A) / Slurm account")
+    scheduler.add_argument("--walltime", default="00:30:00", help="per job: HH:MM:SS or minutes (default 00:30:00)")
+    scheduler.add_argument("--directive", action="append", help="extra #PBS/#SBATCH line, repeatable")
+    scheduler.add_argument("--setup", action="append", help="shell line run first in each job, repeatable")
+    scheduler.add_argument("--env", action="append", help="NAME=VALUE exported in each job, repeatable")
+    scheduler.add_argument("--python", help=f"python on the compute nodes (default: this one, {sys.executable})")
+    scheduler.add_argument("--dry-run", action="store_true", help="write the scripts, print the submit commands")
+    pbs_only = argparse.ArgumentParser(add_help=False)
+    pbs_only.add_argument("--select", help="more resources for each chunk of -l select, e.g. 'system=polaris'")
+    pbs_only.add_argument("--place", default=jobscript.JobSpec.place, help="-l place=... (default %(default)s)")
+
+    # Names are never abbreviated: --launcher would silently be a scheduler sweep's --launcher-args.
+    top = _Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                  allow_abbrev=False)
+    modes = top.add_subparsers(dest="mode", title="modes", metavar="{" + ",".join(MODES) + "}")
+    usage, harness = "%(prog)s [options] [-- harness args]", "; arguments after '--' go to every harness launch"
+    groups = {"local": [shared, local], "pbs": [shared, scheduler, pbs_only], "slurm": [shared, scheduler]}
+    for name, parents in groups.items():
+        what = ("rank counts here: one mpirun or torchrun job a point" if name == "local" else
+                f"node counts on {_SCHEDULER_NAME[name]}: one job script a node count, submitted with "
+                f"{jobscript.SUBMIT[name]}")
+        modes.add_parser(name, parents=parents, usage=usage, help=what, description=what + harness,
+                         allow_abbrev=False).set_defaults(scheduler=None if name == "local" else name)
+    # Slurm has no --select/--place: its job spec gets PBS's defaults, which a Slurm script does not read.
+    modes.choices["slurm"].set_defaults(select=None, place=jobscript.JobSpec.place)
+    record = modes.add_parser(RECORD_FAILURE, description="Append a failed point's record to a sweep file.",
+                              allow_abbrev=False)
+    for name in ("--json", "--sweep-id", "--point", "--collective", "--reason"):
+        record.add_argument(name, required=True)
+    for name in ("--nranks", "--nhosts", "--exit-code"):
+        record.add_argument(name, type=int, required=name == "--nranks")
+    record.add_argument("--transport", default="auto")
+    record.add_argument("--unless-wrong", action="store_true", help="record nothing if the point wrote wrong rows")
+    return top, modes.choices
+
+
+def _with_subcommand(argv: List[str]) -> List[str]:
+    """``argv`` led by its mode: when it names none, the one ``--scheduler X`` names before ``--``
+    (that option taken out), else ``local``."""
+    if argv[:1] and argv[0] in (*MODES, RECORD_FAILURE, "-h", "--help"):
+        return argv
+    own = argv[:argv.index("--")] if "--" in argv else argv
+    for i, word in enumerate(own):
+        flag, eq, value = word.partition("=")
+        if flag == "--scheduler":
+            value = value if eq else (own[i + 1] if i + 1 < len(own) else "")
+            if value not in jobscript.SCHEDULERS:
+                raise ValueError(f"--scheduler {value or '(nothing)'}: expected {' or '.join(jobscript.SCHEDULERS)}")
+            return [value, *argv[:i], *argv[i + (1 if eq else 2):]]
+    return ["local", *argv]
+
+
+def _refusal(subparsers: Dict[str, _Parser], mode: str, extra: List[str]) -> str:
+    """One line for the words ``mode`` does not take; another mode's option names its mode."""
+    for word in extra:
+        flag = word.partition("=")[0]
+        owners = tuple(m for m in MODES if m != mode and flag in subparsers[m].option_names())
+        if mode in MODES and owners in _ONLY_FOR:
+            return f"{flag} {_ONLY_FOR[owners]}"
+    hint = "; harness arguments go after '--'" if mode in MODES else ""
+    return f"unrecognized arguments: {' '.join(extra)}{hint} (see {PROG} {mode} --help)"
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """``mode`` (see the module docstring where ``argv`` names none), its options, and ``harness``:
+    the words after the first ``--``, never read here.  Raises ValueError; ``-h`` exits, as argparse."""
+    words = _with_subcommand(list(argv))
+    own, harness = words, []
+    if words[0] in MODES:
+        cut = words.index("--") if "--" in words else len(words)
+        own, harness = words[:cut], words[cut + 1:]
+        for i in reversed(range(len(own) - 1)):  # "--launcher-args --mpi=pmix": a value, not an option
+            if own[i] in _DASHED_VALUES and own[i + 1].startswith("-"):
+                own[i:i + 2] = [f"{own[i]}={own[i + 1]}"]
+    parser, subparsers = _parser()
+    args, extra = parser.parse_known_args(own)
+    if extra:
+        raise ValueError(_refusal(subparsers, args.mode, extra))
+    args.harness = harness
+    return args
+
+
+def _record_failure_main(a: argparse.Namespace) -> int:
     if a.unless_wrong and _count_rows(a.json, 0, a.point, a.sweep_id).get("wrong"):
         return 0
     try:
         record_failure(a.json, failure_record(a.sweep_id, a.point, a.collective, a.nranks, a.transport,
                                               a.reason, a.exit_code, a.nhosts))
     except OSError as exc:
-        print(f"collscale sweep: error: cannot write {a.json}: {exc.strerror}", file=sys.stderr)
-        return 2
+        raise OSError(f"cannot write {a.json}: {exc.strerror}") from None
     return 0
 
 
@@ -395,16 +442,14 @@ def _make_dir_for(json_path: str) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["record-failure"]:
-        return _record_failure_main(argv[1:])
-    args = _parser().parse_args(argv)
-    harness = list(args.harness)
-    if harness[:1] == ["--"]:
-        harness = harness[1:]
     say = lambda *a: print(*a, flush=True)  # noqa: E731
-    previous = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    previous = {}
     try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        if args.mode == RECORD_FAILURE:
+            return _record_failure_main(args)
+        harness = args.harness
+        previous = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         # Everything is checked before anything is written.
         if any(a == "--json" or a.startswith("--json=") for a in harness):
             raise ValueError("the sweep writes the results: give --json before '--', not to the harness")
@@ -419,13 +464,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.scheduler:
             plan = _scheduler_plan(args)
             _make_dir_for(json_path)
-            return _scheduler_sweep(args, plan, collectives, harness, sweep_dir, json_path, sweep_id, transport,
-                                    say)
-        for given, name in ((args.nodes or args.ppn, "--nodes/--ppn"), (args.queue or args.account, "--queue/--account"),
-                            (args.select, "--select"), (args.directive or args.setup or args.env,
-                                                        "--directive/--setup/--env")):
-            if given:
-                raise ValueError(f"{name} need --scheduler pbs|slurm (locally, use --ranks)")
+            return _scheduler_sweep(args, plan, collectives, harness, sweep_dir, json_path, sweep_id, transport, say)
         ranks = _list(args.ranks, "ranks", int)
         if args.point_timeout is not None and not (math.isfinite(args.point_timeout) and args.point_timeout > 0):
             raise ValueError(f"--point-timeout {args.point_timeout}: must be a positive number of seconds")
