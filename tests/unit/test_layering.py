@@ -1,0 +1,201 @@
+"""The layering rules of DESIGN.md, checked on the source (an AST walk, lazy imports included).
+
+* No import circle among the project's modules, counting imports inside
+  functions (a lazy import only hides a circle).
+* ``analysis`` imports no MPI, and of ``collectives`` only the pure modules
+  (the spec and the record builder, and what they import).
+* The pure modules of ``collectives`` import no MPI, no transport and no
+  launcher, so ``analysis`` may use them.
+* Every collective fact lives in ``collectives/spec.py``: no busbw-factor
+  function or table anywhere else.
+* No module over 500 lines.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Dict, List, Set
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("collectives", "transports", "launch", "analysis")
+# What analysis may import from collectives (pure: no MPI, no transport).
+PURE_COLLECTIVES = {"collectives.spec", "collectives.record", "collectives.dtypes", "collectives.sizes",
+                    "collectives.output", "collectives.validate"}
+MPI = ("mpi4py", "mpich")
+MAX_LINES = 500
+
+
+def _modules() -> Dict[str, Path]:
+    mods = {}
+    for pkg in PACKAGES:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            mods[name[: -len(".__init__")] if name.endswith(".__init__") else name] = path
+    return mods
+
+
+MODULES = _modules()
+
+
+def _raw_imports(name: str, path: Path) -> Set[str]:
+    """Every module name an import statement anywhere in the file names."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out: Set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                parts = parts[: len(parts) - (node.level - 1)]
+                base = ".".join(parts + ([base] if base else []))
+            for a in node.names:
+                # ``from pkg import sub`` imports the submodule; ``from mod import name`` the module.
+                full = f"{base}.{a.name}"
+                out.add(full if full in MODULES else base)
+    return out
+
+
+def _internal(target: str, importer: str) -> str:
+    """The project module an import resolves to ('' for third-party ones)."""
+    while target and target not in MODULES:
+        target = target.rpartition(".")[0]
+    # A submodule naming its own package (``from collectives import __version__``):
+    # the package is initialised before any of its submodules, so this is no edge.
+    if target and importer.startswith(target + "."):
+        return ""
+    return target
+
+
+GRAPH = {
+    name: {t for t in map(lambda m: _internal(m, name), _raw_imports(name, path)) if t and t != name}
+    for name, path in MODULES.items()
+}
+
+
+def _closure(start: str) -> Set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        m = todo.pop()
+        for n in GRAPH[m]:
+            if n not in seen:
+                seen.add(n)
+                todo.append(n)
+    return seen
+
+
+def _cycles() -> List[List[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: Dict[str, int] = {}
+    low: Dict[str, int] = {}
+    stack: List[str] = []
+    on: Set[str] = set()
+    found: List[List[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(GRAPH[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(GRAPH):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_walk_sees_the_project():
+    assert {"collectives.harness", "collectives.spec", "transports.mpi", "analysis.fit"} <= set(MODULES)
+    assert "collectives.runner" in GRAPH["collectives.harness"]
+    # A lazy import counts: transports' registry imports modules inside functions.
+    assert "collectives.dtypes" in GRAPH["transports"]
+
+
+def test_no_import_circle():
+    assert _cycles() == []
+
+
+def test_analysis_imports_no_mpi_and_only_pure_collectives():
+    for name, path in MODULES.items():
+        if not name.startswith("analysis"):
+            continue
+        raw = _raw_imports(name, path)
+        assert not [m for m in raw if m.split(".")[0] in MPI], name
+        used = {_internal(m, name) for m in raw} - {""}
+        assert {m for m in used if m.startswith("collectives")} <= PURE_COLLECTIVES, name
+        assert not [m for m in used if m.split(".")[0] in ("transports", "launch")], name
+
+
+def test_pure_collectives_reach_no_mpi_transport_or_launcher():
+    for pure in PURE_COLLECTIVES:
+        reach = _closure(pure) | {pure}
+        assert not [m for m in reach if m.split(".")[0] in ("transports", "launch", "analysis")], pure
+        for m in reach:
+            raw = _raw_imports(m, MODULES[m])
+            assert not [r for r in raw if r.split(".")[0] in MPI], (pure, m)
+
+
+def _assigned_names(tree: ast.AST) -> Set[str]:
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return names
+
+
+def test_busbw_factors_live_only_in_spec():
+    # Names and tables, not formulas: cost formulas legitimately contain (p-1)/p.
+    offenders = []
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT)
+        if rel.parts[0] not in PACKAGES + ("benchmarks",) or rel == Path("collectives/spec.py"):
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        for name in _assigned_names(tree):
+            low = name.lower().replace("_", "")
+            if "busbwfactor" in low or "busfactor" in low:
+                offenders.append(f"{rel}: {name}")
+        for node in ast.walk(tree):  # a table: {"allreduce": ..., "broadcast": ...} with factor-like values
+            if isinstance(node, ast.Dict):
+                keys = {k.value for k in node.keys if isinstance(k, ast.Constant)}
+                if {"allreduce", "allgather", "broadcast"} <= keys and all(
+                        isinstance(v, (ast.BinOp, ast.Lambda, ast.Constant)) and not (
+                            isinstance(v, ast.Constant) and isinstance(v.value, str)) for v in node.values):
+                    offenders.append(f"{rel}:{node.lineno}: a per-collective numeric table")
+    assert offenders == []
+
+
+def test_no_collective_name_checks_outside_spec():
+    # spec.py says what differs between collectives through fields, never by name.
+    tree = ast.parse((ROOT / "collectives" / "spec.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare) and isinstance(node.left, ast.Attribute) and node.left.attr == "name":
+            raise AssertionError(f"collectives/spec.py:{node.lineno} tests a collective's name")
+
+
+def test_no_module_over_500_lines():
+    long = [f"{p.relative_to(ROOT)}: {n}" for p in sorted(ROOT.rglob("*.py"))
+            if p.relative_to(ROOT).parts[0] in PACKAGES + ("benchmarks",)
+            and (n := len(p.read_text().splitlines())) > MAX_LINES]
+    assert long == []
