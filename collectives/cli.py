@@ -92,11 +92,10 @@ def add_timing_flags(g, warmup: int) -> None:
                    help="abort if one collective takes longer than this many seconds; 0: never (default 300)")
 
 
-def add_run_flags(g) -> None:
+def add_run_flags(g, transport_help: str = "shm, mpi, gloo, nccl, hccl, torch-mpi, poplar, or auto "
+                  "(default: shm when all ranks share a host, else mpi); see python -m transports") -> None:
     """collscale's flags shared by every runner: transport, device, outputs, budget, seed."""
-    g.add_argument("--transport", default="auto",
-                   help="shm, mpi, gloo, nccl, hccl, torch-mpi, poplar, or auto (default: shm when all "
-                   "ranks share a host, else mpi); see python -m transports")
+    g.add_argument("--transport", default="auto", help=transport_help)
     g.add_argument("--device", choices=("cpu", "cuda", "hpu"),
                    help="torch transports: where tensors live (default: cpu for gloo, cuda for nccl, hpu "
                    "for hccl); the GPU is chosen by local rank")

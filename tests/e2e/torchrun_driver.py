@@ -4,6 +4,7 @@
 """
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -32,4 +33,10 @@ def main(out: str) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1]))
+    code = main(sys.argv[1])
+    # As the CLI ends under torchrun (collectives.cli._close): gloo's threads
+    # sometimes abort the interpreter's final teardown ("terminate called
+    # without an active exception", SIGABRT) after every result is written.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

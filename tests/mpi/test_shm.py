@@ -62,12 +62,13 @@ def test_fresh_inputs_still_validate():
 def test_zero_copy_buffers_are_shared_and_host_ones_are_not():
     from collectives.dtypes import DTYPES
     from launch.comm import MPIComm
+    from transports.base import TransportOptions
     from transports.shm.transport import ShmTransport
 
     comm = MPIComm(_world())
     f32 = DTYPES["float32"]
-    shared = ShmTransport(comm, {"timeout": 30})
-    host = ShmTransport(comm, {"timeout": 30, "buffer": "host"})
+    shared = ShmTransport(comm, TransportOptions(timeout=30))
+    host = ShmTransport(comm, TransportOptions(timeout=30, buffer="host"))
     try:
         assert shared._locate(shared.alloc(16, f32)) is not None
         assert host._locate(host.alloc(16, f32)) is None

@@ -51,6 +51,7 @@ class ShmMemory(TransportBase):
         self.buffer_mode = options.buffer or "shared"
         if self.buffer_mode not in BUFFERS:
             raise Unsupported(f"--buffer {self.buffer_mode}: shm has {', '.join(BUFFERS)}")
+        self._configure(options)
         self.policy = os.environ.get("COLLSCALE_SHM_WAIT", "futex")
         self.seg_mode = os.environ.get("COLLSCALE_SHM_SEGMENTS", "memfd")
         if self.seg_mode not in ("memfd", "named"):
@@ -73,6 +74,9 @@ class ShmMemory(TransportBase):
         # (parity, rank, bytes): every rank's two eager slots, side by side.
         self._eager = eager_area(self._ctrl.mem, p)
         self._closed = False
+
+    def _configure(self, options: TransportOptions) -> None:
+        """Options of the algorithms built on this memory, checked before any segment exists."""
 
     # -- start-up ------------------------------------------------------------------
     def _bootstrap(self, comm) -> segment.Segment:

@@ -63,12 +63,11 @@ class ShmTransport(ShmMemory):
     name = "shm"
     enforces_timeout = True  # every wait raises WaitTimeout naming the peer
 
-    def __init__(self, comm, options: TransportOptions):
+    def _configure(self, options: TransportOptions) -> None:
         self.algo = (options.algo or "auto").lower()
         known = sorted({a for v in ALGOS.values() for a in v} | {"auto"})
         if self.algo not in known:
             raise Unsupported(f"--algo {self.algo}: shm has {', '.join(known)}")
-        super().__init__(comm, options)
 
     def _choose(self, collective: str, nbytes: int) -> str:
         options = ALGOS[collective]
