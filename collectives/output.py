@@ -18,6 +18,7 @@ import io
 import json
 import math
 import os
+import stat
 import sys
 from typing import IO, Dict, Iterable, List, Optional, Sequence
 
@@ -139,12 +140,16 @@ def _clean(value):
 
 
 def append_line(file, line: str) -> None:
-    """Append one whole line under an exclusive lock.
+    """Append one whole line under an exclusive lock, on a line of its own.
 
     The jobs of a scheduler sweep run at once on different nodes and append
     to one sweep file; POSIX record locks (honoured over NFS and Lustre) keep
     their lines from interleaving.  Where locking is unsupported the line is
-    still written, as one write of an append-mode file.
+    still written, as one write of an append-mode file.  If the file does not
+    end with a newline (a killed writer's torn last line, a hand-edited
+    file), one is added first, under the same lock, so that a record is never
+    glued onto what was there.  If the write fails (a full disk), what was
+    written of the line is cut off again, as far as the file allows.
     """
     try:
         fcntl.lockf(file, fcntl.LOCK_EX)
@@ -152,47 +157,142 @@ def append_line(file, line: str) -> None:
     except OSError:
         locked = False
     try:
-        file.write(line)
         file.flush()
+        end = _size(file)
+        try:
+            if end and os.pread(file.fileno(), 1, end - 1) != b"\n":
+                line = "\n" + line
+        except OSError:  # not readable (a pipe, a device): nothing to repair
+            pass
+        try:
+            _write_all(file.fileno(), line.encode("utf-8"))
+        except OSError:
+            _truncate(file, end)
+            raise
     finally:
         if locked:
             fcntl.lockf(file, fcntl.LOCK_UN)
 
 
-class JsonlWriter(Sink):
+def _write_all(fd: int, data: bytes) -> None:
+    """Straight to the file (no buffer that could hold a half-written line after a failure)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _size(file) -> int:
+    try:
+        st = os.fstat(file.fileno())
+    except OSError:
+        return 0
+    return st.st_size if stat.S_ISREG(st.st_mode) else 0
+
+
+def _truncate(file, size: int) -> None:
+    """Drop a partly written line (best effort; the buffered rest is discarded)."""
+    try:
+        if size or _size(file):
+            os.ftruncate(file.fileno(), size)
+    except OSError:
+        pass
+
+
+def _first_line(path: str) -> Optional[bytes]:
+    """The first line of a non-empty regular file (at most 1 MiB of it), else None."""
+    try:
+        if not os.path.isfile(path) or os.path.getsize(path) == 0:
+            return None
+        with open(path, "rb") as f:
+            return f.readline(1 << 20)
+    except OSError:
+        return None
+
+
+_OURS = b'{"schema":"collscale.row'
+
+
+def _check_jsonl(path: str) -> None:
+    """Refuse to append to a file that is not collscale JSON Lines (records of our schema
+    family, newer fields included, are fine)."""
+    first = _first_line(path)
+    if first is None or first.startswith(_OURS):  # ours, possibly a torn first line
+        return
+    try:
+        rec = json.loads(first)
+    except ValueError:
+        rec = None
+    if not (isinstance(rec, dict) and str(rec.get("schema", "")).startswith("collscale.row")):
+        raise ValueError(f"{path} is not a collscale JSON Lines file (line 1 is not a collscale record); "
+                         "give a new --json file")
+
+
+def _check_csv(path: str) -> None:
+    first = _first_line(path)
+    if first is not None and first.rstrip(b"\r\n").decode("utf-8", "replace") != ",".join(FIELDS):
+        raise ValueError(f"{path} has another CSV header than collscale's (another file, or another "
+                         "collscale version); give a new --csv file")
+
+
+class _FileSink(Sink):
+    """One output file, appended to; every record is one line, written and flushed at once."""
+
+    check = staticmethod(lambda path: None)
+
     def __init__(self, path: str):
+        if os.path.isdir(path):
+            raise ValueError(f"{path} is a directory; give a file name")
+        self.check(path)
         self.path = path
-        self.file = open(path, "a", encoding="utf-8")
+        self.rows = 0
+        self.file = open(path, "a+", encoding="utf-8", newline="")
+
+    def _append(self, line: str) -> None:
+        try:
+            append_line(self.file, line)
+        except OSError as exc:
+            raise OSError(f"cannot write {self.path} after {self.rows} rows were written to it: "
+                          f"{exc.strerror or exc}") from None
+        self.rows += 1
+
+    def close(self):
+        try:
+            self.file.close()
+        except OSError:
+            pass  # a failed write was reported when it happened
+
+
+class JsonlWriter(_FileSink):
+    check = staticmethod(_check_jsonl)
 
     def record(self, rec):
         ordered = {k: _clean(rec.get(k)) for k in FIELDS}
         ordered.update({k: _clean(v) for k, v in rec.items() if k not in ordered})
-        append_line(self.file, json.dumps(ordered, separators=(",", ":")) + "\n")
-
-    def close(self):
-        self.file.close()
+        self._append(json.dumps(ordered, separators=(",", ":")) + "\n")
 
 
-class CsvWriter(Sink):
+class CsvWriter(_FileSink):
+    check = staticmethod(_check_csv)
+
     def __init__(self, path: str):
-        self.path = path
-        new = not os.path.exists(path) or os.path.getsize(path) == 0
-        self.file = open(path, "a", encoding="utf-8", newline="")
-        self.writer = csv.DictWriter(self.file, fieldnames=FIELDS, extrasaction="ignore")
-        if new:
-            self.writer.writeheader()
-            self.file.flush()
+        super().__init__(path)
+        if not _size(self.file):
+            self._append(",".join(FIELDS) + "\r\n")
+            self.rows = 0
 
     def record(self, rec):
-        self.writer.writerow({k: _clean(rec.get(k)) for k in FIELDS})
-        self.file.flush()
-
-    def close(self):
-        self.file.close()
+        buf = io.StringIO()
+        csv.DictWriter(buf, fieldnames=FIELDS, extrasaction="ignore").writerow(
+            {k: _clean(rec.get(k)) for k in FIELDS})
+        self._append(buf.getvalue())
 
 
 def open_sinks(json_path: Optional[str], csv_path: Optional[str], table: Optional[IO[str]] = None):
-    """The writers rank 0 uses; raises OSError (with the path) when a file cannot open."""
+    """The writers rank 0 uses.
+
+    Raises OSError (with the path) when a file cannot open, ValueError when
+    it must not be appended to (not ours, another CSV header, a directory).
+    """
     sinks: List[Sink] = []
     if table is not None:
         sinks.append(TableWriter(table))
@@ -200,10 +300,12 @@ def open_sinks(json_path: Optional[str], csv_path: Optional[str], table: Optiona
         if path:
             try:
                 sinks.append(cls(path))
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
                 for s in sinks:
                     s.close()
-                raise OSError(f"cannot write {path}: {exc.strerror or exc}") from None
+                if isinstance(exc, OSError):
+                    raise OSError(f"cannot write {path}: {exc.strerror or exc}") from None
+                raise
     return sinks
 
 

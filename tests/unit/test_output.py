@@ -99,3 +99,83 @@ def test_pandas_reads_both(tmp_path):
     a, b = pd.read_json(j, lines=True), pd.read_csv(c)
     assert list(a["status"]) == list(b["status"]) == ["ok", "unsupported"]
     assert a["size_bytes"].tolist() == b["size_bytes"].tolist() == [1024, 1024]
+
+
+# -- appends that cannot glue or lose a row ------------------------------------------------
+
+def _write_one(cls, path, **kw):
+    w = cls(str(path))
+    w.record(_rec(**kw))
+    w.close()
+
+
+@pytest.mark.parametrize("cls", [JsonlWriter, CsvWriter])
+def test_a_record_never_glues_onto_a_line_without_newline(tmp_path, cls):
+    path = tmp_path / ("r.jsonl" if cls is JsonlWriter else "r.csv")
+    _write_one(cls, path, size_bytes=8)
+    with open(path, "a") as f:  # a killed writer's torn last line
+        f.write('{"schema":"collscale.row/1","kind":"meas' if cls is JsonlWriter else "schema,kind,stat")
+    _write_one(cls, path, size_bytes=16)
+    lines = path.read_text().splitlines()
+    assert lines[-1].startswith('{"schema"' if cls is JsonlWriter else "collscale.row/1")
+    assert lines[-2].endswith("meas" if cls is JsonlWriter else "stat")
+    if cls is JsonlWriter:
+        assert json.loads(lines[-1])["size_bytes"] == 16 and json.loads(lines[0])["size_bytes"] == 8
+
+
+def test_a_foreign_jsonl_file_is_refused_before_anything_is_written(tmp_path):
+    path = tmp_path / "g.jsonl"
+    path.write_text('{"partial": tru')
+    with pytest.raises(ValueError, match="not a collscale JSON Lines file"):
+        open_sinks(str(path), None)
+    assert path.read_text() == '{"partial": tru'
+    path.write_text('{"schema": "other/1"}\n')
+    with pytest.raises(ValueError, match="not a collscale"):
+        JsonlWriter(str(path))
+
+
+def test_our_schema_family_and_newer_fields_may_be_appended_to(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps({"schema": "collscale.row/2", "new_field": 1}) + "\n")
+    _write_one(JsonlWriter, path)
+    assert len(path.read_text().splitlines()) == 2
+
+
+def test_csv_with_another_header_is_refused(tmp_path):
+    path = tmp_path / "h.csv"
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="another CSV header"):
+        open_sinks(None, str(path))
+    assert path.read_text() == "a,b\n1,2\n"
+
+
+def test_a_directory_is_no_output_file(tmp_path):
+    with pytest.raises(ValueError, match="is a directory"):
+        open_sinks(str(tmp_path), None)
+
+
+def test_a_full_disk_names_the_file_and_the_rows_written(tmp_path):
+    w = JsonlWriter("/dev/full")
+    with pytest.raises(OSError, match=r"cannot write /dev/full after 0 rows"):
+        w.record(_rec())
+    w.close()
+
+
+def test_a_failed_write_leaves_no_partial_line(tmp_path, monkeypatch):
+    import collectives.output as output
+
+    path = tmp_path / "r.jsonl"
+    w = JsonlWriter(str(path))
+    w.record(_rec(size_bytes=8))
+    real_write = output.os.write
+
+    def half_then_full(fd, data):  # a disk that fills up halfway through the line
+        real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(output.os, "write", half_then_full)
+    with pytest.raises(OSError, match="after 1 rows were written"):
+        w.record(_rec(size_bytes=16))
+    monkeypatch.setattr(output.os, "write", real_write)
+    w.record(_rec(size_bytes=32))
+    w.close()
+    assert [json.loads(x)["size_bytes"] for x in path.read_text().splitlines()] == [8, 32]
