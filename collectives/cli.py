@@ -14,14 +14,18 @@ point: ``run(name, comm, argv)`` returns the records and prints nothing.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import math
 import os
+import signal
 import sys
 import traceback
 from typing import List, Optional, Sequence
 
 from collectives import harness, spec as specs
-from collectives.config import (DEFAULT_MAX, DEFAULT_MIN, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TIMEOUT,
-                                EXIT_USAGE, EXIT_WRONG, Config, TransportOptions, parse_size, sweep_sizes)
+from collectives.config import (DEFAULT_MAX, DEFAULT_MIN, DEFAULT_STARTUP_TIMEOUT, EXIT_ERROR, EXIT_INTERRUPTED,
+                                EXIT_TIMEOUT, EXIT_USAGE, EXIT_WRONG, MAX_CHECKS, MAX_GIVEN_ITERS, Config,
+                                TransportOptions, parse_size, sweep_sizes)
 from collectives.dtypes import ConfigError, parse_dtypes, parse_ops
 
 __all__ = ["Parser", "build_parser", "add_timing_flags", "add_run_flags", "run_fields", "parse_args", "check_against_ranks", "run", "main", "entry_points", "guarded",
@@ -41,55 +45,85 @@ class Parser(argparse.ArgumentParser):
             super()._print_message(message, file)
 
 
-def nonneg_int(text):
+def _whole(text, least: int, most: Optional[int] = None) -> int:
     try:
-        value = int(text)
+        value = int(str(text).strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"'{text}' must be >= 0")
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"'{text}' must be at least {least}")
+    if most is not None and value > most:
+        raise argparse.ArgumentTypeError(f"'{text}' must be at most {most}")
     return value
 
 
-def pos_int(text):
-    value = nonneg_int(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return value
-
-
-def pos_float(text):
+def _finite(text, least: float, strictly: bool) -> float:
     try:
-        value = float(text)
+        value = float(str(text).strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"'{text}' must be > 0")
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"'{text}' must be a finite number")
+    if value < least or (strictly and value == least):
+        raise argparse.ArgumentTypeError(f"'{text}' must be {'>' if strictly else '>='} {least:g}")
     return value
 
 
-def nonneg_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"'{text}' must be >= 0")
-    return value
+def nonneg_int(text) -> int:
+    return _whole(text, 0)
+
+
+def pos_int(text) -> int:
+    return _whole(text, 1)
+
+
+def iterations(text) -> int:
+    """-n, -w: a stamp per iteration is kept, so the count is bounded."""
+    return _whole(text, 1, MAX_GIVEN_ITERS)
+
+
+def warmups(text) -> int:
+    return _whole(text, 0, MAX_GIVEN_ITERS)
+
+
+def checks(text) -> int:
+    return _whole(text, 0, MAX_CHECKS)
+
+
+def pos_float(text) -> float:
+    return _finite(text, 0.0, strictly=True)
+
+
+def nonneg_float(text) -> float:
+    return _finite(text, 0.0, strictly=False)
+
+
+def _path(flag: str):
+    def parse(text: str) -> str:
+        if not str(text).strip():
+            raise argparse.ArgumentTypeError("needs a file name (an empty path writes nothing)")
+        return text
+    parse.__name__ = f"{flag} path"
+    return parse
 
 
 def add_timing_flags(g, warmup: int) -> None:
     """nccl-tests' timing flags, shared by every runner: -n -w -c -a -T."""
-    g.add_argument("-n", "--iters", type=pos_int,
-                   help="timed iterations per size (default: chosen from --time-budget)")
-    g.add_argument("-w", "--warmup_iters", type=nonneg_int, default=warmup,
+    g.add_argument("-n", "--iters", type=iterations,
+                   help="timed iterations per size, 1 to 10000000 (default: chosen from --time-budget)")
+    g.add_argument("-w", "--warmup_iters", type=warmups, default=warmup,
                    help=f"untimed warm-up iterations (default {warmup})")
-    g.add_argument("-c", "--check", type=nonneg_int, default=1,
-                   help="validated runs per size, outside the timed loop; 0 disables (default 1)")
+    g.add_argument("-c", "--check", type=checks, default=1,
+                   help=f"validated runs per size, outside the timed loop, up to {MAX_CHECKS}; 0 disables "
+                   "(default 1)")
     g.add_argument("-a", "--average", type=int, choices=(0, 1, 2, 3), default=1,
                    help="time across ranks: 0 rank 0, 1 average, 2 min, 3 max (default 1)")
     g.add_argument("-T", "--timeout", type=nonneg_float, default=300.0,
-                   help="abort if one collective takes longer than this many seconds; 0: never (default 300)")
+                   help="abort if one collective, or any step between and after them (validation, closing), "
+                   "makes no progress for this many seconds; 0: never (default 300)")
+    g.add_argument("--startup-timeout", type=nonneg_float, default=DEFAULT_STARTUP_TIMEOUT, metavar="SECONDS",
+                   help="abort if starting up (imports, rendezvous, allocating and touching buffers) takes "
+                   f"longer than this; 0: never (default {DEFAULT_STARTUP_TIMEOUT:g})")
 
 
 def add_run_flags(g, transport_help: str = "shm, mpi, gloo, nccl, hccl, torch-mpi, poplar, or auto "
@@ -102,8 +136,10 @@ def add_run_flags(g, transport_help: str = "shm, mpi, gloo, nccl, hccl, torch-mp
     g.add_argument("--iface", metavar="NAME",
                    help="network interface for gloo/nccl/hccl traffic and the rendezvous (sets "
                    "GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME)")
-    g.add_argument("--json", metavar="PATH", help="append one JSON line per measured row to PATH")
-    g.add_argument("--csv", metavar="PATH", help="append one CSV row per measured row to PATH")
+    g.add_argument("--json", metavar="PATH", type=_path("--json"),
+                   help="append one JSON line per measured row to PATH (collscale JSON Lines only)")
+    g.add_argument("--csv", metavar="PATH", type=_path("--csv"),
+                   help="append one CSV row per measured row to PATH (a new file, or one with collscale's header)")
     g.add_argument("--time-budget", type=pos_float, default=0.05, metavar="SECONDS",
                    help="timed seconds per size and placement when -n is not given (default 0.05)")
     g.add_argument("--seed", type=int, default=0, help="seed of the validation inputs (default 0)")
@@ -111,9 +147,11 @@ def add_run_flags(g, transport_help: str = "shm, mpi, gloo, nccl, hccl, torch-mp
 
 def run_fields(a) -> dict:
     """The Config fields that :func:`add_timing_flags` and :func:`add_run_flags` gave."""
+    if a.json and a.csv and os.path.realpath(a.json) == os.path.realpath(a.csv):
+        raise ConfigError(f"--json and --csv name the same file ({a.json}): give two files")
     return dict(iters=a.iters, warmup=a.warmup_iters, check=a.check, average=a.average,
                 transport=a.transport.strip().lower(), json=a.json, csv=a.csv, time_budget=a.time_budget,
-                timeout=a.timeout, seed=a.seed)
+                timeout=a.timeout, startup_timeout=a.startup_timeout, seed=a.seed)
 
 
 def build_parser(collective: str, quiet: bool = False) -> argparse.ArgumentParser:
@@ -250,18 +288,22 @@ def main(collective: str, argv: Optional[Sequence[str]] = None) -> int:
     """``python -m collectives.NAME``: run, print the table on rank 0, return the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
 
-    def body(comm, tweaks, table):
+    def body(comm, tweaks, table, watchdog):
         cfg = parse_args(collective, argv, quiet=comm.rank != 0)
         check_against_ranks(cfg, comm.size)
-        return harness.run(comm, cfg, table, env_tweaks=tweaks)
+        return harness.run(comm, cfg, table, env_tweaks=tweaks, watchdog=watchdog)
     return process_main(body)
 
 
 def process_main(body) -> int:
     """Own the process for one runner: start the job's communicator, call
-    ``body(comm, env_tweaks, sinks)`` (``sinks``: the stdout table on rank 0)
-    and turn its outcome into the exit status (see :func:`guarded`)."""
+    ``body(comm, env_tweaks, sinks, watchdog)`` (``sinks``: the stdout table on
+    rank 0; ``watchdog``: the process's, which the run configures and which
+    stays armed until the process ends) and turn its outcome into the exit
+    status (see :func:`guarded`); MPI is finalised before it returns (see
+    :func:`_close`)."""
     from collectives.output import stdout_table
+    from collectives.watchdog import Watchdog
     from launch.comm import world
 
     try:
@@ -269,10 +311,11 @@ def process_main(body) -> int:
     except Exception as exc:  # MPI could not start: nothing to coordinate with
         print(f"collscale: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    return guarded(comm, lambda: body(comm, tweaks, [stdout_table()] if comm.rank == 0 else []))
+    dog = Watchdog(0.0, comm.rank)
+    return guarded(comm, lambda: body(comm, tweaks, [stdout_table()] if comm.rank == 0 else [], dog), dog)
 
 
-def guarded(comm, body) -> int:
+def guarded(comm, body, watchdog=None) -> int:
     """Run ``body()`` (which returns the records) and turn its outcome into an exit status.
 
     Bad input and failures every rank agrees on end cleanly on all ranks
@@ -285,15 +328,15 @@ def guarded(comm, body) -> int:
     try:
         records = body()
     except SystemExit as exc:  # --help
-        return _close(comm, int(exc.code or 0))
+        return _close(comm, int(exc.code or 0), watchdog)
     except ConfigError as exc:  # agreed by all ranks (flags, transport, files)
         if rank == 0:
             print(f"collscale: error: {exc}", file=sys.stderr)
-        return _close(comm, EXIT_USAGE)
+        return _close(comm, EXIT_USAGE, watchdog)
     except StartupError as exc:  # agreed by all ranks: nobody is stuck, no abort needed
         if rank == 0:
             print(f"collscale: error: {exc}", file=sys.stderr)
-        return _close(comm, EXIT_ERROR)
+        return _close(comm, EXIT_ERROR, watchdog)
     except TimeoutError as exc:  # a transport's own wait gave up (it names the rank it waited for)
         print(f"collscale: rank {rank}: timeout: {exc}; aborting the job", file=sys.stderr)
         return _abort(comm, EXIT_TIMEOUT)
@@ -313,13 +356,64 @@ def guarded(comm, body) -> int:
             reasons = sorted({r["reason"] for r in records if r.get("reason")})
             print(f"collscale: error: nothing was measured: every point is unsupported by this "
                   f"transport ({'; '.join(reasons)})", file=sys.stderr)
-        return _close(comm, EXIT_USAGE)
+        return _close(comm, EXIT_USAGE, watchdog)
     wrong = sum(r["wrong"] or 0 for r in records)
-    return _close(comm, EXIT_WRONG if wrong else 0)
+    return _close(comm, EXIT_WRONG if wrong else 0, watchdog)
 
 
-def _close(comm, code: int) -> int:
+FINALIZE_GRACE_S = 7  # past the watchdog's longest grace (5 s), so a stalled rank reports first
+
+
+def _reap_stragglers(rank: int, ranks, timeout: float) -> bool:
+    """The lowest rank of each host waits, bounded by -T, for the host's other ranks to end.
+
+    Every rank has passed MPI_Finalize when this runs, so the job is done;
+    but a rank stopped in its last instant (after finalising, before its
+    exit completes) would keep the launcher waiting forever, and no other
+    rank is left to notice.  Such a rank is ended with SIGKILL, the launcher
+    then ends the job, and the run exits 124.  Only this host's ranks of
+    this job are touched (their pids were gathered at start).
+    """
+    import socket
+    import time
+
+    host = socket.gethostname()
+    here = [r for r in ranks if r.get("host") == host]
+    if timeout <= 0 or not here or min(r["rank"] for r in here) != rank:
+        return False
+    peers = {r["pid"]: r["rank"] for r in here if r["rank"] != rank}
+    deadline = time.monotonic() + timeout
+    while peers and time.monotonic() < deadline:
+        peers = {pid: r for pid, r in peers.items() if _alive(pid)}
+        if peers:
+            time.sleep(0.02)
+    for pid, r in peers.items():
+        print(f"collscale: rank {rank}: timeout: rank {r} (pid {pid}) did not exit within -T {timeout:g} s "
+              "after the job finished; ending it", file=sys.stderr, flush=True)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    return bool(peers)
+
+
+def _alive(pid: int) -> bool:
+    """Running or stopped; a zombie (exited, not yet reaped by the launcher) counts as gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _close(comm, code: int, watchdog=None) -> int:
     """Release the control communicator on a clean end (every rank gets here).
+
+    With a process's ``watchdog`` (an entry point's end), -T still bounds
+    this: the communicator is closed and MPI finalised under it (and under
+    an alarm: MPI_Finalize holds the GIL), so a rank that stalls on the way
+    out ends the job (exit 124) instead of keeping it alive.
 
     Under torchrun a finished rank sometimes died in the interpreter's final
     teardown with "terminate called without an active exception" (SIGABRT,
@@ -329,13 +423,33 @@ def _close(comm, code: int) -> int:
     ``exit_at_close``: the group is destroyed, output flushed, and the
     process ends at once with the harness's status.
     """
-    close = getattr(comm, "close", None)
-    if close is not None:
-        close()
+    if watchdog is not None:
+        watchdog.finishing("finishing the job (closing the control communicator, finalising MPI)")
+        if watchdog.requested > 0:
+            # MPI_Finalize waits for every rank and holds the GIL while it does,
+            # so no Python thread can end it: the kernel does, by SIGALRM's
+            # default action, after the other ranks' watchdogs had their turn.
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+            signal.alarm(int(math.ceil(watchdog.requested)) + FINALIZE_GRACE_S)
+    for step in ("close", "finalize"):
+        fn = getattr(comm, step, None)
+        if fn is not None:
+            fn()
+    if watchdog is None and not getattr(comm, "exit_at_close", False):
+        return code
+    if watchdog is not None:
+        watchdog.close()
+        if _reap_stragglers(comm.rank, watchdog.ranks, watchdog.requested):
+            code = EXIT_TIMEOUT
+    sys.stdout.flush()
+    sys.stderr.flush()
     if getattr(comm, "exit_at_close", False):
-        sys.stdout.flush()
-        sys.stderr.flush()
         os._exit(code)
+    # End now, without the interpreter's teardown (a rank stopped in it would
+    # keep the job alive), but through C's exit(): os._exit right after
+    # MPI_Finalize skips MPICH's atexit handlers, and Hydra then killed a rank
+    # with SIGKILL in 6 of 30 three-rank jobs here; exit() in 0 of 60.
+    ctypes.CDLL(None).exit(code)
     return code
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
+from collectives.cli_errors import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE,  # noqa: F401
+                                    EXIT_WRONG)
 from collectives.dtypes import DType, Op
 from collectives.sizes import DEFAULT_MAX, DEFAULT_MIN, MAX_SIZES, parse_size, sweep_sizes
 from collectives.spec import CollectiveSpec
@@ -22,17 +24,15 @@ from transports.base import TransportOptions
 
 __all__ = ["Config", "TransportOptions", "parse_size", "sweep_sizes",
            "EXIT_OK", "EXIT_WRONG", "EXIT_USAGE", "EXIT_ERROR", "EXIT_TIMEOUT", "EXIT_INTERRUPTED",
-           "MAX_ITERS", "MIN_ITERS", "MAX_SIZES", "DEFAULT_MIN", "DEFAULT_MAX"]
+           "MAX_ITERS", "MIN_ITERS", "MAX_GIVEN_ITERS", "MAX_CHECKS", "MAX_SIZES", "DEFAULT_MIN", "DEFAULT_MAX",
+           "DEFAULT_STARTUP_TIMEOUT"]
 
-EXIT_OK = 0
-EXIT_WRONG = 1  # a result was wrong
-EXIT_USAGE = 2  # bad input
-EXIT_ERROR = 3  # a rank failed; the job was aborted
-EXIT_TIMEOUT = 124  # a collective exceeded -T
-EXIT_INTERRUPTED = 130  # Ctrl-C
 
-MAX_ITERS = 100_000
+MAX_ITERS = 100_000  # the most iterations --time-budget picks
 MIN_ITERS = 5
+MAX_GIVEN_ITERS = 10_000_000  # -n and -w (a stamp per iteration is kept: 80 MB at this count)
+MAX_CHECKS = 10_000  # -c
+DEFAULT_STARTUP_TIMEOUT = 300.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,9 @@ class Config:
     seed: int
     inject_fault: Optional[int]
     transport_options: TransportOptions = field(default_factory=TransportOptions)
+    # Start-up (imports, rendezvous, allocating and touching buffers) is
+    # bounded by this rather than by -T: it is work that progresses.
+    startup_timeout: float = DEFAULT_STARTUP_TIMEOUT
 
     @property
     def collective(self) -> str:

@@ -34,7 +34,7 @@ import numpy as np
 
 from collectives import record, spec as specs, validate
 from collectives.config import MAX_ITERS, MIN_ITERS, Config
-from collectives.dtypes import DTYPES
+from collectives.dtypes import DTYPES, ConfigError
 from collectives.header import header_lines
 from collectives.output import Sink
 from collectives.runner import Run
@@ -160,8 +160,16 @@ class _Runner:
         send = max(1, max(l.send * k for l, k in lays))
         recv = max(1, max(max(l.recv, l.inplace) * k for l, k in lays))
         byte = DTYPES["uint8"]
-        self.send_raw = self.t.alloc(send, byte)
-        self.recv_raw = self.t.alloc(recv, byte)
+        reason = _memory_shortfall(self.t, send + recv, self.session.ctx)
+        if reason is None:
+            try:
+                self.send_raw = self.t.alloc(send, byte)
+                self.recv_raw = self.t.alloc(recv, byte)
+            except MemoryError as exc:
+                reason = f"rank {self.t.rank} cannot allocate {send + recv:,} bytes of buffers ({exc})"
+        reasons = [r for r in self.comm.allgather(reason) if r]
+        if reasons:
+            raise ConfigError(f"{reasons[0]}; use a smaller -e")
 
     def allocate(self, dtype):
         if not hasattr(self, "send_raw"):
@@ -291,9 +299,12 @@ def _points(cfg: Config, spec, nranks: int):
                     yield dtype, pt
 
 
-def run(comm, cfg: Config, sinks: Sequence[Sink], env_tweaks: Optional[Dict] = None) -> List[Dict]:
-    """Measure every point of ``cfg``; return the records (the same on every rank)."""
-    with Run(comm, cfg, sinks, env_tweaks) as session:
+def run(comm, cfg: Config, sinks: Sequence[Sink], env_tweaks: Optional[Dict] = None,
+        watchdog: Optional[Watchdog] = None) -> List[Dict]:
+    """Measure every point of ``cfg``; return the records (the same on every rank).
+
+    ``watchdog``: a process's own (see :class:`collectives.runner.Run`)."""
+    with Run(comm, cfg, sinks, env_tweaks, watchdog) as session:
         # In-place sums repeated in a timed loop overflow by design; numpy must
         # not print about it (the check runs on fresh inputs).
         saved = np.seterr(all="ignore")
@@ -311,7 +322,8 @@ def _sweep(session: Run) -> List[Dict]:
     unsupported: List[str] = []
     for dtype, pt in _points(cfg, spec, session.transport.size):
         if pt is None:
-            runner.allocate(dtype)
+            with session.watchdog.starting(f"allocating buffers for {dtype.name}"):
+                runner.allocate(dtype)
             continue
         recs = []
         for placement in [pl for pl in cfg.placements if pl in spec.placements]:
@@ -337,6 +349,31 @@ def _sweep(session: Run) -> List[Dict]:
         "unsupported": _dedupe_reasons(unsupported),
     })
     return records
+
+
+def _memory_shortfall(transport, nbytes: int, ctx: Dict) -> Optional[str]:
+    """Why host buffers of ``nbytes`` per rank cannot fit this host, or None.
+
+    Only for host memory (a transport whose buffers are numpy arrays): the
+    ranks of this host together against MemAvailable.  Allocation is lazy
+    on Linux, so without this a too-large -e is found by the OOM killer
+    halfway through the run instead of by a message before it.
+    """
+    if not isinstance(transport.alloc(1, DTYPES["uint8"]), np.ndarray):
+        return None
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f if ":" in line)
+        available = int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+    import socket
+
+    local = len(ctx["hosts"].get(socket.gethostname(), [])) or 1
+    if nbytes * local <= available:
+        return None
+    return (f"the buffers need {nbytes / 2**30:.1f} GiB per rank, {nbytes * local / 2**30:.1f} GiB for the "
+            f"{local} ranks on {socket.gethostname()}, which has {available / 2**30:.1f} GiB available")
 
 
 def _dedupe_reasons(notes: List[str]) -> List[str]:

@@ -75,7 +75,7 @@ def open_files(comm, cfg: Config) -> List[Sink]:
     if comm.rank == 0:
         try:
             files = open_sinks(cfg.json, cfg.csv)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             error = str(exc)
     error = comm.bcast(error)
     if error:
@@ -93,8 +93,13 @@ class Run:
     rank 0 writes it with ``status: timeout``.
     """
 
-    def __init__(self, comm, cfg: Config, sinks: Sequence[Sink] = (), env_tweaks: Optional[Dict] = None):
+    def __init__(self, comm, cfg: Config, sinks: Sequence[Sink] = (), env_tweaks: Optional[Dict] = None,
+                 watchdog: Optional[Watchdog] = None):
         self.comm, self.cfg = comm, cfg
+        # A process's entry point passes its own watchdog, which then stays
+        # armed after the run, through the end of the job; otherwise the run
+        # has one of its own and closes it.
+        self._process_dog = watchdog
         self._given = list(sinks)
         self._env_tweaks = env_tweaks or {}
         self.sinks: List[Sink] = []
@@ -104,18 +109,27 @@ class Run:
     # -- life ------------------------------------------------------------------
     def __enter__(self) -> "Run":
         cfg, comm = self.cfg, self.comm
-        self.watchdog = Watchdog(cfg.timeout, comm.rank)
+        dog = self._process_dog or Watchdog(cfg.timeout, comm.rank)
+        dog.configure(cfg.timeout, cfg.startup_timeout)
+        self.watchdog = dog
         try:
-            with self.watchdog.watch(f"starting transport '{cfg.transport}'"):
+            # Files first: a file that must not be appended to is refused before anything runs.
+            with dog.starting("opening the output files"):
+                files = open_files(comm, cfg)
+            self.sinks = self._given + files
+            with dog.starting(f"starting transport '{cfg.transport}'"):
                 self.transport = start_transport(comm, cfg)
             if cfg.timeout and self.transport.enforces_timeout:
                 # The transport's own waits name the rank they waited for; the
                 # watchdog only backs them up.
-                self.watchdog.timeout = cfg.timeout * 1.2 + 1
-            self.ctx = context.gather(comm, self.transport, self._env_tweaks)
-            self.sinks = self._given + open_files(comm, cfg)
+                dog.timeout = cfg.timeout * 1.2 + 1
+            with dog.starting("gathering where the ranks run"):
+                self.ctx = context.gather(comm, self.transport, self._env_tweaks)
+            dog.ranks = self.ctx["ranks"]  # who to wait for at the end of the job
         except BaseException:
-            self.watchdog.close()
+            for s in self.sinks:
+                s.close()
+            self._release_watchdog()
             raise
         self.watchdog.on_expire = self.record_timeout
         return self
@@ -127,11 +141,22 @@ class Run:
             # Closed only on success: after a failure the job is aborted, and
             # closing would wait for ranks that may be gone.
             if exc_type is None:
+                self.watchdog.timeout = self.watchdog.requested
                 with self.watchdog.watch("closing the transport"):
                     self.transport.close()
+                # No rank leaves before every rank has closed: a rank stalled
+                # anywhere before here ends the job through -T.
+                with self.watchdog.watch("the closing barrier"):
+                    self.comm.barrier()
         finally:
-            self.watchdog.close()
+            self._release_watchdog()
         return False
+
+    def _release_watchdog(self) -> None:
+        if self._process_dog is None:
+            self.watchdog.close()
+        else:
+            self.watchdog.finishing("finishing the job")
 
     def record_timeout(self, what: str) -> None:
         """Rank 0 writes the point in progress as a ``timeout`` row (watchdog thread or a

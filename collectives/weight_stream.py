@@ -86,13 +86,13 @@ def run(comm=None, argv: Sequence[str] = (), sinks=None) -> List[Dict]:
     return _run(comm, cfg, list(sinks or []))
 
 
-def _run(comm, cfg: StreamConfig, sinks) -> List[Dict]:
+def _run(comm, cfg: StreamConfig, sinks, watchdog=None) -> List[Dict]:
     if comm.size < 2:
         raise ConfigError("weight_stream needs at least 2 ranks: a source and a worker")
     tree = Tree(comm.size, cfg.fanout)
     if cfg.transport == "auto":
         cfg = replace(cfg, transport="mpi" if getattr(comm, "mpi", None) is not None else "gloo")
-    with Run(comm, cfg, sinks) as session:
+    with Run(comm, cfg, sinks, watchdog=watchdog) as session:
         return _sweep(session, tree)
 
 
@@ -102,7 +102,7 @@ def _sweep(session: Run, tree: Tree) -> List[Dict]:
     counts = [max(1, size // dtype.itemsize) for size in cfg.sizes]
     reason = None
     try:
-        with dog.watch("allocating layer buffers"):
+        with dog.starting("allocating layer buffers"):
             stream = Stream(transport, tree, dtype, counts)
     except Unsupported as exc:
         reason = str(exc)
@@ -162,8 +162,8 @@ def _sweep(session: Run, tree: Tree) -> List[Dict]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m collectives.weight_stream``: print the table on rank 0, return the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    return cli.process_main(lambda comm, tweaks, table: _run(comm, parse_args(argv, quiet=comm.rank != 0),
-                                                              table))
+    return cli.process_main(lambda comm, tweaks, table, dog: _run(comm, parse_args(argv, quiet=comm.rank != 0),
+                                                                   table, dog))
 
 
 if __name__ == "__main__":

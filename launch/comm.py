@@ -86,6 +86,13 @@ class MPIComm:
         # code path for ints, floats and tuples alike.
         return _REDUCERS[op](self.mpi.allgather(value))
 
+    def finalize(self) -> None:
+        """MPI_Finalize now (a process's entry point then ends at once)."""
+        from mpi4py import MPI
+
+        if MPI.Is_initialized() and not MPI.Is_finalized():
+            MPI.Finalize()
+
     def abort(self, code: int) -> None:
         sys.stdout.flush()
         sys.stderr.flush()

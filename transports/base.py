@@ -223,8 +223,12 @@ class TransportBase:
         return None
 
     def alloc(self, count: int, dtype: DType):
-        # Zero-filled so every page is touched before anything is timed.
-        return np.zeros(max(count, 0), dtype=dtype.storage)
+        # Written once, so every page is mapped before anything is timed
+        # (np.zeros maps large arrays lazily: the first timed call would pay
+        # the page faults).
+        buf = np.empty(max(count, 0), dtype=dtype.storage)
+        buf.fill(0)
+        return buf
 
     def view(self, buf, dtype: DType):
         """``buf`` (bytes from :meth:`alloc`) reinterpreted as ``dtype``."""

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("collectives", "transports", "launch", "analysis")
 # What analysis may import from collectives (pure: no MPI, no transport).
 PURE_COLLECTIVES = {"collectives.spec", "collectives.record", "collectives.dtypes", "collectives.sizes",
-                    "collectives.output", "collectives.validate"}
+                    "collectives.output", "collectives.validate", "collectives.cli_errors"}
 MPI = ("mpi4py", "mpich")
 MAX_LINES = 500
 
