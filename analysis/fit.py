@@ -334,12 +334,13 @@ def fit_model(collective: str, sizes: Sequence[float], ranks: Sequence[int], tim
                     note, len(t), med, mx, r2, {a: f[1] for a, f in fits.items()}, several_p)
 
 
-def _rows(df, **match):
-    """Usable points: more than one rank, a size, a time; out of place and op sum where present."""
+def _rows(df, min_ranks: int = 2, **match):
+    """Usable points: ``min_ranks`` or more ranks (a fit needs traffic between ranks), a size, a
+    time; out of place and op sum where present."""
     sub = df
     for k, v in match.items():
         sub = sub[sub[k] == v]
-    sub = sub[(sub["nranks"] > 1) & (sub["size_bytes"] > 0) & (sub["time_us"] > 0)]
+    sub = sub[(sub["nranks"] >= min_ranks) & (sub["size_bytes"] > 0) & (sub["time_us"] > 0)]
     if "placement" in sub and (sub["placement"] == "out-of-place").any():
         sub = sub[sub["placement"] == "out-of-place"]
     if "op" in sub and (sub["op"] == "sum").any():

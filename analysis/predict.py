@@ -7,21 +7,28 @@ The columns are the harness's (size, count, type, redop, root, time, algbw,
 busbw); nothing is measured, so #wrong is '-' and every line ends in
 MODELLED.  ``--json`` writes records with ``kind: modelled`` that
 ``analysis.report`` plots beside measured ones (dashed, never mixed up).
+
+Every flag is checked before anything runs (``--ranks`` 1 to 2**20, sizes
+1 B to 1 PiB with ``-b <= -e``, ``-f`` finite in (1, 1024]); bad input is
+one line on stderr and exit 2 (see :mod:`analysis.cli_common`).
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Dict, List, Optional, Sequence
 
-from analysis import costmodel, fabrics
+from analysis import cli_common, costmodel, fabrics
 from collectives import record, spec as specs
 from collectives.dtypes import DTYPES
 from collectives.output import JsonlWriter, format_time
 from collectives.sizes import parse_size, sweep_sizes
 
 __all__ = ["predict_rows", "main", "parse_size"]
+
+PROG = "analysis.predict"
+MAX_FACTOR = 1024.0  # -f: beyond this a sweep is one or two sizes, and size x factor could overflow
+
 
 def predict_rows(fabric: fabrics.Fabric, collective: str, ranks: int, sizes: Sequence[int],
                  dtype: str = "float32") -> List[Dict]:
@@ -63,46 +70,56 @@ def _table(fabric: fabrics.Fabric, collective: str, ranks: int, rows: List[Dict]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m analysis.predict", description=__doc__.split("\n\n")[0])
+    """``python -m analysis.predict``: the exit status (0; 2 with one line on stderr for bad input)."""
+    return cli_common.run_main(PROG, lambda: _main(argv))
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
+    ap = cli_common.Parser(prog="python -m analysis.predict", description=__doc__.split("\n\n")[0])
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--fabric", help=f"one of: {', '.join(fabrics.names())}")
     src.add_argument("--results", nargs="+", metavar="FILE", help="fit these measured results instead")
     ap.add_argument("--transport", help="with --results: which transport's fit")
     ap.add_argument("--collective", default="allreduce", choices=sorted(costmodel.ALGORITHMS))
-    ap.add_argument("--ranks", type=int, default=8)
-    ap.add_argument("-b", "--minbytes", default="8")
-    ap.add_argument("-e", "--maxbytes", default="1G")
-    ap.add_argument("-f", "--stepfactor", type=float, default=2.0)
+    ap.add_argument("--ranks", type=cli_common.whole(1, cli_common.MAX_RANKS), default=8,
+                    help="devices to model (default 8)")
+    ap.add_argument("-b", "--minbytes", type=cli_common.size, default="8", help="smallest size (default 8)")
+    ap.add_argument("-e", "--maxbytes", type=cli_common.size, default="1G", help="largest size (default 1G)")
+    ap.add_argument("-f", "--stepfactor", type=cli_common.number(1, MAX_FACTOR), default=2.0,
+                    help=f"multiply the size by this, > 1 and <= {MAX_FACTOR} (default 2)")
     ap.add_argument("-d", "--datatype", default="float32", choices=sorted(DTYPES))
     ap.add_argument("--json", metavar="PATH", help="append the modelled records (kind: modelled)")
+    cli_common.add_strict(ap)
     a = ap.parse_args(argv)
-    try:
-        if a.ranks < 1:
-            raise ValueError("--ranks must be at least 1")
-        lo, hi = parse_size(a.minbytes), parse_size(a.maxbytes)
-        if lo < 1 or lo > hi or a.stepfactor <= 1:
-            raise ValueError("need 1 <= -b <= -e and -f > 1")
-        sizes = sweep_sizes(lo, hi, a.stepfactor, None)
-        fabric = fabrics.get(a.fabric) if a.fabric else _fit_fabric(a.results, a.transport, a.collective)
-    except ValueError as exc:
-        print(f"analysis.predict: error: {exc}", file=sys.stderr)
-        return 2
+    json_path = cli_common.output_file("--json", a.json)
+    if a.minbytes > a.maxbytes:
+        raise cli_common.UsageError(f"minimum size {a.minbytes} B (-b) is larger than the maximum "
+                                    f"{a.maxbytes} B (-e)")
+    with cli_common.usage_errors():
+        sizes = sweep_sizes(a.minbytes, a.maxbytes, a.stepfactor, None)
+        if a.fabric is not None:
+            fabric = fabrics.get(a.fabric)
+        else:
+            fabric = _fit_fabric(a.results, a.transport, a.collective, a.strict, cli_common.warner(PROG))
     rows = predict_rows(fabric, a.collective, a.ranks, sizes, a.datatype)
-    sys.stdout.write(_table(fabric, a.collective, a.ranks, rows))
-    if a.json:
-        writer = JsonlWriter(a.json)
-        try:
-            for r in rows:
-                writer.record(r)
-        finally:
+    writer = None
+    if json_path:  # opened before the table is printed: a refused file leaves no half-done output
+        with cli_common.usage_errors():  # another tool's file is refused by the writer
+            writer = JsonlWriter(str(json_path))
+    try:
+        sys.stdout.write(_table(fabric, a.collective, a.ranks, rows))
+        for r in rows if writer else ():
+            writer.record(r)
+    finally:
+        if writer:
             writer.close()
     return 0
 
 
-def _fit_fabric(paths, transport, collective) -> fabrics.Fabric:
+def _fit_fabric(paths, transport, collective, strict: bool = False, warn=None) -> fabrics.Fabric:
     from analysis import fit, results
 
-    df = results.load(paths)
+    df = results.load(paths, strict=strict, warn=warn)
     df = df[df["kind"] == "measured"]
     transports = sorted(set(df["transport"]))
     if transport is None:
@@ -112,7 +129,8 @@ def _fit_fabric(paths, transport, collective) -> fabrics.Fabric:
         transport = transports[0]
     fits = [f for f in fit.fit_transport(df, transport) if f.collective == collective]
     if not fits:
-        raise ValueError(f"no {collective} of transport '{transport}' with two sizes or more to fit")
+        raise ValueError(f"no {collective} of transport '{transport}' at 2 ranks or more with two sizes "
+                         "or more to fit (one rank moves nothing between ranks)")
     return fabrics.from_fit(fits[0])
 
 

@@ -14,29 +14,36 @@ embedded, viewable offline) and the PNG plots it shows:
   errors), how well each fit predicts the sizes it did not see, the fabrics'
   figures with their sources, and a seed-style table of UNet efficiency at 8
   devices beside the seed study's own figures.
+
+A run at one rank has a bus bandwidth of 0 (nothing moves between ranks):
+its times are tabulated and plotted, its busbw plot is left out and the
+report says so; no fit uses it.  A torn or bad line in a results file is
+skipped with one warning naming ``file:line`` (``--strict``: an error);
+a file that is not collscale results, or lacks a column the report needs,
+is refused in one line (exit 2), as is an ``-o`` that is an existing file
+(missing parents of ``-o`` are created).
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
+import importlib.util
 import math
-import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from analysis import costmodel, fabrics, fit, links, results, scaling, workloads
-from collectives import spec as specs
+from analysis import cli_common, fabrics, fit, links, results, scaling, workloads
+from analysis.report_plots import REPORT_FABRICS, draw as _draw_plots, short_compute as _short_compute
 
 __all__ = ["build", "main", "holdout_accuracy"]
 
-REPORT_FABRICS = ("nvlink3", "nvlink4", "gaudi2-roce", "ipu-link", "cerebras-swarmx", "eth-100g")
 SCALING_MODELS = (("unet", (32, 256)), ("gpt2-small", (8, 32)))
 DEVICES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 A100_TFLOPS = 312.0
+PROG = "analysis.report"
 
 
 # -- analysis -------------------------------------------------------------------------------
@@ -140,122 +147,7 @@ def _seed_table(scaling_rows: Dict[str, List[Dict]]) -> List[Dict]:
     return rows
 
 
-# -- plots ------------------------------------------------------------------------------------
-
-def _plots(df, model_fits, scaling_rows, outdir: Path) -> List[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    made = []
-    meas = _measured(df)
-    modelled = df[df["kind"] == "modelled"]
-    for collective in sorted(set(meas["collective"])):
-        sub = meas[(meas["collective"] == collective) & (meas["size_bytes"] > 0)]
-        if sub.empty:
-            continue
-        pmax = int(sub["nranks"].max())
-        for metric, ylabel, fname in (("busbw_gbs", "bus bandwidth (GB/s)", f"busbw_{collective}.png"),
-                                      ("time_us", "time per call (us)", f"time_{collective}.png")):
-            fig, ax = plt.subplots(figsize=(11, 5.5))
-            model_colors = iter(plt.get_cmap("Dark2")(np.linspace(0, 1, 8)))
-            for (transport, p), g in sub.groupby(["transport", "nranks"]):
-                g = fit._rows(g).groupby("size_bytes", as_index=False)[metric].median()
-                if g.empty:
-                    continue
-                line, = ax.plot(g["size_bytes"], g[metric], "o-", ms=4, lw=1.5,
-                                label=f"measured: {transport}, {int(p)} ranks")
-                if metric == "time_us" and len(g) >= 2:
-                    f = fit.fit_segmented(g["size_bytes"], g["time_us"] * 1e-6)
-                    xs = np.logspace(np.log10(g["size_bytes"].min()), np.log10(g["size_bytes"].max()), 90)
-                    top = f.segments[-1].fit
-                    ax.plot(xs, f.predict(xs) * 1e6, ":", color=line.get_color(), lw=1.2,
-                            label=f"fit ({len(f.segments)} regime{'s' if len(f.segments) > 1 else ''}), "
-                                  f"largest: {top.latency_s * 1e6:.1f} us + n / {top.bandwidth / 1e9:.2f} GB/s")
-            for name in REPORT_FABRICS:
-                fab = fabrics.get(name)
-                spec = specs.find(collective)
-                if collective not in costmodel.ALGORITHMS or spec is None or not spec.sized or spec.peer_to_peer:
-                    break
-                xs = np.logspace(np.log10(max(8, sub["size_bytes"].min())), np.log10(sub["size_bytes"].max()), 40)
-                ts = np.array([fab.collective_time(collective, x, pmax) for x in xs])
-                ys = ts * 1e6 if metric == "time_us" else xs / ts / 1e9 * spec.busbw_factor(pmax)
-                ax.plot(xs, ys, "--", lw=1.3, alpha=0.75, color=next(model_colors),
-                        label=f"MODELLED: {name}, {pmax} devices")
-            extra = modelled[modelled["collective"] == collective]
-            for (transport, p), g in extra.groupby(["transport", "nranks"]):
-                ax.plot(g["size_bytes"], g[metric], "-.", lw=1.3, color=next(model_colors, "grey"),
-                        label=f"MODELLED (from file): {transport}, {int(p)}")
-            ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
-            ax.set_xlabel("size S (bytes)")
-            ax.set_ylabel(ylabel)
-            ax.set_title(f"{collective}: measured (solid, markers) and MODELLED fabrics (dashed)")
-            ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-            fig.tight_layout()
-            path = outdir / fname
-            fig.savefig(path, dpi=110)
-            plt.close(fig)
-            made.append(path)
-    for model, rows in scaling_rows.items():
-        if not rows:
-            continue
-        w = workloads.get(model)
-        batches = sorted({r["batch"] for r in rows})
-        fig, axes = plt.subplots(1, len(batches), figsize=(5.2 * len(batches) + 3.2, 4.8), sharey=True)
-        axes = np.atleast_1d(axes)
-        colors = _palette(plt, dict.fromkeys(r["network"] for r in rows))
-        for ax, b in zip(axes, batches):
-            for network, color in colors.items():
-                pts = [r for r in rows if r["batch"] == b and r["network"] == network]
-                if not pts:
-                    continue
-                xs = [r["devices"] for r in pts]
-                ys = [100 * r["efficiency"] for r in pts]
-                label = f"{pts[0]['network_short']}: {_short_compute(pts[0]['compute'])}"
-                if pts[0]["network_kind"].endswith("fit"):
-                    inside = [i for i, r in enumerate(pts) if not r["note"]]
-                    last = inside[-1] if inside else 0
-                    ax.plot(xs[:last + 1], ys[:last + 1], "s-", ms=4, lw=1.8, color=color, label=label)
-                    ax.plot(xs[last:], ys[last:], "s:", ms=3, lw=1.2, color=color,
-                            label=f"{pts[0]['network_short']}: beyond the measured ranks")
-                else:
-                    ax.plot(xs, ys, "--", lw=1.5, color=color, label=label)
-            ax.set_xscale("log", base=2)
-            ax.set_ylim(0, 105)
-            ax.set_xlabel("devices N")
-            ax.set_title(f"batch {b} per device")
-            ax.grid(True, alpha=0.3)
-        axes[0].set_ylabel("scaling efficiency E(N) (%)")
-        fig.suptitle(f"MODELLED data-parallel scaling: {w.title}, {w.params / 1e6:.1f} M parameters, fp32 "
-                     "gradients (dashed: published fabrics; solid: fits of our measurements)", fontsize=10)
-        handles, labels = axes[0].get_legend_handles_labels()
-        fig.legend(handles, labels, fontsize=7, loc="center right", frameon=False)
-        fig.tight_layout(rect=(0, 0, 1 - 3.2 / (5.2 * len(batches) + 3.2), 0.95))
-        path = outdir / f"scaling_{model}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        made.append(path)
-    return made
-
-
-def _palette(plt, names) -> Dict[str, object]:
-    cmap = plt.get_cmap("tab10")
-    return {name: cmap(i % 10) for i, name in enumerate(names)}
-
-
 # -- writing ----------------------------------------------------------------------------------
-
-def _short_compute(text: str) -> str:
-    """'72 GFLOP/sample at 312 TFLOP/s x 35% utilisation (source...)' -> '312 TFLOP/s x 35% utilisation'."""
-    import re
-
-    m = re.search(r"at ([^()]+?)\s*(\(|$)", text or "")
-    short = m.group(1) if m else (text or "-")[:40]
-    return short + (" (assumed)" if "assumed" in (text or "") else "")
-
 
 def _fmt(v, pct=False, digits=3):
     if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -273,40 +165,56 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence]) -> List[str]:
     return out
 
 
-def build(paths: Sequence[str], outdir: str, measure_cpu: bool = False) -> Dict[str, Path]:
-    """Everything :func:`main` writes; returns the paths."""
-    out = Path(outdir)
-    out.mkdir(parents=True, exist_ok=True)
-    df = results.load(paths)
-    allrec = results.load(paths, all_status=True)
+def build(paths: Sequence[str], outdir: str, measure_cpu: bool = False, strict: bool = False,
+          warn: Optional[results.Warn] = None) -> Dict[str, Path]:
+    """Everything :func:`main` writes; returns the paths.
+
+    The results are read first (``strict`` and ``warn`` as in
+    :func:`analysis.results.read_records`); then ``outdir`` is created with
+    its parents (an existing file there is a :class:`~analysis.cli_common.UsageError`).
+    """
+    records = results.read_records(list(paths), strict, warn)
+    out = cli_common.output_dir("-o", outdir)
+    df = results.frame(records)
+    allrec = results.frame(records, all_status=True)
     meas = _measured(df)
     model_fits = fit.fit_frame(meas) if not meas.empty else []
     accuracy = holdout_accuracy(meas)
     scaling_rows = _scaling_rows(model_fits, measure_cpu)
     seed = _seed_table(scaling_rows)
-    plots = _plots(df, model_fits, scaling_rows, out)
+    plots, plot_notes = _draw_plots(df, scaling_rows, out)
 
     md: List[str] = ["# collscale report", ""]
     runs = sorted(set(allrec["run_id"].dropna().astype(str))) if "run_id" in allrec else []
     md.append(f"Results: {', '.join(map(str, paths))} — {len(meas)} measured points from {len(runs)} run(s), "
               f"transports {', '.join(sorted(set(meas['transport'])))}; "
               f"{(df['kind'] == 'modelled').sum()} modelled points read from files.")
+    ones = meas[meas["nranks"] == 1]
+    if len(ones):
+        md += ["", f"{len(ones)} measured points ran on 1 rank ("
+               + ", ".join(sorted(set(ones["transport"] + " " + ones["collective"]))) + "): one rank moves "
+               "nothing between ranks, so their bus bandwidth is 0 and no fit uses them; their times are in "
+               "the tables and the time plots."]
+    if plot_notes:
+        md += ["", "Left out of the plots:", ""] + [f"- {n}" for n in plot_notes]
     if "oversubscribed" in meas and meas["oversubscribed"].fillna(False).astype(bool).any():
         md.append("")
         md.append("**Some measurements ran oversubscribed (more ranks than cores): their times describe "
                   "the scheduler as much as the transport.**")
     if "emulated" in meas and meas["emulated"].notna().any():
         md += ["", "**Some runs were on emulated hosts** (python -m launch.emulate: network namespaces on one "
-               "machine, links shaped with tc tbf): " + "; ".join(sorted(set(meas["emulated"].dropna()))) + "."]
+               "machine, links shaped with tc tbf): "
+               + "; ".join(sorted(set(meas["emulated"].dropna().astype(str)))) + "."]
     if "sweep_id" in allrec and allrec["sweep_id"].notna().any():
         for sid, g in allrec[allrec["sweep_id"].notna()].groupby("sweep_id"):
             points = g["sweep_point"].dropna()
-            failed = sorted(set(g.loc[g["status"] == "failed", "sweep_point"].dropna()))
+            failed = sorted(set(g.loc[g["status"] == "failed", "sweep_point"].dropna().astype(str)))
             md += ["", f"Sweep {sid}: {points.nunique()} points"
                    + (f", failed: {', '.join(failed)}" if failed else ", none failed") + "."]
     skipped = allrec[~allrec["status"].isin(["ok", "wrong"])]
     if len(skipped):
-        reasons = skipped.groupby(["status", "reason"]).size().reset_index(name="rows")
+        reasons = skipped.assign(reason=skipped["reason"].fillna("-")).groupby(["status", "reason"]).size() \
+            .reset_index(name="rows")
         md += ["", "Rows without a time (not plotted):", ""]
         md += _table(["status", "reason", "rows"], reasons.values.tolist())
     wrong = meas[meas["wrong"].fillna(0) > 0] if "wrong" in meas else meas.iloc[0:0]
@@ -316,7 +224,7 @@ def build(paths: Sequence[str], outdir: str, measure_cpu: bool = False) -> Dict[
     md += ["", "## At a glance (measured)", ""]
     glance = []
     for (transport, collective, p), g in meas.groupby(["transport", "collective", "nranks"]):
-        g = fit._rows(g)
+        g = fit._rows(g, min_ranks=1)
         if g.empty:
             continue
         piv = g.groupby("size_bytes")[["time_us", "busbw_gbs"]].median()
@@ -328,7 +236,7 @@ def build(paths: Sequence[str], outdir: str, measure_cpu: bool = False) -> Dict[
                  glance)
     md += ["", "## Measured: bus bandwidth (GB/s) by size", ""]
     for (transport, collective, p), g in meas.groupby(["transport", "collective", "nranks"]):
-        g = fit._rows(g)
+        g = fit._rows(g, min_ranks=1)
         if g.empty:
             continue
         piv = g.groupby("size_bytes")[["time_us", "busbw_gbs"]].median()
@@ -457,18 +365,23 @@ def _inline(text: str) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n\n")[0])
+    """``python -m analysis.report``: the exit status (0; 2 with one line on stderr for bad input)."""
+    return cli_common.run_main(PROG, lambda: _main(argv))
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
+    ap = cli_common.Parser(prog="python -m analysis.report", description=__doc__.split("\n\n")[0])
     ap.add_argument("results", nargs="+", help="JSON Lines or CSV files from the harness (or analysis.predict)")
     ap.add_argument("-o", "--output", default="report", help="directory to write (default: report/)")
     ap.add_argument("--measure-cpu", action="store_true",
                     help="for measured networks, time UNet's forward+backward on this CPU instead of "
                     "assuming A100-class compute")
+    cli_common.add_strict(ap)
     a = ap.parse_args(argv)
-    try:
-        written = build(a.results, a.output, a.measure_cpu)
-    except results.ResultsError as exc:
-        print(f"analysis.report: error: {exc}", file=sys.stderr)
-        return 2
+    cli_common.output_dir("-o", a.output, create=False)  # before the slow part
+    if a.measure_cpu and importlib.util.find_spec("torch") is None:
+        raise cli_common.UsageError("--measure-cpu needs torch (pip install torch)")
+    written = build(a.results, a.output, a.measure_cpu, a.strict, cli_common.warner(PROG))
     print(f"wrote {len(written)} files to {a.output}/: " + ", ".join(sorted(written)))
     return 0
 

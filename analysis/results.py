@@ -6,96 +6,298 @@ or ``modelled``).  Only rows that hold a time (status ``ok`` or ``wrong``)
 are kept unless ``all_status=True``; unsupported and timed-out rows stay
 available for the report's notes.
 
-Errors name the file and the line: a line that is not JSON, a record that
-is not a collscale record (no ``schema`` starting with ``collscale.row``),
-a CSV without the harness's columns.
+Reading around damage.  A run killed mid-write leaves a torn last line, and
+a hand-edited file may hold a bad line in the middle: such lines (not JSON,
+not UTF-8, not a record of ours, a measured record without a usable time,
+a CSV row with the wrong number of fields) are skipped, and ``warn`` gets
+ONE line per file naming ``file:line`` and how many were skipped.  With
+``strict=True`` the first such line is an error.  A file in which no line
+is a collscale record (another tool's file, a binary file) is refused
+either way, naming the first line; so is a file that lacks a column the
+analysis needs (the error names the file and the columns).  Bandwidths
+that are missing but exactly derivable are derived, and ``warn`` says so:
+algbw = S / t (S = ``size_bytes``, t = ``time_us``, as the harness computes
+it), busbw = algbw x busbw factor (the record's ``busbw_factor``, else
+``collectives.spec``'s factor at that rank count).
+
+Records of the schema family (``schema: collscale.row/<version>``) load
+whatever their version; fields this loader does not know are kept.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
+import math
+import sys
 from pathlib import Path
-from typing import Iterable, List, Sequence, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-__all__ = ["ResultsError", "load", "read_records", "REQUIRED", "placement"]
+from analysis.cli_common import UsageError
+from collectives import record, spec as specs
+
+__all__ = ["ResultsError", "load", "read_records", "frame", "REQUIRED", "placement"]
 
 REQUIRED = ("collective", "transport", "nranks", "size_bytes", "time_us", "busbw_gbs", "algbw_gbs")
+_STRUCTURE = ("schema", "collective", "transport", "nranks", "size_bytes", "status")
+_MEASURED = ("ok", "wrong")  # statuses that carry a time
 _NUMERIC = ("nranks", "nhosts", "ranks_per_host", "size_bytes", "count", "iters", "warmup", "time_us",
             "time_us_min", "time_us_p50", "time_us_p99", "time_us_max", "time_us_rank_min",
             "time_us_rank_max", "algbw_gbs", "busbw_gbs", "busbw_factor", "wrong", "checks", "root",
             "emulated_link_gbs")
+_BOOLEAN = ("in_place", "oversubscribed", "fresh_inputs", "pipelined")
+_TEXT = ("schema", "kind", "status", "run_id", "timestamp", "collective", "transport", "algo", "buffer",
+         "dtype", "op", "op_impl", "aggregation", "reason", "hosts", "emulated", "sweep_id", "sweep_point",
+         "phase")
+_MAX_RANKS = 1 << 24
+_MAX_BYTES = 1 << 62
+Warn = Callable[[str], None]
 
 
-class ResultsError(ValueError):
+class ResultsError(UsageError):
     """A results file that cannot be read as collscale results (names file and line)."""
 
 
-def _check(rec: dict, where: str) -> dict:
+class _Bad(Exception):
+    """One unreadable line (skipped unless strict)."""
+
+
+def _stderr_warning(message: str) -> None:
+    print(f"analysis.results: warning: {message}", file=sys.stderr)
+
+
+# -- one record -----------------------------------------------------------------------------
+
+def _float(value) -> float:
+    """A JSON or CSV number as a finite float, else NaN (bools, text, 10**400, infinities)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    try:
+        value = float(value)
+    except OverflowError:
+        return math.nan
+    return value if math.isfinite(value) else math.nan
+
+
+def _whole_in(value, lo: int, hi: int) -> bool:
+    v = _float(value)
+    return v == v and v.is_integer() and lo <= v <= hi
+
+
+def _nonneg(value) -> bool:
+    """A finite number >= 0."""
+    return _float(value) >= 0
+
+
+def _check(rec) -> dict:
+    """The record if it has our schema and sound structural fields, else :class:`_Bad`."""
     if not isinstance(rec, dict):
-        raise ResultsError(f"{where}: not a JSON object")
-    schema = str(rec.get("schema", ""))
-    if not schema.startswith("collscale.row"):
-        raise ResultsError(f"{where}: not a collscale record (no 'schema: collscale.row/...'; "
-                           f"keys: {', '.join(list(rec)[:6])}...)")
-    missing = [k for k in ("collective", "transport", "nranks", "size_bytes", "status") if k not in rec]
+        raise _Bad("not a JSON object")
+    schema = rec.get("schema")
+    if not (isinstance(schema, str) and (schema == "collscale.row" or schema.startswith("collscale.row/"))):
+        raise _Bad("not a collscale record (no 'schema: collscale.row/...'; keys: "
+                   f"{', '.join(str(k) for k in list(rec)[:6])}...)")
+    # A sweep's failed point produced no row: it has no size (launch.sweep.failure_record).
+    failed = rec.get("status") == "failed"
+    missing = [k for k in _STRUCTURE if rec.get(k) is None and not (failed and k == "size_bytes")]
     if missing:
-        raise ResultsError(f"{where}: collscale record without {', '.join(missing)}")
+        raise _Bad(f"collscale record without {', '.join(missing)}")
+    wrong = [k for k in ("collective", "transport", "status") if not isinstance(rec[k], str) or not rec[k]]
+    if not _whole_in(rec["nranks"], 1, _MAX_RANKS):
+        wrong.append("nranks")
+    if not (failed and rec["size_bytes"] is None) and not _whole_in(rec["size_bytes"], 0, _MAX_BYTES):
+        wrong.append("size_bytes")
+    if rec.get("kind") is not None and not isinstance(rec["kind"], str):
+        wrong.append("kind")
+    if wrong:
+        raise _Bad(f"collscale record with unusable {', '.join(wrong)}")
+    for k, v in rec.items():  # a newer writer's nested values stay readable (and hashable)
+        if isinstance(v, (list, dict)):
+            rec[k] = json.dumps(v, sort_keys=True)
+    rec["nranks"] = int(rec["nranks"])
+    if rec["size_bytes"] is not None:
+        rec["size_bytes"] = int(rec["size_bytes"])
     return rec
 
 
-def _read_jsonl(path: Path) -> List[dict]:
-    out = []
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ResultsError(f"{path}:{number}: not JSON ({exc.msg} at column {exc.colno})") from None
-            out.append(_check(rec, f"{path}:{number}"))
-    return out
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 24 else text[:21] + "..."
 
 
-def _read_csv(path: Path) -> List[dict]:
-    with path.open(encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or "schema" not in reader.fieldnames:
-            raise ResultsError(f"{path}:1: not a collscale CSV (no 'schema' column in the header)")
-        out = []
-        for number, row in enumerate(reader, 2):
-            rec = {k: _from_csv(v) for k, v in row.items() if k is not None}
-            out.append(_check(rec, f"{path}:{number}"))
-    return out
+def _complete(rec: dict, derived: Dict[str, int]) -> dict:
+    """A measured record with a usable time and both bandwidths (derived where missing), else _Bad."""
+    if rec["status"] not in _MEASURED:
+        return rec
+    if not _nonneg(rec.get("time_us")):
+        raise _Bad(f"measured record without a usable time_us ({_short(rec.get('time_us'))})")
+    seconds = _float(rec["time_us"]) * 1e-6
+    if not _nonneg(rec.get("algbw_gbs")):
+        rec["algbw_gbs"] = rec["size_bytes"] / seconds / 1e9 if seconds > 0 else 0.0
+        derived["algbw_gbs"] = derived.get("algbw_gbs", 0) + 1
+    if not _nonneg(rec.get("busbw_gbs")):
+        factor = rec.get("busbw_factor")
+        if not _nonneg(factor):
+            spec = specs.find(rec["collective"])
+            if spec is None:
+                raise _Bad(f"measured record without busbw_gbs or busbw_factor, of a collective not in "
+                           f"collectives.spec ({rec['collective']!r})")
+            factor = rec["busbw_factor"] = spec.busbw_factor(rec["nranks"])
+        rec["busbw_gbs"] = rec["algbw_gbs"] * factor
+        derived["busbw_gbs"] = derived.get("busbw_gbs", 0) + 1
+    return rec
 
 
-def _from_csv(value):
-    if value in (None, ""):
+# -- one file -------------------------------------------------------------------------------
+
+def _lines(data: bytes) -> Iterable[Tuple[int, Union[str, _Bad]]]:
+    """(line number, text or _Bad) for each non-blank line."""
+    for number, line in enumerate(data.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            yield number, line.decode("utf-8")
+        except UnicodeDecodeError:
+            yield number, _Bad("not UTF-8 text")
+
+
+def _parse_json(text: str, last: bool):
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise _Bad("not JSON (nested too deeply)") from None
+    except ValueError as exc:
+        where = f" ({exc.msg}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else f" ({exc})"
+        torn = "; a torn last line (no newline at the end: a run killed mid-write?)" if last else ""
+        raise _Bad(f"not JSON{where}{torn}") from None
+
+
+def _jsonl_records(path: Path, data: bytes):
+    torn_possible = not data.endswith(b"\n")
+    last = len(data.split(b"\n"))
+    for number, text in _lines(data):
+        if isinstance(text, _Bad):
+            yield number, text
+            continue
+        try:
+            yield number, _check(_parse_json(text, torn_possible and number == last))
+        except _Bad as bad:
+            yield number, bad
+
+
+def _csv_value(key, value):
+    if value == "":
         return None
-    if value in ("True", "False"):
+    if key in _TEXT:
+        return value
+    if key in _BOOLEAN and value in ("True", "False"):
         return value == "True"
     for cast in (int, float):
         try:
             return cast(value)
         except ValueError:
             pass
-    return value
+    return None if key in _NUMERIC else value
 
 
-def read_records(paths: Sequence[Union[str, Path]]) -> List[dict]:
-    """Every record of every file, in order (JSON Lines by content, CSV by suffix)."""
+def _csv_records(path: Path, data: bytes):
+    reader = csv.reader(io.StringIO(data.decode("utf-8", "replace"), newline=""))
+    try:
+        header = next(reader)
+    except (StopIteration, csv.Error):
+        header = []
+    if "schema" not in header:
+        raise ResultsError(f"{path}:1: not a collscale CSV (no 'schema' column in the header)")
+    missing = [k for k in _STRUCTURE + ("time_us",) if k not in header]
+    if missing:
+        raise ResultsError(f"{path}: missing required column(s): {', '.join(missing)}")
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield reader.line_num, _Bad(f"not a CSV row ({exc})")
+            continue
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            yield reader.line_num, _Bad(f"{len(row)} fields where the header has {len(header)} (a torn row?)")
+            continue
+        try:
+            yield reader.line_num, _check({k: _csv_value(k, v) for k, v in zip(header, row)})
+        except _Bad as bad:
+            yield reader.line_num, bad
+
+
+def _read_bytes(path: Path) -> bytes:
+    text = str(path)
+    if not text.strip() or "\x00" in text:
+        raise ResultsError(f"{text!r}: not a path")
+    if not path.exists():
+        raise ResultsError(f"{path}: no such file")
+    if path.is_dir():
+        raise ResultsError(f"{path}: is a directory; give the results files in it")
+    if not path.is_file():
+        raise ResultsError(f"{path}: not a regular file")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ResultsError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def _read_file(path: Path, strict: bool, warn: Warn) -> List[dict]:
+    data = _read_bytes(path)
+    if b"\x00" in data[:8192]:
+        raise ResultsError(f"{path}: a binary file, not collscale results (JSON Lines or CSV)")
+    is_csv = path.suffix.lower() == ".csv" or data.startswith(b"schema,")
+    good: List[Tuple[int, dict]] = []
+    bad: List[Tuple[int, str]] = []
+    for number, item in (_csv_records if is_csv else _jsonl_records)(path, data):
+        if isinstance(item, _Bad):
+            bad.append((number, str(item)))
+        else:
+            good.append((number, item))
+    if not good and bad:
+        raise ResultsError(f"{path}:{bad[0][0]}: {bad[0][1]}")
+    timed = [r for _, r in good if r["status"] in _MEASURED]
+    if timed and not any(_nonneg(r.get("time_us")) for r in timed):
+        raise ResultsError(f"{path}: missing required column(s): time_us (no measured record has a time)")
+    derived: Dict[str, int] = {}
+    out = []
+    for number, rec in good:
+        try:
+            out.append(_complete(rec, derived))
+        except _Bad as item:
+            bad.append((number, str(item)))
+    if bad:
+        bad.sort()
+        first, why = bad[0]
+        if strict:
+            raise ResultsError(f"{path}:{first}: {why} (--strict)")
+        others = ", ".join(str(n) for n, _ in bad[1:6]) + (", ..." if len(bad) > 6 else "")
+        more = "" if len(bad) == 1 else f" and {len(bad) - 1} more (line{'s' if len(bad) > 2 else ''} {others})"
+        warn(f"{path}:{first}: skipped: {why}{more}; {len(out)} records read (--strict refuses such files)")
+    n_timed = sum(r["status"] in _MEASURED for r in out)
+    for col, count in sorted(derived.items()):
+        how = "size_bytes / time_us" if col == "algbw_gbs" else "algbw_gbs x busbw_factor"
+        warn(f"{path}: {col} missing in {count} of {n_timed} measured records: derived as {how}")
+    return out
+
+
+def read_records(paths: Sequence[Union[str, Path]], strict: bool = False, warn: Optional[Warn] = None) -> List[dict]:
+    """Every record of every file, in order (CSV by suffix or header, else JSON Lines).
+
+    ``warn`` (default: a line on stderr) receives one line per file that had
+    lines skipped or values derived; ``strict`` makes a skipped line an error.
+    """
+    warn = warn or _stderr_warning
     records: List[dict] = []
     if not paths:
         raise ResultsError("no results files given")
     for p in paths:
-        path = Path(p)
-        if not path.exists():
-            raise ResultsError(f"{path}: no such file")
-        if path.suffix.lower() == ".csv":
-            records.extend(_read_csv(path))
-        else:
-            records.extend(_read_jsonl(path))
+        records.extend(_read_file(Path(p), strict, warn))
     if not records:
         raise ResultsError(f"{', '.join(map(str, paths))}: no records")
     return records
@@ -108,24 +310,38 @@ def placement(rec: dict) -> str:
     return "in-place" if rec.get("in_place") else "out-of-place"
 
 
-def load(paths: Union[str, Path, Iterable[Union[str, Path]]], all_status: bool = False):
-    """A DataFrame of the records in ``paths``; measured points only unless ``all_status``."""
+def frame(records: List[dict], all_status: bool = False):
+    """The DataFrame of :func:`read_records`' records; measured points only unless ``all_status``."""
+    import numpy as np
     import pandas as pd
 
-    if isinstance(paths, (str, Path)):
-        paths = [paths]
-    records = read_records(list(paths))
     df = pd.DataFrame.from_records(records)
-    for col in REQUIRED:
+    for col in record.FIELDS:  # every record the project writes has them all: code may rely on them
         if col not in df:
             df[col] = None
-    if "kind" not in df:
-        df["kind"] = "measured"
-    df["kind"] = df["kind"].fillna("measured")
+    df["kind"] = [k if isinstance(k, str) else "measured" for k in df["kind"]]
     df["placement"] = [placement(r) for r in records]
     for col in _NUMERIC:
         if col in df:
-            df[col] = pd.to_numeric(df[col], errors="coerce")
+            try:
+                df[col] = pd.to_numeric(df[col], errors="coerce")
+            except OverflowError:  # an integer beyond any float (10**400)
+                df[col] = pd.Series([_float(v) for v in df[col]], index=df.index, dtype=float)
+            df[col] = df[col].replace([np.inf, -np.inf], np.nan)
+    # Text or None, so that any column can be grouped and sorted; True, False or None for yes/no.
+    for cols, keep in ((_TEXT, lambda v: str(v) if isinstance(v, (str, int, float)) and v == v else None),
+                       (_BOOLEAN, lambda v: v if isinstance(v, bool) else None)):
+        for col in cols:
+            if col in df:
+                df[col] = pd.Series([keep(v) for v in df[col]], index=df.index, dtype=object)
     if not all_status:
-        df = df[df["status"].isin(["ok", "wrong"])].reset_index(drop=True)
+        df = df[df["status"].isin(_MEASURED)].reset_index(drop=True)
     return df
+
+
+def load(paths: Union[str, Path, Iterable[Union[str, Path]]], all_status: bool = False, strict: bool = False,
+         warn: Optional[Warn] = None):
+    """A DataFrame of the records in ``paths``; measured points only unless ``all_status``."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    return frame(read_records(list(paths), strict, warn), all_status)

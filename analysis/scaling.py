@@ -24,11 +24,13 @@ past the end of the backward pass is exposed and adds to the step;
 X(N) = N * batch * accum / step(N) samples/s (weak scaling: the per-device
 batch stays fixed) or global batch / step(N) with batch = global / N
 (strong scaling).  E(N) = X(N) / (N * X(1)); X(1) has no communication.
+Under strong scaling a device count larger than the global batch would
+leave devices without a sample: those rows are left out, and the table
+says which in a ``# note:`` line (if every row would be, it is an error).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time as _time
@@ -36,10 +38,14 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
 __all__ = ["Compute", "Network", "Step", "step_time", "curve", "compute_from_peak",
-           "compute_from_rate", "measure_cpu", "network_from_fabric", "network_from_fit", "main"]
+           "compute_from_rate", "measure_cpu", "network_from_fabric", "network_from_fit", "strong_skipped",
+           "format_table", "main"]
 
 BACKWARD_FRACTION = 2.0 / 3.0
 DEFAULT_MFU = 0.35
+PROG = "analysis.scaling"
+MAX_BATCH = 1 << 31
+MAX_ACCUM = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -186,7 +192,9 @@ def curve(workload, batches: Sequence[int], devices: Sequence[int], compute: Com
     return rows
 
 
-def format_table(rows: List[Dict], workload, network: Network, compute: Compute) -> str:
+def format_table(rows: List[Dict], workload, network: Network, compute: Compute,
+                 notes: Sequence[str] = ()) -> str:
+    """The table on stdout; ``notes`` become ``# note:`` lines under the header."""
     scaling = rows[0]["scaling"] if rows else "weak"
     lines = [
         f"# MODELLED data-parallel scaling of {workload.title} ({workload.params:,} parameters), "
@@ -195,6 +203,7 @@ def format_table(rows: List[Dict], workload, network: Network, compute: Compute)
         f"# compute: {compute.source}",
         "# step = accum x batch x t_sample + exposed allreduce (DDP buckets overlapped with the backward "
         "pass); E(N) = X(N) / (N X(1))",
+    ] + [f"# note: {n}" for n in notes] + [
         "#  batch   per-dev  devices   step(ms)  compute(ms)  allreduce(ms)  exposed(ms)   samples/s  efficiency",
     ]
     for r in rows:
@@ -204,41 +213,57 @@ def format_table(rows: List[Dict], workload, network: Network, compute: Compute)
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    from analysis import fabrics, workloads
+def strong_skipped(batches: Sequence[int], devices: Sequence[int]) -> Dict[int, List[int]]:
+    """Strong scaling: for each global batch, the device counts it cannot fill (less than one
+    sample per device), which :func:`curve` leaves out."""
+    return {b: sorted({n for n in devices if b < n}) for b in batches if any(b < n for n in devices)}
 
-    ap = argparse.ArgumentParser(prog="python -m analysis.scaling", description=__doc__.split("\n\n")[0])
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m analysis.scaling``: the exit status (0; 2 with one line on stderr for bad input)."""
+    from analysis import cli_common
+
+    return cli_common.run_main(PROG, lambda: _main(argv))
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
+    from analysis import cli_common as cc, fabrics, workloads
+
+    ap = cc.Parser(prog="python -m analysis.scaling", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="unet", help=f"one of: {', '.join(workloads.names())}")
-    ap.add_argument("--batch", default="32,256", help="batch per device (weak) or global (--strong)")
-    ap.add_argument("--devices", default="1,2,4,8,16,32,64,128,256,512,1024")
+    ap.add_argument("--batch", type=cc.whole_list(1, MAX_BATCH), default="32,256",
+                    help="comma list: batch per device (weak) or global (--strong)")
+    ap.add_argument("--devices", type=cc.whole_list(1, cc.MAX_RANKS), default="1,2,4,8,16,32,64,128,256,512,1024",
+                    help="comma list of device counts")
     net = ap.add_mutually_exclusive_group(required=True)
     net.add_argument("--fabric", help=f"one of: {', '.join(fabrics.names())}")
     net.add_argument("--results", nargs="+", metavar="FILE", help="fit measured allreduce results instead")
     ap.add_argument("--transport", help="with --results: which transport's fit")
     comp = ap.add_mutually_exclusive_group()
-    comp.add_argument("--samples-per-second", type=float, help="one device's training throughput")
-    comp.add_argument("--peak-tflops", type=float, help="device peak (default: the fabric's, when published)")
+    comp.add_argument("--samples-per-second", type=cc.number(1e-6, 1e12, lo_open=False),
+                      help="one device's training throughput")
+    comp.add_argument("--peak-tflops", type=cc.number(1e-3, 1e6, lo_open=False),
+                      help="device peak (default: the fabric's, when published)")
     comp.add_argument("--measure-cpu", action="store_true", help="time forward+backward here with torch")
-    ap.add_argument("--mfu", type=float, default=DEFAULT_MFU, help=f"utilisation of the peak (default "
-                    f"{DEFAULT_MFU}, assumed)")
+    ap.add_argument("--mfu", type=cc.number(1e-4, 1, lo_open=False), default=DEFAULT_MFU,
+                    help=f"utilisation of the peak, in [0.0001, 1] (default {DEFAULT_MFU}, assumed)")
     ap.add_argument("--grad-dtype", choices=("fp32", "bf16"), default="fp32")
-    ap.add_argument("--accum", type=int, default=1, help="gradient-accumulation steps (default 1)")
-    ap.add_argument("--strong", action="store_true", help="keep the global batch fixed")
+    ap.add_argument("--accum", type=cc.whole(1, MAX_ACCUM), default=1, help="gradient-accumulation steps (default 1)")
+    ap.add_argument("--strong", action="store_true", help="keep the global batch fixed (device counts larger "
+                    "than a batch are left out, with a note)")
     ap.add_argument("--no-overlap", action="store_true", help="expose every bucket's allreduce")
     ap.add_argument("--json", metavar="PATH", help="append the rows as JSON lines")
+    cc.add_strict(ap)
     a = ap.parse_args(argv)
-    try:
+    json_path = cc.output_file("--json", a.json)
+    with cc.usage_errors(ImportError):
         workload = workloads.get(a.model)
-        batches = [int(x) for x in a.batch.split(",")]
-        devices = [int(x) for x in a.devices.split(",")]
-        if min(batches) < 1 or min(devices) < 1 or a.accum < 1:
-            raise ValueError("batches, devices and --accum must be positive")
-        if a.fabric:
+        if a.fabric is not None:
             fabric = fabrics.get(a.fabric)
             network = network_from_fabric(fabric)
         else:
             fabric = None
-            network = network_from_fit(_allreduce_fit(a.results, a.transport))
+            network = network_from_fit(_allreduce_fit(a.results, a.transport, a.strict, cc.warner(PROG)))
         if a.samples_per_second:
             compute = compute_from_rate(a.samples_per_second)
         elif a.measure_cpu:
@@ -250,23 +275,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                  "(this fabric publishes no device peak)")
             src = "given on the command line" if a.peak_tflops else fabric.peak_tflops.source
             compute = compute_from_peak(workload, tflops, a.mfu, src)
-    except (ValueError, ImportError) as exc:
-        print(f"analysis.scaling: error: {exc}", file=sys.stderr)
-        return 2
-    rows = curve(workload, batches, devices, compute, network, 2 if a.grad_dtype == "bf16" else 4,
+    skipped = strong_skipped(a.batch, a.devices) if a.strong else {}
+    if a.strong and all(len(skipped.get(b, ())) == len(set(a.devices)) for b in a.batch):
+        raise cc.UsageError(f"--strong: every global batch ({', '.join(map(str, a.batch))}) is smaller than every "
+                            "device count: nothing to show (a device needs at least one sample)")
+    rows = curve(workload, a.batch, a.devices, compute, network, 2 if a.grad_dtype == "bf16" else 4,
                  a.accum, a.strong, not a.no_overlap)
-    sys.stdout.write(format_table(rows, workload, network, compute))
-    if a.json:
-        with open(a.json, "a", encoding="utf-8") as f:
+    notes = [f"--strong: global batch {b} is smaller than {', '.join(map(str, n))} devices (less than one "
+             "sample each): those rows are left out" for b, n in skipped.items()]
+    sys.stdout.write(format_table(rows, workload, network, compute, notes))
+    if json_path:
+        with open(json_path, "a", encoding="utf-8") as f:
             for r in rows:
                 f.write(json.dumps(r) + "\n")
     return 0
 
 
-def _allreduce_fit(paths, transport):
+def _allreduce_fit(paths, transport, strict: bool = False, warn=None):
     from analysis import fit, results
 
-    df = results.load(paths)
+    df = results.load(paths, strict=strict, warn=warn)
     df = df[df["kind"] == "measured"]
     transports = sorted(set(df[df["collective"] == "allreduce"]["transport"]))
     if transport is None:
@@ -276,7 +304,8 @@ def _allreduce_fit(paths, transport):
         transport = transports[0]
     fits = [f for f in fit.fit_transport(df, transport) if f.collective == "allreduce"]
     if not fits:
-        raise ValueError(f"no allreduce of '{transport}' with two sizes or more in the results")
+        raise ValueError(f"no allreduce of '{transport}' at 2 ranks or more with two sizes or more in the "
+                         "results (one rank moves nothing between ranks)")
     return fits[0]
 
 

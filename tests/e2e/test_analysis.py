@@ -142,3 +142,54 @@ def test_report_reads_modelled_records_beside_measured(runner, measured, tmp_pat
     assert re.search(r"\d+ modelled points read from files", md)
     # Modelled records never enter the fits of measurements.
     assert json.loads(model.read_text().splitlines()[0])["kind"] == "modelled"
+
+
+def _one_error_line(res, prog, *words):
+    """Exit 2 and one stderr line, ``analysis.<prog>: error: ...``, never a traceback."""
+    assert res.returncode == 2, (res.returncode, res.stderr)
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"analysis.{prog}: error: "), res.stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+def test_report_of_a_one_rank_run(runner, tmp_path):
+    """A run without mpirun is one rank: busbw 0 everywhere. The report draws what it can and says why."""
+    one = tmp_path / "one.jsonl"
+    res = runner.run([sys.executable, "-m", "collectives.allreduce", "-e", "1K", "-n", "3", "--transport", "shm",
+                      "--json", str(one)], timeout=120)
+    assert res.returncode == 0, res.stderr
+    out = tmp_path / "new" / "rep"
+    res = runner.run([sys.executable, "-m", "analysis.report", str(one), "-o", str(out)], timeout=300)
+    assert res.returncode == 0 and not res.stderr, res.stderr
+    assert (out / "time_allreduce.png").exists() and not (out / "busbw_allreduce.png").exists()
+    md = (out / "report.md").read_text()
+    assert "ran on 1 rank" in md and "busbw_allreduce.png: not drawn" in md
+
+
+def test_torn_last_line_warns_and_strict_refuses(runner, measured, tmp_path):
+    torn = tmp_path / "torn.jsonl"
+    torn.write_text(measured.read_text() + '{"schema":"collscale.row/1","kind":"measu')
+    last = len(torn.read_text().splitlines())
+    cmd = [sys.executable, "-m", "analysis.predict", "--results", str(torn), "--transport", "shm", "-e", "1M"]
+    res = runner.run(cmd, timeout=120)
+    assert res.returncode == 0 and "MODELLED" in res.stdout, res.stderr
+    assert res.stderr.splitlines() == [line for line in res.stderr.splitlines()
+                                       if line.startswith(f"analysis.predict: warning: {torn}:{last}: skipped")]
+    assert len(res.stderr.splitlines()) == 1
+    _one_error_line(runner.run(cmd + ["--strict"], timeout=120), "predict", f"{torn}:{last}", "--strict")
+
+
+def test_bad_paths_and_numbers_are_one_line(runner, measured, tmp_path):
+    binary = tmp_path / "x.bin"
+    binary.write_bytes(bytes(range(256)))
+    taken = tmp_path / "taken"
+    taken.write_text("")
+    report = [sys.executable, "-m", "analysis.report"]
+    _one_error_line(runner.run(report + [str(tmp_path), "-o", str(tmp_path / "o")]), "report", "is a directory")
+    _one_error_line(runner.run(report + [str(binary), "-o", str(tmp_path / "o")]), "report", "binary")
+    _one_error_line(runner.run(report + [str(measured), "-o", str(taken)]), "report", "not a directory")
+    _one_error_line(runner.run([sys.executable, "-m", "analysis.scaling", "--fabric", "nvlink3", "--devices",
+                                "1,,x"]), "scaling", "--devices", "'1,,x'")
+    _one_error_line(runner.run([sys.executable, "-m", "analysis.predict", "--fabric", "nvlink3", "-f", "nan"]),
+                    "predict", "-f", "finite")

@@ -31,18 +31,22 @@ def test_loads_jsonl_and_csv_together(tmp_path):
     assert len(results.load([j, c], all_status=True)) == 3
 
 
-@pytest.mark.parametrize("content, message", [
-    ('{"schema": "collscale.row/1", "status": "ok"\n', "a.jsonl:1: not JSON"),
-    ('{"foo": 1}\n', "a.jsonl:1: not a collscale record"),
-    (json.dumps(_rec()) + "\n[1, 2]\n", "a.jsonl:2: not a JSON object"),
-    (json.dumps({"schema": "collscale.row/1"}) + "\n", "a.jsonl:1: collscale record without collective"),
-    ("", "no records"),
+@pytest.mark.parametrize("content, message, strict", [
+    ('{"schema": "collscale.row/1", "status": "ok"\n', "a.jsonl:1: not JSON", False),
+    ('{"foo": 1}\n', "a.jsonl:1: not a collscale record", False),
+    # A bad line after good records is read around (a warning) unless strict.
+    (json.dumps(_rec()) + "\n[1, 2]\n", "a.jsonl:2: not a JSON object", True),
+    (json.dumps({"schema": "collscale.row/1"}) + "\n", "a.jsonl:1: collscale record without collective", False),
+    ("", "no records", False),
 ])
-def test_malformed_or_foreign_files_name_the_line(tmp_path, content, message):
+def test_malformed_or_foreign_files_name_the_line(tmp_path, content, message, strict):
     p = tmp_path / "a.jsonl"
     p.write_text(content)
     with pytest.raises(results.ResultsError, match=message):
-        results.load(p)
+        results.load(p, strict=True)
+    if not strict:
+        with pytest.raises(results.ResultsError, match=message):
+            results.load(p)
 
 
 def test_foreign_csv_and_missing_file(tmp_path):

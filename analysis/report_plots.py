@@ -1,0 +1,166 @@
+"""The report's PNG plots (see :mod:`analysis.report`): what can be drawn is drawn, the rest is said.
+
+Every axis is logarithmic, so a value of 0 cannot be drawn: a run at one
+rank has a bus bandwidth of 0 (busbw = algbw x 2(n-1)/n for allreduce; one
+rank moves nothing between ranks).  Such series are left out of the plot and
+:func:`draw` returns a note saying so for the report; a plot with nothing
+left to draw is not written at all.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from analysis import costmodel, fabrics, fit, workloads
+from collectives import spec as specs
+
+__all__ = ["draw", "short_compute", "REPORT_FABRICS"]
+
+REPORT_FABRICS = ("nvlink3", "nvlink4", "gaudi2-roce", "ipu-link", "cerebras-swarmx", "eth-100g")
+_METRICS = (("busbw_gbs", "bus bandwidth (GB/s)", "busbw"), ("time_us", "time per call (us)", "time"))
+
+
+def draw(df, scaling_rows: Dict[str, List[Dict]], outdir: Path) -> Tuple[List[Path], List[str]]:
+    """Write the plots into ``outdir``; returns their paths and notes on what was left out."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made: List[Path] = []
+    notes: List[str] = []
+    meas = df[df["kind"] == "measured"]
+    modelled = df[df["kind"] == "modelled"]
+    for collective in sorted(set(meas["collective"])):
+        sub = meas[(meas["collective"] == collective) & (meas["size_bytes"] > 0)]
+        if sub.empty:
+            continue
+        extra = modelled[modelled["collective"] == collective]
+        for metric, ylabel, stem in _METRICS:
+            path = _collective_plot(plt, sub, extra, collective, metric, ylabel,
+                                    outdir / f"{stem}_{collective}.png", notes)
+            if path is not None:
+                made.append(path)
+    for model, rows in scaling_rows.items():
+        if rows:
+            made.append(_scaling_plot(plt, model, rows, outdir / f"scaling_{model}.png"))
+    return made, notes
+
+
+def _positive(g, metric: str):
+    return g[np.isfinite(g[metric]) & (g[metric] > 0)]
+
+
+def _collective_plot(plt, sub, extra, collective: str, metric: str, ylabel: str, path: Path,
+                     notes: List[str]) -> Optional[Path]:
+    fig, ax = plt.subplots(figsize=(11, 5.5))
+    try:
+        model_colors = iter(plt.get_cmap("Dark2")(np.linspace(0, 1, 8)))
+        drawn, zero = 0, []
+        for (transport, p), g in sub.groupby(["transport", "nranks"]):
+            g = _positive(fit._rows(g, min_ranks=1).groupby("size_bytes", as_index=False)[metric].median(), metric)
+            if g.empty:
+                zero.append((transport, int(p)))
+                continue
+            drawn += 1
+            line, = ax.plot(g["size_bytes"], g[metric], "o-", ms=4, lw=1.5,
+                            label=f"measured: {transport}, {int(p)} rank{'s' if p != 1 else ''}")
+            if metric == "time_us" and len(g) >= 2:
+                f = fit.fit_segmented(g["size_bytes"], g["time_us"] * 1e-6)
+                xs = np.logspace(np.log10(g["size_bytes"].min()), np.log10(g["size_bytes"].max()), 90)
+                top = f.segments[-1].fit
+                ax.plot(xs, f.predict(xs) * 1e6, ":", color=line.get_color(), lw=1.2,
+                        label=f"fit ({len(f.segments)} regime{'s' if len(f.segments) > 1 else ''}), "
+                              f"largest: {top.latency_s * 1e6:.1f} us + n / {top.bandwidth / 1e9:.2f} GB/s")
+        if zero:
+            which = ", ".join(f"{t} at {p} rank{'s' if p != 1 else ''}" for t, p in zero)
+            why = " (one rank moves nothing between ranks)" if any(p == 1 for _, p in zero) else ""
+            what = ylabel.split(" (")[0]
+            notes.append(f"{path.name}: {'left out' if drawn else 'not drawn'}: {which}: no {what} above 0{why}, "
+                         "which a log scale cannot show.")
+        if not drawn:
+            return None
+        pmax = int(sub["nranks"].max())
+        spec = specs.find(collective)
+        if pmax >= 2 and collective in costmodel.ALGORITHMS and spec is not None and spec.sized \
+                and not spec.peer_to_peer:
+            xs = np.logspace(np.log10(max(8, sub["size_bytes"].min())), np.log10(sub["size_bytes"].max()), 40)
+            for name in REPORT_FABRICS:
+                fab = fabrics.get(name)
+                ts = np.array([fab.collective_time(collective, x, pmax) for x in xs])
+                ys = ts * 1e6 if metric == "time_us" else xs / ts / 1e9 * spec.busbw_factor(pmax)
+                ax.plot(xs, ys, "--", lw=1.3, alpha=0.75, color=next(model_colors),
+                        label=f"MODELLED: {name}, {pmax} devices")
+        for (transport, p), g in extra.groupby(["transport", "nranks"]):
+            g = _positive(g, metric)
+            if not g.empty:
+                ax.plot(g["size_bytes"], g[metric], "-.", lw=1.3, color=next(model_colors, "grey"),
+                        label=f"MODELLED (from file): {transport}, {int(p)}")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("size S (bytes)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{collective}: measured (solid, markers) and MODELLED fabrics (dashed)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        return path
+    finally:
+        plt.close(fig)
+
+
+def _scaling_plot(plt, model: str, rows: List[Dict], path: Path) -> Path:
+    w = workloads.get(model)
+    batches = sorted({r["batch"] for r in rows})
+    fig, axes = plt.subplots(1, len(batches), figsize=(5.2 * len(batches) + 3.2, 4.8), sharey=True)
+    try:
+        axes = np.atleast_1d(axes)
+        colors = _palette(plt, dict.fromkeys(r["network"] for r in rows))
+        for ax, b in zip(axes, batches):
+            for network, color in colors.items():
+                pts = [r for r in rows if r["batch"] == b and r["network"] == network]
+                if not pts:
+                    continue
+                xs = [r["devices"] for r in pts]
+                ys = [100 * r["efficiency"] for r in pts]
+                label = f"{pts[0]['network_short']}: {short_compute(pts[0]['compute'])}"
+                if pts[0]["network_kind"].endswith("fit"):
+                    inside = [i for i, r in enumerate(pts) if not r["note"]]
+                    last = inside[-1] if inside else 0
+                    ax.plot(xs[:last + 1], ys[:last + 1], "s-", ms=4, lw=1.8, color=color, label=label)
+                    ax.plot(xs[last:], ys[last:], "s:", ms=3, lw=1.2, color=color,
+                            label=f"{pts[0]['network_short']}: beyond the measured ranks")
+                else:
+                    ax.plot(xs, ys, "--", lw=1.5, color=color, label=label)
+            ax.set_xscale("log", base=2)
+            ax.set_ylim(0, 105)
+            ax.set_xlabel("devices N")
+            ax.set_title(f"batch {b} per device")
+            ax.grid(True, alpha=0.3)
+        axes[0].set_ylabel("scaling efficiency E(N) (%)")
+        fig.suptitle(f"MODELLED data-parallel scaling: {w.title}, {w.params / 1e6:.1f} M parameters, fp32 "
+                     "gradients (dashed: published fabrics; solid: fits of our measurements)", fontsize=10)
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, fontsize=7, loc="center right", frameon=False)
+        fig.tight_layout(rect=(0, 0, 1 - 3.2 / (5.2 * len(batches) + 3.2), 0.95))
+        fig.savefig(path, dpi=110)
+        return path
+    finally:
+        plt.close(fig)
+
+
+def _palette(plt, names) -> Dict[str, object]:
+    cmap = plt.get_cmap("tab10")
+    return {name: cmap(i % 10) for i, name in enumerate(names)}
+
+
+def short_compute(text: str) -> str:
+    """'72 GFLOP/sample at 312 TFLOP/s x 35% utilisation (source...)' -> '312 TFLOP/s x 35% utilisation'."""
+    m = re.search(r"at ([^()]+?)\s*(\(|$)", text or "")
+    short = m.group(1) if m else (text or "-")[:40]
+    return short + (" (assumed)" if "assumed" in (text or "") else "")
