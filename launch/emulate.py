@@ -23,8 +23,11 @@ a real node.  ``COLLSCALE_EMULATED`` tells the harness, which says so in its
 header and in every record.
 
 Everything is torn down on every exit path the process can see (normal end,
-error, Ctrl-C, SIGTERM/SIGHUP, ``--timeout``); after a SIGKILL the next run,
-or ``--cleanup``, removes what a dead emulation left.
+error, Ctrl-C, SIGTERM/SIGHUP, ``--timeout``).  After a SIGKILL of the
+emulation, what it launched gets SIGTERM from the kernel (a parent-death
+signal) and its reaper (:mod:`launch.reaper`) stops whatever is left and
+removes the namespaces; should the reaper be killed too, the next run, or
+``--cleanup``, removes what a dead emulation left.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ import tempfile
 import time
 from typing import List, Optional, Sequence
 
-from launch import netns
+from launch import checks, netns, reaper
 from launch.netns import IFACE, EmulationError, Topology
 
 __all__ = ["main", "mpirun_args", "torchrun_args", "rank_env", "EmulationError"]
@@ -248,19 +251,19 @@ def _wait_all(procs: List[subprocess.Popen], deadline: Optional[float], stop: Se
         time.sleep(0.05)
 
 
-def run(command: Sequence[str], hosts: int, rate: Optional[str] = None, ppn: Optional[int] = None,
-        timeout: Optional[float] = None, say=print) -> int:
-    """Create the hosts, run ``command`` across them, tear down; returns its exit status."""
+def prepare(command: Sequence[str], hosts: int, rate: Optional[str] = None, ppn: Optional[int] = None,
+            timeout: Optional[float] = None):
+    """Check everything and build nothing: (the command, its mode, the topology).  Raises EmulationError."""
     if not command:
         raise EmulationError("no command: put it after '--', e.g. -- mpirun -n 2 python -m collectives.pingpong")
     if ppn is not None and ppn < 1:
         raise EmulationError(f"--ppn {ppn}: must be at least 1")
     if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
         raise EmulationError(f"--timeout {timeout}: must be a positive number of seconds")
+    topo = Topology(hosts, rate)
     why = netns.requirements_missing()
     if why:
         raise EmulationError(why)
-    topo = Topology(hosts, rate)
     base = os.path.basename(command[0])
     mode = "torchrun" if base == "torchrun" else "mpirun" if base.startswith(("mpirun", "mpiexec")) else "wrap"
     if mode == "wrap":
@@ -274,10 +277,33 @@ def run(command: Sequence[str], hosts: int, rate: Optional[str] = None, ppn: Opt
         mpirun_args(command, topo, ppn, "-")  # refuse bad arguments before building anything
     else:
         torchrun_args(command, topo, 0, ppn)
+    return list(command), mode, topo
+
+
+def run(command: Sequence[str], hosts: int, rate: Optional[str] = None, ppn: Optional[int] = None,
+        timeout: Optional[float] = None, say=print) -> int:
+    """Create the hosts, run ``command`` across them, tear down; returns its exit status."""
+    command, mode, topo = prepare(command, hosts, rate, ppn, timeout)
+    return _launch(command, mode, topo, ppn, timeout, say)
+
+
+def _launch(command: List[str], mode: str, topo: Topology, ppn: Optional[int], timeout: Optional[float],
+            say) -> int:
     stale = netns.sweep_stale()
     if stale:
         say(f"# emulate: removed what dead emulations left: {', '.join(stale)}")
 
+    token = reaper.new_token()
+    with reaper.Reaper(token, "emulate", emulation=topo.owner):  # even a kill -9 of this process ends it all
+        code, stop = _build_and_wait(command, mode, topo, ppn, timeout, say, token)
+    if stop:
+        code = 128 + stop[0]
+    return code
+
+
+def _build_and_wait(command: List[str], mode: str, topo: Topology, ppn: Optional[int], timeout: Optional[float],
+                    say, token: str):
+    """Build the hosts, start the launch, wait, tear down: (exit status, the signals that stopped it)."""
     # Signals only set a flag that the wait loop reads: no exception can land
     # half-way through building or tearing down the network.
     stop: List[int] = []
@@ -287,16 +313,18 @@ def run(command: Sequence[str], hosts: int, rate: Optional[str] = None, ppn: Opt
     code = 1
     try:
         topo.create()
-        env = rank_env(topo, say=say)
-        say(f"# emulate: {topo.describe()}; addresses {topo.ip(0)}..{topo.ip(hosts - 1)} on {IFACE}")
+        env = dict(rank_env(topo, say=say), **{reaper.TOKEN_VAR: token})
+        say(f"# emulate: {topo.describe()}; addresses {topo.ip(0)}..{topo.ip(topo.nhosts - 1)} on {IFACE}")
+        # The launchers get SIGTERM from the kernel if this process dies (they stop their ranks).
+        start = dict(env=env, preexec_fn=reaper.parent_death_signal())
         if not stop:
             if mode == "mpirun":
                 launch = mpirun_args(command, topo, ppn, _write_launcher(topo, workdir))
-                procs.append(subprocess.Popen(_on_host(topo, 0, launch), env=env))
+                procs.append(subprocess.Popen(_on_host(topo, 0, launch), **start))
             else:
-                for i in range(hosts):
+                for i in range(topo.nhosts):
                     procs.append(subprocess.Popen(_on_host(topo, i, torchrun_args(command, topo, i, ppn)),
-                                                  env=env))
+                                                  **start))
             code = _wait_all(procs, time.monotonic() + timeout if timeout else None, stop)
             if code == 124:
                 say(f"# emulate: the command did not finish within --timeout {timeout:g} s; stopped it",
@@ -314,18 +342,17 @@ def run(command: Sequence[str], hosts: int, rate: Optional[str] = None, ppn: Opt
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        reaper.end_marked(token)
         shutil.rmtree(workdir, ignore_errors=True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if left:
             say("# emulate: WARNING: could not remove " + ", ".join(left), file=sys.stderr)
-    if stop:
-        code = 128 + stop[0]
-    return code
+    return code, stop
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = checks.Parser(
         prog="python -m launch.emulate",
         description="Run COMMAND with its ranks spread over emulated hosts (network namespaces "
                     "joined by veth links through a bridge) on this machine. Needs root.",
@@ -335,12 +362,12 @@ def _parser() -> argparse.ArgumentParser:
                "  python -m launch.emulate --hosts 3 -- torchrun --nproc-per-node 1 -m "
                "collectives.allreduce --transport gloo\n"
                "  python -m launch.emulate --cleanup",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--hosts", type=int, help="emulated hosts (network namespaces)")
+        formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    p.add_argument("--hosts", help=f"emulated hosts (network namespaces), 1 to {netns.MAX_HOSTS}")
     p.add_argument("--rate", help="shape every link to this rate in tc bit units: 100mbit, 1gbit, 10gbit")
-    p.add_argument("--ppn", type=int, help="ranks per emulated host (default: ranks / hosts, rounded up; "
-                                           "torchrun: its --nproc-per-node, else 1)")
-    p.add_argument("--timeout", type=float, help="stop the command after this many seconds (exit 124)")
+    p.add_argument("--ppn", help="ranks per emulated host (default: ranks / hosts, rounded up; "
+                                 "torchrun: its --nproc-per-node, else 1)")
+    p.add_argument("--timeout", help="stop the command after this many seconds (exit 124)")
     p.add_argument("--cleanup", action="store_true",
                    help="remove namespaces left by emulations whose process is gone, then exit")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
@@ -351,27 +378,43 @@ def _say(*args, file=None):
     print(*args, file=file or sys.stdout, flush=True)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def _checked(args: argparse.Namespace) -> dict:
+    """The numbers of the command line, checked (one line each when refused)."""
+    if args.hosts is None:
+        raise EmulationError("--hosts N is required")
+    hosts = checks.whole("--hosts", args.hosts, 1, netns.MAX_HOSTS, why=f"must be between 1 and {netns.MAX_HOSTS}")
+    ppn = None if args.ppn is None else checks.whole("--ppn", args.ppn, 1, checks.MAX_COUNT // hosts,
+                                                     why=f"must be at least 1 (at most {checks.MAX_COUNT // hosts} "
+                                                         f"with {hosts} hosts), a whole number")
+    timeout = None if args.timeout is None else checks.seconds("--timeout", args.timeout)
+    if args.rate is not None:
+        netns.parse_rate(args.rate)
+    return dict(hosts=hosts, rate=args.rate, ppn=ppn, timeout=timeout)
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
     args = _parser().parse_args(argv)
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
-    try:
-        if args.cleanup:
-            why = netns.requirements_missing()
-            if why:
-                raise EmulationError(why)
-            removed = netns.sweep_stale()
-            _say(f"# emulate: removed {', '.join(removed)}" if removed else "# emulate: nothing to remove")
-            return 0
-        if args.hosts is None:
-            raise EmulationError("--hosts N is required")
-        return run(command, args.hosts, args.rate, args.ppn, args.timeout, say=_say)
-    except EmulationError as exc:
-        print(f"collscale emulate: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    if args.cleanup:
+        given = [f for f, v in (("--hosts", args.hosts), ("--rate", args.rate), ("--ppn", args.ppn),
+                                ("--timeout", args.timeout)) if v is not None] + (["a command"] if command else [])
+        if given:
+            raise EmulationError(f"--cleanup runs alone: leave out {', '.join(given)}")
+        why = netns.requirements_missing()
+        if why:
+            raise EmulationError(why)
+        removed = netns.sweep_stale()
+        _say(f"# emulate: removed {', '.join(removed)}" if removed else "# emulate: nothing to remove")
+        return 0
+    return run(command, say=_say, **_checked(args))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Exit status: the command's; 2 bad input or emulation refused (one line); 3 a bug (one line,
+    the traceback with COLLSCALE_DEBUG=1); 124 --timeout; 128+N stopped by signal N."""
+    return checks.run_main("collscale emulate", lambda: _main(argv), expected=(EmulationError,))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
+from launch.checks import UsageError
+
 __all__ = ["JobSpec", "render", "normalise_walltime", "SCHEDULERS", "SUFFIX", "SUBMIT"]
 
 SCHEDULERS = ("pbs", "slurm")
@@ -38,19 +40,19 @@ SUBMIT = {"pbs": "qsub", "slurm": "sbatch"}
 def normalise_walltime(text: str) -> str:
     """``HH:MM:SS`` from ``H:MM:SS``, ``MM:SS`` or whole minutes (``30``)."""
     text = str(text).strip()
-    if re.fullmatch(r"\d+", text):
+    if re.fullmatch(r"[0-9]{1,9}", text):
         minutes = int(text)
         parts = [minutes // 60, minutes % 60, 0]
-    elif re.fullmatch(r"\d+(:\d{1,2}){1,2}", text):
+    elif re.fullmatch(r"[0-9]{1,7}(:[0-9]{1,2}){1,2}", text):
         parts = [int(p) for p in text.split(":")]
         if len(parts) == 2:
             parts = [0, *parts]
         if parts[1] >= 60 or parts[2] >= 60:
-            raise ValueError(f"walltime {text!r}: minutes and seconds must be below 60")
+            raise UsageError(f"walltime {text!r}: minutes and seconds must be below 60")
     else:
-        raise ValueError(f"walltime {text!r}: expected HH:MM:SS, MM:SS or minutes")
+        raise UsageError(f"walltime {text!r}: expected HH:MM:SS, MM:SS or minutes")
     if parts == [0, 0, 0]:
-        raise ValueError(f"walltime {text!r}: must be longer than zero")
+        raise UsageError(f"walltime {text!r}: must be longer than zero")
     return "%02d:%02d:%02d" % tuple(parts)
 
 

@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-__all__ = ["EmulationError", "Topology", "parse_rate", "requirements_missing", "sweep_stale",
+__all__ = ["EmulationError", "Topology", "parse_rate", "requirements_missing", "sweep_stale", "remove_dead",
            "namespaces", "IFACE", "SUBNET", "MAX_HOSTS"]
 
 IFACE = "csnet0"
@@ -99,13 +99,18 @@ def namespaces() -> List[str]:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs; a zombie does not (it is dead, and its pid is not reused until reaped)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
 
 
 def _kill_inside(ns: str, grace: float = 2.0) -> None:
@@ -244,6 +249,16 @@ def _remove(tag: str) -> List[str]:
             if os.path.exists(os.path.join(_ETC_NETNS, entry)):
                 left.append(f"{_ETC_NETNS}/{entry}")
     return left
+
+
+def remove_dead(owner: int) -> bool:
+    """Remove the emulation of ``owner`` if that process is gone; True if anything was there."""
+    tag = f"{PREFIX}{owner}"
+    if _pid_alive(owner):
+        return False
+    ours = [n for n in namespaces() if _NAME.match(n) and _NAME.match(n).group(1) == str(owner)]
+    _remove(tag)
+    return bool(ours)
 
 
 def sweep_stale() -> List[str]:

@@ -142,6 +142,43 @@ def test_a_signal_tears_everything_down(runner, clean, sig, code):
     assert not [n for n in netns.namespaces() if n.startswith(f"cs{proc.pid}")]
 
 
+@pytest.mark.parametrize("launcher", ["mpirun", "torchrun"])
+def test_kill_9_ends_every_process_and_removes_the_hosts(runner, clean, tmp_path, launcher):
+    # Without a parent-death signal and the reaper, mpirun, two proxies and two ranks (or two
+    # torchruns and their workers) ran on after a kill -9 of the emulation, writing rows.
+    if launcher == "torchrun":
+        pytest.importorskip("torch")
+    out = tmp_path / "r.jsonl"
+    program = ["-m", "collectives.allreduce", "-b", "1M", "-e", "64M", "-n", "500", "--json", str(out)]
+    command = (["torchrun", *program, "--transport", "gloo"] if launcher == "torchrun" else
+               ["mpirun", "-n", "2", sys.executable, *program, "--transport", "mpi"])
+    proc = runner.popen([*EMULATE, "--hosts", "2", "--", *command])
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (out.exists() and out.stat().st_size):
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+        assert out.exists(), "no row within 120 s"
+        proc.kill()
+        proc.wait()
+        t0 = time.time()
+        while time.time() - t0 < 10 and (runner.strays() or [n for n in netns.namespaces()
+                                                             if n.startswith(f"cs{proc.pid}")]):
+            time.sleep(0.1)
+        took = time.time() - t0
+        assert not runner.strays(), f"processes left {took:.1f} s after the kill: {runner.strays()}"
+        assert not [n for n in netns.namespaces() if n.startswith(f"cs{proc.pid}")], "hosts left"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        err = proc.communicate(timeout=30)[1]
+    assert f"collscale: emulate (pid {proc.pid}) died: its launch is stopped" in err, err
+    assert "its emulated hosts are removed" in err, err
+    size = out.stat().st_size
+    time.sleep(2)
+    assert out.stat().st_size == size  # nothing writes any more
+
+
 def test_timeout_stops_the_command(runner, clean):
     t0 = time.monotonic()
     res = _emulate(runner, "--hosts", "2", "--timeout", "4", "--", "mpirun", "-n", "2", sys.executable, "-c",
@@ -168,11 +205,15 @@ def test_cleanup_removes_what_a_killed_emulation_left(runner, clean):
     (["--", "true"], "--hosts N is required"),
     (["--hosts", "2", "--", "mpirun", "-hosts", "a,b", "-n", "2", "true"], "leave these out"),
     (["--hosts", "2", "--", "torchrun", "--nnodes", "2", "x.py"], "the emulation sets"),
+    (["--hosts", "two", "--", "true"], "--hosts two"),
+    (["--hosts", "2", "--timeout", "inf", "--", "true"], "--timeout inf"),
+    (["--hosts", "2", "--ppn", "0", "--", "true"], "--ppn 0"),
+    (["--hosts", "2", "--nonesuch", "--", "true"], "unrecognized arguments: --nonesuch"),
 ])
 def test_bad_input_is_one_clear_error(runner, clean, args, message):
     res = _emulate(runner, *args, timeout=60)
     assert res.returncode == 2, res.stdout + res.stderr
-    assert message in res.stderr and "Traceback" not in res.stderr
+    assert message in res.stderr and "Traceback" not in res.stderr and res.stderr.count("\n") == 1
 
 
 def test_open_mpi_mpirun_is_refused_clearly(runner, clean, tmp_path):

@@ -130,6 +130,59 @@ def test_sigterm_stops_the_running_point_and_records_it(runner, tmp_path):
     assert recs[-1]["status"] == "failed" and "SIGTERM" in recs[-1]["reason"]
 
 
+def _with_marker(marker):
+    """Live processes whose command line holds ``marker`` (a point's unique results path)."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{entry}/stat") as f:
+                zombie = f.read().rpartition(")")[2].split()[0] == "Z"
+        except OSError:
+            continue
+        if marker.encode() in cmdline and not zombie:
+            found.append(int(entry))
+    return found
+
+
+@pytest.mark.parametrize("launcher", ["mpirun", "torchrun"])
+def test_kill_9_of_the_sweep_ends_its_point_within_10_s(runner, tmp_path, launcher):
+    # mpirun: Hydra's proxy and each rank run in sessions of their own; torchrun's workers too,
+    # and a SIGKILLed torchrun leaves them running: the sweep's reaper must stop them all.
+    if launcher == "torchrun":
+        pytest.importorskip("torch")
+    extra, harness = (["--launcher", "torchrun"], ["--transport", "gloo"]) if launcher == "torchrun" else ([], [])
+    results = tmp_path / "sw" / "results.jsonl"
+    proc = runner.popen([*SWEEP, "--dir", str(tmp_path / "sw"), *extra, "--ranks", "2", "--collectives",
+                         "allreduce", "--", *harness, "-b", "1M", "-e", "64M", "-n", "500"])
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (results.exists() and results.read_text().count("\n") >= 1):
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+        assert results.exists(), "no row within 120 s"
+        point = _with_marker(str(results))  # the launcher and its ranks (the --json path is in their argv)
+        assert len(point) >= 2, point
+        proc.kill()
+        proc.wait()
+        t0 = time.time()
+        while time.time() - t0 < 10 and (runner.strays() or _with_marker(str(results))):
+            time.sleep(0.1)
+        took = time.time() - t0
+        # runner.strays(): every process of the test's environment, proxies and the reaper included.
+        assert not runner.strays() and not _with_marker(str(results)), f"left after {took:.1f} s"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        err = proc.communicate(timeout=30)[1]
+    assert f"collscale: sweep (pid {proc.pid}) died: its launch is stopped" in err, err
+    size = results.stat().st_size
+    time.sleep(2)
+    assert results.stat().st_size == size  # nothing writes any more
+    assert read_jsonl(results)  # what was measured before the kill is kept
+
+
 @pytest.mark.parametrize("args, message", [
     (["--ranks", "0,2"], "at least 1"),
     (["--point-timeout", "nan"], "positive number"),
@@ -145,6 +198,9 @@ def test_sigterm_stops_the_running_point_and_records_it(runner, tmp_path):
     (["--scheduler", "slurm", "--nodes", "1", "--ppn", "2", "--walltime", "1h"], "walltime"),
     (["--scheduler", "slurm", "--nodes", "1", "--ppn", "2", "--env", "NOEQUALS"], "NAME=VALUE"),
     (["--nodes", "2"], "need --scheduler"),
+    (["--sweep-id", "../../escape"], "cannot be a path"),
+    (["--ranks", "1_0"], "whole numbers"),
+    (["--json", "/proc/nonesuch/r.jsonl"], "--json"),
 ])
 def test_bad_input_is_one_clear_error(runner, tmp_path, args, message):
     res = _sweep(runner, tmp_path, *args, timeout=60)
