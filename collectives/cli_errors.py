@@ -47,8 +47,6 @@ def run_main(prog: str, body: Callable[[], int], expected: Tuple[Type[BaseExcept
     """Run a CLI's ``body()`` and return its exit status (see the module docstring)."""
     try:
         return body()
-    except SystemExit as exc:  # --help, --version
-        return exc.code if isinstance(exc.code, int) else 0
     except (UsageError, *expected) as exc:
         say(prog, exc)
         return EXIT_USAGE
