@@ -165,7 +165,7 @@ class _Runner:
             try:
                 self.send_raw = self.t.alloc(send, byte)
                 self.recv_raw = self.t.alloc(recv, byte)
-            except MemoryError as exc:
+            except (MemoryError, OSError) as exc:  # numpy's MemoryError; mmap's ENOMEM/ENOSPC (shm)
                 reason = f"rank {self.t.rank} cannot allocate {send + recv:,} bytes of buffers ({exc})"
         reasons = [r for r in self.comm.allgather(reason) if r]
         if reasons:

@@ -4,7 +4,9 @@
 
 PHASE: ``close`` (rank 1 never returns from closing its transport) or
 ``finalize`` (rank 1 never returns from finalising MPI, after the closing
-barrier).  Tests check that -T still ends the job, with exit 124.
+barrier): tests check that -T still ends the job, with exit 124; ``raise``
+(rank 1 raises an unexpected error when it times its first call): the job
+is aborted.
 """
 
 import sys
@@ -35,6 +37,12 @@ def main() -> int:
             runner.start_transport = start
         elif phase == "finalize":
             type(comm).finalize = _stall
+        elif phase == "raise":  # an unexpected error on one rank only, mid-run
+            from collectives import harness
+
+            def boom(*_a, **_k):
+                raise RuntimeError("injected failure on rank 1")
+            harness.Timing.time = boom
         else:
             raise SystemExit(f"unknown phase {phase}")
     return cli.main("allreduce", ["--transport", transport, *flags])
