@@ -27,7 +27,6 @@ whatever their version; fields this loader does not know are kept.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import sys
@@ -202,9 +201,11 @@ def _csv_value(key, value):
 
 
 def _csv_records(path: Path, data: bytes):
-    reader = csv.reader(io.StringIO(data.decode("utf-8", "replace"), newline=""))
+    # One physical line per row (collscale's CSV rows never hold a newline): a
+    # torn row with an open quote cannot swallow the rows after it.
+    lines = data.decode("utf-8", "replace").splitlines()
     try:
-        header = next(reader)
+        header = next(csv.reader(lines[:1]))
     except (StopIteration, csv.Error):
         header = []
     if "schema" not in header:
@@ -212,23 +213,21 @@ def _csv_records(path: Path, data: bytes):
     missing = [k for k in _STRUCTURE + ("time_us",) if k not in header]
     if missing:
         raise ResultsError(f"{path}: missing required column(s): {', '.join(missing)}")
-    while True:
+    for number, line in enumerate(lines[1:], start=2):
         try:
-            row = next(reader)
-        except StopIteration:
-            return
+            row = next(csv.reader([line]), [])
         except csv.Error as exc:
-            yield reader.line_num, _Bad(f"not a CSV row ({exc})")
+            yield number, _Bad(f"not a CSV row ({exc})")
             continue
         if not any(cell.strip() for cell in row):
             continue
         if len(row) != len(header):
-            yield reader.line_num, _Bad(f"{len(row)} fields where the header has {len(header)} (a torn row?)")
+            yield number, _Bad(f"{len(row)} fields where the header has {len(header)} (a torn row?)")
             continue
         try:
-            yield reader.line_num, _check({k: _csv_value(k, v) for k, v in zip(header, row)})
+            yield number, _check({k: _csv_value(k, v) for k, v in zip(header, row)})
         except _Bad as bad:
-            yield reader.line_num, bad
+            yield number, bad
 
 
 def _read_bytes(path: Path) -> bytes:

@@ -17,6 +17,7 @@ import argparse
 import ctypes
 import math
 import os
+import re
 import signal
 import sys
 import traceback
@@ -46,10 +47,10 @@ class Parser(argparse.ArgumentParser):
 
 
 def _whole(text, least: int, most: Optional[int] = None) -> int:
-    try:
-        value = int(str(text).strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    digits = str(text).strip()
+    if not re.fullmatch(r"[+-]?[0-9]{1,19}", digits):  # int() would take '1_000' and other scripts' digits
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number")
+    value = int(digits)
     if value < least:
         raise argparse.ArgumentTypeError(f"'{text}' must be at least {least}")
     if most is not None and value > most:
@@ -57,7 +58,10 @@ def _whole(text, least: int, most: Optional[int] = None) -> int:
     return value
 
 
-def _finite(text, least: float, strictly: bool) -> float:
+MAX_SECONDS = 1e7  # about 115 days: longer is a typo (and past what alarm() takes)
+
+
+def _finite(text, least: float, strictly: bool, most: Optional[float] = None) -> float:
     try:
         value = float(str(text).strip())
     except ValueError:
@@ -66,6 +70,8 @@ def _finite(text, least: float, strictly: bool) -> float:
         raise argparse.ArgumentTypeError(f"'{text}' must be a finite number")
     if value < least or (strictly and value == least):
         raise argparse.ArgumentTypeError(f"'{text}' must be {'>' if strictly else '>='} {least:g}")
+    if most is not None and value > most:
+        raise argparse.ArgumentTypeError(f"'{text}' must be at most {most:g}")
     return value
 
 
@@ -98,6 +104,11 @@ def nonneg_float(text) -> float:
     return _finite(text, 0.0, strictly=False)
 
 
+def seconds(text) -> float:
+    """A time limit: finite, 0 (never) to :data:`MAX_SECONDS`."""
+    return _finite(text, 0.0, strictly=False, most=MAX_SECONDS)
+
+
 def _path(flag: str):
     def parse(text: str) -> str:
         if not str(text).strip():
@@ -118,12 +129,13 @@ def add_timing_flags(g, warmup: int) -> None:
                    "(default 1)")
     g.add_argument("-a", "--average", type=int, choices=(0, 1, 2, 3), default=1,
                    help="time across ranks: 0 rank 0, 1 average, 2 min, 3 max (default 1)")
-    g.add_argument("-T", "--timeout", type=nonneg_float, default=300.0,
+    g.add_argument("-T", "--timeout", type=seconds, default=300.0,
                    help="abort if one collective, or any step between and after them (validation, closing), "
                    "makes no progress for this many seconds; 0: never (default 300)")
-    g.add_argument("--startup-timeout", type=nonneg_float, default=DEFAULT_STARTUP_TIMEOUT, metavar="SECONDS",
-                   help="abort if starting up (imports, rendezvous, allocating and touching buffers) takes "
-                   f"longer than this; 0: never (default {DEFAULT_STARTUP_TIMEOUT:g})")
+    g.add_argument("--startup-timeout", type=seconds, default=DEFAULT_STARTUP_TIMEOUT, metavar="SECONDS",
+                   help="abort if starting up once MPI runs (starting the transport: imports, rendezvous; "
+                   "allocating and touching buffers) takes longer than this; 0: never (default "
+                   f"{DEFAULT_STARTUP_TIMEOUT:g})")
 
 
 def add_run_flags(g, transport_help: str = "shm, mpi, gloo, nccl, hccl, torch-mpi, poplar, or auto "
@@ -285,7 +297,8 @@ def run(collective: str, comm=None, argv: Sequence[str] = (), sinks=None) -> Lis
 
 
 def main(collective: str, argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m collectives.NAME``: run, print the table on rank 0, return the exit status."""
+    """``python -m collectives.NAME``: run, print the table on rank 0, and end the process with
+    the exit status (after a clean start; see :func:`process_main`; use :func:`run` in-process)."""
     argv = sys.argv[1:] if argv is None else list(argv)
 
     def body(comm, tweaks, table, watchdog):
@@ -381,13 +394,16 @@ def _reap_stragglers(rank: int, ranks, timeout: float) -> bool:
     here = [r for r in ranks if r.get("host") == host]
     if timeout <= 0 or not here or min(r["rank"] for r in here) != rank:
         return False
-    peers = {r["pid"]: r["rank"] for r in here if r["rank"] != rank}
+    mine = next(r for r in here if r["rank"] == rank)
+    # Only ranks this process can see as themselves: same pid namespace, same start time.
+    peers = {r["pid"]: (r["rank"], r.get("start")) for r in here
+             if r["rank"] != rank and r.get("pidns") == mine.get("pidns") and r.get("start") is not None}
     deadline = time.monotonic() + timeout
     while peers and time.monotonic() < deadline:
-        peers = {pid: r for pid, r in peers.items() if _alive(pid)}
+        peers = {pid: p for pid, p in peers.items() if _alive(pid, p[1])}
         if peers:
             time.sleep(0.02)
-    for pid, r in peers.items():
+    for pid, (r, _) in peers.items():
         print(f"collscale: rank {rank}: timeout: rank {r} (pid {pid}) did not exit within -T {timeout:g} s "
               "after the job finished; ending it", file=sys.stderr, flush=True)
         try:
@@ -397,14 +413,15 @@ def _reap_stragglers(rank: int, ranks, timeout: float) -> bool:
     return bool(peers)
 
 
-def _alive(pid: int) -> bool:
-    """Running or stopped; a zombie (exited, not yet reaped by the launcher) counts as gone."""
+def _alive(pid: int, start: int) -> bool:
+    """This very process (same start time) is running or stopped; a zombie (exited, not yet
+    reaped by the launcher) or a reused pid counts as gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
         return False
-    return state not in ("Z", "X")
+    return len(fields) > 19 and fields[0] not in ("Z", "X") and fields[19] == str(start)
 
 
 def _close(comm, code: int, watchdog=None) -> int:
@@ -438,9 +455,12 @@ def _close(comm, code: int, watchdog=None) -> int:
     if watchdog is None and not getattr(comm, "exit_at_close", False):
         return code
     if watchdog is not None:
+        signal.alarm(0)  # finalised; the wait for stragglers is bounded by itself
         watchdog.close()
         if _reap_stragglers(comm.rank, watchdog.ranks, watchdog.requested):
             code = EXIT_TIMEOUT
+        if watchdog.requested > 0:
+            signal.alarm(FINALIZE_GRACE_S)  # C's exit() runs MPI's atexit handlers
     sys.stdout.flush()
     sys.stderr.flush()
     if getattr(comm, "exit_at_close", False):
@@ -449,7 +469,7 @@ def _close(comm, code: int, watchdog=None) -> int:
     # keep the job alive), but through C's exit(): os._exit right after
     # MPI_Finalize skips MPICH's atexit handlers, and Hydra then killed a rank
     # with SIGKILL in 6 of 30 three-rank jobs here; exit() in 0 of 60.
-    ctypes.CDLL(None).exit(code)
+    ctypes.PyDLL(None).exit(code)  # PyDLL: holds the GIL, no Python thread runs during exit()
     return code
 
 

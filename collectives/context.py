@@ -21,7 +21,7 @@ import numpy as np
 from collectives import __version__
 from launch import env as launch_env
 
-__all__ = ["gather"]
+__all__ = ["gather", "proc_start"]
 
 
 def _cpus() -> str:
@@ -34,6 +34,22 @@ def _cpus() -> str:
     return ",".join(map(str, cpus))
 
 
+def proc_start(pid: int) -> Optional[int]:
+    """The process's start time (clock ticks since boot, /proc/PID/stat field 22), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _pidns() -> Optional[str]:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
 def gather(comm, transport, env_tweaks: Optional[Dict] = None) -> Dict:
     """Placement, versions and settings, identical on every rank."""
     me = {
@@ -42,6 +58,10 @@ def gather(comm, transport, env_tweaks: Optional[Dict] = None) -> Dict:
         "host": socket.gethostname(),
         "affinity": launch_env.affinity(),
         "cpus": _cpus(),
+        # Which process this pid is (start time, pid namespace): the end of the
+        # job waits for a host's ranks by pid and must not mistake a reused one.
+        "start": proc_start(os.getpid()),
+        "pidns": _pidns(),
     }
     ranks = comm.allgather(me)
     hosts: Dict[str, List[int]] = {}

@@ -160,7 +160,7 @@ class _Runner:
         send = max(1, max(l.send * k for l, k in lays))
         recv = max(1, max(max(l.recv, l.inplace) * k for l, k in lays))
         byte = DTYPES["uint8"]
-        reason = _memory_shortfall(self.t, send + recv, self.session.ctx)
+        reason = _memory_shortfall(send + recv, self.session.ctx)
         if reason is None:
             try:
                 self.send_raw = self.t.alloc(send, byte)
@@ -351,15 +351,17 @@ def _sweep(session: Run) -> List[Dict]:
     return records
 
 
-def _memory_shortfall(transport, nbytes: int, ctx: Dict) -> Optional[str]:
+def _memory_shortfall(nbytes: int, ctx: Dict) -> Optional[str]:
     """Why host buffers of ``nbytes`` per rank cannot fit this host, or None.
 
-    Only for host memory (a transport whose buffers are numpy arrays): the
-    ranks of this host together against MemAvailable.  Allocation is lazy
+    Only for host memory (buffers the transport describes as host or shared,
+    on the CPU): the ranks of this host together against MemAvailable.  Allocation is lazy
     on Linux, so without this a too-large -e is found by the OOM killer
     halfway through the run instead of by a message before it.
     """
-    if not isinstance(transport.alloc(1, DTYPES["uint8"]), np.ndarray):
+    desc = ctx["transport"]
+    device = str(desc.get("settings", {}).get("device", "cpu"))
+    if desc.get("buffer", "host") not in ("host", "shared") or not device.startswith("cpu"):
         return None
     try:
         with open("/proc/meminfo") as f:

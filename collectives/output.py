@@ -13,6 +13,7 @@ collects in one file; ``run_id`` tells runs apart.
 from __future__ import annotations
 
 import csv
+import errno
 import fcntl
 import io
 import json
@@ -139,7 +140,7 @@ def _clean(value):
     return value
 
 
-def append_line(file, line: str) -> None:
+def append_line(file, line: str, header: Optional[str] = None) -> None:
     """Append one whole line under an exclusive lock, on a line of its own.
 
     The jobs of a scheduler sweep run at once on different nodes and append
@@ -148,8 +149,10 @@ def append_line(file, line: str) -> None:
     still written, as one write of an append-mode file.  If the file does not
     end with a newline (a killed writer's torn last line, a hand-edited
     file), one is added first, under the same lock, so that a record is never
-    glued onto what was there.  If the write fails (a full disk), what was
-    written of the line is cut off again, as far as the file allows.
+    glued onto what was there; ``header`` (a CSV header) is written first if
+    the file is still empty then, so two jobs starting at once write it once.
+    If the write fails (a full disk), what was written of the line is cut off
+    again, as far as the file allows.
     """
     try:
         fcntl.lockf(file, fcntl.LOCK_EX)
@@ -158,20 +161,31 @@ def append_line(file, line: str) -> None:
         locked = False
     try:
         file.flush()
-        end = _size(file)
-        try:
-            if end and os.pread(file.fileno(), 1, end - 1) != b"\n":
-                line = "\n" + line
-        except OSError:  # not readable (a pipe, a device): nothing to repair
-            pass
+        end = _regular_size(file)
+        if end and _last_byte(file, end) not in (b"\n", None):
+            line = "\n" + line
+        if header is not None and not end:  # empty, or a pipe/device (its writer passes it once)
+            line = header + line
         try:
             _write_all(file.fileno(), line.encode("utf-8"))
         except OSError:
-            _truncate(file, end)
+            _truncate(file, end or 0)
             raise
     finally:
         if locked:
             fcntl.lockf(file, fcntl.LOCK_UN)
+
+
+def _last_byte(file, end: int) -> Optional[bytes]:
+    try:
+        return os.pread(file.fileno(), 1, end - 1)
+    except OSError:  # opened write-only ("a"): read it through the path instead
+        try:
+            with open(file.name, "rb") as f:
+                f.seek(end - 1)
+                return f.read(1)
+        except (OSError, TypeError):
+            return None
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -181,18 +195,19 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _size(file) -> int:
+def _regular_size(file) -> Optional[int]:
+    """The size of a regular file; None for a pipe, a terminal or a device."""
     try:
         st = os.fstat(file.fileno())
     except OSError:
-        return 0
-    return st.st_size if stat.S_ISREG(st.st_mode) else 0
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
 
 
 def _truncate(file, size: int) -> None:
-    """Drop a partly written line (best effort; the buffered rest is discarded)."""
+    """Drop a partly written line (best effort)."""
     try:
-        if size or _size(file):
+        if _regular_size(file) is not None:
             os.ftruncate(file.fileno(), size)
     except OSError:
         pass
@@ -235,21 +250,32 @@ def _check_csv(path: str) -> None:
 
 
 class _FileSink(Sink):
-    """One output file, appended to; every record is one line, written and flushed at once."""
+    """One output file, appended to; every record is one line, written and flushed at once.
+
+    The file is checked when the sink is made (before anything runs) and
+    created only by the first record, so a run that measures nothing leaves
+    no empty file behind.
+    """
 
     check = staticmethod(lambda path: None)
+    header_line: Optional[str] = None  # written first into an empty file
 
     def __init__(self, path: str):
         if os.path.isdir(path):
             raise ValueError(f"{path} is a directory; give a file name")
         self.check(path)
+        _check_writable(path)
         self.path = path
         self.rows = 0
-        self.file = open(path, "a+", encoding="utf-8", newline="")
+        self.file = None
 
     def _append(self, line: str) -> None:
         try:
-            append_line(self.file, line)
+            if self.file is None:
+                # Read access too (the newline repair reads the last byte), where the file can seek.
+                regular = not os.path.exists(self.path) or os.path.isfile(self.path)
+                self.file = open(self.path, "a+" if regular else "a", encoding="utf-8", newline="")
+            append_line(self.file, line, self.header_line if self.rows == 0 else None)
         except OSError as exc:
             raise OSError(f"cannot write {self.path} after {self.rows} rows were written to it: "
                           f"{exc.strerror or exc}") from None
@@ -257,9 +283,23 @@ class _FileSink(Sink):
 
     def close(self):
         try:
-            self.file.close()
+            if self.file is not None:
+                self.file.close()
         except OSError:
             pass  # a failed write was reported when it happened
+
+
+def _check_writable(path: str) -> None:
+    """Raise the OSError that opening ``path`` for appending would, without creating it."""
+    if os.path.exists(path):
+        if not os.access(path, os.W_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
 
 
 class JsonlWriter(_FileSink):
@@ -273,17 +313,14 @@ class JsonlWriter(_FileSink):
 
 class CsvWriter(_FileSink):
     check = staticmethod(_check_csv)
-
-    def __init__(self, path: str):
-        super().__init__(path)
-        if not _size(self.file):
-            self._append(",".join(FIELDS) + "\r\n")
-            self.rows = 0
+    header_line = ",".join(FIELDS) + "\r\n"
 
     def record(self, rec):
         buf = io.StringIO()
-        csv.DictWriter(buf, fieldnames=FIELDS, extrasaction="ignore").writerow(
-            {k: _clean(rec.get(k)) for k in FIELDS})
+        # One physical line per row, whatever a field holds (the loader reads line by line).
+        row = {k: _clean(rec.get(k)) for k in FIELDS}
+        row = {k: " ".join(v.split()) if isinstance(v, str) else v for k, v in row.items()}
+        csv.DictWriter(buf, fieldnames=FIELDS, extrasaction="ignore").writerow(row)
         self._append(buf.getvalue())
 
 

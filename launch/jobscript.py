@@ -155,7 +155,7 @@ def render(spec: JobSpec) -> str:
     lines += [
         f"PY={_q(spec.python)}",
         f"JSON={_q(spec.json_path)}",
-        'point="(before the first point)"',
+        'point="before-the-first-point"',
         'collective=""',
         "record_failure() {  # exit status, reason",
         f'    "$PY" -m launch.sweep record-failure --json "$JSON" --sweep-id "$COLLSCALE_SWEEP_ID" '

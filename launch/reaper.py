@@ -233,7 +233,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         orderly += chunk
     stopped = end_marked(args.token)
     removed = False
-    if args.emulation is not None and _owner_gone(args.emulation):
+    if args.emulation is not None and not orderly and _owner_gone(args.emulation):
         from launch import netns
 
         removed = netns.remove_dead(args.emulation)

@@ -179,3 +179,52 @@ def test_a_failed_write_leaves_no_partial_line(tmp_path, monkeypatch):
     w.record(_rec(size_bytes=32))
     w.close()
     assert [json.loads(x)["size_bytes"] for x in path.read_text().splitlines()] == [8, 32]
+
+
+def test_a_pipe_can_be_the_output(tmp_path):
+    import os
+
+    r, w = os.pipe()
+    try:
+        sink = JsonlWriter(f"/proc/self/fd/{w}")
+        sink.record(_rec(size_bytes=8))
+        sink.record(_rec(size_bytes=16))
+        sink.close()
+        os.close(w)
+        w = None
+        lines = os.read(r, 1 << 16).decode().splitlines()
+    finally:
+        os.close(r)
+        if w is not None:
+            os.close(w)
+    assert [json.loads(x)["size_bytes"] for x in lines] == [8, 16]
+
+
+def test_two_csv_writers_starting_together_write_one_header(tmp_path):
+    path = str(tmp_path / "r.csv")
+    a, b = CsvWriter(path), CsvWriter(path)  # both saw an empty (missing) file
+    a.record(_rec(size_bytes=8))
+    b.record(_rec(size_bytes=16))
+    a.close()
+    b.close()
+    rows = list(csv.DictReader(open(path)))
+    assert [r["size_bytes"] for r in rows] == ["8", "16"]
+
+
+def test_no_file_is_created_until_a_record_exists(tmp_path):
+    path = tmp_path / "r.jsonl"
+    sink = JsonlWriter(str(path))
+    sink.close()
+    assert not path.exists()
+    with pytest.raises(OSError):
+        open_sinks(str(tmp_path / "missing" / "r.jsonl"), None)
+
+
+def test_a_sweep_failure_record_starts_on_its_own_line(tmp_path):
+    from launch.sweep import failure_record, record_failure
+
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"schema":"collscale.row/1","kind":"meas')  # the killed point's torn row
+    record_failure(str(path), failure_record("S", "p1", "allreduce", 2, "mpi", "killed"))
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2 and json.loads(lines[1])["status"] == "failed"
