@@ -138,6 +138,13 @@ class Run:
         try:
             for s in self.sinks:
                 s.close()
+            if exc_type is not None:
+                # What this rank alone can release (named shm segments): after an
+                # error every rank agreed on (exit 2) no abort will do it.
+                try:
+                    self.transport.cleanup()
+                except Exception:
+                    pass
             # Closed only on success: after a failure the job is aborted, and
             # closing would wait for ranks that may be gone.
             if exc_type is None:

@@ -25,7 +25,9 @@ def _world():
 @pytest.mark.parametrize("collective", [n for n in SPECS if n != "pingpong"])
 def test_every_collective_every_type_and_op(collective):
     comm = _world()
-    recs = cli.run(collective, comm, SMALL + ["-d", "all", "-o", "all", "-r", "all"])
+    # Every root up to 3 ranks; at 5 (oversubscribed in CI) the last one only.
+    roots = "all" if comm.Get_size() <= 3 else str(comm.Get_size() - 1)
+    recs = cli.run(collective, comm, SMALL + ["-d", "all", "-o", "all", "-r", roots])
     ok = [r for r in recs if r["status"] == "ok"]
     assert ok
     assert all(r["wrong"] in (0, None) for r in recs)
