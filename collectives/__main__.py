@@ -17,6 +17,8 @@ def listing() -> int:
             extra.append(f"exactly {spec.exact_ranks} ranks")
         note = f"  [{', '.join(extra)}]" if extra else ""
         print(f"  {spec.name:<15} {spec.summary}{note}")
+    print(f"  {'replicate':<15} data-parallel training steps of a real model under DDP, measured per phase "
+          "and gradient bucket  [--model, --batch; torch: gloo, nccl, hccl]")
     print(f"  {'weight_stream':<15} SwarmX-style weights down / gradients up a fan-out tree, pipelined "
           "per layer  [--fanout, --layers; needs point-to-point: mpi, gloo, nccl]")
     print()
@@ -35,6 +37,10 @@ def main(argv=None) -> int:
         from collectives import weight_stream
 
         return weight_stream.main(rest)
+    if name == "replicate":
+        from collectives import replicate
+
+        return replicate.main(rest)
     if name not in SPECS:
         from launch.env import detect
 

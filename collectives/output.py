@@ -46,6 +46,7 @@ class Sink:
     def point(self, recs: Sequence[Dict]) -> None: ...
     def footer(self, summary: Dict) -> None: ...
     def note(self, text: str) -> None: ...
+    def text(self, line: str) -> None: ...
     def close(self) -> None: ...
 
 
@@ -111,7 +112,13 @@ class TableWriter(Sink):
         self.stream.flush()
 
     def header(self, info):
+        if info.get("columns") is False:  # a runner with columns of its own (in its header lines)
+            self._say(info["header_lines"])
+            return
         self._say(info["header_lines"] + ["#"] + table_header(info.get("columns", ("out-of-place", "in-place"))))
+
+    def text(self, line):
+        self._say([line])
 
     def point(self, recs):
         self._say([format_row(recs)])
@@ -124,7 +131,10 @@ class TableWriter(Sink):
         for note in summary.get("unsupported", []):
             lines.append(f"# unsup: {note}")
         bad = summary["wrong"]
-        lines.append(f"# Out of bounds values : {bad} {'OK' if bad == 0 else 'FAILED'}")
+        if bad is None:
+            lines.append("# Out of bounds values : N/A (nothing here is validated element by element)")
+        else:
+            lines.append(f"# Out of bounds values : {bad} {'OK' if bad == 0 else 'FAILED'}")
         avg = summary["avg_busbw"]
         lines.append("# Avg bus bandwidth    : %s" % ("%g" % avg if avg is not None else "N/A"))
         lines.append("#")

@@ -177,10 +177,12 @@ class Run:
                 s.note(f"TIMEOUT: {rec['reason']}")
 
     # -- sinks -------------------------------------------------------------------
-    def header(self, lines: List[str], columns: Optional[Sequence[str]] = None) -> None:
+    def header(self, lines: List[str], columns=None) -> None:
+        """``columns``: the two column groups' titles, or False when ``lines`` hold the runner's
+        own column header (its rows then go out through :meth:`text`)."""
         info = {"header_lines": lines, "context": self.ctx, "config": self.cfg}
         if columns is not None:
-            info["columns"] = tuple(columns)
+            info["columns"] = tuple(columns) if columns is not False else False
         for s in self.sinks:
             s.header(info)
 
@@ -196,6 +198,11 @@ class Run:
     def note(self, text: str) -> None:
         for s in self.sinks:
             s.note(text)
+
+    def text(self, line: str) -> None:
+        """One table line of a runner with columns of its own."""
+        for s in self.sinks:
+            s.text(line)
 
     def footer(self, summary: Dict) -> None:
         for s in self.sinks:

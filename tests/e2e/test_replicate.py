@@ -1,0 +1,57 @@
+"""collectives.replicate: DDP training steps of a real (tiny) model, measured per phase and bucket."""
+
+import json
+import sys
+
+import pytest
+
+from tests.conftest import cli_cmd, read_jsonl
+
+pytest.importorskip("torch")
+
+TINY = ["--model", "braggnn", "-n", "2", "-w", "1"]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_phases_add_up_and_buckets_match_ddp(runner, tmp_path, n):
+    from analysis import results, workloads
+
+    out = tmp_path / "r.jsonl"
+    res = runner.cli(n, "replicate", *TINY, "--batch", "2,4", "--json", out, "--csv", tmp_path / "r.csv",
+                     timeout=240)
+    assert res.returncode == 0, res.stderr
+    assert "synthetic inputs" in res.stdout and "no data loading" in res.stdout
+    recs = read_jsonl(out)
+    assert [r["batch"] for r in recs] == [2, 4]
+    w = workloads.get("braggnn")
+    for r in recs:
+        assert r["kind"] == "measured" and r["status"] == "ok" and r["nranks"] == n
+        assert r["forward_ms"] + r["backward_ms"] + r["optimizer_ms"] == pytest.approx(r["step_ms"], rel=1e-6)
+        assert r["step_ms_spread"][0] <= r["step_ms"] <= r["step_ms_spread"][1]
+        assert r["size_bytes"] == 4 * w.params
+        # DDP's buckets (25 MiB, the first 1 MiB): braggnn's gradients fit one.
+        assert [b["bytes"] for b in r["bucket_timeline"]] == workloads.gradient_buckets(w)
+        for b in r["bucket_timeline"]:
+            assert 0 <= b["ready_ms"] <= b["done_ms"] <= r["backward_ms"] + 1e-6
+    df = results.load([str(out)])
+    assert len(df) == 2 and set(df["collective"]) == {"replicate"}
+
+
+def test_bad_input_is_one_line(runner):
+    # In one launch each would cost seconds: the parser in-process, the CLI once.
+    from collectives.dtypes import ConfigError
+    from collectives.replicate import parse_args
+
+    for argv, message in ((["--model", "resnet"], "unknown"), (["--batch", "0"], "--batch"),
+                          (["--batch", "2,x"], "--batch"), (["--transport", "mpi"], "gloo, nccl or hccl"),
+                          (["-n", "0"], "at least 1")):
+        with pytest.raises(ConfigError, match=message):
+            parse_args(argv)
+    res = runner.cli(2, "replicate", "--model", "resnet", timeout=120)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+
+
+def test_a_model_too_big_for_memory_is_refused(runner):
+    res = runner.cli(2, "replicate", "--model", "genslm-25b", "-n", "1", timeout=120)
+    assert res.returncode == 2, res.stderr
+    assert "GiB available" in res.stderr or "too big" in res.stderr, res.stderr
