@@ -14,14 +14,14 @@ import platform
 import socket
 import uuid
 from datetime import datetime, timezone
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from collectives import __version__
 from launch import env as launch_env
 
-__all__ = ["gather", "proc_start"]
+__all__ = ["gather", "proc_start", "memory_here"]
 
 
 def _cpus() -> str:
@@ -32,6 +32,18 @@ def _cpus() -> str:
     if cpus and cpus == list(range(cpus[0], cpus[-1] + 1)):
         return f"{cpus[0]}-{cpus[-1]}" if len(cpus) > 1 else str(cpus[0])
     return ",".join(map(str, cpus))
+
+
+def memory_here(ctx: Dict) -> Optional[Tuple[int, int, str]]:
+    """(MemAvailable in bytes, ranks of this job on this host, host name), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f if ":" in line)
+        available = int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+    host = socket.gethostname()
+    return available, len(ctx["hosts"].get(host, [])) or 1, host
 
 
 def proc_start(pid: int) -> Optional[int]:

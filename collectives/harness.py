@@ -32,7 +32,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from collectives import record, spec as specs, validate
+from collectives import context, record, spec as specs, validate
 from collectives.config import MAX_ITERS, MIN_ITERS, Config
 from collectives.dtypes import DTYPES, ConfigError
 from collectives.header import header_lines
@@ -363,19 +363,14 @@ def _memory_shortfall(nbytes: int, ctx: Dict) -> Optional[str]:
     device = str(desc.get("settings", {}).get("device", "cpu"))
     if desc.get("buffer", "host") not in ("host", "shared") or not device.startswith("cpu"):
         return None
-    try:
-        with open("/proc/meminfo") as f:
-            info = dict(line.split(":", 1) for line in f if ":" in line)
-        available = int(info["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
+    here = context.memory_here(ctx)
+    if here is None:
         return None
-    import socket
-
-    local = len(ctx["hosts"].get(socket.gethostname(), [])) or 1
+    available, local, host = here
     if nbytes * local <= available:
         return None
     return (f"the buffers need {nbytes / 2**30:.1f} GiB per rank, {nbytes * local / 2**30:.1f} GiB for the "
-            f"{local} ranks on {socket.gethostname()}, which has {available / 2**30:.1f} GiB available")
+            f"{local} ranks on {host}, which has {available / 2**30:.1f} GiB available")
 
 
 def _dedupe_reasons(notes: List[str]) -> List[str]:

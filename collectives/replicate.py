@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from collectives import cli, record
+from collectives import cli, context, record
 from collectives.config import Config
 from collectives.dtypes import ConfigError, parse_dtypes
 from collectives.harness import aggregate
@@ -110,20 +110,15 @@ def parse_args(argv: Sequence[str], quiet: bool = False) -> ReplicateConfig:
 
 def _check_memory(cfg: ReplicateConfig, params: int, ctx: Dict) -> Optional[str]:
     """Model + gradients + buckets + optimizer state of this host's ranks against MemAvailable."""
-    import socket
-
-    try:
-        with open("/proc/meminfo") as f:
-            info = dict(line.split(":", 1) for line in f if ":" in line)
-        available = int(info["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
+    here = context.memory_here(ctx)
+    if here is None:
         return None
-    local = len(ctx["hosts"].get(socket.gethostname(), [])) or 1
+    available, local, host = here
     need = params * _BYTES_PER_PARAM[cfg.optimizer] * local
     if need <= available:
         return None
     return (f"{cfg.model} ({params:,} parameters) needs about {need / 2**30:.1f} GiB for its {local} ranks on "
-            f"{socket.gethostname()} (weights, gradients, buckets, {cfg.optimizer} state), which has "
+            f"{host} (weights, gradients, buckets, {cfg.optimizer} state), which has "
             f"{available / 2**30:.1f} GiB available")
 
 
@@ -229,8 +224,8 @@ def _sweep(session: Run) -> List[Dict]:
             if i >= cfg.warmup:
                 steps.append(result)
         with dog.watch(f"gathering the step times of batch {batch}"):
-            per_rank = comm.allgather([{k: v for k, v in s.items() if k != "buckets"} for s in steps])
-        rec.update(_summary(per_rank, steps, batch, grad_bytes, t.size))
+            per_rank = comm.allgather(steps)
+        rec.update(_summary(per_rank, batch, grad_bytes, t.size))
         rec.update(status="ok")
         session.emit(rec)
         records.append(rec)
@@ -242,12 +237,12 @@ def _sweep(session: Run) -> List[Dict]:
     return records
 
 
-def _summary(per_rank: List[List[Dict]], mine: List[Dict], batch: int, grad_bytes: int, nranks: int) -> Dict:
+def _summary(per_rank: List[List[Dict]], batch: int, grad_bytes: int, nranks: int) -> Dict:
     """The median step of the slowest rank, whole: its phases add up to its step time.
 
     For each timed step the slowest rank (by step time) is taken; of those
-    steps, the median one is reported with all its phases; the spread is
-    over all steps.  The bucket timeline is this rank's last step's.
+    steps, the median one is reported with all its phases and its bucket
+    timeline; the spread is over all steps.
     """
     slowest = [max((r[i] for r in per_rank), key=lambda s: s["step"]) for i in range(len(per_rank[0]))]
     order = sorted(range(len(slowest)), key=lambda i: slowest[i]["step"])
@@ -265,10 +260,10 @@ def _summary(per_rank: List[List[Dict]], mine: List[Dict], batch: int, grad_byte
         algbw_gbs=algbw, busbw_factor=factor, busbw_gbs=algbw * factor, wrong=None, checks=0,
         step_ms=med["step"] * 1e3, forward_ms=med["forward"] * 1e3, backward_ms=med["backward"] * 1e3,
         optimizer_ms=med["optimizer"] * 1e3, exposed_ms=med["exposed"] * 1e3, allreduce_ms=allreduce_s * 1e3,
-        hook_ms=med["hook"] * 1e3, buckets=len(mine[-1]["buckets"]),
+        hook_ms=med["hook"] * 1e3, buckets=len(med["buckets"]),
         samples_per_s=nranks * batch / med["step"],
         step_ms_spread=[min(steps_s) * 1e3, max(steps_s) * 1e3],
-        bucket_timeline=[{"bytes": b, "ready_ms": r * 1e3, "done_ms": d * 1e3} for b, r, d in mine[-1]["buckets"]],
+        bucket_timeline=[{"bytes": b, "ready_ms": r * 1e3, "done_ms": d * 1e3} for b, r, d in med["buckets"]],
     )
     return out
 
