@@ -55,3 +55,38 @@ def test_a_model_too_big_for_memory_is_refused(runner):
     res = runner.cli(2, "replicate", "--model", "genslm-25b", "-n", "1", timeout=120)
     assert res.returncode == 2, res.stderr
     assert "GiB available" in res.stderr or "too big" in res.stderr, res.stderr
+
+
+def test_under_torchrun(runner, tmp_path):
+    from tests.e2e.test_torch import _torchrun
+
+    out = tmp_path / "r.jsonl"
+    res = runner.run(_torchrun(2) + ["-m", "collectives.replicate", *TINY, "--json", str(out)], timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    (rec,) = read_jsonl(out)
+    assert rec["nranks"] == 2 and rec["status"] == "ok" and rec["transport"] == "gloo"
+
+
+def test_a_rank_killed_mid_run_ends_the_job_and_keeps_what_was_measured(runner, tmp_path):
+    import os
+    import signal
+    import time
+
+    from tests.e2e.test_cli import _pid_of_rank, _wait_rows
+
+    out = tmp_path / "r.jsonl"
+    proc = runner.popen(cli_cmd(2, "replicate", "--model", "braggnn", "--batch", "2,4", "-n", "500", "-w", "1",
+                                "--json", out))
+    deadline = time.time() + 120
+    try:
+        pid, _ = _pid_of_rank(proc, 1, deadline)
+        _wait_rows(out, 1, deadline)  # the first batch size is measured and written
+        os.kill(pid, signal.SIGKILL)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode != 0
+    recs = read_jsonl(out)
+    assert [r["batch"] for r in recs if r["status"] == "ok"] == [2]
