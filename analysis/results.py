@@ -36,7 +36,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Un
 from analysis.cli_common import UsageError
 from collectives import record, spec as specs
 
-__all__ = ["ResultsError", "load", "read_records", "frame", "REQUIRED", "placement"]
+__all__ = ["ResultsError", "load", "read_records", "frame", "REQUIRED", "placement", "REPLICATE",
+           "split_replicate"]
 
 REQUIRED = ("collective", "transport", "nranks", "size_bytes", "time_us", "busbw_gbs", "algbw_gbs")
 _STRUCTURE = ("schema", "collective", "transport", "nranks", "size_bytes", "status")
@@ -49,6 +50,7 @@ _BOOLEAN = ("in_place", "oversubscribed", "fresh_inputs", "pipelined")
 _TEXT = ("schema", "kind", "status", "run_id", "timestamp", "collective", "transport", "algo", "buffer",
          "dtype", "op", "op_impl", "aggregation", "reason", "hosts", "emulated", "sweep_id", "sweep_point",
          "phase")
+REPLICATE = "replicate"  # collectives.replicate's training-step records: a frame of their own
 _MAX_RANKS = 1 << 24
 _MAX_BYTES = 1 << 62
 Warn = Callable[[str], None]
@@ -309,11 +311,22 @@ def placement(rec: dict) -> str:
     return "in-place" if rec.get("in_place") else "out-of-place"
 
 
+def split_replicate(records: List[dict]) -> Tuple[List[dict], List[dict]]:
+    """(collective points, replicate training-step records): the latter are not points of a size sweep
+    and load with :func:`analysis.replicate_runs.load`."""
+    points = [r for r in records if r.get("collective") != REPLICATE]
+    return points, [r for r in records if r.get("collective") == REPLICATE]
+
+
 def frame(records: List[dict], all_status: bool = False):
-    """The DataFrame of :func:`read_records`' records; measured points only unless ``all_status``."""
+    """The DataFrame of :func:`read_records`' records; measured points only unless ``all_status``.
+
+    Replicate records (training steps, not collective points) are left out: see
+    :mod:`analysis.replicate_runs`."""
     import numpy as np
     import pandas as pd
 
+    records = split_replicate(records)[0]
     df = pd.DataFrame.from_records(records)
     for col in record.FIELDS:  # every record the project writes has them all: code may rely on them
         if col not in df:

@@ -126,7 +126,9 @@ def test_scaling_from_measured_results(runner, measured):
     assert len(rows) == 3 and all(r[9] == "MODELLED" for r in rows)
     assert "extrapolated beyond the measured 3 ranks" in " ".join(rows[2][10:])
     eff = [float(r[8].rstrip("%")) for r in rows]
-    assert eff[0] == 100.0 and eff[2] < eff[1] < 100.0
+    # The fitted algorithm may be a log2(p) one (recursive doubling, binomial), whose cost steps only at
+    # powers of two and, with the buckets overlapped, can round to the same efficiency: never higher.
+    assert eff[0] == 100.0 and eff[2] <= eff[1] < 100.0
 
 
 def test_report_reads_modelled_records_beside_measured(runner, measured, tmp_path):
