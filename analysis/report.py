@@ -10,6 +10,9 @@ embedded, viewable offline) and the PNG plots it shows:
   MODELLED) — a modelled series is never drawn like a measured one;
 * ``scaling_<model>.png``: scaling efficiency against devices for UNet and
   GPT-2 at two batches, per fabric model and per measured transport fit;
+* ``replicate_<model>.png`` and a "measured vs predicted" table, when the
+  inputs hold ``collectives.replicate`` runs: measured E(N) on the step
+  model's curves, uncalibrated and calibrated (analysis.report_replicate);
 * tables: the fits (alpha, beta, gamma, the algorithm that fits best, the
   errors), how well each fit predicts the sizes it did not see, the fabrics'
   figures with their sources, and a seed-style table of UNet efficiency at 8
@@ -35,7 +38,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from analysis import cli_common, fabrics, fit, links, results, scaling, workloads
+from analysis import cli_common, fabrics, fit, links, report_replicate, results, scaling, workloads
 from analysis.report_plots import REPORT_FABRICS, draw as _draw_plots, short_compute as _short_compute
 
 __all__ = ["build", "main", "holdout_accuracy"]
@@ -306,6 +309,9 @@ def build(paths: Sequence[str], outdir: str, measure_cpu: bool = False, strict: 
            "too. That is why its A100 figure (18.8 % at batch 32, 52 % at 256) rises so steeply with batch, "
            "while slower compute per device (GC200) hides more communication and scales better (79.5 %): a "
            "faster device makes any fixed overhead a larger share of the step.", ""]
+    rep_md, rep_plots = report_replicate.section(records, model_fits, out, _table)
+    md += rep_md + [""] if rep_md else []
+    plots = plots + rep_plots
     md += ["## Plots", ""]
     md += [f"![{p.stem}]({p.name})" for p in plots]
     md_path = out / "report.md"

@@ -35,27 +35,17 @@ import json
 import sys
 import time as _time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["Compute", "Network", "Step", "step_time", "curve", "compute_from_peak",
            "compute_from_rate", "measure_cpu", "network_from_fabric", "network_from_fit", "strong_skipped",
            "format_table", "main"]
 
-BACKWARD_FRACTION = 2.0 / 3.0
+from analysis.step_model import BACKWARD_FRACTION, Compute  # noqa: E402,F401  (re-exported)
 DEFAULT_MFU = 0.35
 PROG = "analysis.scaling"
 MAX_BATCH = 1 << 31
 MAX_ACCUM = 1 << 20
-
-
-@dataclass(frozen=True)
-class Compute:
-    """Forward+backward seconds of one sample on one device, and where that figure comes from."""
-
-    seconds_per_sample: float
-    source: str
-    kind: str  # measured | given | assumed
-    backward_fraction: float = BACKWARD_FRACTION
 
 
 def compute_from_rate(samples_per_second: float, source: str = "given on the command line") -> Compute:
@@ -73,9 +63,26 @@ def compute_from_peak(workload, tflops: float, mfu: float = DEFAULT_MFU, source:
                       f"{mfu:.0%} utilisation ({source or 'assumed'})", "assumed")
 
 
-def measure_cpu(workload, batch: int = 4, repeats: int = 3) -> Compute:
-    """Time a real forward+backward of the workload's torch model on this machine's CPU.
+def default_threads(devices: Sequence[int]) -> int:
+    """The threads one rank gets when this host's cores are shared by as many ranks as it can hold of
+    the largest device count (at least 1)."""
+    import os
 
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, min(max(devices or [1]), cores)))
+
+
+def measure_cpu(workload, batch: int = 4, repeats: int = 3, threads: Optional[int] = None,
+                optimizer: str = "adam") -> Compute:
+    """Time a real training step of the workload's torch model on this machine's CPU, by phase.
+
+    Forward, backward and one optimizer step (Adam unless ``optimizer`` is
+    ``sgd``), with ``threads`` torch threads (a rank's share of the cores,
+    as :func:`default_threads`; torch's own default when None), best of
+    ``repeats`` after a warm-up.  The backward fraction is measured too.
     The model and its input (shaped by ``workload.model_input``) come from
     analysis.workloads.build_torch_model and example_input (analysis.torch_models).
     """
@@ -86,23 +93,38 @@ def measure_cpu(workload, batch: int = 4, repeats: int = 3) -> Compute:
     if workload.params > 400_000_000:
         raise ValueError(f"{workload.name} ({workload.params:,} parameters) is too big to time on a CPU here; "
                          "give --samples-per-second or --peak-tflops")
-    model = workloads.build_torch_model(workload)
-    model.train()
-    x = workloads.example_input(workload, batch)  # random: only the time matters
-    best = float("inf")
-    for i in range(repeats + 1):
-        model.zero_grad(set_to_none=True)
-        t0 = _time.perf_counter()
-        out = model(x)
-        out = out[0] if isinstance(out, (tuple, list)) else getattr(out, "last_hidden_state", out)
-        out.float().mean().backward()
-        elapsed = _time.perf_counter() - t0
-        if i:  # the first run warms up the allocator and kernels
-            best = min(best, elapsed)
-    per = best / batch
-    threads = torch.get_num_threads()
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        model = workloads.build_torch_model(workload)
+        model.train()
+        opt = (torch.optim.SGD(model.parameters(), lr=1e-3) if optimizer == "sgd"
+               else torch.optim.Adam(model.parameters(), lr=1e-4))
+        x = workloads.example_input(workload, batch)  # random: only the time matters
+        best = None
+        for i in range(repeats + 1):
+            opt.zero_grad(set_to_none=True)
+            t0 = _time.perf_counter()
+            out = model(x)
+            out = out[0] if isinstance(out, (tuple, list)) else getattr(out, "logits", out)
+            loss = out.float().pow(2).mean()
+            t1 = _time.perf_counter()
+            loss.backward()
+            t2 = _time.perf_counter()
+            opt.step()
+            t3 = _time.perf_counter()
+            if i and (best is None or t3 - t0 < best[3] - best[0]):  # the first run warms up
+                best = (t0, t1, t2, t3)
+        used = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    t0, t1, t2, t3 = best
+    per = (t2 - t0) / batch
     return Compute(per, f"measured here: forward+backward of {workload.name}, batch {batch}, on the CPU with "
-                        f"torch {torch.__version__} ({threads} threads): {1 / per:.3g} samples/s", "measured")
+                        f"torch {torch.__version__} ({used} thread{'s' if used > 1 else ''}): {1 / per:.3g} "
+                        f"samples/s; {optimizer} step {1e3 * (t3 - t2):.3g} ms", "measured",
+                   backward_fraction=(t2 - t1) / (t2 - t0), optimizer_s=t3 - t2, optimizer_how="measured")
 
 
 @dataclass(frozen=True)
@@ -114,6 +136,7 @@ class Network:
     allreduce: Callable[[float, int], float]
     valid_up_to: Optional[int] = None  # beyond this N the model extrapolates
     short: str = ""  # for plot legends: the fabric's name, or "<transport> fit"
+    transport: Optional[str] = None  # the transport measured, for a fit
 
     def note(self, n_devices: int) -> str:
         if self.valid_up_to and n_devices > self.valid_up_to:
@@ -130,7 +153,8 @@ def network_from_fit(model_fit) -> Network:
         raise ValueError("a scaling model needs an allreduce fit")
     return Network(f"measured {model_fit.transport} allreduce ({model_fit.algorithm})",
                    "modelled from a measured fit", lambda n, p: float(model_fit.predict(n, p)),
-                   valid_up_to=max(model_fit.ranks), short=f"{model_fit.transport} (measured fit)")
+                   valid_up_to=max(model_fit.ranks), short=f"{model_fit.transport} (measured fit)",
+                   transport=model_fit.transport)
 
 
 @dataclass(frozen=True)
@@ -142,40 +166,50 @@ class Step:
 
 
 def step_time(buckets: Sequence[int], batch: float, n_devices: int, compute: Compute, network: Network,
-              accum: int = 1, overlap: bool = True) -> Step:
-    """One training step (see the module docstring)."""
+              accum: int = 1, overlap: bool = True, terms=None, shares: Optional[Sequence[float]] = None) -> Step:
+    """One training step (see the module docstring and :mod:`analysis.step_model`).
+
+    ``shares``: each bucket's ready time as a share of the backward pass
+    (default: spread evenly over bytes); ``terms``: the step model's terms
+    (default: all assumed, i.e. none).  The first ``accum - 1`` micro-batches
+    run without sync; only the last one's backward pass overlaps the buckets.
+    """
+    from analysis import step_model as sm
+
     t_micro = batch * compute.seconds_per_sample
-    compute_s = accum * t_micro
-    if n_devices <= 1 or not buckets:
-        return Step(compute_s, 0.0, 0.0, compute_s)
-    total = float(sum(buckets))
     backward = compute.backward_fraction * t_micro
-    end = ready = comm = 0.0
-    for size in buckets:
-        ready += backward * size / total  # this bucket's gradients are all computed
-        t = network.allreduce(size, n_devices)
-        comm += t
-        end = max(ready, end) + t  # one communication stream, buckets in order
-    exposed = max(0.0, end - backward) if overlap else comm
-    return Step(compute_s, comm, exposed, compute_s + exposed)
+    phases = sm.Phases(accum * t_micro - backward, backward, compute.optimizer_s)
+    if n_devices <= 1 or not buckets:
+        return Step(phases.total, 0.0, 0.0, phases.total)
+    shares = list(shares) if shares is not None else sm.even_readiness(buckets)
+    if not overlap:
+        shares = [1.0] * len(buckets)
+    p = sm.predict(phases, list(zip(buckets, shares)), n_devices, network.allreduce, terms or sm.Terms())
+    return Step(p.compute_s, p.comm_s, p.exposed_s, p.step_s)
 
 
 def curve(workload, batches: Sequence[int], devices: Sequence[int], compute: Compute, network: Network,
-          grad_bytes: int = 4, accum: int = 1, strong: bool = False, overlap: bool = True) -> List[Dict]:
-    """Rows of the scaling table: one per (batch, N); every row is modelled."""
-    from analysis import workloads
+          grad_bytes: int = 4, accum: int = 1, strong: bool = False, overlap: bool = True, terms=None,
+          readiness: Optional[Tuple[List[float], str]] = None) -> List[Dict]:
+    """Rows of the scaling table: one per (batch, N); every row is modelled.
+
+    ``readiness``: (each bucket's ready share of the backward pass, how it is
+    known); default: spread evenly over bytes (assumed)."""
+    from analysis import step_model as sm, workloads
 
     buckets = workloads.gradient_buckets(workload, bytes_per_element=grad_bytes)
+    shares, ready_how = readiness if readiness else (sm.even_readiness(buckets), sm.ASSUMED)
+    terms = terms or sm.Terms()
     rows = []
     for b in batches:
         per1 = b
-        base = step_time(buckets, per1, 1, compute, network, accum, overlap)
+        base = step_time(buckets, per1, 1, compute, network, accum, overlap, terms, shares)
         x1 = per1 * accum / base.step_s
         for n in devices:
             per = b / n if strong else b
             if per <= 0 or (strong and per < 1):
                 continue
-            s = step_time(buckets, per, n, compute, network, accum, overlap)
+            s = step_time(buckets, per, n, compute, network, accum, overlap, terms, shares)
             x = n * per * accum / s.step_s
             rows.append({
                 "kind": "modelled", "model": workload.name, "params": workload.params,
@@ -188,12 +222,14 @@ def curve(workload, batches: Sequence[int], devices: Sequence[int], compute: Com
                 "network": network.label, "network_short": network.short or network.label,
                 "network_kind": network.kind, "compute": compute.source,
                 "compute_kind": compute.kind, "overlap": overlap, "note": network.note(n),
+                "optimizer_ms": compute.optimizer_s * 1e3, "optimizer_how": compute.optimizer_how,
+                "terms": terms.code(), "readiness": ready_how,
             })
     return rows
 
 
 def format_table(rows: List[Dict], workload, network: Network, compute: Compute,
-                 notes: Sequence[str] = ()) -> str:
+                 notes: Sequence[str] = (), terms_lines: Sequence[str] = ()) -> str:
     """The table on stdout; ``notes`` become ``# note:`` lines under the header."""
     scaling = rows[0]["scaling"] if rows else "weak"
     lines = [
@@ -201,16 +237,26 @@ def format_table(rows: List[Dict], workload, network: Network, compute: Compute,
         f"{scaling} scaling",
         f"# network: {network.label} ({network.kind})",
         f"# compute: {compute.source}",
-        "# step = accum x batch x t_sample + exposed allreduce (DDP buckets overlapped with the backward "
-        "pass); E(N) = X(N) / (N X(1))",
-    ] + [f"# note: {n}" for n in notes] + [
-        "#  batch   per-dev  devices   step(ms)  compute(ms)  allreduce(ms)  exposed(ms)   samples/s  efficiency",
+        "# step = (forward + backward + optimizer) x sharing x skew + exposed allreduce (DDP buckets "
+        "overlapped with the backward pass, slowed by interference; analysis.step_model); E(N) = X(N) / (N X(1))",
+    ] + list(terms_lines) + [f"# note: {n}" for n in notes] + [
+        "# terms: how the model's sharing, sharing_opt, skew, interference, comm / bucket readiness are known "
+        "(c calibrated, m measured, e estimated, a assumed)",
+        "#  batch   per-dev  devices   step(ms)  compute(ms)  allreduce(ms)  exposed(ms)   samples/s  efficiency"
+        "    terms",
     ]
     for r in rows:
-        lines.append("%8s %9.3g %8d %10.3f %12.3f %14.3f %12.3f %11.4g %10.1f%%  MODELLED%s" % (
+        lines.append("%8s %9.3g %8d %10.3f %12.3f %14.3f %12.3f %11.4g %10.1f%%  %7s  MODELLED%s" % (
             r["batch"], r["batch_per_device"], r["devices"], r["step_ms"], r["compute_ms"], r["comm_ms"],
-            r["exposed_ms"], r["throughput"], 100 * r["efficiency"], ("  " + r["note"]) if r["note"] else ""))
+            r["exposed_ms"], r["throughput"], 100 * r["efficiency"], terms_token(r),
+            ("  " + r["note"]) if r["note"] else ""))
     return "\n".join(lines) + "\n"
+
+
+def terms_token(row: Dict) -> str:
+    """``ccccc/m``: how each step-model term of a row is known, then its bucket readiness."""
+    codes = "".join(part.split()[-1] for part in str(row.get("terms") or "").split(", ") if part)
+    return f"{codes or '-'}/{str(row.get('readiness') or 'assumed')[0]}"
 
 
 def strong_skipped(batches: Sequence[int], devices: Sequence[int]) -> Dict[int, List[int]]:
@@ -227,7 +273,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:
-    from analysis import cli_common as cc, fabrics, workloads
+    from analysis import calibrate, cli_common as cc, fabrics, step_model, workloads
 
     ap = cc.Parser(prog="python -m analysis.scaling", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="unet", help=f"one of: {', '.join(workloads.names())}")
@@ -244,7 +290,15 @@ def _main(argv: Optional[Sequence[str]]) -> int:
                       help="one device's training throughput")
     comp.add_argument("--peak-tflops", type=cc.number(1e-3, 1e6, lo_open=False),
                       help="device peak (default: the fabric's, when published)")
-    comp.add_argument("--measure-cpu", action="store_true", help="time forward+backward here with torch")
+    comp.add_argument("--measure-cpu", action="store_true", help="time forward, backward and an Adam step here "
+                      "with torch, with the threads one rank gets (--threads)")
+    ap.add_argument("--threads", type=cc.whole(1, 4096), help="--measure-cpu: torch threads (default: this host's "
+                    "cores over the largest device count it can hold, at least 1: one rank's share)")
+    ap.add_argument("--calibrate", nargs="+", metavar="RUNS", help="collectives.replicate records (JSON Lines or "
+                    "CSV): fit the model's terms (sharing, skew, interference, comm, bucket readiness) to them, "
+                    "and take the compute of --model from them when it is there")
+    ap.add_argument("--seq", type=cc.whole(1, 1 << 20), help="tokens per sample for GPT-style models' bucket "
+                    "readiness (default 128)")
     ap.add_argument("--mfu", type=cc.number(1e-4, 1, lo_open=False), default=DEFAULT_MFU,
                     help=f"utilisation of the peak, in [0.0001, 1] (default {DEFAULT_MFU}, assumed)")
     ap.add_argument("--grad-dtype", choices=("fp32", "bf16"), default="fp32")
@@ -264,10 +318,14 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         else:
             fabric = None
             network = network_from_fit(_allreduce_fit(a.results, a.transport, a.strict, cc.warner(PROG)))
+        reps = _replicate_records(a.calibrate, a.strict, cc.warner(PROG)) if a.calibrate else []
+        from_runs = calibrate.compute_from_records(reps, workload.name) if reps else None
         if a.samples_per_second:
             compute = compute_from_rate(a.samples_per_second)
         elif a.measure_cpu:
-            compute = measure_cpu(workload)
+            compute = measure_cpu(workload, threads=a.threads or default_threads(a.devices))
+        elif from_runs is not None:
+            compute = from_runs
         else:
             tflops = a.peak_tflops or (fabric.peak_tflops.value if fabric and fabric.peak_tflops else None)
             if tflops is None:
@@ -279,16 +337,39 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     if a.strong and all(len(skipped.get(b, ())) == len(set(a.devices)) for b in a.batch):
         raise cc.UsageError(f"--strong: every global batch ({', '.join(map(str, a.batch))}) is smaller than every "
                             "device count: nothing to show (a device needs at least one sample)")
-    rows = curve(workload, a.batch, a.devices, compute, network, 2 if a.grad_dtype == "bf16" else 4,
-                 a.accum, a.strong, not a.no_overlap)
-    notes = [f"--strong: global batch {b} is smaller than {', '.join(map(str, n))} devices (less than one "
-             "sample each): those rows are left out" for b, n in skipped.items()]
-    sys.stdout.write(format_table(rows, workload, network, compute, notes))
+    grad_bytes = 2 if a.grad_dtype == "bf16" else 4
+    terms = step_model.Terms()
+    if reps:
+        same = network.transport is not None and network.transport in {r.get("transport") for r in reps}
+        with cc.usage_errors():
+            terms = calibrate.fit_terms(reps, network.allreduce if same else None)
+        if not same:
+            notes = ["--calibrate: the comm term stays assumed (1): the network is not a fit of the transport "
+                     "the replicate runs used"]
+    seq = a.seq or (128 if workload.model_input and workload.model_input.kind == "tokens" else None)
+    readiness = calibrate.curve_readiness(workload, grad_bytes, terms, seq)
+    rows = curve(workload, a.batch, a.devices, compute, network, grad_bytes, a.accum, a.strong, not a.no_overlap,
+                 terms, readiness)
+    notes = (notes if reps and not same else []) + [
+        f"--strong: global batch {b} is smaller than {', '.join(map(str, n))} devices (less than one "
+        "sample each): those rows are left out" for b, n in skipped.items()]
+    sys.stdout.write(format_table(rows, workload, network, compute, notes,
+                                  calibrate.terms_lines(terms, compute, readiness[1])))
     if json_path:
         with open(json_path, "a", encoding="utf-8") as f:
             for r in rows:
                 f.write(json.dumps(r) + "\n")
     return 0
+
+
+def _replicate_records(paths, strict: bool, warn) -> List[Dict]:
+    from analysis import replicate_runs
+
+    recs = [r for r in replicate_runs.records(paths, strict, warn) if replicate_runs.has_efficiency(r)]
+    if not any(int(r["nranks"]) > 1 for r in recs):
+        raise ValueError(f"--calibrate {' '.join(map(str, paths))}: no collectives.replicate record at 2 ranks or "
+                         "more with E(N) (run: mpirun -n 2 python -m collectives.replicate --model M --json RUNS)")
+    return recs
 
 
 def _allreduce_fit(paths, transport, strict: bool = False, warn=None):

@@ -73,5 +73,12 @@ class Config:
         return self.spec.name
 
     @property
+    def csv_fields(self) -> Tuple[str, ...]:
+        """The ``--csv`` columns: every record field (runners with summary columns of their own add them)."""
+        from collectives.record import FIELDS
+
+        return FIELDS
+
+    @property
     def aggregation(self) -> str:
         return ("rank0", "avg", "min", "max")[self.average]

@@ -252,9 +252,9 @@ def _check_jsonl(path: str) -> None:
                          "give a new --json file")
 
 
-def _check_csv(path: str) -> None:
+def _check_csv(path: str, fields: Sequence[str] = FIELDS) -> None:
     first = _first_line(path)
-    if first is not None and first.rstrip(b"\r\n").decode("utf-8", "replace") != ",".join(FIELDS):
+    if first is not None and first.rstrip(b"\r\n").decode("utf-8", "replace") != ",".join(fields):
         raise ValueError(f"{path} has another CSV header than collscale's (another file, or another "
                          "collscale version); give a new --csv file")
 
@@ -322,19 +322,25 @@ class JsonlWriter(_FileSink):
 
 
 class CsvWriter(_FileSink):
-    check = staticmethod(_check_csv)
-    header_line = ",".join(FIELDS) + "\r\n"
+    """``fields``: the columns, FIELDS unless a runner adds summary columns of its own (replicate)."""
+
+    def __init__(self, path: str, fields: Sequence[str] = FIELDS):
+        self.fields = tuple(fields)
+        self.header_line = ",".join(self.fields) + "\r\n"
+        self.check = lambda p: _check_csv(p, self.fields)
+        super().__init__(path)
 
     def record(self, rec):
         buf = io.StringIO()
         # One physical line per row, whatever a field holds (the loader reads line by line).
-        row = {k: _clean(rec.get(k)) for k in FIELDS}
+        row = {k: _clean(rec.get(k)) for k in self.fields}
         row = {k: " ".join(v.split()) if isinstance(v, str) else v for k, v in row.items()}
-        csv.DictWriter(buf, fieldnames=FIELDS, extrasaction="ignore").writerow(row)
+        csv.DictWriter(buf, fieldnames=self.fields, extrasaction="ignore").writerow(row)
         self._append(buf.getvalue())
 
 
-def open_sinks(json_path: Optional[str], csv_path: Optional[str], table: Optional[IO[str]] = None):
+def open_sinks(json_path: Optional[str], csv_path: Optional[str], table: Optional[IO[str]] = None,
+               csv_fields: Sequence[str] = FIELDS):
     """The writers rank 0 uses.
 
     Raises OSError (with the path) when a file cannot open, ValueError when
@@ -343,10 +349,10 @@ def open_sinks(json_path: Optional[str], csv_path: Optional[str], table: Optiona
     sinks: List[Sink] = []
     if table is not None:
         sinks.append(TableWriter(table))
-    for path, cls in ((json_path, JsonlWriter), (csv_path, CsvWriter)):
+    for path, make in ((json_path, JsonlWriter), (csv_path, lambda p: CsvWriter(p, csv_fields))):
         if path:
             try:
-                sinks.append(cls(path))
+                sinks.append(make(path))
             except (OSError, ValueError) as exc:
                 for s in sinks:
                     s.close()

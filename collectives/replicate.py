@@ -1,32 +1,40 @@
-"""``python -m collectives.replicate``: data-parallel replication, measured (first part of issue 12).
+"""``python -m collectives.replicate``: data-parallel replication, measured.
 
     mpirun -n 2 python -m collectives.replicate --model unet --batch 2
 
 Every rank builds the workload's real torch model (:mod:`analysis.workloads`),
 wraps it in DistributedDataParallel over a torch backend (``--transport
 gloo|nccl|hccl``) and trains it on synthetic inputs of the model's real
-shape (no data loading: the header says so) with a real optimizer.  Per
-step and rank it measures forward, backward, optimizer and the whole step;
-a communication hook around DDP's default allreduce records each gradient
-bucket's size, the moment it became ready and the moment its allreduce was
-done, and the hook's own cost.  Exposed communication is backward's return
-minus the moment the last bucket became ready (DDP's backward returns only
-after the last allreduce).  One table line and one summary record per batch
-size: the median step of the slowest rank, whole (its phases add up to its
-step time), and the spread over steps.
+shape (no data loading: the header says so) with a real optimizer.
 
-Not yet here (issue 12 goes on): the interleaved single-rank baseline and
-E(N) inside one job, the model terms calibrated from these records, the
-report's measured points; CUDA events per phase (``--device cuda`` times
-with a device synchronisation per phase instead, untested without a GPU).
+Efficiency is measured inside one job, because drift on a shared machine is
+larger than the effect: each of ``-w`` + ``-n`` rounds runs rank 0 alone
+(the others asleep in the backend's barrier), then every rank without
+gradient sync, then every rank under DDP, each phase started together.  So
+X(1), X(N), E(N) = X(N) / (N X(1)) and the parts of the loss (sharing,
+skew, exposed communication) come from the same minutes
+(:mod:`collectives.replicate_summary`).  Per step and rank the phases are
+timed (forward, backward, optimizer); a communication hook around DDP's
+default allreduce records each gradient bucket's size, the moment it became
+ready and the moment its allreduce was done, and the hook's own cost
+(:mod:`collectives.replicate_steps`).  Exposed communication is backward's
+return minus the moment the last bucket became ready (DDP's backward
+returns only after the last allreduce).
+
+One table line and one summary record per batch size; the per-round step
+times and the median DDP step's bucket timeline are in the JSON only (the
+CSV gets the summary columns).  Each rank runs ``--threads`` torch threads
+(default: its host's usable cores over its ranks), so X(1) is measured with
+the thread count each rank really has.
 """
 
 from __future__ import annotations
 
-import statistics
 import sys
 import time
+import warnings
 from dataclasses import dataclass
+from functools import partial
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from collectives import cli, context, record
@@ -34,6 +42,8 @@ from collectives.config import Config
 from collectives.dtypes import ConfigError, parse_dtypes
 from collectives.harness import aggregate
 from collectives.header import header_lines
+from collectives.replicate_steps import BucketLog, step_fn
+from collectives.replicate_summary import SUMMARY_FIELDS, summarize
 from collectives.runner import Run
 from collectives.spec import SPECS
 
@@ -54,10 +64,15 @@ class ReplicateConfig(Config):
     model: str = "braggnn"
     optimizer: str = "adam"
     seq: Optional[int] = None  # tokens per sample for GPT-style models (default: a short 128)
+    threads: Optional[int] = None  # torch threads per rank (default: the host's cores over its ranks)
 
     @property
     def collective(self) -> str:
         return NAME
+
+    @property
+    def csv_fields(self) -> Tuple[str, ...]:
+        return record.FIELDS + tuple(f for f in SUMMARY_FIELDS if f not in record.FIELDS)
 
 
 def _batches(text: str) -> Tuple[int, ...]:
@@ -82,6 +97,8 @@ def parse_args(argv: Sequence[str], quiet: bool = False) -> ReplicateConfig:
     p.add_argument("--seq", type=cli.pos_int, help="tokens per sample for GPT-style models (default 128)")
     p.add_argument("--optimizer", default="adam", choices=OPTIMIZERS)
     p.add_argument("--dtype", default="float32", choices=DTYPES, help="weights and activations (default float32)")
+    p.add_argument("--threads", type=cli.pos_int, help="torch threads per rank on the CPU (default: the host's "
+                   "usable cores divided by its ranks, at least 1)")
     cli.add_timing_flags(p, warmup=2)
     cli.add_run_flags(p, transport_help="gloo (default), nccl or hccl: the torch backend DDP runs over")
     a = p.parse_args(list(argv))
@@ -104,7 +121,7 @@ def parse_args(argv: Sequence[str], quiet: bool = False) -> ReplicateConfig:
         spec=None, sizes=batches, size_flags=f"model {w.name} batch {','.join(map(str, batches))} per rank",
         dtypes=parse_dtypes(a.dtype), ops=(), root=None, placements=("out",), fresh_inputs=False,
         inject_fault=None, transport_options=cli.TransportOptions(device=a.device, iface=a.iface),
-        model=w.name, optimizer=a.optimizer, seq=a.seq, **fields,
+        model=w.name, optimizer=a.optimizer, seq=a.seq, threads=a.threads, **fields,
     )
 
 
@@ -122,55 +139,18 @@ def _check_memory(cfg: ReplicateConfig, params: int, ctx: Dict) -> Optional[str]
             f"{available / 2**30:.1f} GiB available")
 
 
-class _BucketLog:
-    """A DDP communication hook: the default allreduce, with each bucket's times recorded."""
+def _threads(cfg: ReplicateConfig, ctx: Dict) -> int:
+    """--threads, else this host's usable cores shared among its ranks (at least one)."""
+    if cfg.threads:
+        return cfg.threads
+    from launch import env as launch_env
 
-    def __init__(self, torch, dist, group, world: int):
-        self.torch, self.dist, self.group, self.world = torch, dist, group, world
-        self.events: List[Tuple[int, float, float]] = []  # (bytes, ready, done)
-        self.hook_s = 0.0
-
-    def hook(self, state, bucket):
-        t0 = time.perf_counter()
-        buf = bucket.buffer()
-        nbytes = buf.numel() * buf.element_size()
-        buf.div_(self.world)
-        fut = self.dist.all_reduce(buf, group=self.group, async_op=True).get_future()
-        slot = len(self.events)
-        self.events.append((nbytes, t0, float("nan")))
-
-        def done(f):
-            self.events[slot] = (nbytes, t0, time.perf_counter())
-            return f.value()[0]
-        self.hook_s += time.perf_counter() - t0
-        return fut.then(done)
-
-
-def _step_fn(torch, model, opt, data, sync, log: _BucketLog):
-    def step() -> Dict[str, float]:
-        log.events.clear()
-        log.hook_s = 0.0
-        t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        out = model(data)
-        out = out[0] if isinstance(out, (tuple, list)) else getattr(out, "logits", out)
-        loss = out.float().pow(2).mean()
-        sync()
-        t1 = time.perf_counter()
-        loss.backward()
-        sync()
-        t2 = time.perf_counter()
-        opt.step()
-        sync()
-        t3 = time.perf_counter()
-        last_ready = max((e[1] for e in log.events), default=t2)
-        return {
-            "forward": t1 - t0, "backward": t2 - t1, "optimizer": t3 - t2, "step": t3 - t0,
-            "exposed": max(0.0, t2 - last_ready), "hook": log.hook_s,
-            "allreduce": sum(e[2] - e[1] for e in log.events if e[2] == e[2]),
-            "buckets": [(b, r - t1, d - t1) for b, r, d in log.events],
-        }
-    return step
+    here = context.memory_here(ctx)
+    local = here[1] if here else 1
+    host = here[2] if here else None
+    rs = ctx["hosts"].get(host, [])
+    cores = launch_env.usable_cores([ctx["ranks"][i]["affinity"] for i in rs]) if rs else launch_env.host_cores()
+    return max(1, cores // max(1, local))
 
 
 def _sweep(session: Run) -> List[Dict]:
@@ -184,6 +164,12 @@ def _sweep(session: Run) -> List[Dict]:
     reasons = [r for r in comm.allgather(_check_memory(cfg, w.params, session.ctx)) if r]
     if reasons:
         raise ConfigError(reasons[0])
+    threads = _threads(cfg, session.ctx)
+    # The bare module's backward (alone and no-sync phases) lays out a 1x1 convolution's gradient
+    # differently from DDP's bucket view; DDP copies it (correct, and timed as it runs): not the user's issue.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+    if t.device.type == "cpu":
+        torch.set_num_threads(threads)
     with dog.starting(f"building {w.name}"):
         torch.manual_seed(1234)  # every rank starts from the same weights (DDP broadcasts rank 0's anyway)
         model = workloads.build_torch_model(w, device=t.device)
@@ -192,18 +178,22 @@ def _sweep(session: Run) -> List[Dict]:
         params = sum(p.numel() for p in model.parameters())
     with dog.starting("wrapping the model in DistributedDataParallel"):
         ddp = torch.nn.parallel.DistributedDataParallel(model, process_group=t.group)
-        log = _BucketLog(torch, dist, t.group, t.size)
+        log = BucketLog(dist, t.group, t.size)
         ddp.register_comm_hook(None, log.hook)
-        opt = (torch.optim.Adam(ddp.parameters(), lr=1e-4) if cfg.optimizer == "adam"
-               else torch.optim.SGD(ddp.parameters(), lr=1e-3))
-    sync = (lambda: torch.cuda.synchronize(t.device)) if t.device.type == "cuda" else (lambda: None)
+        opt = (torch.optim.Adam(model.parameters(), lr=1e-4) if cfg.optimizer == "adam"
+               else torch.optim.SGD(model.parameters(), lr=1e-3))
     grad_bytes = params * (2 if cfg.dtypes[0].name == "bfloat16" else 4)
+    timer = "CUDA events per phase" if t.device.type == "cuda" else "host clock"
     session.header(header_lines(cfg, session.ctx) + [
         f"# replicate: {w.title}, {params:,} parameters ({grad_bytes:,} B of gradients), DDP over "
-        f"{cfg.transport}, {cfg.optimizer}, {cfg.dtypes[0].name}; synthetic inputs of the model's shape "
-        "(no data loading); times: the median step of the slowest rank, its phases (ms)",
+        f"{cfg.transport}, {cfg.optimizer}, {cfg.dtypes[0].name}, {threads} thread(s) per rank; synthetic inputs "
+        "of the model's shape (no data loading); timed by the " + timer,
+        f"# each of {cfg.warmup} + {cfg.iters} rounds: rank 0 alone (the others asleep in a barrier), all ranks "
+        "without gradient sync, all ranks under DDP; E(N) = X(N) / (N X(1)) and its loss in points: "
+        "sharing (no-sync mean vs alone), skew (slowest vs mean), exposed communication (DDP vs slowest "
+        "no-sync); the DDP step shown is the median step of the slowest rank, its phases (ms)",
         "#    batch   step_ms   fwd_ms   bwd_ms   opt_ms  exposed_ms  allred_ms  hook_ms  buckets"
-        "  samples/s(all ranks)",
+        "   alone_ms    X(N)/s    X(1)/s    E(N)  sharing  skew  exposed",
     ], columns=False)
     records = []
     seq = cfg.seq or (128 if w.model_input.kind == "tokens" else None)
@@ -214,57 +204,70 @@ def _sweep(session: Run) -> List[Dict]:
         rec = record.new("measured", "running", collective=NAME, nranks=t.size, size_bytes=grad_bytes,
                          count=params, dtype=cfg.dtypes[0].name, op="avg", in_place=True, warmup=cfg.warmup,
                          aggregation="max", model=w.name, batch=batch, seq=seq, optimizer=cfg.optimizer,
+                         threads=threads, params=params, device=t.device.type,
                          **record.transport_fields(session.ctx), **record.context_fields(session.ctx))
         session.current = rec
-        step = _step_fn(torch, ddp, opt, data, sync, log)
-        steps = []
+        plain = step_fn(torch, model, opt, data, t.device)
+        synced = step_fn(torch, ddp, opt, data, t.device, log)
+        rounds = []
         for i in range(cfg.warmup + cfg.iters):
-            with dog.watch(f"training step {i + 1} of {w.name} at batch {batch}"):
-                result = step()
+            with dog.watch(f"training round {i + 1} of {w.name} at batch {batch}"):
+                one = _round(t, plain, synced)
             if i >= cfg.warmup:
-                steps.append(result)
+                rounds.append(one)
         with dog.watch(f"gathering the step times of batch {batch}"):
-            per_rank = comm.allgather(steps)
-        rec.update(_summary(per_rank, batch, grad_bytes, t.size))
+            per_rank = comm.allgather(rounds)
+        rec.update(_fields(summarize(per_rank, batch, t.size), grad_bytes, t.size, cfg.iters))
         rec.update(status="ok")
         session.emit(rec)
         records.append(rec)
-        session.text("%9d  %8.1f %8.1f %8.1f %8.1f  %10.1f  %9.1f  %7.2f  %7d  %10.2f" % (
-            batch, rec["step_ms"], rec["forward_ms"], rec["backward_ms"], rec["optimizer_ms"],
-            rec["exposed_ms"], rec["allreduce_ms"], rec["hook_ms"], rec["buckets"], rec["samples_per_s"]))
+        session.text("%9d  %8.1f %8.1f %8.1f %8.1f  %10.1f  %9.1f  %7.2f  %7d  %9.1f  %8.3g  %8.3g  %5.1f%%"
+                     "  %7.1f  %4.1f  %7.1f" % (
+                         batch, rec["step_ms"], rec["forward_ms"], rec["backward_ms"], rec["optimizer_ms"],
+                         rec["exposed_ms"], rec["allreduce_ms"], rec["hook_ms"], rec["buckets"], rec["alone_ms"],
+                         rec["xn_samples_per_s"], rec["x1_samples_per_s"], 100 * rec["efficiency"],
+                         100 * rec["loss_sharing"], 100 * rec["loss_skew"], 100 * rec["loss_exposed"]))
     session.current = None
     session.footer({"wrong": None, "avg_busbw": None})
     return records
 
 
-def _summary(per_rank: List[List[Dict]], batch: int, grad_bytes: int, nranks: int) -> Dict:
-    """The median step of the slowest rank, whole: its phases add up to its step time.
+def _round(t, plain, synced) -> Dict:
+    """One round: rank 0 alone, all without sync, all under DDP, each phase started after a barrier.
 
-    For each timed step the slowest rank (by step time) is taken; of those
-    steps, the median one is reported with all its phases and its bucket
-    timeline; the spread is over all steps.
+    The barrier is the torch backend's own (gloo waits in a blocking read, so
+    the ranks waiting while rank 0 runs alone take no core from it); the CPU
+    time they use meanwhile is recorded (``wait_cpu``) as evidence.
     """
-    slowest = [max((r[i] for r in per_rank), key=lambda s: s["step"]) for i in range(len(per_rank[0]))]
-    order = sorted(range(len(slowest)), key=lambda i: slowest[i]["step"])
-    med = slowest[order[len(order) // 2]]
-    steps_s = [s["step"] for s in slowest]
-    stats = aggregate([{"mean": med["step"] * 1e6, "min": min(steps_s) * 1e6,
-                        "p50": statistics.median(steps_s) * 1e6, "p99": max(steps_s) * 1e6,
-                        "max": max(steps_s) * 1e6}], 0)
-    allreduce_s = med["allreduce"]
-    out = record.timing_fields(len(slowest), stats, 0, 0.0)
+    barrier = partial(t.dist.barrier, group=t.group)
+    out: Dict = {"alone": None, "nosync": None, "wait_cpu": None}
+    barrier()
+    if t.rank == 0:
+        out["alone"] = plain()
+        barrier()
+    else:
+        c0 = time.process_time()
+        barrier()
+        out["wait_cpu"] = time.process_time() - c0
+    if t.size > 1:
+        out["nosync"] = plain()
+        barrier()
+    out["ddp"] = synced()
+    return out
+
+
+def _fields(summary: Dict, grad_bytes: int, nranks: int, iters: int) -> Dict:
+    """The record's timing fields (the slowest rank's DDP step) and the summary."""
+    spread = summary["step_ms_spread"]
+    stats = aggregate([{"mean": summary["step_ms"] * 1e3, "min": spread[0] * 1e3, "p50": summary["ddp_ms"] * 1e3,
+                        "p99": spread[1] * 1e3, "max": spread[1] * 1e3}], 0)
+    out = record.timing_fields(iters, stats, 0, 0.0)
     # algbw/busbw of the gradient allreduce as it ran inside the step (sum of the buckets' times).
+    allreduce_s = summary["allreduce_ms"] * 1e-3
     algbw = grad_bytes / allreduce_s / 1e9 if allreduce_s > 0 else 0.0
     factor = SPECS["allreduce"].busbw_factor(nranks)
-    out.update(
-        algbw_gbs=algbw, busbw_factor=factor, busbw_gbs=algbw * factor, wrong=None, checks=0,
-        step_ms=med["step"] * 1e3, forward_ms=med["forward"] * 1e3, backward_ms=med["backward"] * 1e3,
-        optimizer_ms=med["optimizer"] * 1e3, exposed_ms=med["exposed"] * 1e3, allreduce_ms=allreduce_s * 1e3,
-        hook_ms=med["hook"] * 1e3, buckets=len(med["buckets"]),
-        samples_per_s=nranks * batch / med["step"],
-        step_ms_spread=[min(steps_s) * 1e3, max(steps_s) * 1e3],
-        bucket_timeline=[{"bytes": b, "ready_ms": r * 1e3, "done_ms": d * 1e3} for b, r, d in med["buckets"]],
-    )
+    out.update(algbw_gbs=algbw, busbw_factor=factor, busbw_gbs=algbw * factor, wrong=None, checks=0)
+    out.update(summary)
     return out
 
 

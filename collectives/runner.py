@@ -74,7 +74,7 @@ def open_files(comm, cfg: Config) -> List[Sink]:
     error = None
     if comm.rank == 0:
         try:
-            files = open_sinks(cfg.json, cfg.csv)
+            files = open_sinks(cfg.json, cfg.csv, csv_fields=cfg.csv_fields)
         except (OSError, ValueError) as exc:
             error = str(exc)
     error = comm.bcast(error)

@@ -14,13 +14,14 @@ TINY = ["--model", "braggnn", "-n", "2", "-w", "1"]
 
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_phases_add_up_and_buckets_match_ddp(runner, tmp_path, n):
-    from analysis import results, workloads
+    from analysis import replicate_runs, results, workloads
 
     out = tmp_path / "r.jsonl"
     res = runner.cli(n, "replicate", *TINY, "--batch", "2,4", "--json", out, "--csv", tmp_path / "r.csv",
                      timeout=240)
     assert res.returncode == 0, res.stderr
     assert "synthetic inputs" in res.stdout and "no data loading" in res.stdout
+    assert "Traceback" not in res.stderr and "Warning" not in res.stderr, res.stderr[-2000:]
     recs = read_jsonl(out)
     assert [r["batch"] for r in recs] == [2, 4]
     w = workloads.get("braggnn")
@@ -33,8 +34,25 @@ def test_phases_add_up_and_buckets_match_ddp(runner, tmp_path, n):
         assert [b["bytes"] for b in r["bucket_timeline"]] == workloads.gradient_buckets(w)
         for b in r["bucket_timeline"]:
             assert 0 <= b["ready_ms"] <= b["done_ms"] <= r["backward_ms"] + 1e-6
-    df = results.load([str(out)])
-    assert len(df) == 2 and set(df["collective"]) == {"replicate"}
+        # E(N) from the same job's rounds, and the parts of its loss add up.
+        assert r["rounds_timed"] == 2 and len(r["rounds"]) == 2
+        assert all(len(x["ddp_ms"]) == n for x in r["rounds"])
+        assert r["efficiency"] == pytest.approx(r["alone_ms"] / r["ddp_ms"])
+        assert r["loss_sharing"] + r["loss_skew"] + r["loss_exposed"] == pytest.approx(1 - r["efficiency"])
+        assert r["xn_samples_per_s"] == pytest.approx(n * r["batch"] / r["ddp_ms"] * 1e3)
+        assert r["alone_forward_ms"] + r["alone_backward_ms"] + r["alone_optimizer_ms"] > 0
+        assert r["threads"] >= 1
+        if n == 1:
+            assert r["loss_sharing"] == 0 and r["loss_skew"] == 0 and r["wait_cpu_ms"] is None
+        else:
+            assert r["wait_cpu_ms"] is not None and r["nosync_max_ms"] >= r["nosync_ms"]
+    # The collective-points frame leaves training steps out; they load into their own.
+    assert results.load([str(out)], all_status=True).empty
+    df = replicate_runs.load([str(out)])
+    assert list(df["batch"]) == [2, 4] and (df["nranks"] == n).all() and df["efficiency"].notna().all()
+    csv_df = replicate_runs.load([str(tmp_path / "r.csv")])
+    assert list(csv_df["batch"]) == [2, 4] and csv_df["efficiency"].tolist() == pytest.approx(
+        df["efficiency"].tolist())
 
 
 def test_bad_input_is_one_line(runner):

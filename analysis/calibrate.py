@@ -1,0 +1,260 @@
+"""Fit the step model's terms to ``collectives.replicate`` records, and test the model against them (pure).
+
+From each record of the interleaved rounds (N > 1):
+
+- sharing = median over records of (M - A) / A (no-sync mean step over the
+  alone step), skew = median of (S - M) / M (slowest no-sync over the mean);
+- comm = median of (the buckets' in-step allreduce time, each bucket from
+  the later of its ready time and the previous bucket's end, to its done
+  time) / (the network model's time for the same buckets); only with a
+  network model;
+- interference: the one value, in [0, 20], that minimises the squared
+  relative error of the predicted DDP step over the records, the other
+  terms fixed;
+- readiness: per model, the median share of the backward pass at which each
+  bucket became ready (its hook's ready time over the backward time of the
+  same step).
+
+:func:`evaluate` predicts every record twice: uncalibrated (every term
+assumed, bucket readiness estimated from FLOPs) and calibrated
+leave-one-model-out (the terms fitted on the records of the other models,
+so the model predicted contributes nothing to its own prediction).
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from analysis.step_model import (ASSUMED, CALIBRATED, ESTIMATED, MEASURED, TERM_NAMES, Compute, Phases,
+                                 Prediction, Term, Terms, buckets_with_readiness, even_readiness, predict)
+
+__all__ = ["phases_of", "measured_shares", "instep_comm", "model_buckets", "record_buckets", "fit_terms",
+           "predict_record", "evaluate", "predicted_parts", "measured_parts", "carrier", "compute_from_records",
+           "curve_readiness", "terms_lines"]
+
+Allreduce = Callable[[float, int], float]
+Estimate = Callable[[str, Optional[int]], Dict[str, float]]
+
+
+def _default_estimate(model: str, seq: Optional[int]) -> Dict[str, float]:
+    from analysis import readiness
+
+    return readiness.layer_ready_fractions(model, seq)
+
+
+def phases_of(rec: Dict) -> Phases:
+    """Rank 0 alone, from the record's median alone step (seconds)."""
+    return Phases(rec["alone_forward_ms"] * 1e-3, rec["alone_backward_ms"] * 1e-3,
+                  rec["alone_optimizer_ms"] * 1e-3)
+
+
+def measured_shares(rec: Dict) -> Optional[Tuple[float, ...]]:
+    """Each bucket's ready time as a share of the same step's backward pass, or None."""
+    tl, bwd = rec.get("bucket_timeline"), rec.get("backward_ms")
+    if not tl or not isinstance(bwd, (int, float)) or bwd <= 0:
+        return None
+    return tuple(min(1.0, max(0.0, b["ready_ms"] / bwd)) for b in tl)
+
+
+def instep_comm(rec: Dict) -> Optional[List[float]]:
+    """Each bucket's own allreduce time inside the step (s): from max(ready, previous done) to done."""
+    tl = rec.get("bucket_timeline")
+    if not tl:
+        return None
+    out, prev = [], float("-inf")
+    for b in tl:
+        start = max(b["ready_ms"], prev)
+        out.append(max(0.0, b["done_ms"] - start) * 1e-3)
+        prev = b["done_ms"]
+    return out
+
+
+def _bytes_per_element(rec: Dict) -> int:
+    return 2 if rec.get("dtype") == "bfloat16" else 4
+
+
+def model_buckets(model: str, seq: Optional[int], bytes_per_element: int = 4,
+                  estimate: Optional[Estimate] = None) -> Tuple[List[Tuple[int, float]], str]:
+    """DDP's buckets of ``model`` with ready shares estimated from layer FLOPs, and how they are known
+    (``estimated``; ``assumed`` = spread evenly over bytes where the estimate cannot be made)."""
+    from analysis import workloads
+
+    w = workloads.get(model)
+    try:
+        ready = (estimate or _default_estimate)(model, seq)
+        return buckets_with_readiness(w.layers, ready, bytes_per_element), ESTIMATED
+    except (ImportError, ValueError, RuntimeError):
+        sizes = workloads.gradient_buckets(w, bytes_per_element=bytes_per_element)
+        return list(zip(sizes, even_readiness(sizes))), ASSUMED
+
+
+def record_buckets(rec: Dict, terms: Terms, estimate: Optional[Estimate] = None) -> Tuple[List[Tuple[int, float]], str]:
+    """The buckets to predict ``rec`` with: the shares measured for its model when the terms hold them
+    (and the bucket count agrees), else the model's FLOPs estimate."""
+    buckets, how = model_buckets(rec["model"], rec.get("seq"), _bytes_per_element(rec), estimate)
+    shares = terms.readiness.get(rec["model"])
+    if shares and len(shares) == len(buckets):
+        return [(b, s) for (b, _), s in zip(buckets, shares)], MEASURED
+    return buckets, how
+
+
+def predict_record(rec: Dict, terms: Terms, allreduce: Allreduce,
+                   estimate: Optional[Estimate] = None) -> Tuple[Prediction, str]:
+    buckets, how = record_buckets(rec, terms, estimate)
+    return predict(phases_of(rec), buckets, int(rec["nranks"]), allreduce, terms), how
+
+
+def predicted_parts(rec: Dict, terms: Terms, pred: Prediction) -> Dict[str, float]:
+    """The prediction's loss split as replicate measures it (ms): sharing = M' - A, skew = S' - M',
+    exposed = D' - S' (M', S', D': predicted no-sync mean, slowest no-sync, DDP step)."""
+    ph = phases_of(rec)
+    m = ((ph.forward + ph.backward) * (1 + terms.sharing.value) + ph.optimizer * (1 + terms.sharing_opt.value))
+    s = m * (1 + terms.skew.value) if int(rec["nranks"]) > 1 else m
+    return {"sharing": (m - ph.total) * 1e3, "skew": (s - m) * 1e3, "exposed": (pred.step_s - s) * 1e3}
+
+
+def measured_parts(rec: Dict) -> Dict[str, float]:
+    """The run's loss split (ms): sharing = M - A, skew = S - M, exposed = D - S."""
+    return {"sharing": rec["nosync_ms"] - rec["alone_ms"], "skew": rec["nosync_max_ms"] - rec["nosync_ms"],
+            "exposed": rec["ddp_ms"] - rec["nosync_max_ms"]}
+
+
+def carrier(measured: Dict[str, float], predicted: Dict[str, float]) -> str:
+    """The part whose predicted size is furthest from the measured one, with both (ms)."""
+    name = max(measured, key=lambda k: abs(predicted[k] - measured[k]))
+    return f"{name} (predicted {predicted[name]:.1f} ms, measured {measured[name]:.1f} ms)"
+
+
+def _rel(pred: float, real: float) -> float:
+    return pred / real - 1.0
+
+
+def fit_terms(recs: Sequence[Dict], allreduce: Optional[Allreduce] = None,
+              estimate: Optional[Estimate] = None) -> Terms:
+    """Terms calibrated on ``recs`` (replicate records with E(N), N > 1); see the module docstring."""
+    recs = [r for r in recs if int(r["nranks"]) > 1]
+    if not recs:
+        raise ValueError("no replicate record at 2 ranks or more to calibrate from")
+    what = f"{len(recs)} replicate record(s) of {', '.join(sorted({r['model'] for r in recs}))}"
+    phased = [r for r in recs if isinstance(r.get("nosync_optimizer_ms"), (int, float))]
+    if phased:
+        sharing = statistics.median((r["nosync_forward_ms"] + r["nosync_backward_ms"])
+                                    / (r["alone_forward_ms"] + r["alone_backward_ms"]) - 1 for r in phased)
+        sharing_opt = statistics.median(r["nosync_optimizer_ms"] / r["alone_optimizer_ms"] - 1 for r in phased
+                                        if r["alone_optimizer_ms"] > 0) if any(
+            r["alone_optimizer_ms"] > 0 for r in phased) else 0.0
+        how_sh = "median no-sync (mean over ranks) / alone forward+backward - 1"
+    else:  # records without the no-sync phases: the whole step for both
+        sharing = sharing_opt = statistics.median((r["nosync_ms"] - r["alone_ms"]) / r["alone_ms"] for r in recs)
+        how_sh = "median no-sync mean / alone step - 1"
+    skew = statistics.median((r["nosync_max_ms"] - r["nosync_ms"]) / r["nosync_ms"] for r in recs)
+    terms = Terms(sharing=Term(sharing, CALIBRATED, f"{how_sh} over {what}"),
+                  sharing_opt=Term(sharing_opt, CALIBRATED, f"the same of the optimizer step over {what}"),
+                  skew=Term(skew, CALIBRATED, f"median slowest / mean no-sync step - 1 over {what}"))
+    readiness: Dict[str, Tuple[float, ...]] = {}
+    for model in sorted({r["model"] for r in recs}):
+        rows = [s for s in (measured_shares(r) for r in recs if r["model"] == model) if s]
+        counts = {len(s) for s in rows}
+        if rows and len(counts) == 1:
+            readiness[model] = tuple(statistics.median(col) for col in zip(*rows))
+    terms = terms.with_(readiness=readiness)
+    if allreduce is not None:
+        ratios = []
+        for r in recs:
+            got = instep_comm(r)
+            if got:
+                modelled = sum(allreduce(b["bytes"], int(r["nranks"])) for b in r["bucket_timeline"])
+                if modelled > 0:
+                    ratios.append(sum(got) / modelled)
+        if ratios:
+            terms = terms.with_(comm=Term(statistics.median(ratios), CALIBRATED,
+                                          f"median in-step allreduce / network model over {what}"))
+    net = allreduce or (lambda b, n: 0.0)
+
+    def cost(kappa: float) -> float:
+        t = terms.with_(interference=Term(kappa))
+        return sum(_rel(predict_record(r, t, net, estimate)[0].step_s, r["ddp_ms"] * 1e-3) ** 2 for r in recs)
+    grid = [i * 0.02 for i in range(1001)]  # 0 .. 20
+    best = min(grid, key=cost)
+    lo, hi = max(0.0, best - 0.02), best + 0.02
+    for _ in range(30):  # golden-section refinement around the grid's best
+        a, b = lo + (hi - lo) * 0.382, lo + (hi - lo) * 0.618
+        lo, hi = (lo, b) if cost(a) <= cost(b) else (a, hi)
+    kappa = (lo + hi) / 2
+    return terms.with_(interference=Term(kappa, CALIBRATED, f"fitted to the DDP steps of {what}"))
+
+
+def evaluate(recs: Sequence[Dict], allreduce: Allreduce, estimate: Optional[Estimate] = None) -> List[Dict]:
+    """Per record: measured step and E(N); uncalibrated and leave-one-model-out calibrated predictions."""
+    recs = [r for r in recs if int(r["nranks"]) > 1]
+    out = []
+    for r in recs:
+        real_step, real_e = r["ddp_ms"] * 1e-3, r["efficiency"]
+        row = {"model": r["model"], "batch": r.get("batch"), "nranks": int(r["nranks"]), "step_ms": r["ddp_ms"],
+               "efficiency": real_e, "run_id": r.get("run_id")}
+        unc, how = predict_record(r, Terms(), allreduce, estimate)
+        meas = measured_parts(r)
+        row["measured_parts_ms"] = meas
+        row["uncal_carrier"] = carrier(meas, predicted_parts(r, Terms(), unc))
+        row.update(uncal_step_ms=unc.step_s * 1e3, uncal_err=_rel(unc.step_s, real_step),
+                   uncal_eff=unc.efficiency, uncal_eff_pts=100 * (unc.efficiency - real_e), uncal_ready=how,
+                   uncal_comm_ms=unc.comm_s * 1e3, uncal_exposed_ms=unc.exposed_s * 1e3)
+        others = [o for o in recs if o["model"] != r["model"] and o["nranks"] == r["nranks"]]
+        if others:
+            terms = fit_terms(others, allreduce, estimate)
+            cal, how = predict_record(r, terms, allreduce, estimate)
+            row.update(cal_step_ms=cal.step_s * 1e3, cal_err=_rel(cal.step_s, real_step), cal_eff=cal.efficiency,
+                       cal_eff_pts=100 * (cal.efficiency - real_e), cal_ready=how,
+                       terms={n: getattr(terms, n).value for n in TERM_NAMES},
+                       cal_carrier=carrier(meas, predicted_parts(r, terms, cal)))
+        got = instep_comm(r)
+        row["instep_comm_ms"] = sum(got) * 1e3 if got else None
+        out.append(row)
+    return out
+
+
+# -- for analysis.scaling's curves ----------------------------------------------------------
+
+def compute_from_records(recs: Sequence[Dict], model: str):
+    """The compute of ``model`` from replicate's alone phase (median over its records), or None."""
+    mine = [r for r in recs if r.get("model") == model and r.get("batch")]
+    if not mine:
+        return None
+    per = statistics.median((r["alone_forward_ms"] + r["alone_backward_ms"]) * 1e-3 / r["batch"] for r in mine)
+    bf = statistics.median(r["alone_backward_ms"] / (r["alone_forward_ms"] + r["alone_backward_ms"]) for r in mine)
+    opt = statistics.median(r["alone_optimizer_ms"] * 1e-3 for r in mine)
+    threads = sorted({r.get("threads") for r in mine if r.get("threads")})
+    return Compute(per, f"measured by collectives.replicate: {model} alone on one rank "
+                        f"({'/'.join(map(str, threads)) or '?'} thread(s)), median of {len(mine)} record(s): "
+                        f"{1 / per:.3g} samples/s, optimizer step {opt * 1e3:.3g} ms", "measured",
+                   backward_fraction=bf, optimizer_s=opt, optimizer_how=MEASURED)
+
+
+def curve_readiness(workload, grad_bytes: int, terms: Terms, seq: Optional[int] = None,
+                    estimate: Optional[Estimate] = None) -> Tuple[List[float], str]:
+    """Each DDP bucket's ready share for a scaling curve: measured (calibration records of this model,
+    same bucket count), else estimated from layer FLOPs, else even over bytes (assumed)."""
+    buckets, how = model_buckets(workload.name, seq, grad_bytes, estimate)
+    shares = terms.readiness.get(workload.name)
+    if shares and len(shares) == len(buckets):
+        return list(shares), MEASURED
+    return [s for _, s in buckets], how
+
+
+def terms_lines(terms: Terms, compute, ready_how: str) -> List[str]:
+    """The table header's account of every term: its value and how it is known."""
+    ready = {MEASURED: "measured by collectives.replicate for this model",
+             ESTIMATED: "estimated from the FLOPs of the layers in each bucket (analysis.readiness)",
+             ASSUMED: "assumed: gradients spread evenly over the backward pass by bytes"}[ready_how]
+    out = [f"# term sharing {100 * terms.sharing.value:+.1f} % ({terms.sharing.how}: {terms.sharing.source})",
+           f"# term sharing_opt {100 * terms.sharing_opt.value:+.1f} % ({terms.sharing_opt.how}: "
+           f"{terms.sharing_opt.source})",
+           f"# term skew {100 * terms.skew.value:+.1f} % ({terms.skew.how}: {terms.skew.source})",
+           f"# term interference {terms.interference.value:.3g} s of compute per s of allreduce "
+           f"({terms.interference.how}: {terms.interference.source})",
+           f"# term comm x{terms.comm.value:.3g} ({terms.comm.how}: {terms.comm.source})",
+           f"# term optimizer {compute.optimizer_s * 1e3:.3g} ms per step ({compute.optimizer_how}"
+           + (": folded into the given rate" if compute.optimizer_how == ASSUMED else "") + ")",
+           f"# term bucket readiness: {ready}"]
+    return out

@@ -1,0 +1,138 @@
+"""The report's data-parallel replication section: measured replicate runs beside the step model.
+
+For every ``collectives.replicate`` record (E(N) from interleaved rounds)
+in the report's inputs: the measured step and efficiency with the parts of
+its loss, and the step model's prediction of the same run, uncalibrated
+(every term assumed, bucket readiness estimated from FLOPs) and calibrated
+leave-one-model-out (terms fitted to the other models' records, so a run
+never predicts itself).  Both need the allreduce of the transport the run
+used, fitted from ``collectives.allreduce`` results in the same inputs.
+Per model, a plot of E(N): the measured points on the modelled curves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from analysis import calibrate, replicate_runs, scaling, step_model, workloads
+
+__all__ = ["section"]
+
+DEVICES = (1, 2, 3, 4, 8, 16, 32)
+
+
+def _fmt_pct(v: Optional[float], signed: bool = False) -> str:
+    if v is None or v != v:
+        return "-"
+    return f"{100 * v:+.1f} %" if signed else f"{100 * v:.1f} %"
+
+
+def _network(model_fits, transport: str) -> Optional[scaling.Network]:
+    for f in model_fits:
+        if f.collective == "allreduce" and f.transport == transport:
+            return scaling.network_from_fit(f)
+    return None
+
+
+def _curves(model: str, recs: List[Dict], network: scaling.Network, all_recs: List[Dict]) -> List[Dict]:
+    """Uncalibrated and calibrated (on every record of the other models, else on all) curves of ``model``."""
+    w = workloads.get(model)
+    compute = calibrate.compute_from_records(recs, model)
+    batches = sorted({int(r["batch"]) for r in recs})
+    seq = next((r.get("seq") for r in recs if r.get("seq")), None)
+    rows: List[Dict] = []
+    others = [r for r in all_recs if r["model"] != model and int(r["nranks"]) > 1]
+    variants = [("uncalibrated", step_model.Terms())]
+    if others:
+        variants.append(("calibrated on the other models", calibrate.fit_terms(others, network.allreduce)))
+    for label, terms in variants:
+        ready = calibrate.curve_readiness(w, 4, terms, seq)
+        net = scaling.Network(f"{network.label}, {label}", network.kind, network.allreduce,
+                              valid_up_to=network.valid_up_to, short=f"{network.short}, {label}")
+        rows += scaling.curve(w, batches, DEVICES, compute, net, 4, 1, False, True, terms, ready)
+    return rows
+
+
+def _plot(model: str, rows: List[Dict], recs: List[Dict], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    w = workloads.get(model)
+    batches = sorted({r["batch"] for r in rows})
+    fig, axes = plt.subplots(1, len(batches), figsize=(5.0 * len(batches) + 3.0, 4.4), sharey=True, squeeze=False)
+    try:
+        for ax, b in zip(axes[0], batches):
+            for i, network in enumerate(dict.fromkeys(r["network"] for r in rows)):
+                pts = [r for r in rows if r["batch"] == b and r["network"] == network]
+                ax.plot([r["devices"] for r in pts], [100 * r["efficiency"] for r in pts], "--" if i else ":",
+                        lw=1.5, label=f"MODELLED: {pts[0]['network_short']}")
+            meas = [r for r in recs if int(r["batch"]) == b]
+            ax.plot([int(r["nranks"]) for r in meas], [100 * r["efficiency"] for r in meas], "ko", ms=6,
+                    label="measured (collectives.replicate)")
+            ax.set_xscale("log", base=2)
+            ax.set_ylim(0, 105)
+            ax.set_xlabel("ranks N")
+            ax.set_title(f"batch {b} per rank")
+            ax.grid(True, alpha=0.3)
+        axes[0][0].set_ylabel("scaling efficiency E(N) (%)")
+        fig.suptitle(f"Data-parallel replication of {w.title}: measured points, modelled curves", fontsize=10)
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, fontsize=7, loc="center right", frameon=False)
+        fig.tight_layout(rect=(0, 0, 1 - 3.0 / (5.0 * len(batches) + 3.0), 0.94))
+        fig.savefig(path, dpi=110)
+        return path
+    finally:
+        plt.close(fig)
+
+
+def section(records: Sequence[Dict], model_fits, outdir: Path, table) -> Tuple[List[str], List[Path]]:
+    """Markdown lines and plots of the replication section ([] and [] when there is no replicate record)."""
+    recs = [replicate_runs._decode(dict(r)) for r in records
+            if r.get("collective") == "replicate" and r.get("status") == "ok"]
+    recs = [r for r in recs if replicate_runs.has_efficiency(r)]
+    if not recs:
+        return [], []
+    md = ["", "## Data-parallel replication, measured (collectives.replicate) beside the step model", "",
+          "Each run trained the real model under DDP on synthetic inputs, in interleaved rounds (rank 0 alone, all "
+          "ranks without gradient sync, all under DDP), so E(N) = X(N) / (N X(1)) comes from one job. Its loss "
+          "in points: sharing (no-sync mean vs alone), skew (slowest vs mean), exposed communication (DDP vs the "
+          "slowest no-sync step). Predicted: analysis.step_model from the same run's alone phase and the "
+          "transport's allreduce fit; uncalibrated = every term assumed (bucket readiness estimated from layer "
+          "FLOPs), calibrated = terms fitted to the other models' runs (leave-one-model-out).", ""]
+    rows, plots, missing = [], [], set()
+    by_key: Dict[Tuple[str, int], List[Dict]] = {}
+    for r in recs:
+        by_key.setdefault((r.get("transport"), int(r["nranks"])), []).append(r)
+    for (transport, n), group in sorted(by_key.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+        network = _network(model_fits, transport)
+        evals = {id(r): e for r, e in zip([g for g in group if n > 1],
+                                          calibrate.evaluate(group, network.allreduce) if network and n > 1
+                                          else [])}
+        if network is None:
+            missing.add(transport)
+        for r in group:
+            e = evals.get(id(r), {})
+            rows.append([r["model"], r["batch"], n, f"{r['ddp_ms']:.1f}", _fmt_pct(r["efficiency"]),
+                         f"{100 * r['loss_sharing']:.1f} / {100 * r['loss_skew']:.1f} / {100 * r['loss_exposed']:.1f}",
+                         f"{e['uncal_step_ms']:.1f}" if e else "-", _fmt_pct(e.get("uncal_err"), True),
+                         _fmt_pct(e.get("uncal_eff")),
+                         f"{e['cal_step_ms']:.1f}" if e.get("cal_step_ms") else "-", _fmt_pct(e.get("cal_err"), True),
+                         _fmt_pct(e.get("cal_eff")), "yes" if r.get("oversubscribed") else ""])
+    md += table(["model", "batch/rank", "ranks", "step (ms)", "E(N)", "loss: sharing / skew / exposed (pts)",
+                 "uncal. step (ms)", "error", "uncal. E", "cal. step (ms)", "error", "cal. E", "oversubscribed"],
+                rows)
+    if missing:
+        md += ["", f"No allreduce fit of {', '.join(sorted(map(str, missing)))} in the inputs, so those runs are "
+               "not predicted: add `collectives.allreduce --transport T` results of the same machine."]
+    for model in sorted({r["model"] for r in recs}):
+        mine = [r for r in recs if r["model"] == model]
+        transport = mine[0].get("transport")
+        network = _network(model_fits, transport)
+        if network is None:
+            continue
+        curve_rows = _curves(model, mine, network, [r for r in recs if r.get("transport") == transport])
+        plots.append(_plot(model, curve_rows, mine, outdir / f"replicate_{model}.png"))
+    return md, plots

@@ -1,0 +1,171 @@
+"""One data-parallel training step, modelled term by term (pure: no torch, no MPI).
+
+    step(N) = (F (1 + sharing) + B' + O (1 + sharing_opt)) (1 + skew)  +  exposed(N)
+
+F, B, O: forward, backward and optimizer time of one rank alone (measured
+by ``collectives.replicate``'s alone phase, by ``analysis.scaling
+--measure-cpu`` with the thread count a rank has, or assumed from a rate).
+Each term, with where its figure comes from (every table line says whether
+it is calibrated, measured or assumed):
+
+- **sharing**: running N ranks at once slows each (memory bandwidth,
+  caches and cores a host's ranks share): measured by replicate as the
+  mean no-sync forward+backward over the alone one; assumed 0 without
+  calibration.  **sharing_opt**, the same for the optimizer step, which
+  streams every parameter and its state through memory and so shares
+  memory bandwidth differently from the compute-bound passes.
+- **skew**: the step waits for the slowest rank: the slowest no-sync step
+  over the mean; assumed 0 without calibration.
+- **interference**: compute slowed while communication runs (the
+  backend's threads and DDP's copies into and out of its buckets take CPU
+  and memory bandwidth from the backward pass): B' = B (1 + sharing) +
+  interference x (allreduce time of all buckets); fitted by calibration to
+  replicate's DDP steps, assumed 0 without.
+- **comm**: the allreduce inside a training step against the network
+  model (a microbenchmark fit or a fabric's figures): the ratio of the
+  buckets' in-step allreduce times (replicate's hook) to the model's;
+  assumed 1 without calibration.
+- **optimizer** on its own, O, not folded into the samples/s rate.
+- **bucket readiness**: bucket i's gradients are all computed at
+  ``ready_i`` x B' (the shares measured by replicate for that model, else
+  estimated from the FLOPs of the layers in the bucket,
+  :mod:`analysis.readiness`, else spread evenly over bytes: assumed).
+
+exposed(N): one communication stream runs the buckets in order, bucket i
+from max(ready_i B', end of bucket i-1) for allreduce(bytes_i, N); what
+runs past the end of the backward pass is exposed.  At N = 1 there is no
+communication and no sharing or skew.
+
+Sources: the terms and their sizes were found by timing DDP on a 2-core CPU
+against this model (issue 12: GPT-2 small lost 14 points of efficiency of
+which the old model saw 4; the slowest rank cost 200-260 ms of a 3 s step,
+gloo's threads and DDP's copies 130-700 ms, shared memory bandwidth 430 ms,
+Adam 28 % of a GPT-2 step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Callable, Dict, List, Sequence, Tuple
+
+__all__ = ["Compute", "BACKWARD_FRACTION", "Term", "Terms", "Phases", "Prediction", "predict", "buckets_with_readiness", "even_readiness",
+           "ASSUMED", "CALIBRATED", "MEASURED", "ESTIMATED", "TERM_NAMES"]
+
+ASSUMED, CALIBRATED, MEASURED, ESTIMATED = "assumed", "calibrated", "measured", "estimated"
+BACKWARD_FRACTION = 2.0 / 3.0  # backward costs about twice the forward pass
+TERM_NAMES = ("sharing", "sharing_opt", "skew", "interference", "comm")
+
+
+@dataclass(frozen=True)
+class Compute:
+    """Forward+backward seconds of one sample on one device, and where that figure comes from."""
+
+    seconds_per_sample: float
+    source: str
+    kind: str  # measured | given | assumed
+    backward_fraction: float = BACKWARD_FRACTION
+    optimizer_s: float = 0.0  # one optimizer step, on its own (not per sample)
+    optimizer_how: str = "assumed"  # "assumed" (0: folded into the rate) | "measured"
+
+
+@dataclass(frozen=True)
+class Term:
+    """A term's value and how it is known (calibrated | measured | estimated | assumed), with a source."""
+
+    value: float
+    how: str = ASSUMED
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Terms:
+    sharing: Term = Term(0.0, ASSUMED, "no calibration: ranks assumed not to slow each other")
+    sharing_opt: Term = Term(0.0, ASSUMED, "no calibration: ranks assumed not to slow each other's optimizer")
+    skew: Term = Term(0.0, ASSUMED, "no calibration: every rank assumed as fast as the others")
+    interference: Term = Term(0.0, ASSUMED, "no calibration: communication assumed to take no compute")
+    comm: Term = Term(1.0, ASSUMED, "no calibration: the allreduce inside a step as fast as the network model")
+    # Measured bucket-readiness shares per model (from replicate records), used before the estimate.
+    readiness: Dict[str, Tuple[float, ...]] = field(default_factory=dict)
+
+    def with_(self, **kw) -> "Terms":
+        return replace(self, **kw)
+
+    def code(self) -> str:
+        """``sharing c, skew c, interference c`` with c/m/e/a = calibrated/measured/estimated/assumed."""
+        return ", ".join(f"{n} {getattr(self, n).how[0]}" for n in TERM_NAMES)
+
+
+@dataclass(frozen=True)
+class Phases:
+    """One rank alone: forward, backward, optimizer seconds, and how they are known."""
+
+    forward: float
+    backward: float
+    optimizer: float
+    how: str = MEASURED  # of the compute figures
+    optimizer_how: str = MEASURED
+
+    @property
+    def total(self) -> float:
+        return self.forward + self.backward + self.optimizer
+
+
+@dataclass(frozen=True)
+class Prediction:
+    step_s: float
+    compute_s: float  # forward + backward + optimizer as slowed by sharing, skew and interference
+    comm_s: float  # every bucket's allreduce, serialised
+    exposed_s: float
+    backward_s: float  # B'
+    efficiency: float  # alone step / step(N)
+
+
+def even_readiness(sizes: Sequence[int]) -> List[float]:
+    """Bucket ready shares if gradients came out at a steady rate in bytes (the old, assumed, model)."""
+    total = float(sum(sizes)) or 1.0
+    out, done = [], 0.0
+    for s in sizes:
+        done += s
+        out.append(done / total)
+    return out
+
+
+def buckets_with_readiness(layers: Sequence[Tuple[str, int]], ready: Dict[str, float], bytes_per_element: int = 4,
+                           bucket_cap_mb: float = 25, first_bucket_mb: float = 1) -> List[Tuple[int, float]]:
+    """DDP's buckets of ``layers`` ((name, elements) in parameter order; the same rule as
+    ``analysis.workloads.gradient_buckets``) with each bucket's ready share: that of its
+    last-ready parameter."""
+    limits = [int(first_bucket_mb * 2 ** 20), int(bucket_cap_mb * 2 ** 20)]
+    out: List[Tuple[int, float]] = []
+    filled, share = 0, 0.0
+    for name, numel in reversed(list(layers)):
+        filled += numel * bytes_per_element
+        share = max(share, float(ready.get(name, 1.0)))
+        if filled >= limits[min(len(out), 1)]:
+            out.append((filled, share))
+            filled, share = 0, 0.0
+    if filled:
+        out.append((filled, share))
+    # A bucket cannot be handed over before the one before it (DDP launches them in order).
+    running = 0.0
+    return [(b, (running := max(running, s))) for b, s in out]
+
+
+def predict(phases: Phases, buckets: Sequence[Tuple[int, float]], n: int,
+            allreduce: Callable[[float, int], float], terms: Terms = Terms()) -> Prediction:
+    """The step time of one rank at ``n`` ranks (see the module docstring)."""
+    alone = phases.total
+    if n <= 1 or not buckets:
+        return Prediction(alone, alone, 0.0, 0.0, phases.backward, 1.0)
+    share = 1.0 + terms.sharing.value
+    times = [allreduce(b, n) * terms.comm.value for b, _ in buckets]
+    comm = float(sum(times))
+    backward = phases.backward * share + terms.interference.value * comm
+    end = 0.0
+    for (_, ready), t in zip(buckets, times):
+        end = max(ready * backward, end) + t
+    exposed = max(0.0, end - backward)
+    compute = (phases.forward * share + backward + phases.optimizer * (1.0 + terms.sharing_opt.value)) * \
+        (1.0 + terms.skew.value)
+    step = compute + exposed
+    return Prediction(step, compute, comm, exposed, backward, alone / step if step > 0 else 0.0)

@@ -1,0 +1,116 @@
+"""One training step, timed by phase, and the communication hook that times DDP's buckets.
+
+Used by :mod:`collectives.replicate`.  A step is ``zero_grad``, forward, a
+scalar loss, backward, ``optimizer.step()``.  The phases are timed on the
+host clock; on a CUDA device by CUDA events recorded on the current stream
+between the phases (the host waits for the device after the backward pass,
+so that the exposed communication is measured against the host-side times
+at which buckets became ready, and at the end of the step).
+
+The same step function serves the three phases of a round: rank 0 alone and
+every rank without gradient sync (both call the bare module, so DDP's
+reducer stays idle: it acts only after a forward through DDP), and every
+rank under DDP (the wrapped module, with the bucket hook).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Dict, List, Optional, Tuple
+
+__all__ = ["BucketLog", "step_fn", "PHASES"]
+
+PHASES = ("forward", "backward", "optimizer", "step")
+
+
+class BucketLog:
+    """A DDP communication hook: the default allreduce (average), with each bucket's times recorded.
+
+    ``events``: (bytes, ready, done) per bucket in the order DDP hands them
+    over, host clock; ``hook_s``: the time spent inside the hook itself
+    (reading the bucket, dividing, launching the allreduce, chaining the
+    callback), which the default hook would spend too, minus the clock reads.
+    """
+
+    def __init__(self, dist, group, world: int):
+        self.dist, self.group, self.world = dist, group, world
+        self.events: List[Tuple[int, float, float]] = []
+        self.hook_s = 0.0
+
+    def reset(self) -> None:
+        self.events = []
+        self.hook_s = 0.0
+
+    def hook(self, state, bucket):
+        t0 = time.perf_counter()
+        buf = bucket.buffer()
+        nbytes = buf.numel() * buf.element_size()
+        buf.div_(self.world)
+        fut = self.dist.all_reduce(buf, group=self.group, async_op=True).get_future()
+        events = self.events
+        slot = len(events)
+        events.append((nbytes, t0, float("nan")))
+
+        def done(f):
+            events[slot] = (nbytes, t0, time.perf_counter())
+            return f.value()[0]
+        chained = fut.then(done)
+        self.hook_s += time.perf_counter() - t0
+        return chained
+
+
+def _loss(out):
+    out = out[0] if isinstance(out, (tuple, list)) else getattr(out, "logits", out)
+    return out.float().pow(2).mean()
+
+
+def step_fn(torch, model, opt, data, device, log: Optional[BucketLog] = None) -> Callable[[], Dict]:
+    """A function that runs one step of ``model`` on ``data`` and returns its phases in seconds.
+
+    With ``log`` (the DDP phase), also: ``exposed`` (backward's return minus
+    the moment the last bucket became ready), ``allreduce`` (the buckets'
+    ready-to-done times, summed), ``hook`` and ``buckets`` ((bytes, ready,
+    done) relative to the start of the backward pass).
+    """
+    cuda = getattr(device, "type", "cpu") == "cuda"
+    if cuda:
+        events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
+
+        def mark(i):
+            events[i].record()
+    else:
+        def mark(i):
+            pass
+
+    def step() -> Dict:
+        if log is not None:
+            log.reset()
+        mark(0)
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = _loss(model(data))
+        mark(1)
+        t1 = time.perf_counter()
+        loss.backward()
+        mark(2)
+        if cuda:
+            events[2].synchronize()
+        t2 = time.perf_counter()
+        opt.step()
+        mark(3)
+        if cuda:
+            events[3].synchronize()
+        t3 = time.perf_counter()
+        if cuda:  # the device's own times per phase (ms -> s)
+            fwd, bwd, optim = (events[i].elapsed_time(events[i + 1]) * 1e-3 for i in range(3))
+        else:
+            fwd, bwd, optim = t1 - t0, t2 - t1, t3 - t2
+        out = {"forward": fwd, "backward": bwd, "optimizer": optim, "step": fwd + bwd + optim}
+        if log is not None:
+            evs = log.events
+            last_ready = max((e[1] for e in evs), default=t2)
+            out.update(exposed=max(0.0, t2 - last_ready), hook=log.hook_s,
+                       allreduce=sum(d - r for _, r, d in evs if d == d),
+                       buckets=[(b, r - t1, d - t1) for b, r, d in evs])
+        return out
+    return step

@@ -1,0 +1,160 @@
+"""The step model's terms, the calibration that fits them, and replicate's summary maths (pure)."""
+
+import math
+
+import pytest
+
+from analysis import calibrate, workloads
+from analysis.step_model import (ASSUMED, CALIBRATED, Phases, Term, Terms, buckets_with_readiness,
+                                 even_readiness, predict)
+from collectives.replicate_summary import summarize
+
+
+def net(bw=1e9, lat=1e-4):
+    return lambda b, n: lat * (n - 1) + 2 * (n - 1) / n * b / bw
+
+
+PH = Phases(0.1, 0.2, 0.05)
+
+
+def test_one_rank_is_the_alone_step():
+    p = predict(PH, [(1 << 20, 1.0)], 1, net())
+    assert p.step_s == pytest.approx(0.35) and p.efficiency == 1.0 and p.comm_s == 0
+
+
+def test_exposed_is_what_runs_past_the_backward_pass():
+    # One bucket ready at the end: all of it is exposed.
+    t = net()(8e6, 2)
+    p = predict(PH, [(8_000_000, 1.0)], 2, net())
+    assert p.exposed_s == pytest.approx(t) and p.step_s == pytest.approx(0.35 + t)
+    # Ready early and short: hidden behind the backward pass.
+    p = predict(PH, [(8_000_000, 0.1)], 2, net())
+    assert p.exposed_s == 0 and p.step_s == pytest.approx(0.35)
+
+
+def test_each_term_moves_the_step_the_way_it_says():
+    buckets = [(4_000_000, 0.5), (4_000_000, 1.0)]
+    base = predict(PH, buckets, 2, net())
+    shared = predict(PH, buckets, 2, net(), Terms(sharing=Term(0.1)))
+    assert shared.compute_s == pytest.approx(base.compute_s + 0.1 * (0.1 + 0.2))
+    opt = predict(PH, buckets, 2, net(), Terms(sharing_opt=Term(0.4)))
+    assert opt.compute_s == pytest.approx(base.compute_s + 0.4 * 0.05)
+    skewed = predict(PH, buckets, 2, net(), Terms(skew=Term(0.05)))
+    assert skewed.compute_s == pytest.approx(base.compute_s * 1.05)
+    busy = predict(PH, buckets, 2, net(), Terms(interference=Term(0.5)))
+    assert busy.backward_s == pytest.approx(0.2 + 0.5 * base.comm_s)
+    slow = predict(PH, buckets, 2, net(), Terms(comm=Term(2.0)))
+    assert slow.comm_s == pytest.approx(2 * base.comm_s) and slow.step_s > base.step_s
+    assert base.efficiency == pytest.approx(0.35 / base.step_s)
+
+
+def test_buckets_follow_ddp_and_readiness_never_goes_back():
+    for name in ("unet", "gpt2-small", "braggnn"):
+        w = workloads.get(name)
+        ready = {n: (i + 1) / len(w.layers) for i, (n, _) in enumerate(reversed(w.layers))}
+        got = buckets_with_readiness(w.layers, ready)
+        assert [b for b, _ in got] == workloads.gradient_buckets(w)
+        shares = [s for _, s in got]
+        assert shares == sorted(shares) and shares[-1] == pytest.approx(1.0)
+    assert even_readiness([1, 1, 2]) == [0.25, 0.5, 1.0]
+
+
+def test_terms_say_how_they_are_known():
+    assert Terms().code() == "sharing a, sharing_opt a, skew a, interference a, comm a"
+    assert Terms(skew=Term(0.1, CALIBRATED)).skew.how == CALIBRATED and Terms().sharing.how == ASSUMED
+
+
+# -- replicate's summary ------------------------------------------------------------------
+
+def _step(s, f=0.3, b=0.5, **kw):
+    out = {"forward": s * f, "backward": s * b, "optimizer": s * (1 - f - b), "step": s}
+    out.update(kw)
+    return out
+
+
+def _ddp(s, ready=(0.5, 1.0)):
+    return _step(s, exposed=0.0, hook=1e-4, allreduce=0.01, buckets=[(100, s * 0.3 * r, s * 0.3 * r + 0.01)
+                                                                       for r in ready])
+
+
+def test_summary_parts_add_up_to_the_loss():
+    per_rank = [
+        [{"alone": _step(1.0 + i / 10), "nosync": _step(1.1 + i / 10), "ddp": _ddp(1.3 + i / 10), "wait_cpu": None}
+         for i in range(5)],
+        [{"alone": None, "nosync": _step(1.2 + i / 10), "ddp": _ddp(1.25 + i / 10), "wait_cpu": 1e-4}
+         for i in range(5)],
+    ]
+    s = summarize(per_rank, batch=2, nranks=2)
+    assert s["alone_ms"] == pytest.approx(1200) and s["ddp_ms"] == pytest.approx(1500)
+    assert s["nosync_ms"] == pytest.approx(1350) and s["nosync_max_ms"] == pytest.approx(1400)
+    assert s["efficiency"] == pytest.approx(1.2 / 1.5)
+    assert s["loss_sharing"] + s["loss_skew"] + s["loss_exposed"] == pytest.approx(1 - s["efficiency"])
+    assert s["loss_sharing"] == pytest.approx(0.15 / 1.5) and s["loss_skew"] == pytest.approx(0.05 / 1.5)
+    assert s["x1_samples_per_s"] == pytest.approx(2 / 1.2) and s["xn_samples_per_s"] == pytest.approx(4 / 1.5)
+    assert s["wait_cpu_ms"] == pytest.approx(0.1) and len(s["rounds"]) == 5
+    assert s["step_ms"] == pytest.approx(1500) and len(s["bucket_timeline"]) == 2
+    lo, hi = s["loss_sharing_spread"]
+    assert lo <= s["loss_sharing"] <= hi
+
+
+def test_summary_at_one_rank_has_no_sharing_or_skew():
+    per_rank = [[{"alone": _step(1.0), "nosync": None, "ddp": _ddp(1.1), "wait_cpu": None} for _ in range(3)]]
+    s = summarize(per_rank, batch=1, nranks=1)
+    assert s["loss_sharing"] == 0 and s["loss_skew"] == 0
+    assert s["loss_exposed"] == pytest.approx(1 - 1 / 1.1)
+    with pytest.raises(ValueError):
+        summarize([[], []], 1, 2)
+
+
+# -- calibration ----------------------------------------------------------------------------
+
+def _estimate(model, seq):
+    w = workloads.get(model)
+    return {n: (i + 1) / len(w.layers) for i, (n, _) in enumerate(reversed(w.layers))}
+
+
+def _record(model, terms, allreduce, alone=(0.1, 0.2, 0.05)):
+    """A replicate record that the model with ``terms`` predicts exactly."""
+    ph = Phases(*alone)
+    rec = {"model": model, "nranks": 2, "batch": 2, "seq": None, "dtype": "float32",
+           "alone_forward_ms": ph.forward * 1e3, "alone_backward_ms": ph.backward * 1e3,
+           "alone_optimizer_ms": ph.optimizer * 1e3, "alone_ms": ph.total * 1e3}
+    buckets, _ = calibrate.record_buckets(rec, terms, _estimate)
+    p = predict(ph, buckets, 2, allreduce, terms)
+    fb, o = (ph.forward + ph.backward) * (1 + terms.sharing.value), ph.optimizer * (1 + terms.sharing_opt.value)
+    m = fb + o
+    ends, end = [], 0.0
+    for b, share in buckets:
+        t = allreduce(b, 2) * terms.comm.value
+        start = max(share * p.backward_s, end)
+        end = start + t
+        ends.append((b, share * p.backward_s * 1e3, end * 1e3))
+    rec.update(nosync_ms=m * 1e3, nosync_forward_ms=ph.forward * (1 + terms.sharing.value) * 1e3,
+               nosync_backward_ms=ph.backward * (1 + terms.sharing.value) * 1e3, nosync_optimizer_ms=o * 1e3, nosync_max_ms=m * (1 + terms.skew.value) * 1e3, ddp_ms=p.step_s * 1e3,
+               efficiency=ph.total / p.step_s, backward_ms=p.backward_s * 1e3,
+               bucket_timeline=[{"bytes": b, "ready_ms": r, "done_ms": d} for b, r, d in ends])
+    return rec
+
+
+def test_calibration_recovers_the_terms_that_made_the_records():
+    truth = Terms(sharing=Term(0.08), sharing_opt=Term(0.3), skew=Term(0.03), interference=Term(0.7),
+                  comm=Term(1.5))
+    allreduce = net(bw=2e8)
+    recs = [_record(m, truth, allreduce, alone) for m, alone in
+            (("unet", (0.4, 0.9, 0.1)), ("gpt2-small", (0.3, 0.6, 0.3)), ("braggnn", (0.002, 0.004, 0.001)))]
+    got = calibrate.fit_terms(recs, allreduce, _estimate)
+    for name in ("sharing", "sharing_opt", "skew", "interference", "comm"):
+        assert getattr(got, name).value == pytest.approx(getattr(truth, name).value, rel=0.02, abs=0.005), name
+        assert getattr(got, name).how == CALIBRATED
+    assert set(got.readiness) == {"unet", "gpt2-small", "braggnn"}
+    rows = calibrate.evaluate(recs, allreduce, _estimate)
+    assert len(rows) == 3
+    for r in rows:
+        assert abs(r["cal_err"]) < 0.01 and abs(r["cal_eff_pts"]) < 1  # the held-out model too
+        assert r["uncal_err"] < 0  # every term left out makes the step look shorter
+        assert math.isfinite(r["uncal_eff"])
+
+
+def test_calibration_needs_a_multi_rank_record():
+    with pytest.raises(ValueError, match="2 ranks"):
+        calibrate.fit_terms([{"nranks": 1, "model": "unet"}])
