@@ -10,7 +10,8 @@ From each record of the interleaved rounds (N > 1):
   network model;
 - interference: the one value, in [0, 20], that minimises the squared
   relative error of the predicted DDP step over the records, the other
-  terms fixed;
+  terms fixed (without a network model, each record's buckets take the
+  time they took inside its step);
 - readiness: per model, the median share of the backward pass at which each
   bucket became ready (its hook's ready time over the backward time of the
   same step).
@@ -130,6 +131,17 @@ def _rel(pred: float, real: float) -> float:
     return pred / real - 1.0
 
 
+def _instep_network(rec: Dict) -> Allreduce:
+    """allreduce(bytes, n) as this record's buckets took inside its step: a bucket's own time by its size,
+    else the record's in-step time per byte (0 when it has no timeline)."""
+    got = instep_comm(rec) or []
+    tl = rec.get("bucket_timeline") or []
+    by_size = {b["bytes"]: t for b, t in zip(tl, got)}
+    total = sum(b["bytes"] for b in tl)
+    per_byte = sum(got) / total if total else 0.0
+    return lambda b, n: by_size.get(b, b * per_byte)
+
+
 def fit_terms(recs: Sequence[Dict], allreduce: Optional[Allreduce] = None,
               estimate: Optional[Estimate] = None) -> Terms:
     """Terms calibrated on ``recs`` (replicate records with E(N), N > 1); see the module docstring."""
@@ -170,11 +182,13 @@ def fit_terms(recs: Sequence[Dict], allreduce: Optional[Allreduce] = None,
         if ratios:
             terms = terms.with_(comm=Term(statistics.median(ratios), CALIBRATED,
                                           f"median in-step allreduce / network model over {what}"))
-    net = allreduce or (lambda b, n: 0.0)
+    # Without a network model, each record's own in-step allreduce times stand in for one (comm = 1).
+    nets = [allreduce or _instep_network(r) for r in recs]
 
     def cost(kappa: float) -> float:
         t = terms.with_(interference=Term(kappa))
-        return sum(_rel(predict_record(r, t, net, estimate)[0].step_s, r["ddp_ms"] * 1e-3) ** 2 for r in recs)
+        return sum(_rel(predict_record(r, t, net, estimate)[0].step_s, r["ddp_ms"] * 1e-3) ** 2
+                   for r, net in zip(recs, nets))
     grid = [i * 0.02 for i in range(1001)]  # 0 .. 20
     best = min(grid, key=cost)
     lo, hi = max(0.0, best - 0.02), best + 0.02

@@ -2,8 +2,10 @@
 
 Used by :mod:`collectives.replicate`.  A step is ``zero_grad``, forward, a
 scalar loss, backward, ``optimizer.step()``.  The phases are timed on the
-host clock; on a CUDA device by CUDA events recorded on the current stream
-between the phases (the host waits for the device after the backward pass,
+host clock (on Gaudi after ``mark_step`` and a wait for the device, which
+the lazy mode needs to run the graph at all; untested without a Gaudi); on
+a CUDA device by CUDA events recorded on the current stream between the
+phases (the host waits for the device after the backward pass,
 so that the exposed communication is measured against the host-side times
 at which buckets became ready, and at the end of the step).
 
@@ -72,7 +74,17 @@ def step_fn(torch, model, opt, data, device, log: Optional[BucketLog] = None) ->
     ready-to-done times, summed), ``hook`` and ``buckets`` ((bytes, ready,
     done) relative to the start of the backward pass).
     """
-    cuda = getattr(device, "type", "cpu") == "cuda"
+    kind = getattr(device, "type", "cpu")
+    cuda = kind == "cuda"
+    if kind == "hpu":  # Gaudi's lazy mode runs the graph at mark_step; the host then waits for it
+        import habana_frameworks.torch.core as htcore  # untested here: no Gaudi
+
+        def settle():
+            htcore.mark_step()
+            torch.hpu.synchronize()
+    else:
+        def settle():
+            pass
     if cuda:
         events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
 
@@ -92,11 +104,13 @@ def step_fn(torch, model, opt, data, device, log: Optional[BucketLog] = None) ->
         mark(1)
         t1 = time.perf_counter()
         loss.backward()
+        settle()
         mark(2)
         if cuda:
             events[2].synchronize()
         t2 = time.perf_counter()
         opt.step()
+        settle()
         mark(3)
         if cuda:
             events[3].synchronize()
