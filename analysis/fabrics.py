@@ -25,7 +25,7 @@ from typing import Dict, List, Optional
 
 from analysis import costmodel
 
-__all__ = ["Figure", "Fabric", "FABRICS", "get", "names", "from_fit", "SEED_TABLE"]
+__all__ = ["Figure", "Fabric", "FABRICS", "get", "names", "from_fit", "SEED_TABLE", "MI250X_LINKS"]
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,36 @@ _NO_GAMMA = Figure(0.0, "s/B", "assumed",
                    "device reductions run at memory speed, far above link speed: taken as free")
 _ASSUMED_NVLINK_ALPHA = _a(1.0, "assumed", "REFERENCE.md §2: NVLink ~1 us per step (not published)")
 _ASSUMED_100G_ALPHA = _a(7.5, "assumed", "REFERENCE.md §2: 100 GbE class 5-10 us per step (not published)")
+_ASSUMED_IF_ALPHA = _a(1.0, "assumed", "direct GPU-GPU Infinity Fabric links, taken as NVLink-class (~1 us per step; "
+                       "not published)")
+
+# AMD Instinct, REFERENCE-style notes (for REFERENCE.md §2 through an issue): figure, kind, source.
+#
+# - MI250X Infinity Fabric link: 25 GT/s x 16 bits = 50 GB/s per direction. Datasheet: ROCm docs,
+#   "AMD Instinct MI250 microarchitecture".
+# - MI250X node (HPE Cray EX235a): 4 MI250X = 8 GCDs; the 2 GCDs of one package share 4 links,
+#   200 GB/s; GCDs of different packages have 1 or 2 links, 50-100 GB/s. Datasheet: OLCF Frontier
+#   User Guide, node diagram.
+# - MI250X scale-out: one 200 Gb/s Slingshot-11 NIC per package (25 GB/s, 12.5 GB/s per GCD).
+#   Assumed: the EX235a layout of Frontier and LUMI-G, not confirmed in a source read here.
+# - MI250X peak: 383 TFLOP/s FP16/BF16 per package (191.5 per GCD). Datasheet: AMD's MI200 launch
+#   (AnandTech, 2021-11-08).
+# - MI300X Infinity Fabric: 7 links per GPU, 128 GB/s per link in both directions (64 GB/s per
+#   direction), 896 GB/s in all; 8 OAMs fully connected. Datasheet: AMD Instinct MI300X data sheet.
+# - MI300X scale-out: one 400 Gb/s NIC per GPU (50 GB/s). Assumed: the 1:1 GPU-NIC layout of AMD's
+#   MI300 Series cluster reference architecture.
+# - MI300X peak: 1307.4 TFLOP/s dense FP16/BF16. Datasheet: AMD Instinct MI300X data sheet.
+# - MI300X RCCL: all_reduce_perf 8 MiB on 8 GPUs, 161.14 GB/s busbw out of place. Measured:
+#   rccl-tests output in crickett-hpe/hpc-ai-envs pull request #30 (2025).
+#
+# MI250X's links are uneven: which GCDs a job gets decides its bandwidth (2 GCDs of one package:
+# 200 GB/s; across packages 50 or 100 GB/s), and a flat model cannot show that; MI250X_LINKS names
+# the classes.
+MI250X_LINKS = {
+    "same package (GCD pair)": (4, 200.0),
+    "different packages, dual link": (2, 100.0),
+    "different packages, single link": (1, 50.0),
+}  # class -> (Infinity Fabric links, GB/s per direction); OLCF Frontier User Guide node diagram
 
 FABRICS: Dict[str, Fabric] = {f.name: f for f in (
     Fabric(
@@ -218,6 +248,45 @@ FABRICS: Dict[str, Fabric] = {f.name: f for f in (
               "growing with log N (docs.cerebras.net); no public collective API: modelled only",
     ),
     Fabric(
+        "mi250x-if", "AMD Instinct MI250X, 8 GCDs (4 packages) on Infinity Fabric, RCCL ring (HPE Cray EX235a)",
+        Link(_ASSUMED_IF_ALPHA,
+             _b(100.0, "derived", "a ring over the 8 GCDs alternates in-package hops (4 links, 200 GB/s) with "
+                "cross-package hops, whose 2 links (100 GB/s) set its rate when RCCL's ring uses the dual links "
+                "(OLCF Frontier User Guide: 200 GB/s within an MI250X, 50-100 GB/s between GCDs of different "
+                "MI250X; 50 GB/s per link, ROCm MI250 microarchitecture); 50 GB/s where a hop has one link"),
+             "ring"),
+        _NO_GAMMA, devices_per_node=8,
+        out=Link(_a(5.0, "assumed", "HPE Slingshot-11 latency class (not published for this system)"),
+                 _b(12.5, "assumed", "one 200 Gb/s Slingshot-11 NIC per MI250X package (EX235a, as Frontier and "
+                    "LUMI-G), shared by its 2 GCDs"), "ring"),
+        peak_tflops=Figure(191.5, "TFLOP/s", "derived", "AMD MI250X: 383 TFLOP/s FP16/BF16 per package (AMD MI200 "
+                           "launch, AnandTech 2021-11-08), 2 GCDs per package"),
+        notes="node topology (EX235a, OLCF Frontier node diagram): the 2 GCDs of one MI250X share 4 links "
+              "(200 GB/s per direction); GCDs on different MI250X have 1 or 2 links (50 or 100 GB/s): uneven, so "
+              "which GCDs a job gets decides its bandwidth; a 2-GCD job inside one package sees 200 GB/s, which "
+              "this flat model does not; torch's nccl backend on ROCm is RCCL",
+        algorithms={"reduce_scatter": "ring", "allgather": "ring", "broadcast": "pipelined_ring",
+                    "reduce": "ring"},
+    ),
+    Fabric(
+        "mi300x-if", "AMD Instinct MI300X, 8 GPUs fully connected by Infinity Fabric, RCCL",
+        Link(_ASSUMED_IF_ALPHA,
+             _b(64.0, "datasheet", "AMD Instinct MI300X data sheet: 7 Infinity Fabric links per GPU, 128 GB/s per "
+                "link in both directions (896 GB/s aggregate), one link to each of the 7 peers: 64 GB/s per "
+                "direction per peer"),
+             "mesh"),
+        _NO_GAMMA, devices_per_node=8,
+        out=Link(_a(5.0, "assumed", "400 Gb/s RDMA NIC latency class (not published)"),
+                 _b(50.0, "assumed", "one 400 Gb/s NIC per GPU, the 1:1 GPU-NIC layout of AMD's MI300 Series "
+                    "cluster reference architecture"), "ring"),
+        peak_tflops=Figure(1307.4, "TFLOP/s", "datasheet", "AMD Instinct MI300X data sheet: 1307.4 TFLOP/s dense "
+                           "FP16/BF16"),
+        notes="node topology: 8 OAMs, each GPU one Infinity Fabric link to every other (a full mesh, like a Gaudi "
+              "node); rccl-tests all_reduce_perf 8 MiB on 8 GPUs measured 161.14 GB/s busbw (crickett-hpe/"
+              "hpc-ai-envs PR #30); torch's nccl backend on ROCm is RCCL",
+        algorithms={"reduce_scatter": "mesh", "allgather": "mesh", "broadcast": "mesh", "alltoall": "mesh"},
+    ),
+    Fabric(
         "eth-100g", "100 Gb/s Ethernet, one NIC per device, ring",
         Link(_ASSUMED_100G_ALPHA, _b(12.5, "datasheet", "100 Gb/s line rate = 12.5 GB/s per direction"),
              "ring"),
@@ -259,7 +328,8 @@ def from_fit(fit, name: Optional[str] = None) -> Fabric:
     gamma = Figure(fit.gamma or 0.0, "s/B", "measured" if fit.gamma is not None else "assumed",
                    src if fit.gamma is not None else "folded into beta by the fit")
     return Fabric(name or f"fit:{fit.transport}", f"measured {fit.transport} ({fit.algorithm})", link, gamma,
-                  notes="from this machine's measurements; beyond the measured rank counts it extrapolates")
+                  notes="from the measurements given (runs here or imported logs); beyond the measured rank counts "
+                        "it extrapolates")
 
 
 def with_peak(fabric: Fabric, tflops: float, source: str = "given on the command line") -> Fabric:

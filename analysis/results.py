@@ -22,6 +22,18 @@ it), busbw = algbw x busbw factor (the record's ``busbw_factor``, else
 
 Records of the schema family (``schema: collscale.row/<version>``) load
 whatever their version; fields this loader does not know are kept.
+
+Other tools' logs.  A file that is not collscale results is given to
+:mod:`analysis.importers`, which recognises nccl-tests/rccl-tests (stdout and
+JSON), OSU micro-benchmarks, IMB-MPI1 and hccl_demo output by content and
+turns each row into a record (``kind: measured``, with ``source`` and
+``source_line``).  ``FILE:ranks=32`` (and ``,transport=NAME``) says what such a
+log does not: the rank count, and the label its series carry.  A row that
+cannot be read is a ``file:line`` warning (an error with ``strict``); a file
+that is none of these formats is refused in one line.
+
+``python -m analysis.results FILES... [--csv OUT] [--strict]`` prints the
+tidy table of any of these files (or writes it as CSV).
 """
 
 from __future__ import annotations
@@ -29,15 +41,17 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+from analysis import importers
 from analysis.cli_common import UsageError
 from collectives import record, spec as specs
 
 __all__ = ["ResultsError", "load", "read_records", "frame", "REQUIRED", "placement", "REPLICATE",
-           "split_replicate"]
+           "split_replicate", "main"]
 
 REQUIRED = ("collective", "transport", "nranks", "size_bytes", "time_us", "busbw_gbs", "algbw_gbs")
 _STRUCTURE = ("schema", "collective", "transport", "nranks", "size_bytes", "status")
@@ -54,6 +68,8 @@ REPLICATE = "replicate"  # collectives.replicate's training-step records: a fram
 _MAX_RANKS = 1 << 24
 _MAX_BYTES = 1 << 62
 Warn = Callable[[str], None]
+_NEITHER = "neither collscale results (JSON Lines or CSV) nor a log of " + ", ".join(importers.TOOLS)
+_OPTIONS = re.compile(r"^(?P<path>.+?):(?P<opts>(?:ranks|transport)=[^,:]*(?:,(?:ranks|transport)=[^,:]*)*)$")
 
 
 class ResultsError(UsageError):
@@ -211,7 +227,7 @@ def _csv_records(path: Path, data: bytes):
     except (StopIteration, csv.Error):
         header = []
     if "schema" not in header:
-        raise ResultsError(f"{path}:1: not a collscale CSV (no 'schema' column in the header)")
+        raise ResultsError(f"{path}:1: not a collscale CSV (no 'schema' column in the header); {_NEITHER}")
     missing = [k for k in _STRUCTURE + ("time_us",) if k not in header]
     if missing:
         raise ResultsError(f"{path}: missing required column(s): {', '.join(missing)}")
@@ -248,10 +264,51 @@ def _read_bytes(path: Path) -> bytes:
         raise ResultsError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
-def _read_file(path: Path, strict: bool, warn: Warn) -> List[dict]:
+def _skipped(path: Path, bad: List[Tuple[int, str]], n_read: int, strict: bool, warn: Warn) -> None:
+    """One warning naming the first bad line (and how many more), or an error when ``strict``."""
+    if not bad:
+        return
+    bad.sort()
+    first, why = bad[0]
+    if strict:
+        raise ResultsError(f"{path}:{first}: {why} (--strict)")
+    others = ", ".join(str(n) for n, _ in bad[1:6]) + (", ..." if len(bad) > 6 else "")
+    more = "" if len(bad) == 1 else f" and {len(bad) - 1} more (line{'s' if len(bad) > 2 else ''} {others})"
+    warn(f"{path}:{first}: skipped: {why}{more}; {n_read} records read (--strict refuses such files)")
+
+
+def _collscale_like(data: bytes) -> bool:
+    first = next((ln for ln in data[:1 << 16].split(b"\n") if ln.strip()), b"")
+    return b"collscale.row" in first or first.startswith(b"schema,")
+
+
+def _imported(path: Path, data: bytes, given: importers.Given, strict: bool, warn: Warn) -> Optional[List[dict]]:
+    """The records of another tool's log, or None when ``data`` is none of the known formats."""
+    found = importers.read(data.decode("utf-8", "replace"), path, given)
+    if found is None:
+        return None
+    tool, parsed = found
+    bad = [(b.number, str(b)) for b in parsed.bad]
+    if not parsed.records:
+        why = f"{bad[0][1]} (line {bad[0][0]})" if bad else (parsed.notes[0] if parsed.notes else "no rows")
+        raise ResultsError(f"{path}: a log of {tool}, but no row could be read: {why}")
+    _skipped(path, bad, len(parsed.records), strict, warn)
+    for note in parsed.notes:
+        warn(note)
+    return parsed.records
+
+
+def _read_file(path: Path, strict: bool, warn: Warn, given: importers.Given = importers.Given()) -> List[dict]:
     data = _read_bytes(path)
     if b"\x00" in data[:8192]:
         raise ResultsError(f"{path}: a binary file, not collscale results (JSON Lines or CSV)")
+    ours = _collscale_like(data)
+    if not ours:
+        records = _imported(path, data, given, strict, warn)
+        if records is not None:
+            return records
+    if given != importers.Given():
+        raise ResultsError(f"{path}: ranks=/transport= are for other tools' logs; collscale results say both")
     is_csv = path.suffix.lower() == ".csv" or data.startswith(b"schema,")
     good: List[Tuple[int, dict]] = []
     bad: List[Tuple[int, str]] = []
@@ -261,7 +318,7 @@ def _read_file(path: Path, strict: bool, warn: Warn) -> List[dict]:
         else:
             good.append((number, item))
     if not good and bad:
-        raise ResultsError(f"{path}:{bad[0][0]}: {bad[0][1]}")
+        raise ResultsError(f"{path}:{bad[0][0]}: {bad[0][1]}" + ("" if ours else f"; {_NEITHER}"))
     timed = [r for _, r in good if r["status"] in _MEASURED]
     if timed and not any(_nonneg(r.get("time_us")) for r in timed):
         raise ResultsError(f"{path}: missing required column(s): time_us (no measured record has a time)")
@@ -272,14 +329,7 @@ def _read_file(path: Path, strict: bool, warn: Warn) -> List[dict]:
             out.append(_complete(rec, derived))
         except _Bad as item:
             bad.append((number, str(item)))
-    if bad:
-        bad.sort()
-        first, why = bad[0]
-        if strict:
-            raise ResultsError(f"{path}:{first}: {why} (--strict)")
-        others = ", ".join(str(n) for n, _ in bad[1:6]) + (", ..." if len(bad) > 6 else "")
-        more = "" if len(bad) == 1 else f" and {len(bad) - 1} more (line{'s' if len(bad) > 2 else ''} {others})"
-        warn(f"{path}:{first}: skipped: {why}{more}; {len(out)} records read (--strict refuses such files)")
+    _skipped(path, bad, len(out), strict, warn)
     n_timed = sum(r["status"] in _MEASURED for r in out)
     for col, count in sorted(derived.items()):
         how = "size_bytes / time_us" if col == "algbw_gbs" else "algbw_gbs x busbw_factor"
@@ -287,8 +337,26 @@ def _read_file(path: Path, strict: bool, warn: Warn) -> List[dict]:
     return out
 
 
+def _file_and_options(name: Union[str, Path]) -> Tuple[Path, importers.Given]:
+    """``FILE:ranks=32,transport=polaris`` -> (FILE, what it says); a file that exists under the whole
+    name is that file."""
+    text = str(name)
+    m = _OPTIONS.match(text)
+    if not m or Path(text).exists():
+        return Path(name), importers.Given()
+    opts = dict(kv.split("=", 1) for kv in m.group("opts").split(","))
+    ranks = opts.get("ranks")
+    if ranks is not None and not (ranks.isdigit() and 1 <= int(ranks) <= _MAX_RANKS):
+        raise ResultsError(f"{text}: ranks={ranks!r} is not a whole number from 1 to {_MAX_RANKS}")
+    label = opts.get("transport")
+    if label is not None and not re.fullmatch(r"[\w.+-]{1,64}", label):
+        raise ResultsError(f"{text}: transport={label!r}: use letters, digits, '.', '+', '-' or '_' (at most 64)")
+    return Path(m.group("path")), importers.Given(int(ranks) if ranks else None, label)
+
+
 def read_records(paths: Sequence[Union[str, Path]], strict: bool = False, warn: Optional[Warn] = None) -> List[dict]:
-    """Every record of every file, in order (CSV by suffix or header, else JSON Lines).
+    """Every record of every file, in order (CSV by suffix or header, else JSON Lines; another tool's log
+    by its content, ``FILE:ranks=N`` telling its rank count).
 
     ``warn`` (default: a line on stderr) receives one line per file that had
     lines skipped or values derived; ``strict`` makes a skipped line an error.
@@ -298,7 +366,8 @@ def read_records(paths: Sequence[Union[str, Path]], strict: bool = False, warn: 
     if not paths:
         raise ResultsError("no results files given")
     for p in paths:
-        records.extend(_read_file(Path(p), strict, warn))
+        path, given = _file_and_options(p)
+        records.extend(_read_file(path, strict, warn, given))
     if not records:
         raise ResultsError(f"{', '.join(map(str, paths))}: no records")
     return records
@@ -357,3 +426,46 @@ def load(paths: Union[str, Path, Iterable[Union[str, Path]]], all_status: bool =
     if isinstance(paths, (str, Path)):
         paths = [paths]
     return frame(read_records(list(paths), strict, warn), all_status)
+
+
+# -- python -m analysis.results ---------------------------------------------------------------
+
+PROG = "analysis.results"
+_SHOWN = ("transport", "collective", "nranks", "placement", "size_bytes", "time_us", "algbw_gbs", "busbw_gbs",
+          "status", "source_line")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m analysis.results FILES... [--csv OUT] [--strict]``: the tidy table of any results or logs."""
+    from analysis import cli_common
+
+    return cli_common.run_main(PROG, lambda: _main(argv))
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
+    import pandas as pd
+
+    from analysis import cli_common
+
+    ap = cli_common.Parser(prog=f"python -m {PROG}", description="Read collscale results and other tools' logs "
+                           f"({', '.join(importers.TOOLS)}) into one tidy table.")
+    ap.add_argument("files", nargs="+", metavar="FILE", help="results or logs; FILE:ranks=N gives a log's rank "
+                    "count, FILE:transport=NAME the label of its series (FILE:ranks=32,transport=polaris)")
+    ap.add_argument("--csv", metavar="OUT", help="write every column of the table to OUT instead of printing")
+    cli_common.add_strict(ap)
+    a = ap.parse_args(argv)
+    out = cli_common.output_file("--csv", a.csv)
+    df = frame(read_records(a.files, a.strict, cli_common.warner(PROG)), all_status=True)
+    if out is not None:
+        first = [c for c in record.FIELDS + importers.EXTRA_FIELDS if c in df]
+        df[first + [c for c in df.columns if c not in first]].to_csv(out, index=False)
+        print(f"wrote {len(df)} rows to {out}")
+        return 0
+    shown = df[[c for c in _SHOWN if c in df and df[c].notna().any()]]
+    with pd.option_context("display.max_rows", None, "display.width", 250):
+        print(shown.to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

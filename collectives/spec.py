@@ -24,7 +24,8 @@ import numpy as np
 from collectives import validate
 from collectives.dtypes import DType
 
-__all__ = ["Layout", "CollectiveSpec", "SPECS", "get", "names", "find", "layout_for"]
+__all__ = ["Layout", "CollectiveSpec", "SPECS", "get", "names", "find", "layout_for", "FOREIGN_SIZES",
+           "s_from_foreign_size"]
 
 
 @dataclass(frozen=True)
@@ -260,3 +261,30 @@ def get(name: str) -> CollectiveSpec:
 def layout_for(spec: CollectiveSpec, size_bytes: int, dtype: DType, nranks: int) -> Layout:
     """Element counts for a requested size in bytes (rounded down, at least one per rank)."""
     return spec.layout(size_bytes // dtype.itemsize, nranks)
+
+
+# What other benchmarks print as a row's size, against S above: for the collectives
+# listed, one rank's block (allgather: what each rank contributes; alltoall: what a rank
+# sends to each peer), so S = size x nranks; for every other collective S itself.
+FOREIGN_SIZES: Dict[str, Tuple[Tuple[str, ...], str]] = {
+    "nccl-tests": ((), "nccl-tests doc/PERFORMANCE.md: the size column is S for every collective"),
+    "rccl-tests": ((), "rccl-tests prints nccl-tests' table (src/common.cu)"),
+    "osu": (("allgather", "alltoall"),
+            "OMB 5.3 and 7.4 mpi/collective/osu_allgather.c (MPI_Allgather of `size` bytes per rank), "
+            "osu_alltoall.c (`size` bytes to each peer), osu_reduce_scatter.c (prints the whole input vector)"),
+    "imb": (("allgather", "alltoall"),
+            "IMB src_c/IMB_allgather.c and IMB_alltoall.c (s_num = size / type size per rank and per peer), "
+            "IMB_reduce_scatter.c (the whole vector, split into rank portions)"),
+    "hccl_demo": (("allgather",),
+                  "hccl_demo.cpp describeStat: data_size is each rank's input buffer; algo bandwidth = data_size / t "
+                  "and NW bandwidth = algo x (n-1) for all_gather, as nccl-tests' busbw"),
+}
+
+
+def s_from_foreign_size(tool: str, collective: str, size: int, nranks: Optional[int]) -> Optional[int]:
+    """S (the bytes behind algbw) for a size as ``tool`` prints it; None when it needs the rank count
+    and that is unknown.  See :data:`FOREIGN_SIZES`."""
+    blocks = FOREIGN_SIZES.get(tool, ((), ""))[0]
+    if collective not in blocks:
+        return size
+    return size * nranks if nranks else None

@@ -66,7 +66,8 @@ _CATALOG: Dict[str, Entry] = {e.name: e for e in (
     Entry("mpi", "transports.mpi", None, "the MPI library's own collectives, through mpi4py"),
     Entry("gloo", "transports.torch_dist", "gloo", "torch.distributed gloo over TCP (the Ethernet path)"),
     Entry("nccl", "transports.torch_dist", "nccl",
-          "torch.distributed NCCL on NVIDIA GPUs (NVLink, InfiniBand)"),
+          "torch.distributed NCCL on NVIDIA GPUs (NVLink, InfiniBand); on a ROCm build of torch this backend is "
+          "RCCL, on AMD Instinct GPUs (Infinity Fabric); untested on hardware"),
     Entry("hccl", "transports.torch_dist", "hccl",
           "torch.distributed HCCL on Habana Gaudi (RoCE v2); untested on hardware"),
     Entry("torch-mpi", "transports.torch_dist", "torch-mpi", "torch.distributed's MPI backend"),

@@ -24,7 +24,9 @@ which is not exact), and the records say so (``op_impl``).
 
 Timing on CUDA uses events recorded after every iteration on the current
 stream, so each iteration's time is the GPU's; on HPU every iteration is
-synchronised.
+synchronised.  ``--cuda-graph`` (CUDA only) captures the timed iterations as
+CUDA graphs and replays them (:mod:`transports.nccl_graphs`; untested on
+hardware).
 """
 
 from __future__ import annotations
@@ -81,9 +83,9 @@ def probe(name: str) -> Optional[str]:
         import torch
 
         if not dist.is_nccl_available():
-            return "this PyTorch build has no NCCL (a CPU build)"
-        if not torch.cuda.is_available():
-            return "no CUDA device visible"
+            return "this PyTorch build has no NCCL/RCCL (a CPU build)"
+        if not torch.cuda.is_available():  # ROCm builds answer for HIP devices here too
+            return "no CUDA or ROCm device visible"
         return None
     if name == "hccl":
         if importlib.util.find_spec("habana_frameworks") is None:
@@ -171,6 +173,11 @@ class TorchTransport(TransportBase):
             os.environ.setdefault(_SOCKET_ENV[backend], iface)
         self.device = self._pick_device(options.device or default_device, comm)
         timeout = float(options.timeout or 0) or 1800.0
+        self.cuda_graph = bool(options.cuda_graph)
+        if self.cuda_graph and self.device.type != "cuda":
+            raise ConfigError(f"--cuda-graph captures CUDA graphs: it needs --device cuda ({name} runs on "
+                              f"{self.device.type} here)")
+        self._graphs: dict = {}
         self.group, self._own_default = self._rendezvous(comm, iface, timeout)
         self._closed = False
 
@@ -291,6 +298,10 @@ class TorchTransport(TransportBase):
             self.torch.hpu.synchronize()
 
     def timer(self) -> HostTimer:
+        if self.cuda_graph:
+            from transports.nccl_graphs import GraphTimer
+
+            return GraphTimer(self.torch, self._graphs)
         if self.device.type == "cuda":
             return _CudaTimer(self.torch)
         if self.device.type == "hpu":
@@ -419,7 +430,9 @@ class TorchTransport(TransportBase):
     # -- the rest ----------------------------------------------------------------------------
     def describe(self) -> Dict[str, Any]:
         torch = self.torch
-        version = f"torch {torch.__version__} {self.backend}"
+        # On a ROCm build (torch.version.hip) the "nccl" backend is AMD's RCCL, and so is its version.
+        library = "rccl" if self.backend == "nccl" and getattr(torch.version, "hip", None) else self.backend
+        version = f"torch {torch.__version__} {library}"
         if self.backend == "nccl":
             try:
                 version += " %d.%d.%d" % torch.cuda.nccl.version()
@@ -436,12 +449,16 @@ class TorchTransport(TransportBase):
             impl["avg"] = "SUM then a division by the rank count inside the timed call"
         else:
             impl["avg"] = "gloo's AVG on floats; SUM then a floor division on integers"
+        notes = ["timed loop: iterations captured as CUDA graphs and replayed (--cuda-graph, nccl-tests' -G; "
+                 "UNTESTED on hardware); validation runs the call eagerly"] if self.cuda_graph else []
         return {
             "transport": self.name,
             "transport_version": version,
             "buffer": self.device.type,
             "settings": settings,
             "op_impl": impl,
+            "loop": "cuda-graph" if self.cuda_graph else "python",
+            "notes": notes,
         }
 
     def close(self) -> None:
