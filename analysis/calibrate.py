@@ -4,10 +4,12 @@ From each record of the interleaved rounds (N > 1):
 
 - sharing = median over records of (M - A) / A (no-sync mean step over the
   alone step), skew = median of (S - M) / M (slowest no-sync over the mean);
-- comm = median of (the buckets' in-step allreduce time, each bucket from
-  the later of its ready time and the previous bucket's end, to its done
-  time) / (the network model's time for the same buckets); only with a
-  network model;
+- comm = the in-step allreduce time (from the later of a bucket's ready
+  time and the previous bucket's end, to its done time) of the buckets
+  that ran wholly after the backward computation (which ends when the last
+  bucket is ready), summed, over the network model's time for them;
+  overlap = comm x the model's time over the in-step time of the buckets
+  that ran wholly inside it, summed; both only with a network model;
 - interference: the one value, in [0, 20], that minimises the squared
   relative error of the predicted DDP step over the records, the other
   terms fixed (without a network model, each record's buckets take the
@@ -51,21 +53,52 @@ def phases_of(rec: Dict) -> Phases:
 
 
 def measured_shares(rec: Dict) -> Optional[Tuple[float, ...]]:
-    """Each bucket's ready time as a share of the same step's backward pass, or None."""
-    tl, bwd = rec.get("bucket_timeline"), rec.get("backward_ms")
-    if not tl or not isinstance(bwd, (int, float)) or bwd <= 0:
+    """Each bucket's ready time as a share of the same step's backward computation, which ends when the
+    last bucket becomes ready (DDP's backward then waits for the allreduce), or None."""
+    tl = rec.get("bucket_timeline")
+    if not tl:
         return None
-    return tuple(min(1.0, max(0.0, b["ready_ms"] / bwd)) for b in tl)
+    end = max(b["ready_ms"] for b in tl)
+    if end <= 0:
+        return None
+    return tuple(min(1.0, max(0.0, b["ready_ms"] / end)) for b in tl)
+
+
+def comm_samples(rec: Dict, allreduce: Allreduce) -> Tuple[Tuple[float, float], Tuple[float, float]]:
+    """((in-step, model) seconds summed over buckets that ran wholly after the backward computation,
+    (in-step, model) summed over those that ran wholly inside it)."""
+    tl = rec.get("bucket_timeline") or []
+    got = instep_comm(rec) or []
+    after, inside = [0.0, 0.0], [0.0, 0.0]
+    if not tl:
+        return (0.0, 0.0), (0.0, 0.0)
+    end = max(_ready(b) for b in tl)
+    for b, dur in zip(tl, got):
+        nominal = allreduce(b["bytes"], int(rec["nranks"]))
+        if dur <= 0 or nominal <= 0:
+            continue
+        start = b["done_ms"] - dur * 1e3
+        into = after if start >= end - 1e-9 else inside if b["done_ms"] <= end else None
+        if into is not None:
+            into[0] += dur
+            into[1] += nominal
+    return (after[0], after[1]), (inside[0], inside[1])
+
+
+def _ready(b: Dict) -> float:
+    """When every rank had the bucket ready (records before peers_ready_ms: this rank's time)."""
+    return max(b["ready_ms"], b.get("peers_ready_ms") or 0.0)
 
 
 def instep_comm(rec: Dict) -> Optional[List[float]]:
-    """Each bucket's own allreduce time inside the step (s): from max(ready, previous done) to done."""
+    """Each bucket's own allreduce time inside the step (s): from the later of the moment every rank
+    had it ready and the previous bucket's end, to its done time."""
     tl = rec.get("bucket_timeline")
     if not tl:
         return None
     out, prev = [], float("-inf")
     for b in tl:
-        start = max(b["ready_ms"], prev)
+        start = max(_ready(b), prev)
         out.append(max(0.0, b["done_ms"] - start) * 1e-3)
         prev = b["done_ms"]
     return out
@@ -172,16 +205,18 @@ def fit_terms(recs: Sequence[Dict], allreduce: Optional[Allreduce] = None,
             readiness[model] = tuple(statistics.median(col) for col in zip(*rows))
     terms = terms.with_(readiness=readiness)
     if allreduce is not None:
-        ratios = []
-        for r in recs:
-            got = instep_comm(r)
-            if got:
-                modelled = sum(allreduce(b["bytes"], int(r["nranks"])) for b in r["bucket_timeline"])
-                if modelled > 0:
-                    ratios.append(sum(got) / modelled)
-        if ratios:
-            terms = terms.with_(comm=Term(statistics.median(ratios), CALIBRATED,
-                                          f"median in-step allreduce / network model over {what}"))
+        samples = [comm_samples(r, allreduce) for r in recs]
+        after = [sum(a[0][i] for a in samples) for i in (0, 1)]
+        inside = [sum(a[1][i] for a in samples) for i in (0, 1)]
+        # Summed over buckets (weighted by their time), so that small buckets, whose in-step time is
+        # mostly the wait for the other ranks' gradients, do not outvote the large ones.
+        if after[1] > 0:
+            terms = terms.with_(comm=Term(after[0] / after[1], CALIBRATED, "in-step / network model time of the "
+                                          f"buckets that ran after the backward pass, summed, {what}"))
+        if inside[0] > 0:
+            overlap = min(1.0, inside[1] * terms.comm.value / inside[0])
+            terms = terms.with_(overlap=Term(overlap, CALIBRATED, "speed of the buckets that ran inside the "
+                                             f"backward pass over the comm-scaled model, summed, {what}"))
     # Without a network model, each record's own in-step allreduce times stand in for one (comm = 1).
     nets = [allreduce or _instep_network(r) for r in recs]
 
@@ -268,6 +303,8 @@ def terms_lines(terms: Terms, compute, ready_how: str) -> List[str]:
            f"# term interference {terms.interference.value:.3g} s of compute per s of allreduce "
            f"({terms.interference.how}: {terms.interference.source})",
            f"# term comm x{terms.comm.value:.3g} ({terms.comm.how}: {terms.comm.source})",
+           f"# term overlap {terms.overlap.value:.3g} of full allreduce speed during the backward pass "
+           f"({terms.overlap.how}: {terms.overlap.source})",
            f"# term optimizer {compute.optimizer_s * 1e3:.3g} ms per step ({compute.optimizer_how}"
            + (": folded into the given rate" if compute.optimizer_how == ASSUMED else "") + ")",
            f"# term bucket readiness: {ready}"]

@@ -39,7 +39,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["Compute", "Network", "Step", "step_time", "curve", "compute_from_peak",
            "compute_from_rate", "measure_cpu", "network_from_fabric", "network_from_fit", "strong_skipped",
-           "format_table", "main"]
+           "format_table", "main", "default_threads", "terms_token"]
 
 from analysis.step_model import BACKWARD_FRACTION, Compute  # noqa: E402,F401  (re-exported)
 DEFAULT_MFU = 0.35
@@ -240,7 +240,7 @@ def format_table(rows: List[Dict], workload, network: Network, compute: Compute,
         "# step = (forward + backward + optimizer) x sharing x skew + exposed allreduce (DDP buckets "
         "overlapped with the backward pass, slowed by interference; analysis.step_model); E(N) = X(N) / (N X(1))",
     ] + list(terms_lines) + [f"# note: {n}" for n in notes] + [
-        "# terms: how the model's sharing, sharing_opt, skew, interference, comm / bucket readiness are known "
+        "# terms: how the model's sharing, sharing_opt, skew, interference, comm, overlap / bucket readiness are known "
         "(c calibrated, m measured, e estimated, a assumed)",
         "#  batch   per-dev  devices   step(ms)  compute(ms)  allreduce(ms)  exposed(ms)   samples/s  efficiency"
         "    terms",
@@ -254,7 +254,7 @@ def format_table(rows: List[Dict], workload, network: Network, compute: Compute,
 
 
 def terms_token(row: Dict) -> str:
-    """``ccccc/m``: how each step-model term of a row is known, then its bucket readiness."""
+    """``cccccc/m``: how each step-model term of a row is known, then its bucket readiness."""
     codes = "".join(part.split()[-1] for part in str(row.get("terms") or "").split(", ") if part)
     return f"{codes or '-'}/{str(row.get('readiness') or 'assumed')[0]}"
 

@@ -19,12 +19,17 @@ it is calibrated, measured or assumed):
 - **interference**: compute slowed while communication runs (the
   backend's threads and DDP's copies into and out of its buckets take CPU
   and memory bandwidth from the backward pass): B' = B (1 + sharing) +
-  interference x (allreduce time of all buckets); fitted by calibration to
-  replicate's DDP steps, assumed 0 without.
-- **comm**: the allreduce inside a training step against the network
-  model (a microbenchmark fit or a fabric's figures): the ratio of the
-  buckets' in-step allreduce times (replicate's hook) to the model's;
-  assumed 1 without calibration.
+  interference x (the allreduce work done while the backward pass runs);
+  fitted by calibration to replicate's DDP steps, assumed 0 without.
+- **overlap**: the speed of an allreduce while the backward pass runs, as a
+  share of its speed after it (a CPU whose cores all compute leaves the
+  backend's threads little time): measured from replicate's bucket
+  timelines (buckets that ran wholly inside the backward pass: the network
+  model's time over theirs); assumed 1 without.
+- **comm**: the allreduce inside a training step, once the backward pass
+  is over, against the network model (a microbenchmark fit or a fabric's
+  figures): the ratio of the in-step times of buckets that ran wholly after
+  the backward pass (replicate's hook) to the model's; assumed 1 without.
 - **optimizer** on its own, O, not folded into the samples/s rate.
 - **bucket readiness**: bucket i's gradients are all computed at
   ``ready_i`` x B' (the shares measured by replicate for that model, else
@@ -32,8 +37,9 @@ it is calibrated, measured or assumed):
   :mod:`analysis.readiness`, else spread evenly over bytes: assumed).
 
 exposed(N): one communication stream runs the buckets in order, bucket i
-from max(ready_i B', end of bucket i-1) for allreduce(bytes_i, N); what
-runs past the end of the backward pass is exposed.  At N = 1 there is no
+from max(ready_i B', end of bucket i-1) for comm x allreduce(bytes_i, N) of
+work, at overlap x full speed until B' ends (:func:`schedule`); what runs
+past the end of the backward pass is exposed.  At N = 1 there is no
 communication and no sharing or skew.
 
 Sources: the terms and their sizes were found by timing DDP on a 2-core CPU
@@ -48,12 +54,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Sequence, Tuple
 
-__all__ = ["Compute", "BACKWARD_FRACTION", "Term", "Terms", "Phases", "Prediction", "predict", "buckets_with_readiness", "even_readiness",
+__all__ = ["schedule", "Compute", "BACKWARD_FRACTION", "Term", "Terms", "Phases", "Prediction", "predict", "buckets_with_readiness", "even_readiness",
            "ASSUMED", "CALIBRATED", "MEASURED", "ESTIMATED", "TERM_NAMES"]
 
 ASSUMED, CALIBRATED, MEASURED, ESTIMATED = "assumed", "calibrated", "measured", "estimated"
 BACKWARD_FRACTION = 2.0 / 3.0  # backward costs about twice the forward pass
-TERM_NAMES = ("sharing", "sharing_opt", "skew", "interference", "comm")
+TERM_NAMES = ("sharing", "sharing_opt", "skew", "interference", "comm", "overlap")
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,7 @@ class Terms:
     skew: Term = Term(0.0, ASSUMED, "no calibration: every rank assumed as fast as the others")
     interference: Term = Term(0.0, ASSUMED, "no calibration: communication assumed to take no compute")
     comm: Term = Term(1.0, ASSUMED, "no calibration: the allreduce inside a step as fast as the network model")
+    overlap: Term = Term(1.0, ASSUMED, "no calibration: the allreduce as fast during the backward pass as after it")
     # Measured bucket-readiness shares per model (from replicate records), used before the estimate.
     readiness: Dict[str, Tuple[float, ...]] = field(default_factory=dict)
 
@@ -151,6 +158,31 @@ def buckets_with_readiness(layers: Sequence[Tuple[str, int]], ready: Dict[str, f
     return [(b, (running := max(running, s))) for b, s in out]
 
 
+def schedule(buckets: Sequence[Tuple[int, float]], works: Sequence[float], backward: float,
+             overlap: float = 1.0) -> Tuple[float, float]:
+    """(end of the last bucket, allreduce work done while the backward pass ran), one stream in order.
+
+    Bucket i starts at max(ready_i x backward, end of bucket i-1) and needs
+    ``works[i]`` seconds at full speed; before ``backward`` ends it advances
+    at ``overlap`` x full speed (cores busy with compute), after it at full
+    speed."""
+    end = done_during = 0.0
+    rate = max(overlap, 1e-6)
+    for (_, ready), w in zip(buckets, works):
+        start = max(ready * backward, end)
+        if start < backward:
+            room = (backward - start) * rate  # work the bucket can do before the backward pass ends
+            if w <= room:
+                end = start + w / rate
+                done_during += w
+                continue
+            done_during += room
+            end = backward + (w - room)
+        else:
+            end = start + w
+    return end, done_during
+
+
 def predict(phases: Phases, buckets: Sequence[Tuple[int, float]], n: int,
             allreduce: Callable[[float, int], float], terms: Terms = Terms()) -> Prediction:
     """The step time of one rank at ``n`` ranks (see the module docstring)."""
@@ -158,14 +190,18 @@ def predict(phases: Phases, buckets: Sequence[Tuple[int, float]], n: int,
     if n <= 1 or not buckets:
         return Prediction(alone, alone, 0.0, 0.0, phases.backward, 1.0)
     share = 1.0 + terms.sharing.value
-    times = [allreduce(b, n) * terms.comm.value for b, _ in buckets]
-    comm = float(sum(times))
-    backward = phases.backward * share + terms.interference.value * comm
-    end = 0.0
-    for (_, ready), t in zip(buckets, times):
-        end = max(ready * backward, end) + t
+    works = [allreduce(b, n) * terms.comm.value for b, _ in buckets]
+    base = phases.backward * share
+    backward = base
+    for _ in range(50):  # interference lengthens the backward pass, which changes what overlaps it
+        end, during = schedule(buckets, works, backward, terms.overlap.value)
+        longer = base + terms.interference.value * during
+        if abs(longer - backward) <= 1e-12 * max(1.0, longer):
+            break
+        backward = longer
+    end, during = schedule(buckets, works, backward, terms.overlap.value)
     exposed = max(0.0, end - backward)
     compute = (phases.forward * share + backward + phases.optimizer * (1.0 + terms.sharing_opt.value)) * \
         (1.0 + terms.skew.value)
     step = compute + exposed
-    return Prediction(step, compute, comm, exposed, backward, alone / step if step > 0 else 0.0)
+    return Prediction(step, compute, float(sum(works)), exposed, backward, alone / step if step > 0 else 0.0)

@@ -47,6 +47,18 @@ def _median_step(steps: Sequence[Dict]) -> Dict:
     return steps[order[(len(order) - 1) // 2]]
 
 
+def _timeline(med: Dict, peers: Sequence[Dict]) -> List[Dict]:
+    """The median step's buckets (ms from the start of its backward pass), each with the moment the
+    last rank had it ready (``peers_ready_ms``): every rank's ready time from the start of its step
+    (the phase starts after a barrier), moved onto this step's backward clock."""
+    out = []
+    for j, (b, r, dn) in enumerate(med["buckets"]):
+        others = [p["buckets"][j][1] + p["forward"] for p in peers if len(p.get("buckets", ())) > j]
+        peers_ready = max(others) - med["forward"] if others else r
+        out.append({"bytes": b, "ready_ms": r * 1e3, "done_ms": dn * 1e3, "peers_ready_ms": max(r, peers_ready) * 1e3})
+    return out
+
+
 def summarize(per_rank: Sequence[Sequence[Dict]], batch: int, nranks: int) -> Dict:
     """Summary fields of one (model, batch, ranks) from every rank's rounds.
 
@@ -75,7 +87,9 @@ def summarize(per_rank: Sequence[Sequence[Dict]], batch: int, nranks: int) -> Di
                     for k in ("forward", "backward", "optimizer")}
     d = [x["step"] for x in slowest]
     A, M, S, D = (statistics.median(x) for x in (a, m, s, d))
-    med = _median_step(slowest)
+    order = sorted(range(rounds), key=lambda i: slowest[i]["step"])
+    at = order[(rounds - 1) // 2]  # the round of the median step of the slowest rank, reported whole
+    med = slowest[at]
     med_alone = _median_step(alone)
     waits = [per_rank[r][i]["wait_cpu"] for r in range(1, nranks) for i in range(rounds)
              if per_rank[r][i].get("wait_cpu") is not None]
@@ -89,7 +103,7 @@ def summarize(per_rank: Sequence[Sequence[Dict]], batch: int, nranks: int) -> Di
         "optimizer_ms": med["optimizer"] * 1e3, "exposed_ms": med["exposed"] * 1e3,
         "allreduce_ms": med["allreduce"] * 1e3, "hook_ms": med["hook"] * 1e3, "buckets": len(med["buckets"]),
         "step_ms_spread": _spread(d, 1e3),
-        "bucket_timeline": [{"bytes": b, "ready_ms": r * 1e3, "done_ms": dn * 1e3} for b, r, dn in med["buckets"]],
+        "bucket_timeline": _timeline(med, ddp[at]),
         "samples_per_s": nranks * batch / med["step"],
         "alone_ms": A * 1e3, "alone_ms_spread": _spread(a, 1e3),
         "alone_forward_ms": med_alone["forward"] * 1e3, "alone_backward_ms": med_alone["backward"] * 1e3,

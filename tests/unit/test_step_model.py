@@ -41,8 +41,13 @@ def test_each_term_moves_the_step_the_way_it_says():
     assert opt.compute_s == pytest.approx(base.compute_s + 0.4 * 0.05)
     skewed = predict(PH, buckets, 2, net(), Terms(skew=Term(0.05)))
     assert skewed.compute_s == pytest.approx(base.compute_s * 1.05)
-    busy = predict(PH, buckets, 2, net(), Terms(interference=Term(0.5)))
-    assert busy.backward_s == pytest.approx(0.2 + 0.5 * base.comm_s)
+    early = [(4_000_000, 0.2), (4_000_000, 0.5)]  # both finish inside the backward pass: all their work slows it
+    busy = predict(PH, early, 2, net(), Terms(interference=Term(0.5)))
+    assert busy.backward_s == pytest.approx(0.2 + 0.5 * predict(PH, early, 2, net()).comm_s)
+    slowed = predict(PH, [(40_000_000, 0.9)], 2, net(), Terms(overlap=Term(0.25)))
+    # 0.02 s left of the backward pass at a quarter speed does 5 ms of the bucket's work; the rest after.
+    work = net()(40_000_000, 2)
+    assert slowed.exposed_s == pytest.approx(work - 0.25 * 0.02)
     slow = predict(PH, buckets, 2, net(), Terms(comm=Term(2.0)))
     assert slow.comm_s == pytest.approx(2 * base.comm_s) and slow.step_s > base.step_s
     assert base.efficiency == pytest.approx(0.35 / base.step_s)
@@ -60,7 +65,7 @@ def test_buckets_follow_ddp_and_readiness_never_goes_back():
 
 
 def test_terms_say_how_they_are_known():
-    assert Terms().code() == "sharing a, sharing_opt a, skew a, interference a, comm a"
+    assert Terms().code() == "sharing a, sharing_opt a, skew a, interference a, comm a, overlap a"
     assert Terms(skew=Term(0.1, CALIBRATED)).skew.how == CALIBRATED and Terms().sharing.how == ASSUMED
 
 
@@ -124,11 +129,17 @@ def _record(model, terms, allreduce, alone=(0.1, 0.2, 0.05)):
     fb, o = (ph.forward + ph.backward) * (1 + terms.sharing.value), ph.optimizer * (1 + terms.sharing_opt.value)
     m = fb + o
     ends, end = [], 0.0
+    bwd, rate = p.backward_s, terms.overlap.value
     for b, share in buckets:
-        t = allreduce(b, 2) * terms.comm.value
-        start = max(share * p.backward_s, end)
-        end = start + t
-        ends.append((b, share * p.backward_s * 1e3, end * 1e3))
+        work = allreduce(b, 2) * terms.comm.value
+        start = max(share * bwd, end)
+        if start < bwd and work <= (bwd - start) * rate:
+            end = start + work / rate
+        elif start < bwd:
+            end = bwd + work - (bwd - start) * rate
+        else:
+            end = start + work
+        ends.append((b, share * bwd * 1e3, end * 1e3))
     rec.update(nosync_ms=m * 1e3, nosync_forward_ms=ph.forward * (1 + terms.sharing.value) * 1e3,
                nosync_backward_ms=ph.backward * (1 + terms.sharing.value) * 1e3, nosync_optimizer_ms=o * 1e3, nosync_max_ms=m * (1 + terms.skew.value) * 1e3, ddp_ms=p.step_s * 1e3,
                efficiency=ph.total / p.step_s, backward_ms=p.backward_s * 1e3,
@@ -138,12 +149,12 @@ def _record(model, terms, allreduce, alone=(0.1, 0.2, 0.05)):
 
 def test_calibration_recovers_the_terms_that_made_the_records():
     truth = Terms(sharing=Term(0.08), sharing_opt=Term(0.3), skew=Term(0.03), interference=Term(0.7),
-                  comm=Term(1.5))
+                  comm=Term(1.5), overlap=Term(0.4))
     allreduce = net(bw=2e8)
     recs = [_record(m, truth, allreduce, alone) for m, alone in
             (("unet", (0.4, 0.9, 0.1)), ("gpt2-small", (0.3, 0.6, 0.3)), ("braggnn", (0.002, 0.004, 0.001)))]
     got = calibrate.fit_terms(recs, allreduce, _estimate)
-    for name in ("sharing", "sharing_opt", "skew", "interference", "comm"):
+    for name in ("sharing", "sharing_opt", "skew", "interference", "comm", "overlap"):
         assert getattr(got, name).value == pytest.approx(getattr(truth, name).value, rel=0.02, abs=0.005), name
         assert getattr(got, name).how == CALIBRATED
     assert set(got.readiness) == {"unet", "gpt2-small", "braggnn"}
@@ -202,7 +213,7 @@ def test_scaling_calibrate_says_how_each_term_is_known(tmp_path, capsys):
     assert "# term sharing +5.0 % (calibrated" in out and "# term comm x1.3 (calibrated" in out
     assert "measured by collectives.replicate" in out  # compute and bucket readiness of unet
     rows = [ln.split() for ln in out.splitlines() if ln.strip() and not ln.startswith("#")]
-    assert [r[9] for r in rows] == ["ccccc/m"] * 3
+    assert [r[9] for r in rows] == ["cccccc/m"] * 3
     # A fabric is not the transport the runs used: comm stays assumed, and a note says why.
     assert scaling.main(["--model", "unet", "--batch", "2", "--devices", "1,2", "--fabric", "nvlink3",
                          "--calibrate", str(runs)]) == 0
