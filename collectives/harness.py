@@ -13,7 +13,10 @@ in-place) the harness
 4. after a barrier, times the loop with one clock stamp per iteration
    (``time_us`` is the loop's total over its count; min/p50/p99/max come
    from the per-iteration stamps), stopping the clock only after the
-   transport's device work is synchronised,
+   transport's device work is synchronised; where the transport bound a
+   compiled form of the call (``bound.native``, ``--loop auto|compiled``),
+   warm-up, timed loop and validation run through it, iterations in C
+   (:mod:`collectives.native`), and each record says ``loop: compiled``,
 5. aggregates across ranks as ``-a`` says (rank 0, average, min, max),
 6. validates ``-c`` runs outside the timed loop: seeded inputs, output
    buffers filled with poison, one run, a bit-exact compare against the
@@ -32,10 +35,11 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from collectives import context, record, spec as specs, validate
+from collectives import context, model_column, record, spec as specs, validate
 from collectives.config import MAX_ITERS, MIN_ITERS, Config
 from collectives.dtypes import DTYPES, ConfigError
 from collectives.header import header_lines
+from collectives.native.timer import NativeTimer
 from collectives.output import Sink
 from collectives.runner import Run
 from collectives.watchdog import Watchdog
@@ -89,16 +93,17 @@ class Timing:
     def __init__(self, comm, transport, cfg: Config, watchdog: Watchdog):
         self.comm, self.t, self.cfg, self.watchdog = comm, transport, cfg, watchdog
 
-    def loop(self, run, iters: int, what: str, before=None):
-        timer = self.t.timer()
+    def loop(self, run, iters: int, what: str, before=None, native=None):
+        """``native``: a compiled form of ``run`` (:class:`~collectives.native.timer.NativeLoop`)."""
+        timer = self.t.timer() if native is None else NativeTimer(native)
         with self.watchdog.watch(what, timer):
             return timer.loop(run, iters, self.t.synchronize, before)
 
-    def calibrate(self, run, what: str, before=None) -> int:
+    def calibrate(self, run, what: str, before=None, native=None) -> int:
         budget = self.cfg.time_budget
         k = 1
         while True:
-            stamps = self.loop(run, k, what, before)
+            stamps = self.loop(run, k, what, before, native)
             with self.watchdog.watch(f"agreeing on the iteration count for {what}"):
                 elapsed = self.comm.allreduce(stamps[-1] - stamps[0], "max")
             if elapsed >= budget / 8 or k >= MAX_ITERS:
@@ -108,15 +113,15 @@ class Timing:
         per_iter = max(elapsed / k, 1e-9)
         return int(min(MAX_ITERS, max(MIN_ITERS, round(budget / per_iter))))
 
-    def time(self, run, what: str, divisor: float = 1.0, before=None):
+    def time(self, run, what: str, divisor: float = 1.0, before=None, native=None):
         """(iterations, statistics aggregated across ranks as -a says)."""
         cfg = self.cfg
         if cfg.warmup:
-            self.loop(run, cfg.warmup, what, before)
-        iters = cfg.iters or self.calibrate(run, what, before)
+            self.loop(run, cfg.warmup, what, before, native)
+        iters = cfg.iters or self.calibrate(run, what, before, native)
         with self.watchdog.watch(f"the barrier before timing {what}"):
             self.comm.barrier()
-        stamps = self.loop(run, iters, what, before)
+        stamps = self.loop(run, iters, what, before, native)
         mine = iteration_stats(stamps, divisor)
         with self.watchdog.watch(f"gathering the times of {what}"):
             stats = aggregate(self.comm.allgather(mine), cfg.average)
@@ -232,11 +237,19 @@ class _Runner:
         if reason is not None:
             rec.update(status="unsupported", reason=reason)
             return rec
+        with dog.watch(f"agreeing on the timed loop of {what}"):
+            native = self._compiled(bound)
+        if native is None and (cfg.transport_options.loop or "auto") == "compiled":
+            rec.update(status="unsupported", reason="no compiled loop for this case (--loop compiled)")
+            return rec
+        graphs = session.ctx["transport"].get("loop") == "cuda-graph"
+        rec["loop"] = "compiled" if native is not None else ("cuda-graph" if graphs else "python")
+        execute = bound.run if native is None else native.run
 
         with dog.local("seeding inputs"):
             self._fill(pt, in_place, send, recv, session.check_key())
         before = self.refill if cfg.fresh_inputs else None
-        iters, stats = self.timing.time(bound.run, what, pt.spec.time_divisor, before)
+        iters, stats = self.timing.time(bound.run, what, pt.spec.time_divisor, before, native)
 
         def count(expected) -> int:
             if bound.result is None or expected is None:
@@ -249,12 +262,17 @@ class _Runner:
 
         wrong = None
         if pt.spec.sized:
-            wrong = session.validate(what, lambda key: self._fill(pt, in_place, send, recv, key), bound.run,
+            wrong = session.validate(what, lambda key: self._fill(pt, in_place, send, recv, key), execute,
                                      count)
         rec.update(record.timing_fields(iters, stats, pt.size_bytes, pt.spec.busbw_factor(t.size)))
         rec.update(status="ok" if not wrong else "wrong", wrong=wrong,
                    checks=cfg.check if pt.spec.sized else 0)
         return rec
+
+    def _compiled(self, bound):
+        """``bound``'s compiled form when ``--loop`` allows it and every rank has one, else None."""
+        native = bound.native if (self.cfg.transport_options.loop or "auto") != "python" else None
+        return native if all(self.comm.allgather(native is not None)) else None
 
     def _base_record(self, pt: _Point, in_place: bool) -> Dict:
         ctx = self.session.ctx
@@ -304,7 +322,8 @@ def run(comm, cfg: Config, sinks: Sequence[Sink], env_tweaks: Optional[Dict] = N
     """Measure every point of ``cfg``; return the records (the same on every rank).
 
     ``watchdog``: a process's own (see :class:`collectives.runner.Run`)."""
-    with Run(comm, cfg, sinks, env_tweaks, watchdog) as session:
+    # --fabric: the model's figures join each record before the table and the files see it.
+    with Run(comm, cfg, [*model_column.sinks(cfg), *sinks], env_tweaks, watchdog) as session:
         # In-place sums repeated in a timed loop overflow by design; numpy must
         # not print about it (the check runs on fresh inputs).
         saved = np.seterr(all="ignore")
@@ -316,6 +335,13 @@ def run(comm, cfg: Config, sinks: Sequence[Sink], env_tweaks: Optional[Dict] = N
 
 def _sweep(session: Run) -> List[Dict]:
     cfg, spec = session.cfg, session.cfg.spec
+    desc = session.ctx["transport"]
+    if (cfg.transport_options.loop or "auto") == "compiled" and desc.get("loop") != "compiled":
+        raise ConfigError(f"--loop compiled: the {desc['transport']} transport has no compiled loop "
+                          "(mpi with host buffers and shm have one); use --loop auto or python")
+    if cfg.transport_options.cuda_graph and (desc.get("loop") != "cuda-graph" or cfg.fresh_inputs):
+        raise ConfigError("--cuda-graph captures the timed iterations of nccl on CUDA (--transport nccl), "
+                          "without --fresh-inputs" + f"; this run: transport {desc['transport']}")
     session.header(header_lines(cfg, session.ctx))
     runner = _Runner(session)
     records: List[Dict] = []

@@ -22,11 +22,14 @@ __all__ = ["SCHEMA", "FIELDS", "KINDS", "now", "new", "timing_fields", "context_
 SCHEMA = "collscale.row/1"
 
 # Column order of CSV and of each JSON object.  Records may carry more keys
-# (JSON keeps them); these are always present.
+# (JSON keeps them); these are always present.  ``loop``: which timed loop ran
+# (compiled: iterations in C; python; cuda-graph); ``thread_level``: the MPI
+# thread level of the measured calls (mpi transport only).
 FIELDS = (
     "schema", "kind", "status", "run_id", "timestamp", "collective", "transport", "algo",
     "buffer", "nranks", "nhosts", "ranks_per_host", "oversubscribed", "size_bytes", "count",
-    "dtype", "op", "op_impl", "root", "in_place", "iters", "warmup", "fresh_inputs", "aggregation", "time_us",
+    "dtype", "op", "op_impl", "root", "in_place", "iters", "warmup", "fresh_inputs", "loop", "thread_level",
+    "aggregation", "time_us",
     "time_us_min", "time_us_p50", "time_us_p99", "time_us_max", "time_us_rank_min",
     "time_us_rank_max", "algbw_gbs", "busbw_gbs", "busbw_factor", "wrong", "checks", "reason",
     "hosts", "emulated", "emulated_link_gbs", "sweep_id", "sweep_point", "transport_version", "collscale_version",
@@ -83,6 +86,8 @@ def transport_fields(ctx: Mapping) -> Dict:
         "transport": d["transport"],
         "transport_version": d.get("transport_version"),
         "buffer": d.get("buffer", "host"),
+        # The MPI thread level of the measured calls (mpi transport; None elsewhere).
+        "thread_level": d.get("thread_level"),
     }
 
 

@@ -16,12 +16,15 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any, List, Protocol
+from typing import Any, List, Optional, Protocol
 
 from launch import env as launch_env
 
 __all__ = ["Comm", "MPIComm", "SelfComm", "TorchComm", "world", "as_comm", "mpi_available",
-           "release_mpich_segments"]
+           "release_mpich_segments", "choose_thread_level", "THREAD_LEVELS", "FUNNELED_MAX_BYTES"]
+
+THREAD_LEVELS = ("single", "funneled", "serialized", "multiple")
+FUNNELED_MAX_BYTES = 256 * 1024  # auto: FUNNELED for sweeps up to here (measured; see choose_thread_level)
 
 _REDUCERS = {"sum": sum, "max": max, "min": min}
 
@@ -169,11 +172,41 @@ def mpi_available() -> bool:
 _WORLD = None
 
 
-def world():
+def choose_thread_level(requested: Optional[str], oversubscribed: bool, largest: Optional[int] = None) -> str:
+    """The MPI thread level to request at MPI_Init: ``requested`` (``--thread-level``), else
+    ``COLLSCALE_THREAD_LEVEL``, else by situation (``auto``).
+
+    ``largest``: the largest message size the run will measure (None: not
+    known).  Measured with the MPICH 5.0.2 wheel on the 2-core machine,
+    standalone C loops, medians of 8 alternating launches (README, "The
+    latency column"): with a core per rank, FUNNELED made small calls cheaper
+    (8 B allreduce 1.0 us against 2.5 us under MULTIPLE; 16 KiB 0.28x, 64 KiB
+    0.54x, 256 KiB 0.79x of MULTIPLE's time) but large ones slower (1 MiB
+    1.12x, 16 MiB ~2x), so no one level is best for a whole 8 B-64 MiB sweep:
+    auto takes FUNNELED when the sweep ends at :data:`FUNNELED_MAX_BYTES` or
+    below and MULTIPLE otherwise (mpi4py's default).  With more ranks than
+    cores, FUNNELED's busy-polling progress starves the ranks waiting for a
+    core (4 ranks on 2 cores: 8 B allreduce 5.7-7.0 ms against 25-29 us p50
+    under MULTIPLE), so MULTIPLE there.  FUNNELED is the honest level below
+    MULTIPLE: only the main thread calls MPI (the watchdog thread never does).
+    """
+    level = (requested or os.environ.get("COLLSCALE_THREAD_LEVEL") or "auto").strip().lower()
+    if level == "auto":
+        small = largest is not None and largest <= FUNNELED_MAX_BYTES
+        return "funneled" if small and not oversubscribed else "multiple"
+    if level not in THREAD_LEVELS:
+        raise ValueError(f"COLLSCALE_THREAD_LEVEL={level}: choose {', '.join(THREAD_LEVELS)} or auto")
+    return level
+
+
+def world(thread_level: Optional[str] = None, largest: Optional[int] = None):
     """The job's control communicator; initialises MPI on first use.
 
     Returns ``(comm, settings)`` where ``settings`` is what was put into the
     environment to tame oversubscription (empty when not needed).
+    ``thread_level`` (``--thread-level``) and ``largest`` (the sweep's largest
+    size, if known) choose the level requested at MPI_Init; see
+    :func:`choose_thread_level` (MPI initialised earlier keeps its level).
     """
     global _WORLD
     if _WORLD is not None:
@@ -188,11 +221,10 @@ def world():
         _WORLD = (TorchComm(), settings)
         return _WORLD
     if mpi_available():
-        # mpi4py's default THREAD_MULTIPLE is kept on purpose.  Measured with
-        # the MPICH 5.0.2 wheel on 2 cores: allreduce of 1-16 MiB at 2 ranks
-        # reaches ~4.4 GB/s busbw under MULTIPLE but ~1.5 GB/s under FUNNELED,
-        # and a tiny allreduce at 8 ranks takes ~45 us under MULTIPLE but
-        # 6.5-22 ms under FUNNELED; FUNNELED only wins 0.4 us at 8 B, 2 ranks.
+        import mpi4py
+
+        if "mpi4py.MPI" not in sys.modules:  # the level is fixed at MPI_Init, for the whole run
+            mpi4py.rc.thread_level = choose_thread_level(thread_level, oversubscribed, largest)
         from mpi4py import MPI
 
         comm = MPIComm(MPI.COMM_WORLD)

@@ -64,6 +64,10 @@ class Unsupported(Exception):
 class Bound(NamedTuple):
     run: Callable[[], Any]
     result: Any
+    # Optional: the same operation compiled (a collectives.native.timer.NativeLoop),
+    # whose iterations run without returning to Python; the harness times and
+    # validates through it unless --loop python.
+    native: Any = None
 
 
 class HostTimer:
@@ -137,6 +141,8 @@ class TransportOptions:
     device: Optional[str] = None  # --device: cpu, cuda, hpu
     iface: Optional[str] = None  # --iface: network interface
     timeout: float = 0.0
+    loop: Optional[str] = None  # --loop: auto (compiled where the transport has it), compiled, python
+    cuda_graph: bool = False  # --cuda-graph: capture the timed iterations as CUDA graphs (nccl)
 
     @classmethod
     def coerce(cls, options: Union["TransportOptions", Mapping[str, Any], None]) -> "TransportOptions":
@@ -173,7 +179,13 @@ class Transport(Protocol):
     * enforcing the timeout itself: ``enforces_timeout`` is True when the
       transport's own waits give up after ``TransportOptions.timeout`` and
       name the rank they waited for (the watchdog then only backs them up);
-      the default is False.
+      the default is False;
+    * a compiled loop: a bound call may carry ``Bound.native``, the same
+      operation compiled (:class:`collectives.native.timer.NativeLoop`),
+      whose iterations run in C; the harness then times and validates through
+      it unless ``--loop python``, and ``describe()["loop"]`` says
+      ``compiled`` (else ``python``; ``cuda-graph`` for CUDA-graph replay).
+      The default binds none.
     """
 
     name: str

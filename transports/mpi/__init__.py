@@ -44,4 +44,4 @@ def create(comm, options: TransportOptions):
         return MPICupyTransport(mpi_comm)
     from transports.mpi.host import MPITransport
 
-    return MPITransport(mpi_comm)
+    return MPITransport(mpi_comm, options)

@@ -13,6 +13,12 @@ What MPI cannot do is reported, not emulated:
 * ``avg`` has no MPI_Op: it is MPI_SUM followed by a local division by
   the rank count inside the timed call; the header and each record's
   ``op_impl`` say so.
+
+The compiled loop (``--loop auto``, the default, or ``compiled``): each
+bound call also carries the same operation compiled (:mod:`.native`), so
+the warm-up, timed and validated iterations run in C against the MPI that
+mpi4py loaded, as an OSU or nccl-tests loop does.  Where it cannot be built
+(no compiler), the Python loop runs and the header says why.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from collectives.dtypes import DType
-from transports.base import Bound, TransportBase, Unsupported, local_divide
+from transports.base import Bound, TransportBase, TransportOptions, Unsupported, local_divide
+from transports.mpi.native import Compiled
 
 __all__ = ["MPITransport"]
 
@@ -41,7 +48,7 @@ _DATATYPE_NAMES = {
 class MPITransport(TransportBase):
     name = "mpi"
 
-    def __init__(self, mpi_comm):
+    def __init__(self, mpi_comm, options: TransportOptions = TransportOptions(loop="python")):
         from mpi4py import MPI
 
         self._MPI = MPI
@@ -50,6 +57,7 @@ class MPITransport(TransportBase):
         self.comm = mpi_comm.Dup()
         super().__init__(self.comm.Get_rank(), self.comm.Get_size())
         self._ops = {"sum": MPI.SUM, "prod": MPI.PROD, "min": MPI.MIN, "max": MPI.MAX, "avg": MPI.SUM}
+        self.compiled = Compiled(self.comm, options.loop)
 
     # -- helpers -------------------------------------------------------------
     def _type(self, dtype: DType):
@@ -63,10 +71,10 @@ class MPITransport(TransportBase):
     def _op(self, op: str):
         return self._ops[op]
 
-    def _then_divide(self, call, result, op: str) -> Bound:
+    def _then_divide(self, call, result, op: str, native=None) -> Bound:
         """``avg``: the sum, then a local division inside the timed call."""
         if op != "avg":
-            return Bound(call, result)
+            return Bound(call, result, native)
         divisor = self.size
 
         def run():
@@ -74,35 +82,42 @@ class MPITransport(TransportBase):
             if result is not None:
                 local_divide(result, divisor)
 
-        return Bound(run, result)
+        return Bound(run, result, native)
 
     # -- collectives ---------------------------------------------------------
     def allreduce(self, send, recv, dtype, op):
         t, mop = self._type(dtype), self._op(op)
         src = self._MPI.IN_PLACE if send is None else [send, t]
         call = _bind(self.comm.Allreduce, src, [recv, t], mop)
-        return self._then_divide(call, recv, op)
+        native = self.compiled.bind("allreduce", send, recv, len(recv), t, mop, dtype, op, recv)
+        return self._then_divide(call, recv, op, native)
 
     def broadcast(self, send, recv, dtype, root):
         t = self._type(dtype)
         if send is not None:
             raise Unsupported("MPI_Bcast is in place only (one buffer)")
-        return Bound(_bind(self.comm.Bcast, [recv, t], root), recv)
+        native = self.compiled.bind("bcast", None, recv, len(recv), t, root=root)
+        return Bound(_bind(self.comm.Bcast, [recv, t], root), recv, native)
 
     def reduce(self, send, recv, dtype, op, root):
         t, mop = self._type(dtype), self._op(op)
         at_root = self.rank == root
         if send is None:
             args = (self._MPI.IN_PLACE, [recv, t]) if at_root else ([recv, t], None)
+            buffers = (None, recv) if at_root else (recv, None)
         else:
             args = ([send, t], [recv, t] if at_root else None)
+            buffers = (send, recv if at_root else None)
         call = _bind(self.comm.Reduce, args[0], args[1], mop, root)
-        return self._then_divide(call, recv if at_root else None, op)
+        result = recv if at_root else None
+        native = self.compiled.bind("reduce", *buffers, len(recv), t, mop, dtype, op, result, root=root)
+        return self._then_divide(call, result, op, native)
 
     def allgather(self, send, recv, dtype):
         t = self._type(dtype)
         src = self._MPI.IN_PLACE if send is None else [send, t]
-        return Bound(_bind(self.comm.Allgather, src, [recv, t]), recv)
+        native = self.compiled.bind("allgather", send, recv, len(recv) // self.size, t)
+        return Bound(_bind(self.comm.Allgather, src, [recv, t]), recv, native)
 
     def reduce_scatter(self, send, recv, dtype, op):
         t, mop = self._type(dtype), self._op(op)
@@ -110,20 +125,25 @@ class MPITransport(TransportBase):
             # MPI_IN_PLACE: the input is the whole buffer, the result lands in block 0.
             block = len(recv) // self.size
             call = _bind(self.comm.Reduce_scatter_block, self._MPI.IN_PLACE, [recv, t], mop)
-            return self._then_divide(call, recv[:block], op)
+            native = self.compiled.bind("reduce_scatter", None, recv, block, t, mop, dtype, op, recv[:block])
+            return self._then_divide(call, recv[:block], op, native)
         call = _bind(self.comm.Reduce_scatter_block, [send, t], [recv, t], mop)
-        return self._then_divide(call, recv, op)
+        native = self.compiled.bind("reduce_scatter", send, recv, len(recv), t, mop, dtype, op, recv)
+        return self._then_divide(call, recv, op, native)
 
     def alltoall(self, send, recv, dtype):
         t = self._type(dtype)
         src = self._MPI.IN_PLACE if send is None else [send, t]
-        return Bound(_bind(self.comm.Alltoall, src, [recv, t]), recv)
+        native = self.compiled.bind("alltoall", send, recv, len(recv) // self.size, t)
+        return Bound(_bind(self.comm.Alltoall, src, [recv, t]), recv, native)
 
     def sendrecv(self, send, recv, dtype, dest, source):
         t = self._type(dtype)
         if send is None:
-            return Bound(_bind(self.comm.Sendrecv_replace, [recv, t], dest, 0, source, 0), recv)
-        return Bound(_bind(self.comm.Sendrecv, [send, t], dest, 0, [recv, t], source, 0), recv)
+            native = self.compiled.bind("sendrecv_replace", None, recv, len(recv), t, peer=dest, source=source)
+            return Bound(_bind(self.comm.Sendrecv_replace, [recv, t], dest, 0, source, 0), recv, native)
+        native = self.compiled.bind("sendrecv", send, recv, len(recv), t, peer=dest, source=source)
+        return Bound(_bind(self.comm.Sendrecv, [send, t], dest, 0, [recv, t], source, 0), recv, native)
 
     def pingpong(self, send, recv, dtype, peer):
         t = self._type(dtype)
@@ -143,10 +163,11 @@ class MPITransport(TransportBase):
                 comm_recv(recv_spec, peer, 1)
                 comm_send(send_spec, peer, 1)
 
-        return Bound(run, recv)
+        native = self.compiled.bind("ping" if self.rank == 0 else "pong", send, recv, len(recv), t, peer=peer)
+        return Bound(run, recv, native)
 
     def barrier(self):
-        return Bound(self.comm.Barrier, None)
+        return Bound(self.comm.Barrier, None, self.compiled.bind("barrier", None, None, 0))
 
     def p2p(self, sends, recvs, dtype):
         t = self._type(dtype)
@@ -179,7 +200,9 @@ class MPITransport(TransportBase):
             "mpi_standard": "%d.%d" % MPI.Get_version(),
             "thread_level": levels.get(MPI.Query_thread(), "?"),
             "settings": {"MPI": "%d.%d" % MPI.Get_version(),
-                         "thread level": levels.get(MPI.Query_thread(), "?")},
+                         "thread level": levels.get(MPI.Query_thread(), "?"), "loop": self.compiled.loop},
+            "loop": self.compiled.loop,
+            "notes": [self.compiled.note],
             "op_impl": {"avg": "MPI_SUM then a local division by the rank count (MPI has no MPI_AVG)"},
         }
 

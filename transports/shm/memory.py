@@ -21,6 +21,7 @@ from collectives.dtypes import DType
 from launch import env as launch_env
 from transports.base import Bound, TransportBase, TransportOptions, Unsupported
 from transports.shm import kernels, segment
+from transports.shm.compiled import ShmCompiled
 from transports.shm.sync import Flags, control_bytes, eager_area
 
 __all__ = ["ShmMemory", "BUFFERS"]
@@ -74,6 +75,7 @@ class ShmMemory(TransportBase):
         # (parity, rank, bytes): every rank's two eager slots, side by side.
         self._eager = eager_area(self._ctrl.mem, p)
         self._closed = False
+        self.compiled = ShmCompiled(comm, self, options.loop, self.job)
 
     def _configure(self, options: TransportOptions) -> None:
         """Options of the algorithms built on this memory, checked before any segment exists."""
@@ -196,8 +198,10 @@ class ShmMemory(TransportBase):
         s_view, r_view, z_view = self._share([send_sh, recv_sh, z], recv.dtype, what)
         return s_view, r_view, z_view, copy_in, (recv, recv_sh) if staged_recv else None
 
-    def _finish(self, body, result_sh, copy_in, staged) -> Bound:
-        """Wrap ``body`` with staging copies; map the result view back to the caller's buffer."""
+    def _finish(self, body, result_sh, copy_in, staged, program=None) -> Bound:
+        """Wrap ``body`` with staging copies; map the result view back to the caller's buffer.
+
+        ``program``: the same steps for the compiled loop (:mod:`.compiled`), or None."""
         if result_sh is None or staged is None:
             result = result_sh
             copy_out = None
@@ -207,16 +211,18 @@ class ShmMemory(TransportBase):
                      - shared.__array_interface__["data"][0]) // shared.itemsize
             result = user[start: start + len(result_sh)]
             copy_out = (result, result_sh)
+        outs = [copy_out] if copy_out else []
+        native = None if program is None else self.compiled.native(program.around(copy_in, outs))
         if not copy_in and copy_out is None:
-            return Bound(body, result)
+            return Bound(body, result, native)
         ins = kernels.plan_copy(copy_in)
-        outs = kernels.plan_copy([copy_out] if copy_out else [])
+        outs = kernels.plan_copy(outs)
 
         def run():
             ins()
             body()
             outs()
-        return Bound(run, result)
+        return Bound(run, result, native)
 
     def cleanup(self) -> None:
         """Unlink every name this job has in /dev/shm (named segments only).
