@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from analysis import costmodel, fabrics, fit, workloads
+from analysis.report_text import human_size
 from collectives import spec as specs
 
 __all__ = ["draw", "short_compute", "REPORT_FABRICS"]
@@ -102,7 +103,8 @@ def _collective_plot(plt, sub, extra, collective: str, metric: str, ylabel: str,
                         label=f"MODELLED (from file): {transport}, {int(p)}")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set_xlabel("size S (bytes)")
+        _size_ticks(ax, sub["size_bytes"].min(), sub["size_bytes"].max())
+        ax.set_xlabel("size S")
         ax.set_ylabel(ylabel)
         ax.set_title(f"{collective}: measured (solid, markers) and MODELLED fabrics (dashed)")
         ax.grid(True, which="both", alpha=0.3)
@@ -112,6 +114,18 @@ def _collective_plot(plt, sub, extra, collective: str, metric: str, ylabel: str,
         return path
     finally:
         plt.close(fig)
+
+
+def _size_ticks(ax, lo: float, hi: float) -> None:
+    """Powers of two from ``lo`` to ``hi`` labelled as people read sizes (8 B, 64 KiB, 1 GiB), at most 10."""
+    from matplotlib.ticker import NullLocator
+
+    a, b = int(np.floor(np.log2(max(lo, 1)))), int(np.ceil(np.log2(max(hi, 1))))
+    step = max(1, -(-(b - a) // 9))
+    ticks = [2.0 ** k for k in range(a - a % step, b + 1, step)]
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([human_size(t) for t in ticks], fontsize=8)
+    ax.xaxis.set_minor_locator(NullLocator())
 
 
 def _scaling_plot(plt, model: str, rows: List[Dict], path: Path) -> Path:

@@ -23,15 +23,15 @@ import sys
 import traceback
 from typing import List, Optional, Sequence
 
-from collectives import harness, spec as specs
+from collectives import harness, model_column, spec as specs
 from collectives.config import (DEFAULT_MAX, DEFAULT_MIN, DEFAULT_STARTUP_TIMEOUT, EXIT_ERROR, EXIT_INTERRUPTED,
                                 EXIT_TIMEOUT, EXIT_USAGE, EXIT_WRONG, MAX_CHECKS, MAX_GIVEN_ITERS, Config,
                                 TransportOptions, parse_size, sweep_sizes)
 from collectives.dtypes import ConfigError, parse_dtypes, parse_ops
+from collectives.native import add_loop_flags, thread_hint
 
 __all__ = ["Parser", "build_parser", "add_timing_flags", "add_run_flags", "run_fields", "parse_args", "check_against_ranks", "run", "main", "entry_points", "guarded",
-           "process_main",
-           "nonneg_int", "pos_int", "pos_float", "nonneg_float"]
+           "process_main", "nonneg_int", "pos_int", "pos_float", "nonneg_float"]
 
 class Parser(argparse.ArgumentParser):
     """argparse that raises instead of exiting, and prints help on rank 0 only."""
@@ -207,6 +207,8 @@ def build_parser(collective: str, quiet: bool = False) -> argparse.ArgumentParse
     g.add_argument("--inject-fault", type=nonneg_int, metavar="RANK",
                    help="corrupt one element of RANK's result before each check: proves that "
                    "validation catches errors (the run then exits 1)")
+    add_loop_flags(g)
+    model_column.add_fabric_flag(g)
     return p
 
 
@@ -259,8 +261,8 @@ def parse_args(collective: str, argv: Sequence[str], quiet: bool = False) -> Con
         root=root,
         placements=placements,
         fresh_inputs=a.fresh_inputs,
-        inject_fault=a.inject_fault,
-        transport_options=TransportOptions(algo=a.algo, buffer=a.buffer, device=a.device, iface=a.iface),
+        inject_fault=a.inject_fault, fabric=a.fabric,
+        transport_options=TransportOptions(algo=a.algo, buffer=a.buffer, device=a.device, iface=a.iface, loop=a.loop, cuda_graph=a.cuda_graph),
         **run_fields(a),
     )
 
@@ -305,22 +307,22 @@ def main(collective: str, argv: Optional[Sequence[str]] = None) -> int:
         cfg = parse_args(collective, argv, quiet=comm.rank != 0)
         check_against_ranks(cfg, comm.size)
         return harness.run(comm, cfg, table, env_tweaks=tweaks, watchdog=watchdog)
-    return process_main(body)
+    return process_main(body, thread_hint(argv, getattr(specs.find(collective), "sized", True)))
 
 
-def process_main(body) -> int:
+def process_main(body, mpi_init=(None, None)) -> int:
     """Own the process for one runner: start the job's communicator, call
     ``body(comm, env_tweaks, sinks, watchdog)`` (``sinks``: the stdout table on
     rank 0; ``watchdog``: the process's, which the run configures and which
     stays armed until the process ends) and turn its outcome into the exit
     status (see :func:`guarded`); MPI is finalised before it returns (see
-    :func:`_close`)."""
+    :func:`_close`); ``mpi_init``: (--thread-level, largest size) for MPI_Init's thread level."""
     from collectives.output import stdout_table
     from collectives.watchdog import Watchdog
     from launch.comm import world
 
     try:
-        comm, tweaks = world()
+        comm, tweaks = world(*mpi_init)
     except Exception as exc:  # MPI could not start: nothing to coordinate with
         print(f"collscale: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

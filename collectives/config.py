@@ -67,6 +67,8 @@ class Config:
     # Start-up (imports, rendezvous, allocating and touching buffers) is
     # bounded by this rather than by -T: it is work that progresses.
     startup_timeout: float = DEFAULT_STARTUP_TIMEOUT
+    # --fabric: each row's busbw beside this fabric's model (collectives.model_column); None: not compared.
+    fabric: Optional[str] = None
 
     @property
     def collective(self) -> str:

@@ -61,20 +61,30 @@ def format_time(us: float) -> str:
     return "%7.2f" % us
 
 
-def _cells(rec: Optional[Dict]) -> str:
+def _pct_model(rec: Optional[Dict]) -> str:
+    """The ``%model`` cell (``--fabric``): busbw as a % of the fabric's model, ``*`` on an assumed latency."""
+    pct = None if rec is None else rec.get("pct_model")
+    if pct is None or pct != pct:
+        return "  %6s" % "-"
+    return "  %6s" % (("%.1f" % pct) + ("*" if rec.get("model_latency_assumed") else ""))
+
+
+def _cells(rec: Optional[Dict], model: bool = False) -> str:
+    extra = _pct_model(rec) if model else ""
     if rec is None:
-        return "  %7s  %6s  %6s  %6s" % ("n/a", "-", "-", "-")
+        return "  %7s  %6s  %6s  %6s" % ("n/a", "-", "-", "-") + extra
     status = rec["status"]
     if status == "unsupported":
-        return "  %7s  %6s  %6s  %6s" % ("unsup", "-", "-", "-")
+        return "  %7s  %6s  %6s  %6s" % ("unsup", "-", "-", "-") + extra
     wrong = "N/A" if rec.get("wrong") is None else str(rec["wrong"])
     return "  %7s  %6.2f  %6.2f  %6s" % (
         format_time(rec["time_us"]), rec["algbw_gbs"], rec["busbw_gbs"], wrong
-    )
+    ) + extra
 
 
-def format_row(recs: Sequence[Dict]) -> str:
-    """One table line from a point's records (out-of-place and/or in-place)."""
+def format_row(recs: Sequence[Dict], model: bool = False) -> str:
+    """One table line from a point's records (out-of-place and/or in-place); ``model``: with the
+    ``%model`` cells of ``--fabric``."""
     # Weight streaming puts its down phase left and its up phase right.
     by_place = {(r["phase"] == "up") if r.get("phase") else r["in_place"]: r for r in recs}
     first = recs[0]
@@ -82,7 +92,7 @@ def format_row(recs: Sequence[Dict]) -> str:
     op = next((r["op"] for r in recs if r.get("op")), None)
     return "%12d  %12d  %8s  %6s  %6d%s%s" % (
         first["size_bytes"], first["count"], first["dtype"] or "none", op or "none",
-        root, _cells(by_place.get(False)), _cells(by_place.get(True)),
+        root, _cells(by_place.get(False), model), _cells(by_place.get(True), model),
     )
 
 
@@ -90,21 +100,24 @@ _KEYS = "%11s  %12s  %8s  %6s  %6s"
 _CELLS = "  %7s  %6s  %6s  %6s"
 
 
-def table_header(columns=("out-of-place", "in-place")) -> List[str]:
-    width = len(_CELLS % ("", "", "", ""))
+def table_header(columns=("out-of-place", "in-place"), model: bool = False) -> List[str]:
+    """The column titles; ``model``: with ``--fabric``'s ``%model`` cell in each group."""
+    extra = "  %6s" if model else ""
+    width = len((_CELLS + extra) % (("",) * (5 if model else 4)))
     left = "#" + " " * len(_KEYS % ("", "", "", "", ""))
     return [
         (left + columns[0].center(width) + columns[1].center(width)).rstrip(),
         "#" + _KEYS % ("size", "count", "type", "redop", "root")
-        + (_CELLS % ("time", "algbw", "busbw", "#wrong")) * 2,
+        + ((_CELLS + extra) % (("time", "algbw", "busbw", "#wrong") + (("%model",) if model else ()))) * 2,
         "#" + _KEYS % ("(B)", "(elements)", "", "", "")
-        + (_CELLS % ("(us)", "(GB/s)", "(GB/s)", "")) * 2,
+        + ((_CELLS + extra) % (("(us)", "(GB/s)", "(GB/s)", "") + (("",) if model else ()))) * 2,
     ]
 
 
 class TableWriter(Sink):
     def __init__(self, stream: IO[str]):
         self.stream = stream
+        self.model = None  # the fabric of --fabric: a %model cell per group (collectives.model_column)
 
     def _say(self, lines: Iterable[str]) -> None:
         for line in lines:
@@ -115,13 +128,17 @@ class TableWriter(Sink):
         if info.get("columns") is False:  # a runner with columns of its own (in its header lines)
             self._say(info["header_lines"])
             return
-        self._say(info["header_lines"] + ["#"] + table_header(info.get("columns", ("out-of-place", "in-place"))))
+        self.model = getattr(info.get("config"), "fabric", None)
+        model = [f"# %model: busbw as a % of the {self.model} model at this size and rank count (analysis.fabrics); "
+                 "* where that model rests on an assumed latency"] if self.model else []
+        self._say(info["header_lines"] + model + ["#"]
+                  + table_header(info.get("columns", ("out-of-place", "in-place")), bool(self.model)))
 
     def text(self, line):
         self._say([line])
 
     def point(self, recs):
-        self._say([format_row(recs)])
+        self._say([format_row(recs, bool(self.model))])
 
     def note(self, text):
         self._say([f"# {text}"])

@@ -9,7 +9,9 @@ one job script per node count (:mod:`launch.jobscript`).
 No launch outlives the sweep, however it ends (:mod:`launch.reaper`): each
 launcher gets a parent-death signal, and a reaper process stops every process
 a sweep's launches started once the sweep is gone, even after ``kill -9``.
-Ctrl-C, SIGTERM and SIGHUP stop the running point and record it.
+Ctrl-C, SIGTERM and SIGHUP stop the running point and record it.  When
+stderr is a terminal, a progress bar there counts the points and the rows
+of the running one (:mod:`analysis.progress`); elsewhere nothing is added.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
+from analysis import progress
 from collectives import record
 from collectives.output import append_line
 from launch import checks, jobscript, reaper
@@ -149,9 +152,18 @@ class Sweep:
                  f"(ranks {','.join(map(str, self.ranks))} x {','.join(self.collectives)}) via {self.launcher}")
         self.say(f"# results: {self.json_path}   logs: {self.log_dir}")
         started = time.monotonic()
-        with reaper.Reaper(self.token, "sweep"):  # ends the launches even if this process is killed
-            for k, (nranks, collective) in enumerate(points, 1):
-                self._point(k, len(points), nranks, collective)
+        plain = self.say
+        # The reaper ends the launches even if this process is killed.  On a terminal, a bar on stderr
+        # (points done, the running point's rows so far); the sweep's lines go above it.
+        with reaper.Reaper(self.token, "sweep"), progress.bar(len(points), "sweep", unit="point") as bar:
+            self.say = bar.say(plain)
+            try:
+                for k, (nranks, collective) in enumerate(points, 1):
+                    bar.step(f"ranks{nranks}-{collective}")
+                    self._point(k, len(points), nranks, collective, bar)
+                    bar.done()
+            finally:
+                self.say = plain
         took = time.monotonic() - started
         ok = len(points) - len(self.failed)
         self.say(f"# sweep done in {took:.0f} s: {ok} of {len(points)} points completed"
@@ -161,7 +173,7 @@ class Sweep:
                  f"{shlex.quote(os.path.join(os.path.dirname(self.json_path) or '.', 'report'))}")
         return EXIT_FAILED_POINTS if self.failed or self.wrong else 0
 
-    def _point(self, k: int, total: int, nranks: int, collective: str) -> None:
+    def _point(self, k: int, total: int, nranks: int, collective: str, bar: progress.Progress) -> None:
         point = f"ranks{nranks}-{collective}"
         cmd = local_command(self.launcher, nranks, collective, self.harness_args, self.json_path,
                             self.launcher_args)
@@ -176,7 +188,7 @@ class Sweep:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
                                     stdin=subprocess.DEVNULL, preexec_fn=reaper.parent_death_signal())
             try:
-                code = proc.wait(timeout=self.point_timeout)
+                code = self._wait(proc, bar, point, offset)
                 reason = None if code == 0 else f"exit status {code}: {_last_line(log) or 'no output'}"
             except subprocess.TimeoutExpired:
                 code = 124
@@ -201,6 +213,21 @@ class Sweep:
             self.say(f"    FAILED in {took:.1f} s ({summary}): {reason}; log {log}; going on")
         else:
             self.say(f"    ok in {took:.1f} s ({summary})")
+
+    def _wait(self, proc: subprocess.Popen, bar: progress.Progress, point: str, offset: int) -> int:
+        """The launch's exit status (TimeoutExpired after --point-timeout); with a bar, its rows so far
+        once a second."""
+        if not bar.active:
+            return proc.wait(timeout=self.point_timeout)
+        deadline = None if self.point_timeout is None else time.monotonic() + self.point_timeout
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise subprocess.TimeoutExpired(proc.args, self.point_timeout)
+            try:
+                return proc.wait(timeout=1.0 if left is None else min(1.0, left))
+            except subprocess.TimeoutExpired:
+                bar.note(f"{sum(_count_rows(self.json_path, offset, point).values())} rows")
 
     def _fail(self, point, collective, nranks, reason, code):
         self.failed.append(point)

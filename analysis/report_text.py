@@ -1,0 +1,63 @@
+"""The report's Markdown pieces: tables, numbers, sizes as people read them, collapsible sections.
+
+Shared by :mod:`analysis.report` and its section modules; the HTML page is
+made from these lines by :mod:`analysis.report_html`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, List, Sequence
+
+__all__ = ["fmt", "table", "human_size", "size_range", "details"]
+
+_UNITS = (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10))
+
+
+def fmt(v, pct: bool = False, digits: int = 3) -> str:
+    """A table cell: '-' for nothing, ``12.3 %`` for a fraction with ``pct``, 3 significant digits."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if pct:
+        return f"{100 * v:.1f} %"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence]) -> List[str]:
+    """A Markdown table (a '|' inside a cell is escaped)."""
+    def cell(c) -> str:
+        return str(c).replace("|", "\\|")
+
+    out = ["| " + " | ".join(map(cell, headers)) + " |", "|" + "---|" * len(headers)]
+    out += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
+    return out
+
+
+def human_size(n) -> str:
+    """Bytes as nccl-tests users read them: ``8 B``, ``64 KiB``, ``1.5 MiB``, ``1 GiB`` (powers of 1024)."""
+    if n is None or (isinstance(n, float) and not math.isfinite(n)):
+        return "-"
+    n = float(n)
+    for unit, scale in _UNITS:
+        if n >= scale:
+            v = n / scale
+            return f"{v:.0f} {unit}" if v == int(v) else f"{v:.3g} {unit}"
+    return f"{n:.0f} B"
+
+
+def size_range(sizes) -> str:
+    """``8 B – 64 MiB`` (one size alone: that size)."""
+    sizes = [s for s in sizes if s is not None and s == s]
+    if not sizes:
+        return "-"
+    lo, hi = min(sizes), max(sizes)
+    return human_size(lo) if lo == hi else f"{human_size(lo)} – {human_size(hi)}"
+
+
+def details(title: str, lines: List[str], open_: bool = False) -> List[str]:
+    """A collapsible section (HTML ``<details>``, which GitHub's Markdown shows folded too)."""
+    if not lines:
+        return []
+    return [f"<details{' open' if open_ else ''}>", f"<summary>{title}</summary>", "", *lines, "", "</details>", ""]
