@@ -94,6 +94,14 @@ def step_fn(torch, model, opt, data, device, log: Optional[BucketLog] = None) ->
         def mark(i):
             pass
 
+    def close(i: int) -> float:
+        """End a phase that the host waits for: the device's work done, then the host's clock."""
+        settle()
+        mark(i)
+        if cuda:
+            events[i].synchronize()
+        return time.perf_counter()
+
     def step() -> Dict:
         if log is not None:
             log.reset()
@@ -104,17 +112,9 @@ def step_fn(torch, model, opt, data, device, log: Optional[BucketLog] = None) ->
         mark(1)
         t1 = time.perf_counter()
         loss.backward()
-        settle()
-        mark(2)
-        if cuda:
-            events[2].synchronize()
-        t2 = time.perf_counter()
+        t2 = close(2)
         opt.step()
-        settle()
-        mark(3)
-        if cuda:
-            events[3].synchronize()
-        t3 = time.perf_counter()
+        t3 = close(3)
         if cuda:  # the device's own times per phase (ms -> s)
             fwd, bwd, optim = (events[i].elapsed_time(events[i + 1]) * 1e-3 for i in range(3))
         else:
