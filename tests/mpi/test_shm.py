@@ -23,21 +23,28 @@ def _world():
     return MPI.COMM_WORLD
 
 
+def _dtypes(comm) -> str:
+    """Every dtype up to 3 ranks; at 5 (oversubscribed in CI), one float, one integer and the
+    16-bit float: the dtype arithmetic is the same at every rank count, the rank pattern is not."""
+    return "all" if comm.Get_size() <= 3 else "float32,int64,float16"
+
+
 @pytest.mark.mpi(min_size=1)
 @pytest.mark.parametrize("buffer", ["shared", "host"])
 @pytest.mark.parametrize("collective, algo", CASES, ids=[f"{c}-{a}" for c, a in CASES])
 def test_every_type_op_root_and_placement(collective, algo, buffer):
     comm = _world()
-    # Every root up to 3 ranks; at 5 (oversubscribed in CI) the last one only.
-    roots = "all" if comm.Get_size() <= 3 else str(comm.Get_size() - 1)
+    # Every root at 2 ranks; at 3 the middle one (neither the first nor the last rank); at 5
+    # (oversubscribed in CI) the last one: together they cover each kind of root.
+    roots = "all" if comm.Get_size() <= 2 else "1" if comm.Get_size() == 3 else str(comm.Get_size() - 1)
     recs = cli.run(collective, comm, ["--transport", "shm", "--algo", algo, "--buffer", buffer,
-                                      "-d", "all", "-o", "all", "-r", roots, "-n", "2", "-w", "0"] + SIZES)
+                                      "-d", _dtypes(comm), "-o", "all", "-r", roots, "-n", "2", "-w", "0"] + SIZES)
     assert recs and all(r["status"] == "ok" for r in recs), {r["status"] for r in recs}
     assert all(r["wrong"] in (0, None) for r in recs)
     assert {r["buffer"] for r in recs} == {buffer}
     if collective != "barrier":
         assert {r["in_place"] for r in recs} == {False, True}
-        assert len({r["dtype"] for r in recs}) == 10
+        assert len({r["dtype"] for r in recs}) == (10 if comm.Get_size() <= 3 else 3)
 
 
 @pytest.mark.mpi(min_size=2)
