@@ -1,6 +1,6 @@
 """How well the step model predicts real data-parallel training (issue 12).
 
-    python benchmarks/replicate_fidelity.py [--ranks 2,3] [--rounds 7] [--out DIR] [--reuse DIR]
+    python benchmarks/replicate_fidelity.py [--ranks 2,3] [--rounds 7] [--repeat 1] [--out DIR] [--reuse DIR]
 
 For each rank count: a gloo allreduce sweep (``collectives.allreduce
 --transport gloo``, 64 KiB .. 64 MiB) and its alpha-beta fit; then
@@ -15,7 +15,9 @@ calibrated step-time error <= 5 % and efficiency within 3 points;
 uncalibrated step-time error <= 15 %.  Where a target is missed, the
 column "error carried by" names the part of the loss (sharing, skew,
 exposed communication) whose predicted size is furthest from the measured
-one.  3 ranks on 2 cores are oversubscribed and flagged so.  Prints;
+one.  ``--repeat N`` runs each model's job N times, interleaved, and prints
+how far E(N) and the step move between jobs: the floor under any model
+error.  3 ranks on 2 cores are oversubscribed and flagged so.  Prints;
 asserts nothing.  The runs are timing measurements: run nothing else.
 """
 
@@ -50,14 +52,15 @@ def _run(cmd, timeout: int) -> None:
     print(f"#   {time.perf_counter() - t0:.0f} s", flush=True)
 
 
-def measure(out: Path, ranks, rounds: int) -> None:
+def measure(out: Path, ranks, rounds: int, repeat: int = 1) -> None:
     for n in ranks:
         base = [_mpirun(), "-n", str(n), sys.executable, "-m"]
         _run(base + ["collectives.allreduce", "--transport", "gloo", "-b", "64K", "-e", "64M", "-f", "2",
                      "--json", str(out / f"allreduce_{n}.jsonl")], 900)
-        for model, args in MODELS:
-            _run(base + ["collectives.replicate", "--model", model, *args, "-n", str(rounds), "-w", "1",
-                         "--json", str(out / f"replicate_{n}.jsonl")], 1800)
+        for _ in range(repeat):  # the models interleaved, so drift spreads over all of them
+            for model, args in MODELS:
+                _run(base + ["collectives.replicate", "--model", model, *args, "-n", str(rounds), "-w", "1",
+                             "--json", str(out / f"replicate_{n}.jsonl")], 1800)
 
 
 def _pct(v, signed=True):
@@ -93,14 +96,24 @@ def report(out: Path, ranks) -> None:
                   + ", ".join(f"{k} {v:.3g}" for k, v in (r.get("terms") or {}).items()))
         summary[n] = rows
     for n, rows in summary.items():
-        cal = [abs(r["cal_err"]) for r in rows if "cal_err" in r]
-        eff = [abs(r["cal_eff_pts"]) for r in rows if "cal_eff_pts" in r]
-        unc = [abs(r["uncal_err"]) for r in rows]
+        models = sorted({r["model"] for r in rows})
+        if len(rows) > len(models):  # repeated jobs: how far the measurement itself moves between them
+            for m in models:
+                mine = [r for r in rows if r["model"] == m]
+                es = [100 * r["efficiency"] for r in mine]
+                steps = [r["step_ms"] for r in mine]
+                print(f"# {n} ranks, {m}: {len(mine)} jobs, E(N) {min(es):.1f}-{max(es):.1f} %, step "
+                      f"{min(steps):.1f}-{max(steps):.1f} ms (spread {100 * (max(steps) / min(steps) - 1):.0f} %)")
+
+        def per_model(key):  # the median over a model's jobs, then (below) over the models
+            return [statistics.median(abs(r[key]) for r in rows if r["model"] == m and key in r) for m in models
+                    if any(key in r for r in rows if r["model"] == m)]
+        cal, eff, unc = per_model("cal_err"), per_model("cal_eff_pts"), per_model("uncal_err")
         if not cal:
             continue
         med_cal, med_eff, med_unc = statistics.median(cal), statistics.median(eff), statistics.median(unc)
         tag = "target" if n == 2 else "for information (oversubscribed)" if n > 2 else ""
-        print(f"# {n} ranks, median over {len(rows)} models ({tag}): calibrated step error {100 * med_cal:.1f} % "
+        print(f"# {n} ranks, median over {len(models)} models, {len(rows)} jobs ({tag}): calibrated step error {100 * med_cal:.1f} % "
               f"(<= {100 * TARGET_CAL:.0f} %: {'MET' if med_cal <= TARGET_CAL else 'MISSED'}), efficiency "
               f"{med_eff:.1f} points (<= {TARGET_EFF_PTS:.0f}: {'MET' if med_eff <= TARGET_EFF_PTS else 'MISSED'}); "
               f"uncalibrated step error {100 * med_unc:.1f} % (<= {100 * TARGET_UNCAL:.0f} %: "
@@ -111,6 +124,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ranks", default="2,3")
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--repeat", type=int, default=1, help="jobs per model (interleaved): the spread between them "
+                    "is printed, and the errors are medians over a model's jobs")
     ap.add_argument("--out", default=None, help="keep the JSON Lines here (default: a new directory)")
     ap.add_argument("--reuse", default=None, help="report on the JSON Lines of an earlier --out, measure nothing")
     a = ap.parse_args(argv)
@@ -120,7 +135,7 @@ def main(argv=None) -> int:
     else:
         out = Path(a.out or f"replicate_fidelity_{time.strftime('%Y%m%dT%H%M%S')}")
         out.mkdir(parents=True, exist_ok=True)
-        measure(out, ranks, a.rounds)
+        measure(out, ranks, a.rounds, a.repeat)
     report(out, ranks)
     print(f"# data: {out}/")
     return 0
