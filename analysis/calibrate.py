@@ -238,6 +238,7 @@ def evaluate(recs: Sequence[Dict], allreduce: Allreduce, estimate: Optional[Esti
     """Per record: measured step and E(N); uncalibrated and leave-one-model-out calibrated predictions."""
     recs = [r for r in recs if int(r["nranks"]) > 1]
     out = []
+    fitted: Dict[Tuple[str, int], Terms] = {}
     for r in recs:
         real_step, real_e = r["ddp_ms"] * 1e-3, r["efficiency"]
         row = {"model": r["model"], "batch": r.get("batch"), "nranks": int(r["nranks"]), "step_ms": r["ddp_ms"],
@@ -251,7 +252,8 @@ def evaluate(recs: Sequence[Dict], allreduce: Allreduce, estimate: Optional[Esti
                    uncal_comm_ms=unc.comm_s * 1e3, uncal_exposed_ms=unc.exposed_s * 1e3)
         others = [o for o in recs if o["model"] != r["model"] and o["nranks"] == r["nranks"]]
         if others:
-            terms = fit_terms(others, allreduce, estimate)
+            key = (r["model"], int(r["nranks"]))  # the same held-out model: the same fit
+            terms = fitted[key] if key in fitted else fitted.setdefault(key, fit_terms(others, allreduce, estimate))
             cal, how = predict_record(r, terms, allreduce, estimate)
             row.update(cal_step_ms=cal.step_s * 1e3, cal_err=_rel(cal.step_s, real_step), cal_eff=cal.efficiency,
                        cal_eff_pts=100 * (cal.efficiency - real_e), cal_ready=how,

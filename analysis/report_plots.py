@@ -159,13 +159,18 @@ def _scaling_plot(plt, model: str, rows: List[Dict], path: Path) -> Path:
         axes[0].set_ylabel("scaling efficiency E(N) (%)")
         fig.suptitle(f"MODELLED data-parallel scaling: {w.title}, {w.params / 1e6:.1f} M parameters, fp32 "
                      "gradients (dashed: published fabrics; solid: fits of our measurements)", fontsize=10)
-        handles, labels = axes[0].get_legend_handles_labels()
-        fig.legend(handles, labels, fontsize=7, loc="center right", frameon=False)
-        fig.tight_layout(rect=(0, 0, 1 - 3.2 / (5.2 * len(batches) + 3.2), 0.95))
-        fig.savefig(path, dpi=110)
-        return path
+        return save_with_legend(fig, axes[0], path, 3.2 / (5.2 * len(batches) + 3.2), 0.95)
     finally:
         plt.close(fig)
+
+
+def save_with_legend(fig, ax, path: Path, legend_share: float, top: float) -> Path:
+    """The legend of ``ax`` in a column of its own on the right (``legend_share`` of the width); saved."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="center right", frameon=False)
+    fig.tight_layout(rect=(0, 0, 1 - legend_share, top))
+    fig.savefig(path, dpi=110)
+    return path
 
 
 def _palette(plt, names) -> Dict[str, object]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from analysis import calibrate, replicate_runs, scaling, step_model, workloads
+from analysis.report_plots import save_with_legend
 
 __all__ = ["section"]
 
@@ -79,11 +80,7 @@ def _plot(model: str, rows: List[Dict], recs: List[Dict], path: Path) -> Path:
             ax.grid(True, alpha=0.3)
         axes[0][0].set_ylabel("scaling efficiency E(N) (%)")
         fig.suptitle(f"Data-parallel replication of {w.title}: measured points, modelled curves", fontsize=10)
-        handles, labels = axes[0][0].get_legend_handles_labels()
-        fig.legend(handles, labels, fontsize=7, loc="center right", frameon=False)
-        fig.tight_layout(rect=(0, 0, 1 - 3.0 / (5.0 * len(batches) + 3.0), 0.94))
-        fig.savefig(path, dpi=110)
-        return path
+        return save_with_legend(fig, axes[0][0], path, 3.0 / (5.0 * len(batches) + 3.0), 0.94)
     finally:
         plt.close(fig)
 

@@ -143,14 +143,14 @@ def _threads(cfg: ReplicateConfig, ctx: Dict) -> int:
     """--threads, else this host's usable cores shared among its ranks (at least one)."""
     if cfg.threads:
         return cfg.threads
+    import socket
+
     from launch import env as launch_env
 
-    here = context.memory_here(ctx)
-    local = here[1] if here else 1
-    host = here[2] if here else None
-    rs = ctx["hosts"].get(host, [])
-    cores = launch_env.usable_cores([ctx["ranks"][i]["affinity"] for i in rs]) if rs else launch_env.host_cores()
-    return max(1, cores // max(1, local))
+    rs = ctx["hosts"].get(socket.gethostname(), [])
+    if not rs:
+        return max(1, launch_env.host_cores())
+    return max(1, launch_env.usable_cores([ctx["ranks"][i]["affinity"] for i in rs]) // len(rs))
 
 
 def _sweep(session: Run) -> List[Dict]:
