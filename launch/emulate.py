@@ -42,7 +42,6 @@ import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 from typing import List, Optional, Sequence
 
@@ -308,7 +307,7 @@ def _build_and_wait(command: List[str], mode: str, topo: Topology, ppn: Optional
     # half-way through building or tearing down the network.
     stop: List[int] = []
     previous = {sig: signal.signal(sig, lambda signum, frame: stop.append(signum)) for sig in _HANDLED}
-    workdir = tempfile.mkdtemp(prefix="collscale-emulate-")
+    workdir = netns.make_workdir()
     procs: List[subprocess.Popen] = []
     code = 1
     try:

@@ -33,6 +33,7 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import List, Optional
@@ -46,6 +47,8 @@ MAX_HOSTS = 250
 PREFIX = "cs"
 _ETC_NETNS = "/etc/netns"
 _NAME = re.compile(rf"^{PREFIX}(\d+)(?:h\d+|sw)$")
+WORKDIR_PREFIX = "collscale-emulate-"  # + owner pid + "-": the launcher script's folder under the temp dir
+_WORKDIR = re.compile(rf"^{WORKDIR_PREFIX}(\d+)-")
 
 _UNITS = {"bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9, "tbit": 1e12}
 
@@ -251,12 +254,34 @@ def _remove(tag: str) -> List[str]:
     return left
 
 
+def make_workdir() -> str:
+    """A private folder for this emulation's files, named for its owner so a dead one's is found."""
+    return tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-")
+
+
+def _workdirs() -> List[tuple]:
+    """(owner pid, path) of every emulation folder under the temp dir."""
+    root = tempfile.gettempdir()
+    try:
+        entries = os.listdir(root)
+    except OSError:
+        return []
+    return [(int(m.group(1)), os.path.join(root, e)) for e in entries for m in [_WORKDIR.match(e)] if m]
+
+
+def _remove_workdirs(owner: int) -> None:
+    for pid, path in _workdirs():
+        if pid == owner:
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def remove_dead(owner: int) -> bool:
     """Remove the emulation of ``owner`` if that process is gone; True if anything was there."""
     tag = f"{PREFIX}{owner}"
     if _pid_alive(owner):
         return False
     ours = [n for n in namespaces() if _NAME.match(n) and _NAME.match(n).group(1) == str(owner)]
+    _remove_workdirs(owner)
     _remove(tag)
     return bool(ours)
 
@@ -278,4 +303,7 @@ def sweep_stale() -> List[str]:
         if not _pid_alive(pid):
             _remove(f"{PREFIX}{pid}")
             removed.append(f"{PREFIX}{pid}")
+    for pid, path in _workdirs():  # a folder alone (the owner died after tearing its hosts down)
+        if not _pid_alive(pid):
+            shutil.rmtree(path, ignore_errors=True)
     return removed

@@ -2,10 +2,12 @@
 bridge, optionally rate-limited; traffic between hosts really crosses the links; nothing
 is left behind on any exit path; and the whole chain measures the configured link rate."""
 
+import glob
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -168,6 +170,8 @@ def test_kill_9_ends_every_process_and_removes_the_hosts(runner, clean, tmp_path
         took = time.time() - t0
         assert not runner.strays(), f"processes left {took:.1f} s after the kill: {runner.strays()}"
         assert not [n for n in netns.namespaces() if n.startswith(f"cs{proc.pid}")], "hosts left"
+        left = glob.glob(os.path.join(tempfile.gettempdir(), f"{netns.WORKDIR_PREFIX}{proc.pid}-*"))
+        assert not left, f"the emulation's folder is left: {left}"
     finally:
         if proc.poll() is None:
             proc.kill()
