@@ -18,6 +18,13 @@ From each record of the interleaved rounds (N > 1):
   bucket became ready (its hook's ready time over the backward time of the
   same step).
 
+The network model (``allreduce(bytes, n)`` seconds) is either one given for
+every record (a microbenchmark fit: ``network="sweep"``) or each record's
+own comm-only phase (``network="job"``, :func:`job_network`: the gradient
+allreduce timed alone in the same job's rounds, split over the buckets by
+bytes), which removes the drift between a separate sweep and the job, as
+the alone phase does for compute.
+
 :func:`evaluate` predicts every record twice: uncalibrated (every term
 assumed, bucket readiness estimated from FLOPs) and calibrated
 leave-one-model-out (the terms fitted on the records of the other models,
@@ -32,12 +39,34 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from analysis.step_model import (ASSUMED, CALIBRATED, ESTIMATED, MEASURED, TERM_NAMES, Compute, Phases,
                                  Prediction, Term, Terms, buckets_with_readiness, even_readiness, predict)
 
-__all__ = ["phases_of", "measured_shares", "instep_comm", "model_buckets", "record_buckets", "fit_terms",
+__all__ = ["phases_of", "measured_shares", "instep_comm", "model_buckets", "record_buckets", "fit_terms", "job_network",
+           "NETWORKS",
            "predict_record", "evaluate", "predicted_parts", "measured_parts", "carrier", "compute_from_records",
            "curve_readiness", "terms_lines"]
 
 Allreduce = Callable[[float, int], float]
 Estimate = Callable[[str, Optional[int]], Dict[str, float]]
+NETWORKS = ("sweep", "job")
+
+
+def job_network(rec: Dict) -> Optional[Allreduce]:
+    """allreduce(bytes, n) from the record's comm-only phase: its median time, split over buckets by bytes
+    (the buckets are launched back to back and run partly at once, so their own times do not add up
+    cleanly); None for records without that phase."""
+    total_ms = rec.get("comm_alone_ms")
+    sizes = [b["bytes"] for b in rec.get("comm_alone_buckets") or rec.get("bucket_timeline") or []]
+    if not isinstance(total_ms, (int, float)) or total_ms <= 0 or not sizes:
+        return None
+    per_byte = total_ms * 1e-3 / float(sum(sizes))
+    return lambda b, n: b * per_byte
+
+
+def _networks(recs: Sequence[Dict], allreduce: Optional[Allreduce], network: str) -> List[Optional[Allreduce]]:
+    if network not in NETWORKS:
+        raise ValueError(f"network {network!r}: one of {', '.join(NETWORKS)}")
+    if network == "job":
+        return [job_network(r) or allreduce for r in recs]
+    return [allreduce for _ in recs]
 
 
 def _default_estimate(model: str, seq: Optional[int]) -> Dict[str, float]:
@@ -176,9 +205,10 @@ def _instep_network(rec: Dict) -> Allreduce:
 
 
 def fit_terms(recs: Sequence[Dict], allreduce: Optional[Allreduce] = None,
-              estimate: Optional[Estimate] = None) -> Terms:
+              estimate: Optional[Estimate] = None, network: str = "sweep") -> Terms:
     """Terms calibrated on ``recs`` (replicate records with E(N), N > 1); see the module docstring."""
     recs = [r for r in recs if int(r["nranks"]) > 1]
+    given = _networks(recs, allreduce, network)
     if not recs:
         raise ValueError("no replicate record at 2 ranks or more to calibrate from")
     what = f"{len(recs)} replicate record(s) of {', '.join(sorted({r['model'] for r in recs}))}"
@@ -204,8 +234,8 @@ def fit_terms(recs: Sequence[Dict], allreduce: Optional[Allreduce] = None,
         if rows and len(counts) == 1:
             readiness[model] = tuple(statistics.median(col) for col in zip(*rows))
     terms = terms.with_(readiness=readiness)
-    if allreduce is not None:
-        samples = [comm_samples(r, allreduce) for r in recs]
+    if all(g is not None for g in given):
+        samples = [comm_samples(r, g) for r, g in zip(recs, given)]
         after = [sum(a[0][i] for a in samples) for i in (0, 1)]
         inside = [sum(a[1][i] for a in samples) for i in (0, 1)]
         # Summed over buckets (weighted by their time), so that small buckets, whose in-step time is
@@ -218,7 +248,7 @@ def fit_terms(recs: Sequence[Dict], allreduce: Optional[Allreduce] = None,
             terms = terms.with_(overlap=Term(overlap, CALIBRATED, "speed of the buckets that ran inside the "
                                              f"backward pass over the comm-scaled model, summed, {what}"))
     # Without a network model, each record's own in-step allreduce times stand in for one (comm = 1).
-    nets = [allreduce or _instep_network(r) for r in recs]
+    nets = [g or _instep_network(r) for r, g in zip(recs, given)]
 
     def cost(kappa: float) -> float:
         t = terms.with_(interference=Term(kappa))
@@ -234,16 +264,21 @@ def fit_terms(recs: Sequence[Dict], allreduce: Optional[Allreduce] = None,
     return terms.with_(interference=Term(kappa, CALIBRATED, f"fitted to the DDP steps of {what}"))
 
 
-def evaluate(recs: Sequence[Dict], allreduce: Allreduce, estimate: Optional[Estimate] = None) -> List[Dict]:
-    """Per record: measured step and E(N); uncalibrated and leave-one-model-out calibrated predictions."""
+def evaluate(recs: Sequence[Dict], allreduce: Allreduce, estimate: Optional[Estimate] = None,
+             network: str = "sweep") -> List[Dict]:
+    """Per record: measured step and E(N); uncalibrated and leave-one-model-out calibrated predictions,
+    with ``allreduce`` for every record (``network="sweep"``) or each record's comm-only phase where it
+    has one (``"job"``)."""
     recs = [r for r in recs if int(r["nranks"]) > 1]
     out = []
     fitted: Dict[Tuple[str, int], Terms] = {}
-    for r in recs:
+    for r, net in zip(recs, _networks(recs, allreduce, network)):
+        allreduce_r = net or allreduce
         real_step, real_e = r["ddp_ms"] * 1e-3, r["efficiency"]
-        row = {"model": r["model"], "batch": r.get("batch"), "nranks": int(r["nranks"]), "step_ms": r["ddp_ms"],
+        row = {"network": "job" if allreduce_r is not allreduce else "sweep", "model": r["model"],
+               "batch": r.get("batch"), "nranks": int(r["nranks"]), "step_ms": r["ddp_ms"],
                "efficiency": real_e, "run_id": r.get("run_id")}
-        unc, how = predict_record(r, Terms(), allreduce, estimate)
+        unc, how = predict_record(r, Terms(), allreduce_r, estimate)
         meas = measured_parts(r)
         row["measured_parts_ms"] = meas
         row["uncal_carrier"] = carrier(meas, predicted_parts(r, Terms(), unc))
@@ -253,8 +288,8 @@ def evaluate(recs: Sequence[Dict], allreduce: Allreduce, estimate: Optional[Esti
         others = [o for o in recs if o["model"] != r["model"] and o["nranks"] == r["nranks"]]
         if others:
             key = (r["model"], int(r["nranks"]))  # the same held-out model: the same fit
-            terms = fitted[key] if key in fitted else fitted.setdefault(key, fit_terms(others, allreduce, estimate))
-            cal, how = predict_record(r, terms, allreduce, estimate)
+            terms = fitted[key] if key in fitted else fitted.setdefault(key, fit_terms(others, allreduce, estimate, network))
+            cal, how = predict_record(r, terms, allreduce_r, estimate)
             row.update(cal_step_ms=cal.step_s * 1e3, cal_err=_rel(cal.step_s, real_step), cal_eff=cal.efficiency,
                        cal_eff_pts=100 * (cal.efficiency - real_e), cal_ready=how,
                        terms={n: getattr(terms, n).value for n in TERM_NAMES},

@@ -17,7 +17,8 @@ from analysis import results
 __all__ = ["records", "frame", "load", "NESTED"]
 
 NESTED = ("bucket_timeline", "rounds", "step_ms_spread", "alone_ms_spread", "nosync_ms_spread",
-          "nosync_max_ms_spread", "loss_sharing_spread", "loss_skew_spread", "loss_exposed_spread")
+          "nosync_max_ms_spread", "loss_sharing_spread", "loss_skew_spread", "loss_exposed_spread",
+          "comm_alone_ms_spread", "comm_alone_buckets")
 
 
 def _decode(rec: Dict) -> Dict:
@@ -50,7 +51,7 @@ def frame(recs: Sequence[Dict]):
                 "optimizer_ms", "exposed_ms", "allreduce_ms", "hook_ms", "samples_per_s", "alone_ms",
                 "alone_forward_ms", "alone_backward_ms", "alone_optimizer_ms", "nosync_ms", "nosync_max_ms",
                 "ddp_ms", "x1_samples_per_s", "xn_samples_per_s", "efficiency", "loss_sharing", "loss_skew",
-                "loss_exposed", "wait_cpu_ms", "rounds_timed"):
+                "loss_exposed", "wait_cpu_ms", "rounds_timed", "steps_per_phase", "comm_alone_ms"):
         if col in df:
             df[col] = pd.to_numeric(df[col], errors="coerce")
     return df

@@ -30,6 +30,7 @@ the thread count each rank really has.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 import warnings
@@ -42,7 +43,7 @@ from collectives.config import Config
 from collectives.dtypes import ConfigError, parse_dtypes
 from collectives.harness import aggregate
 from collectives.header import header_lines
-from collectives.replicate_steps import BucketLog, step_fn
+from collectives.replicate_steps import BucketLog, comm_fn, repeat, step_fn
 from collectives.replicate_summary import SUMMARY_FIELDS, summarize
 from collectives.runner import Run
 from collectives.spec import SPECS
@@ -53,8 +54,11 @@ NAME = "replicate"
 OPTIMIZERS = ("adam", "sgd")
 DTYPES = ("float32", "bfloat16")
 # Bytes per parameter a training rank holds: weights, gradients, DDP's
-# gradient buckets, and Adam's two moments (SGD: none, momentum off).
-_BYTES_PER_PARAM = {"adam": 4 * 5, "sgd": 4 * 3}
+# gradient buckets, the comm-only phase's buffers, and Adam's two moments
+# (SGD: none, momentum off).
+_BYTES_PER_PARAM = {"adam": 4 * 6, "sgd": 4 * 4}
+PHASE_S = 0.25  # --steps auto: steps per phase so that a phase lasts at least this long
+MAX_STEPS = 50
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,7 @@ class ReplicateConfig(Config):
     optimizer: str = "adam"
     seq: Optional[int] = None  # tokens per sample for GPT-style models (default: a short 128)
     threads: Optional[int] = None  # torch threads per rank (default: the host's cores over its ranks)
+    steps: Optional[int] = None  # steps per phase (default: enough for PHASE_S seconds)
 
     @property
     def collective(self) -> str:
@@ -99,6 +104,8 @@ def parse_args(argv: Sequence[str], quiet: bool = False) -> ReplicateConfig:
     p.add_argument("--dtype", default="float32", choices=DTYPES, help="weights and activations (default float32)")
     p.add_argument("--threads", type=cli.pos_int, help="torch threads per rank on the CPU (default: the host's "
                    "usable cores divided by its ranks, at least 1)")
+    p.add_argument("--steps", type=cli.pos_int, help="training steps per phase of a round, timed together "
+                   f"(default: enough for {PHASE_S:g} s, from an untimed step, at most {MAX_STEPS})")
     cli.add_timing_flags(p, warmup=2)
     cli.add_run_flags(p, transport_help="gloo (default), nccl or hccl: the torch backend DDP runs over")
     a = p.parse_args(list(argv))
@@ -121,7 +128,7 @@ def parse_args(argv: Sequence[str], quiet: bool = False) -> ReplicateConfig:
         spec=None, sizes=batches, size_flags=f"model {w.name} batch {','.join(map(str, batches))} per rank",
         dtypes=parse_dtypes(a.dtype), ops=(), root=None, placements=("out",), fresh_inputs=False,
         inject_fault=None, transport_options=cli.TransportOptions(device=a.device, iface=a.iface),
-        model=w.name, optimizer=a.optimizer, seq=a.seq, threads=a.threads, **fields,
+        model=w.name, optimizer=a.optimizer, seq=a.seq, threads=a.threads, steps=a.steps, **fields,
     )
 
 
@@ -189,10 +196,12 @@ def _sweep(session: Run) -> List[Dict]:
         f"{cfg.transport}, {cfg.optimizer}, {cfg.dtypes[0].name}, {threads} thread(s) per rank; synthetic inputs "
         "of the model's shape (no data loading); timed by the " + timer,
         f"# each of {cfg.warmup} + {cfg.iters} rounds: rank 0 alone (the others asleep in a barrier), all ranks "
-        "without gradient sync, all ranks under DDP; E(N) = X(N) / (N X(1)) and its loss in points: "
-        "sharing (no-sync mean vs alone), skew (slowest vs mean), exposed communication (DDP vs slowest "
-        "no-sync); the DDP step shown is the median step of the slowest rank, its phases (ms)",
-        "#    batch   step_ms   fwd_ms   bwd_ms   opt_ms  exposed_ms  allred_ms  hook_ms  buckets"
+        "without gradient sync, all ranks under DDP, then (N > 1) the gradient allreduce alone (every bucket, "
+        "no compute: comm_ms); each phase a group of steps (steps), timed together; E(N) = X(N) / (N X(1)) "
+        "and its loss in points: sharing (no-sync mean vs alone), skew (slowest vs mean), exposed "
+        "communication (DDP vs slowest no-sync); the DDP step shown is the median step of the slowest rank, "
+        "its phases (ms)",
+        "#    batch  steps   step_ms   fwd_ms   bwd_ms   opt_ms  exposed_ms  allred_ms  comm_ms  hook_ms  buckets"
         "   alone_ms    X(N)/s    X(1)/s    E(N)  sharing  skew  exposed",
     ], columns=False)
     records = []
@@ -209,10 +218,16 @@ def _sweep(session: Run) -> List[Dict]:
         session.current = rec
         plain = step_fn(torch, model, opt, data, t.device)
         synced = step_fn(torch, ddp, opt, data, t.device, log)
+        with dog.watch(f"an untimed step of {w.name} at batch {batch} (steps per phase)"):
+            steps = _steps_per_phase(comm, synced)  # always: DDP settles its buckets in this step
+        steps = cfg.steps or steps
+        rec["steps_per_phase"] = steps
+        alone_fn, ddp_fn = repeat(plain, steps), repeat(synced, steps)
+        comm_phase = _CommPhase(t, cfg.dtypes[0].name, steps)
         rounds = []
         for i in range(cfg.warmup + cfg.iters):
             with dog.watch(f"training round {i + 1} of {w.name} at batch {batch}"):
-                one = _round(t, plain, synced)
+                one = _round(t, alone_fn, ddp_fn, comm_phase.fn([b for b, _, _ in log.events]))
             if i >= cfg.warmup:
                 rounds.append(one)
         with dog.watch(f"gathering the step times of batch {batch}"):
@@ -221,10 +236,12 @@ def _sweep(session: Run) -> List[Dict]:
         rec.update(status="ok")
         session.emit(rec)
         records.append(rec)
-        session.text("%9d  %8.1f %8.1f %8.1f %8.1f  %10.1f  %9.1f  %7.2f  %7d  %9.1f  %8.3g  %8.3g  %5.1f%%"
+        session.text("%9d  %5d  %8.1f %8.1f %8.1f %8.1f  %10.1f  %9.1f  %7s  %7.2f  %7d  %9.1f  %8.3g  %8.3g  %5.1f%%"
                      "  %7.1f  %4.1f  %7.1f" % (
-                         batch, rec["step_ms"], rec["forward_ms"], rec["backward_ms"], rec["optimizer_ms"],
-                         rec["exposed_ms"], rec["allreduce_ms"], rec["hook_ms"], rec["buckets"], rec["alone_ms"],
+                         batch, steps, rec["step_ms"], rec["forward_ms"], rec["backward_ms"], rec["optimizer_ms"],
+                         rec["exposed_ms"], rec["allreduce_ms"],
+                         "-" if rec["comm_alone_ms"] is None else "%.1f" % rec["comm_alone_ms"],
+                         rec["hook_ms"], rec["buckets"], rec["alone_ms"],
                          rec["xn_samples_per_s"], rec["x1_samples_per_s"], 100 * rec["efficiency"],
                          100 * rec["loss_sharing"], 100 * rec["loss_skew"], 100 * rec["loss_exposed"]))
     session.current = None
@@ -232,15 +249,45 @@ def _sweep(session: Run) -> List[Dict]:
     return records
 
 
-def _round(t, plain, synced) -> Dict:
-    """One round: rank 0 alone, all without sync, all under DDP, each phase started after a barrier.
+def _steps_per_phase(comm, synced) -> int:
+    """Steps per phase so that the slowest rank's phase lasts PHASE_S: from an untimed DDP step (two when the
+    first is short: the first carries one-off costs, and DDP rebuilds its buckets after it)."""
+    took = max(comm.allgather(synced()["step"]))
+    if took < PHASE_S:
+        took = max(comm.allgather(synced()["step"]))
+    return max(1, min(MAX_STEPS, math.ceil(PHASE_S / max(took, 1e-6))))
+
+
+class _CommPhase:
+    """The gradient allreduce alone: one buffer per bucket of the last DDP step, rebuilt when they change."""
+
+    def __init__(self, t, dtype: str, steps: int):
+        self.t, self.steps = t, steps
+        self.dtype = getattr(t.torch, dtype)
+        self.sizes: Optional[Tuple[int, ...]] = None
+        self._fn = None
+
+    def fn(self, sizes):
+        if self.t.size <= 1 or not sizes:
+            return None
+        if tuple(sizes) != self.sizes:
+            self._fn = None  # the old buffers go before the new ones are made
+            self.sizes = tuple(sizes)
+            self._fn = repeat(comm_fn(self.t.torch, self.t.dist, self.t.group, self.sizes, self.dtype,
+                                      self.t.device, self.t.size), self.steps)
+        return self._fn
+
+
+def _round(t, plain, synced, comm_only=None) -> Dict:
+    """One round: rank 0 alone, all without sync, all under DDP, then the allreduce alone (``comm_only``,
+    when given), each phase started after a barrier.
 
     The barrier is the torch backend's own (gloo waits in a blocking read, so
     the ranks waiting while rank 0 runs alone take no core from it); the CPU
     time they use meanwhile is recorded (``wait_cpu``) as evidence.
     """
     barrier = partial(t.dist.barrier, group=t.group)
-    out: Dict = {"alone": None, "nosync": None, "wait_cpu": None}
+    out: Dict = {"alone": None, "nosync": None, "wait_cpu": None, "comm": None}
     barrier()
     if t.rank == 0:
         out["alone"] = plain()
@@ -253,6 +300,9 @@ def _round(t, plain, synced) -> Dict:
         out["nosync"] = plain()
         barrier()
     out["ddp"] = synced()
+    if comm_only is not None:
+        barrier()
+        out["comm"] = comm_only()
     return out
 
 

@@ -9,6 +9,12 @@ phases (the host waits for the device after the backward pass,
 so that the exposed communication is measured against the host-side times
 at which buckets became ready, and at the end of the step).
 
+:func:`comm_fn` times the gradient allreduce alone, no compute: every
+bucket DDP hands over, in its order, launched back to back as DDP's hook
+does once the backward pass is over.  :func:`repeat` runs a step function
+several times and returns the mean step (short steps are timed in groups,
+so that a phase outlasts the clock's and the scheduler's noise).
+
 The same step function serves the three phases of a round: rank 0 alone and
 every rank without gradient sync (both call the bare module, so DDP's
 reducer stays idle: it acts only after a forward through DDP), and every
@@ -20,7 +26,7 @@ from __future__ import annotations
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-__all__ = ["BucketLog", "step_fn", "PHASES"]
+__all__ = ["BucketLog", "step_fn", "comm_fn", "repeat", "PHASES"]
 
 PHASES = ("forward", "backward", "optimizer", "step")
 
@@ -128,3 +134,57 @@ def step_fn(torch, model, opt, data, device, log: Optional[BucketLog] = None) ->
                        buckets=[(b, r - t1, d - t1) for b, r, d in evs])
         return out
     return step
+
+
+def comm_fn(torch, dist, group, sizes, dtype, device, world: int) -> Callable[[], Dict]:
+    """A function that allreduces (average) one buffer per bucket of ``sizes`` (bytes), launched back to back
+    in order with no compute running, and returns ``step`` (first launch to last done, s) and ``buckets``
+    ((bytes, launch, done) from the first launch)."""
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    bufs = [torch.ones(max(1, b // itemsize), dtype=dtype, device=device) for b in sizes]
+    cuda = getattr(device, "type", "cpu") == "cuda"
+
+    def step() -> Dict:
+        t0 = time.perf_counter()
+        marks: List[Tuple[int, float, float]] = []
+        futs = []
+        for buf in bufs:
+            start = time.perf_counter()
+            buf.div_(world)
+            slot = len(marks)
+            marks.append((buf.numel() * itemsize, start - t0, float("nan")))
+            fut = dist.all_reduce(buf, group=group, async_op=True).get_future()
+
+            def done(f, slot=slot):
+                b, s, _ = marks[slot]
+                marks[slot] = (b, s, time.perf_counter() - t0)
+                return None
+            futs.append(fut.then(done))
+        for f in futs:
+            f.wait()
+        if cuda:
+            torch.cuda.synchronize()
+        end = time.perf_counter() - t0
+        return {"step": end, "buckets": marks}
+    return step
+
+
+def _mean_steps(steps: List[Dict]) -> Dict:
+    """The mean of several steps' phases; bucket times averaged when every step had the same buckets."""
+    out = {k: sum(s[k] for s in steps) / len(steps) for k, v in steps[0].items() if isinstance(v, (int, float))}
+    if "buckets" in steps[0]:
+        shapes = {tuple(b for b, _, _ in s["buckets"]) for s in steps}
+        if len(shapes) == 1:
+            out["buckets"] = [(b, sum(s["buckets"][j][1] for s in steps) / len(steps),
+                               sum(s["buckets"][j][2] for s in steps) / len(steps))
+                              for j, (b, _, _) in enumerate(steps[0]["buckets"])]
+        else:
+            out["buckets"] = steps[-1]["buckets"]
+    return out
+
+
+def repeat(fn: Callable[[], Dict], times: int) -> Callable[[], Dict]:
+    """``fn`` run ``times`` times back to back, returning the mean step (``fn`` itself when once)."""
+    if times <= 1:
+        return fn
+    return lambda: _mean_steps([fn() for _ in range(times)])

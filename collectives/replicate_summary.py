@@ -18,6 +18,12 @@ compute slowed while communication runs).  The three parts add up to 1 - E
 exactly; each one's spread is that of its per-round value.  At one rank
 there is no no-sync phase (it would be the alone phase) and only the DDP
 overhead remains.
+
+At N > 1 a fourth phase times the gradient allreduce alone (every bucket of
+the DDP step, launched back to back, no compute): ``comm_alone_ms``, the
+median over rounds of the slowest rank's time, and per bucket its own time
+(from the later of its launch and the previous bucket's end to its end),
+the network the step model is given from the same minutes.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ SUMMARY_FIELDS = (
     "step_ms", "forward_ms", "backward_ms", "optimizer_ms", "exposed_ms", "allreduce_ms", "hook_ms", "buckets",
     "samples_per_s", "alone_ms", "alone_forward_ms", "alone_backward_ms", "alone_optimizer_ms",
     "nosync_ms", "nosync_max_ms", "nosync_forward_ms", "nosync_backward_ms", "nosync_optimizer_ms", "x1_samples_per_s", "xn_samples_per_s", "efficiency",
-    "loss_sharing", "loss_skew", "loss_exposed", "wait_cpu_ms", "rounds_timed",
+    "loss_sharing", "loss_skew", "loss_exposed", "wait_cpu_ms", "rounds_timed", "steps_per_phase", "comm_alone_ms",
 )
 
 
@@ -57,6 +63,35 @@ def _timeline(med: Dict, peers: Sequence[Dict]) -> List[Dict]:
         peers_ready = max(others) - med["forward"] if others else r
         out.append({"bytes": b, "ready_ms": r * 1e3, "done_ms": dn * 1e3, "peers_ready_ms": max(r, peers_ready) * 1e3})
     return out
+
+
+def _own_times(buckets: Sequence) -> List[float]:
+    """Each bucket's own time (s): from the later of its launch and the previous bucket's end to its end."""
+    out, prev = [], float("-inf")
+    for _, start, end in buckets:
+        out.append(max(0.0, end - max(start, prev)))
+        prev = end
+    return out
+
+
+def _comm_alone(per_rank: Sequence[Sequence[Dict]], rounds: int, nranks: int) -> Dict:
+    """The comm-only phase: the slowest rank's time per round (median, spread) and per-bucket own times."""
+    slow = []
+    for i in range(rounds):
+        got = [per_rank[r][i].get("comm") for r in range(nranks)]
+        if all(g is not None for g in got):
+            slow.append(max(got, key=lambda g: g["step"]))
+    if not slow:
+        return {"comm_alone_ms": None, "comm_alone_ms_spread": None, "comm_alone_buckets": None}
+    shapes = {tuple(b for b, _, _ in g["buckets"]) for g in slow}
+    buckets = None
+    if len(shapes) == 1:
+        own = [_own_times(g["buckets"]) for g in slow]
+        buckets = [{"bytes": b, "ms": statistics.median(o[j] for o in own) * 1e3}
+                   for j, (b, _, _) in enumerate(slow[0]["buckets"])]
+    times = [g["step"] for g in slow]
+    return {"comm_alone_ms": statistics.median(times) * 1e3, "comm_alone_ms_spread": _spread(times, 1e3),
+            "comm_alone_buckets": buckets}
 
 
 def summarize(per_rank: Sequence[Sequence[Dict]], batch: int, nranks: int) -> Dict:
@@ -116,10 +151,14 @@ def summarize(per_rank: Sequence[Sequence[Dict]], batch: int, nranks: int) -> Di
         "x1_samples_per_s": batch / A, "xn_samples_per_s": nranks * batch / D, "efficiency": A / D,
         "wait_cpu_ms": statistics.median(waits) * 1e3 if waits else None,
         "rounds_timed": rounds,
+        **_comm_alone(per_rank, rounds, nranks),
         "rounds": [{"alone_ms": a[i] * 1e3,
                     "nosync_ms": ([per_rank[r][i]["nosync"]["step"] * 1e3 for r in range(nranks)]
                                   if nranks > 1 else None),
-                    "ddp_ms": [x["step"] * 1e3 for x in ddp[i]]} for i in range(rounds)],
+                    "ddp_ms": [x["step"] * 1e3 for x in ddp[i]],
+                    "comm_ms": ([per_rank[r][i]["comm"]["step"] * 1e3 for r in range(nranks)]
+                                if all(per_rank[r][i].get("comm") for r in range(nranks)) else None)}
+                   for i in range(rounds)],
     }
     for name, (value, per_round) in parts.items():
         out[name] = value

@@ -9,7 +9,7 @@ from tests.conftest import cli_cmd, read_jsonl
 
 pytest.importorskip("torch")
 
-TINY = ["--model", "braggnn", "-n", "2", "-w", "1"]
+TINY = ["--model", "braggnn", "-n", "2", "-w", "1", "--steps", "2"]
 
 
 @pytest.mark.parametrize("n", [1, 2, 3])
@@ -42,10 +42,15 @@ def test_phases_add_up_and_buckets_match_ddp(runner, tmp_path, n):
         assert r["xn_samples_per_s"] == pytest.approx(n * r["batch"] / r["ddp_ms"] * 1e3)
         assert r["alone_forward_ms"] + r["alone_backward_ms"] + r["alone_optimizer_ms"] > 0
         assert r["threads"] >= 1
+        assert r["steps_per_phase"] == 2
         if n == 1:
             assert r["loss_sharing"] == 0 and r["loss_skew"] == 0 and r["wait_cpu_ms"] is None
+            assert r["comm_alone_ms"] is None
         else:
             assert r["wait_cpu_ms"] is not None and r["nosync_max_ms"] >= r["nosync_ms"]
+            # The gradient allreduce alone: every DDP bucket, timed in every round.
+            assert r["comm_alone_ms"] > 0 and all(len(x["comm_ms"]) == n for x in r["rounds"])
+            assert [b["bytes"] for b in r["comm_alone_buckets"]] == workloads.gradient_buckets(w)
     # The collective-points frame leaves training steps out; they load into their own.
     assert results.load([str(out)], all_status=True).empty
     df = replicate_runs.load([str(out)])
@@ -79,10 +84,13 @@ def test_under_torchrun(runner, tmp_path):
     from tests.e2e.test_torch import _torchrun
 
     out = tmp_path / "r.jsonl"
-    res = runner.run(_torchrun(2) + ["-m", "collectives.replicate", *TINY, "--json", str(out)], timeout=240)
+    # Steps per phase chosen from an untimed step (braggnn at batch 2 takes milliseconds: several).
+    res = runner.run(_torchrun(2) + ["-m", "collectives.replicate", *TINY[:-2], "-n", "1", "--json", str(out)],
+                     timeout=240)
     assert res.returncode == 0, res.stderr[-3000:]
     (rec,) = read_jsonl(out)
     assert rec["nranks"] == 2 and rec["status"] == "ok" and rec["transport"] == "gloo"
+    assert 1 < rec["steps_per_phase"] <= 50
 
 
 def test_a_rank_killed_mid_run_ends_the_job_and_keeps_what_was_measured(runner, tmp_path):
@@ -93,7 +101,7 @@ def test_a_rank_killed_mid_run_ends_the_job_and_keeps_what_was_measured(runner, 
     from tests.e2e.test_cli import _pid_of_rank, _wait_rows
 
     out = tmp_path / "r.jsonl"
-    proc = runner.popen(cli_cmd(2, "replicate", "--model", "braggnn", "--batch", "2,4", "-n", "500", "-w", "1",
+    proc = runner.popen(cli_cmd(2, "replicate", "--model", "braggnn", "--batch", "2,4", "-n", "500", "-w", "1", "--steps", "1",
                                 "--json", out))
     deadline = time.time() + 120
     try:

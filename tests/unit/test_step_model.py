@@ -111,6 +111,37 @@ def test_summary_at_one_rank_has_no_sharing_or_skew():
         summarize([[], []], 1, 2)
 
 
+def test_summary_of_the_comm_only_phase():
+    # Rank 1 is the slower one in every round; the buckets' own times skip what ran at once.
+    def comm(total, scale=1.0):
+        return {"step": total * scale, "buckets": [(100, 0.0, 0.4 * total * scale), (300, 0.0, total * scale)]}
+    per_rank = [
+        [{"alone": _step(1.0), "nosync": _step(1.1), "ddp": _ddp(1.3), "wait_cpu": None, "comm": comm(t)}
+         for t in (0.2, 0.1, 0.3)],
+        [{"alone": None, "nosync": _step(1.1), "ddp": _ddp(1.3), "wait_cpu": 0.0, "comm": comm(t, 1.5)}
+         for t in (0.2, 0.1, 0.3)],
+    ]
+    s = summarize(per_rank, batch=1, nranks=2)
+    assert s["comm_alone_ms"] == pytest.approx(300) and s["comm_alone_ms_spread"] == pytest.approx([150, 450])
+    assert [b["bytes"] for b in s["comm_alone_buckets"]] == [100, 300]
+    assert [b["ms"] for b in s["comm_alone_buckets"]] == pytest.approx([120, 180])
+    assert s["rounds"][0]["comm_ms"] == pytest.approx([200, 300])
+    # At one rank (or rounds without the phase) there is nothing to report.
+    one = summarize([[{"alone": _step(1.0), "nosync": None, "ddp": _ddp(1.1), "wait_cpu": None}]], 1, 1)
+    assert one["comm_alone_ms"] is None and one["comm_alone_buckets"] is None
+
+
+def test_repeated_steps_are_averaged_whole():
+    from collectives.replicate_steps import repeat
+
+    seq = iter([_ddp(1.0, ready=(0.5, 1.0)), _ddp(2.0, ready=(0.5, 1.0))])
+    got = repeat(lambda: next(seq), 2)()
+    assert got["step"] == pytest.approx(1.5) and got["forward"] == pytest.approx(0.45)
+    assert got["buckets"][1] == pytest.approx((100, 0.45, 0.46))
+    one = _ddp(1.0)
+    assert repeat(lambda: one, 1)() is one
+
+
 # -- calibration ----------------------------------------------------------------------------
 
 def _estimate(model, seq):
@@ -164,6 +195,35 @@ def test_calibration_recovers_the_terms_that_made_the_records():
         assert abs(r["cal_err"]) < 0.01 and abs(r["cal_eff_pts"]) < 1  # the held-out model too
         assert r["uncal_err"] < 0  # every term left out makes the step look shorter
         assert math.isfinite(r["uncal_eff"])
+
+
+def test_the_job_network_stands_in_for_the_sweep():
+    # Records made with one network; the sweep given to evaluate is 3x too fast, the job's comm-only
+    # phase (its total split over buckets by bytes) is right: only the job network predicts them.
+    truth = Terms(sharing=Term(0.05), skew=Term(0.02), interference=Term(0.5))
+    real = net(bw=2e8, lat=0.0)
+    recs = [_record(m, truth, real, alone) for m, alone in
+            (("unet", (0.4, 0.9, 0.1)), ("gpt2-small", (0.3, 0.6, 0.3)), ("braggnn", (0.002, 0.004, 0.001)))]
+    for r in recs:
+        sizes = [b["bytes"] for b in r["bucket_timeline"]]
+        r["comm_alone_ms"] = sum(real(b, 2) for b in sizes) * 1e3
+        r["comm_alone_buckets"] = [{"bytes": b, "ms": real(b, 2) * 1e3} for b in sizes]
+        got = calibrate.job_network(r)
+        assert got(sizes[0], 2) == pytest.approx(real(sizes[0], 2))
+    fast = net(bw=6e8, lat=0.0)
+    job = calibrate.evaluate(recs, fast, _estimate, network="job")
+    sweep = calibrate.evaluate(recs, fast, _estimate, network="sweep")
+    assert {r["network"] for r in job} == {"job"} and {r["network"] for r in sweep} == {"sweep"}
+    # Uncalibrated, the allreduce is what the job measured (the sweep's is a third of it).
+    for rec, j, w in zip(recs, job, sweep):
+        assert j["uncal_comm_ms"] == pytest.approx(rec["comm_alone_ms"])
+        assert w["uncal_comm_ms"] == pytest.approx(rec["comm_alone_ms"] / 3)
+    assert sum(abs(r["uncal_err"]) for r in job) < sum(abs(r["uncal_err"]) for r in sweep)
+    # Calibrated, either way the comm term absorbs a constant factor: both predict the held-out model.
+    assert max(abs(r["cal_err"]) for r in job) < 0.01 and max(abs(r["cal_err"]) for r in sweep) < 0.01
+    assert calibrate.job_network({"comm_alone_ms": None}) is None
+    with pytest.raises(ValueError, match="network"):
+        calibrate.evaluate(recs, fast, _estimate, network="guess")
 
 
 def test_calibration_needs_a_multi_rank_record():
