@@ -10,10 +10,11 @@ From each record of the interleaved rounds (N > 1):
   bucket is ready), summed, over the network model's time for them;
   overlap = comm x the model's time over the in-step time of the buckets
   that ran wholly inside it, summed; both only with a network model;
-- interference: the one value, in [0, 20], that minimises the squared
-  relative error of the predicted DDP step over the records, the other
-  terms fixed (without a network model, each record's buckets take the
-  time they took inside its step);
+- interference: where a record's ranks fill its host's cores (CPU), the
+  estimate 1 (:func:`record_estimates`); else the one value, in [0, 20],
+  that minimises the squared relative error of the predicted DDP step over
+  the records, the other terms fixed (without a network model, each
+  record's buckets take the time they took inside its step);
 - readiness: per model, the median share of the backward pass at which each
   bucket became ready (its hook's ready time over the backward time of the
   same step).
@@ -24,6 +25,11 @@ own comm-only phase (``network="job"``, :func:`job_network`: the gradient
 allreduce timed alone in the same job's rounds, split over the buckets by
 bytes), which removes the drift between a separate sweep and the job, as
 the alone phase does for compute.
+
+:func:`predict_record` always puts a record's own estimates in place of
+skew (from the round-to-round spread of its alone step) and interference
+(from its host's cores), calibrated or not: they come from the same job's
+one-rank measurements, as the compute does.
 
 :func:`evaluate` predicts every record twice: uncalibrated (every term
 assumed, bucket readiness estimated from FLOPs) and calibrated
@@ -37,9 +43,10 @@ import statistics
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from analysis.step_model import (ASSUMED, CALIBRATED, ESTIMATED, MEASURED, TERM_NAMES, Compute, Phases,
-                                 Prediction, Term, Terms, buckets_with_readiness, even_readiness, predict)
+                                 Prediction, Term, Terms, buckets_with_readiness, even_readiness,
+                                 interference_estimate, predict, skew_estimate)
 
-__all__ = ["phases_of", "measured_shares", "instep_comm", "model_buckets", "record_buckets", "fit_terms", "job_network",
+__all__ = ["phases_of", "record_estimates", "with_estimates", "measured_shares", "instep_comm", "model_buckets", "record_buckets", "fit_terms", "job_network",
            "NETWORKS",
            "predict_record", "evaluate", "predicted_parts", "measured_parts", "carrier", "compute_from_records",
            "curve_readiness", "terms_lines"]
@@ -162,16 +169,41 @@ def record_buckets(rec: Dict, terms: Terms, estimate: Optional[Estimate] = None)
     return buckets, how
 
 
+def record_estimates(rec: Dict) -> Dict[str, Term]:
+    """The terms a record's own one-rank measurements and host give (step_model's estimates): skew from
+    the round-to-round spread of its alone step, interference 1 where the ranks' threads fill the cores."""
+    out: Dict[str, Term] = {}
+    alone = [x["alone_ms"] for x in rec.get("rounds") or [] if isinstance(x.get("alone_ms"), (int, float))]
+    skew = skew_estimate(alone, int(rec["nranks"]))
+    if skew is not None:
+        out["skew"] = Term(skew, ESTIMATED, f"the spread of {len(alone)} alone steps (robust sigma over their median) "
+                           f"x the expected maximum of {int(rec['nranks'])} normal draws")
+    ranks_here = rec.get("ranks_per_host") or rec.get("nranks")
+    inter = interference_estimate(rec.get("device"), rec.get("host_cores"), ranks_here, rec.get("threads"))
+    if inter is not None:
+        out["interference"] = Term(inter, ESTIMATED, f"{ranks_here} ranks x {rec.get('threads')} threads fill the "
+                                   f"host's {rec.get('host_cores')} cores: the backend's threads take their time "
+                                   "from compute")
+    return out
+
+
+def with_estimates(rec: Dict, terms: Terms) -> Terms:
+    """``terms`` with the record's own estimates in place of skew and interference (see record_estimates)."""
+    return terms.with_(**record_estimates(rec))
+
+
 def predict_record(rec: Dict, terms: Terms, allreduce: Allreduce,
                    estimate: Optional[Estimate] = None) -> Tuple[Prediction, str]:
+    """The record's step predicted with ``terms``, its own estimates (skew, interference) in their place."""
     buckets, how = record_buckets(rec, terms, estimate)
-    return predict(phases_of(rec), buckets, int(rec["nranks"]), allreduce, terms), how
+    return predict(phases_of(rec), buckets, int(rec["nranks"]), allreduce, with_estimates(rec, terms)), how
 
 
 def predicted_parts(rec: Dict, terms: Terms, pred: Prediction) -> Dict[str, float]:
     """The prediction's loss split as replicate measures it (ms): sharing = M' - A, skew = S' - M',
     exposed = D' - S' (M', S', D': predicted no-sync mean, slowest no-sync, DDP step)."""
     ph = phases_of(rec)
+    terms = with_estimates(rec, terms)
     m = ((ph.forward + ph.backward) * (1 + terms.sharing.value) + ph.optimizer * (1 + terms.sharing_opt.value))
     s = m * (1 + terms.skew.value) if int(rec["nranks"]) > 1 else m
     return {"sharing": (m - ph.total) * 1e3, "skew": (s - m) * 1e3, "exposed": (pred.step_s - s) * 1e3}
@@ -249,6 +281,9 @@ def fit_terms(recs: Sequence[Dict], allreduce: Optional[Allreduce] = None,
                                              f"backward pass over the comm-scaled model, summed, {what}"))
     # Without a network model, each record's own in-step allreduce times stand in for one (comm = 1).
     nets = [g or _instep_network(r) for r, g in zip(recs, given)]
+    estimated = [record_estimates(r).get("interference") for r in recs]
+    if all(estimated):  # every record's own host says it (predict_record uses each record's): nothing to fit
+        return terms.with_(interference=estimated[0])
 
     def cost(kappa: float) -> float:
         t = terms.with_(interference=Term(kappa))

@@ -47,7 +47,7 @@ def frame(recs: Sequence[Dict]):
     import pandas as pd
 
     df = pd.DataFrame.from_records(list(recs))
-    for col in ("nranks", "batch", "seq", "threads", "params", "buckets", "step_ms", "forward_ms", "backward_ms",
+    for col in ("nranks", "batch", "seq", "threads", "host_cores", "params", "buckets", "step_ms", "forward_ms", "backward_ms",
                 "optimizer_ms", "exposed_ms", "allreduce_ms", "hook_ms", "samples_per_s", "alone_ms",
                 "alone_forward_ms", "alone_backward_ms", "alone_optimizer_ms", "nosync_ms", "nosync_max_ms",
                 "ddp_ms", "x1_samples_per_s", "xn_samples_per_s", "efficiency", "loss_sharing", "loss_skew",

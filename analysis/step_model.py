@@ -15,11 +15,19 @@ it is calibrated, measured or assumed):
   streams every parameter and its state through memory and so shares
   memory bandwidth differently from the compute-bound passes.
 - **skew**: the step waits for the slowest rank: the slowest no-sync step
-  over the mean; assumed 0 without calibration.
+  over the mean.  Estimated from one rank alone (:func:`skew_estimate`): if
+  every rank's step varies as rank 0's alone step does from round to round
+  (robust spread sigma: 1.4826 x the median absolute deviation), the slowest
+  of N exceeds the mean by about sigma x the expected maximum of N standard
+  normal draws (0.56 at 2 ranks, 0.85 at 3, 1.03 at 4).  Calibration fits it
+  as the median slowest / mean no-sync step - 1 (used for curves at other N).
 - **interference**: compute slowed while communication runs (the
   backend's threads and DDP's copies into and out of its buckets take CPU
   and memory bandwidth from the backward pass): B' = B (1 + sharing) +
-  interference x (the allreduce work done while the backward pass runs);
+  interference x (the allreduce work done while the backward pass runs).
+  Estimated as 1 on a CPU whose cores the ranks' compute threads fill
+  (:func:`interference_estimate`: no core is left for the backend's threads,
+  so each second of their work is a second taken from compute); else
   fitted by calibration to replicate's DDP steps, assumed 0 without.
 - **overlap**: the speed of an allreduce while the backward pass runs, as a
   share of its speed after it (a CPU whose cores all compute leaves the
@@ -51,10 +59,13 @@ Adam 28 % of a GPT-2 step).
 
 from __future__ import annotations
 
+import functools
+import math
+import statistics
 from dataclasses import dataclass, field, replace
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["schedule", "Compute", "BACKWARD_FRACTION", "Term", "Terms", "Phases", "Prediction", "predict", "buckets_with_readiness", "even_readiness",
+__all__ = ["schedule", "expected_max", "skew_estimate", "interference_estimate", "Compute", "BACKWARD_FRACTION", "Term", "Terms", "Phases", "Prediction", "predict", "buckets_with_readiness", "even_readiness",
            "ASSUMED", "CALIBRATED", "MEASURED", "ESTIMATED", "TERM_NAMES"]
 
 ASSUMED, CALIBRATED, MEASURED, ESTIMATED = "assumed", "calibrated", "measured", "estimated"
@@ -205,3 +216,37 @@ def predict(phases: Phases, buckets: Sequence[Tuple[int, float]], n: int,
         (1.0 + terms.skew.value)
     step = compute + exposed
     return Prediction(step, compute, float(sum(works)), exposed, backward, alone / step if step > 0 else 0.0)
+
+
+@functools.lru_cache(maxsize=None)
+def expected_max(n: int) -> float:
+    """The expected largest of ``n`` independent standard normal draws (0 for n <= 1), by quadrature."""
+    if n <= 1:
+        return 0.0
+    h, total = 0.001, 0.0
+    for i in range(-10000, 10001):  # x in [-10, 10]: n x phi(x) Phi(x)^(n-1)
+        x = i * h
+        phi = math.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+        total += x * n * phi * (0.5 * (1 + math.erf(x / math.sqrt(2)))) ** (n - 1)
+    return total * h
+
+
+def skew_estimate(alone_steps: Sequence[float], n: int) -> Optional[float]:
+    """The slowest of ``n`` ranks over their mean, - 1, if each varies as these steps of one rank alone do
+    (robust sigma = 1.4826 x MAD, over their median); None with fewer than three steps."""
+    if n <= 1 or len(alone_steps) < 3:
+        return None
+    med = statistics.median(alone_steps)
+    if med <= 0:
+        return None
+    sigma = 1.4826 * statistics.median(abs(x - med) for x in alone_steps)
+    return expected_max(n) * sigma / med
+
+
+def interference_estimate(device: Optional[str], host_cores: Optional[int], ranks_on_host: Optional[int],
+                          threads: Optional[int]) -> Optional[float]:
+    """1.0 when the ranks' compute threads fill a CPU host's cores (the backend's threads then take their
+    time from compute), else None (not estimable: a spare core or an accelerator runs the allreduce)."""
+    if device not in (None, "cpu") or not host_cores or not ranks_on_host or not threads:
+        return None
+    return 1.0 if ranks_on_host * threads >= host_cores else None

@@ -43,7 +43,7 @@ from collectives.config import Config
 from collectives.dtypes import ConfigError, parse_dtypes
 from collectives.harness import aggregate
 from collectives.header import header_lines
-from collectives.replicate_steps import BucketLog, comm_fn, repeat, step_fn
+from collectives.replicate_steps import BucketLog, allocator, comm_fn, repeat, step_fn
 from collectives.replicate_summary import SUMMARY_FIELDS, summarize
 from collectives.runner import Run
 from collectives.spec import SPECS
@@ -57,6 +57,7 @@ DTYPES = ("float32", "bfloat16")
 # gradient buckets, the comm-only phase's buffers, and Adam's two moments
 # (SGD: none, momentum off).
 _BYTES_PER_PARAM = {"adam": 4 * 6, "sgd": 4 * 4}
+FAULTS_NOTE = 10000  # page faults a step above which the table says the allocator hands memory back
 PHASE_S = 0.25  # --steps auto: steps per phase so that a phase lasts at least this long
 MAX_STEPS = 50
 
@@ -146,10 +147,8 @@ def _check_memory(cfg: ReplicateConfig, params: int, ctx: Dict) -> Optional[str]
             f"{available / 2**30:.1f} GiB available")
 
 
-def _threads(cfg: ReplicateConfig, ctx: Dict) -> int:
-    """--threads, else this host's usable cores shared among its ranks (at least one)."""
-    if cfg.threads:
-        return cfg.threads
+def _host_cores(ctx: Dict) -> int:
+    """The cores this host's ranks can use together (their affinities' union, capped by any quota)."""
     import socket
 
     from launch import env as launch_env
@@ -157,7 +156,17 @@ def _threads(cfg: ReplicateConfig, ctx: Dict) -> int:
     rs = ctx["hosts"].get(socket.gethostname(), [])
     if not rs:
         return max(1, launch_env.host_cores())
-    return max(1, launch_env.usable_cores([ctx["ranks"][i]["affinity"] for i in rs]) // len(rs))
+    return max(1, launch_env.usable_cores([ctx["ranks"][i]["affinity"] for i in rs]))
+
+
+def _threads(cfg: ReplicateConfig, ctx: Dict) -> int:
+    """--threads, else this host's usable cores shared among its ranks (at least one)."""
+    if cfg.threads:
+        return cfg.threads
+    import socket
+
+    local = len(ctx["hosts"].get(socket.gethostname(), [])) or 1
+    return max(1, _host_cores(ctx) // local)
 
 
 def _sweep(session: Run) -> List[Dict]:
@@ -195,6 +204,7 @@ def _sweep(session: Run) -> List[Dict]:
         f"# replicate: {w.title}, {params:,} parameters ({grad_bytes:,} B of gradients), DDP over "
         f"{cfg.transport}, {cfg.optimizer}, {cfg.dtypes[0].name}, {threads} thread(s) per rank; synthetic inputs "
         "of the model's shape (no data loading); timed by the " + timer,
+        f"# host memory allocator: {allocator()}",
         f"# each of {cfg.warmup} + {cfg.iters} rounds: rank 0 alone (the others asleep in a barrier), all ranks "
         "without gradient sync, all ranks under DDP, then (N > 1) the gradient allreduce alone (every bucket, "
         "no compute: comm_ms); each phase a group of steps (steps), timed together; E(N) = X(N) / (N X(1)) "
@@ -213,7 +223,8 @@ def _sweep(session: Run) -> List[Dict]:
         rec = record.new("measured", "running", collective=NAME, nranks=t.size, size_bytes=grad_bytes,
                          count=params, dtype=cfg.dtypes[0].name, op="avg", in_place=True, warmup=cfg.warmup,
                          aggregation="max", model=w.name, batch=batch, seq=seq, optimizer=cfg.optimizer,
-                         threads=threads, params=params, device=t.device.type,
+                         threads=threads, host_cores=_host_cores(session.ctx), params=params,
+                         device=t.device.type, allocator=allocator(),
                          **record.transport_fields(session.ctx), **record.context_fields(session.ctx))
         session.current = rec
         plain = step_fn(torch, model, opt, data, t.device)
@@ -244,6 +255,12 @@ def _sweep(session: Run) -> List[Dict]:
                          rec["hook_ms"], rec["buckets"], rec["alone_ms"],
                          rec["xn_samples_per_s"], rec["x1_samples_per_s"], 100 * rec["efficiency"],
                          100 * rec["loss_sharing"], 100 * rec["loss_skew"], 100 * rec["loss_exposed"]))
+        faults = rec.get("alone_faults_per_step") or 0
+        if faults > FAULTS_NOTE:
+            session.text(f"# note: one rank alone takes {faults:,.0f} page faults a step ({faults * 4 / 1024:,.0f} MiB "
+                         "of fresh pages at 4 KiB): the allocator hands large buffers back to the system every "
+                         "step and the kernel zeroes them again, which ranks on a host contend for (see the "
+                         "README's 'Host memory allocator')")
     session.current = None
     session.footer({"wrong": None, "avg_busbw": None})
     return records

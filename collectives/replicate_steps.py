@@ -23,12 +23,33 @@ rank under DDP (the wrapped module, with the bucket hook).
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-__all__ = ["BucketLog", "step_fn", "comm_fn", "repeat", "PHASES"]
+__all__ = ["BucketLog", "step_fn", "comm_fn", "repeat", "allocator", "PHASES", "ALLOCATOR_ENV"]
 
 PHASES = ("forward", "backward", "optimizer", "step")
+
+
+def _faults() -> int:
+    """This process's minor page faults so far (fresh pages the kernel had to find and zero)."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+ALLOCATOR_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX",
+                 "GLIBC_TUNABLES", "LD_PRELOAD")
+
+
+def allocator() -> str:
+    """How host memory is allocated in this process: the C library's defaults, or the settings that change
+    them (glibc's MALLOC_* variables and tunables, a preloaded allocator such as jemalloc or tcmalloc)."""
+    set_ = [f"{k}={os.environ[k]}" for k in ALLOCATOR_ENV if os.environ.get(k)]
+    return ", ".join(set_) if set_ else "the C library's malloc, default settings"
 
 
 class BucketLog:
@@ -112,6 +133,7 @@ def step_fn(torch, model, opt, data, device, log: Optional[BucketLog] = None) ->
         if log is not None:
             log.reset()
         mark(0)
+        f0 = _faults()
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss = _loss(model(data))
@@ -125,7 +147,8 @@ def step_fn(torch, model, opt, data, device, log: Optional[BucketLog] = None) ->
             fwd, bwd, optim = (events[i].elapsed_time(events[i + 1]) * 1e-3 for i in range(3))
         else:
             fwd, bwd, optim = t1 - t0, t2 - t1, t3 - t2
-        out = {"forward": fwd, "backward": bwd, "optimizer": optim, "step": fwd + bwd + optim}
+        out = {"forward": fwd, "backward": bwd, "optimizer": optim, "step": fwd + bwd + optim,
+               "faults": _faults() - f0}
         if log is not None:
             evs = log.events
             last_ready = max((e[1] for e in evs), default=t2)

@@ -35,11 +35,12 @@ __all__ = ["summarize", "SUMMARY_FIELDS"]
 
 # The scalar summary fields (the --csv columns a replicate record adds).
 SUMMARY_FIELDS = (
-    "model", "batch", "seq", "optimizer", "threads", "params",
+    "model", "batch", "seq", "optimizer", "threads", "host_cores", "params",
     "step_ms", "forward_ms", "backward_ms", "optimizer_ms", "exposed_ms", "allreduce_ms", "hook_ms", "buckets",
     "samples_per_s", "alone_ms", "alone_forward_ms", "alone_backward_ms", "alone_optimizer_ms",
     "nosync_ms", "nosync_max_ms", "nosync_forward_ms", "nosync_backward_ms", "nosync_optimizer_ms", "x1_samples_per_s", "xn_samples_per_s", "efficiency",
     "loss_sharing", "loss_skew", "loss_exposed", "wait_cpu_ms", "rounds_timed", "steps_per_phase", "comm_alone_ms",
+    "alone_faults_per_step", "ddp_faults_per_step",
 )
 
 
@@ -72,6 +73,11 @@ def _own_times(buckets: Sequence) -> List[float]:
         out.append(max(0.0, end - max(start, prev)))
         prev = end
     return out
+
+
+def _median_of(steps: Sequence[Dict], key: str) -> Optional[float]:
+    got = [s[key] for s in steps if isinstance(s.get(key), (int, float))]
+    return statistics.median(got) if got else None
 
 
 def _comm_alone(per_rank: Sequence[Sequence[Dict]], rounds: int, nranks: int) -> Dict:
@@ -151,6 +157,9 @@ def summarize(per_rank: Sequence[Sequence[Dict]], batch: int, nranks: int) -> Di
         "x1_samples_per_s": batch / A, "xn_samples_per_s": nranks * batch / D, "efficiency": A / D,
         "wait_cpu_ms": statistics.median(waits) * 1e3 if waits else None,
         "rounds_timed": rounds,
+        # Minor page faults a step (fresh pages the kernel finds and zeroes): rank 0 alone, the slowest DDP.
+        "alone_faults_per_step": _median_of(alone, "faults"),
+        "ddp_faults_per_step": _median_of(slowest, "faults"),
         **_comm_alone(per_rank, rounds, nranks),
         "rounds": [{"alone_ms": a[i] * 1e3,
                     "nosync_ms": ([per_rank[r][i]["nosync"]["step"] * 1e3 for r in range(nranks)]

@@ -1,8 +1,5 @@
 """collectives.replicate: DDP training steps of a real (tiny) model, measured per phase and bucket."""
 
-import json
-import sys
-
 import pytest
 
 from tests.conftest import cli_cmd, read_jsonl
@@ -21,6 +18,7 @@ def test_phases_add_up_and_buckets_match_ddp(runner, tmp_path, n):
                      timeout=240)
     assert res.returncode == 0, res.stderr
     assert "synthetic inputs" in res.stdout and "no data loading" in res.stdout
+    assert "# host memory allocator: " in res.stdout
     assert "Traceback" not in res.stderr and "Warning" not in res.stderr, res.stderr[-2000:]
     recs = read_jsonl(out)
     assert [r["batch"] for r in recs] == [2, 4]
@@ -43,6 +41,8 @@ def test_phases_add_up_and_buckets_match_ddp(runner, tmp_path, n):
         assert r["alone_forward_ms"] + r["alone_backward_ms"] + r["alone_optimizer_ms"] > 0
         assert r["threads"] >= 1
         assert r["steps_per_phase"] == 2
+        assert r["allocator"] and r["alone_faults_per_step"] >= 0 and r["ddp_faults_per_step"] >= 0
+        assert r["host_cores"] >= 1
         if n == 1:
             assert r["loss_sharing"] == 0 and r["loss_skew"] == 0 and r["wait_cpu_ms"] is None
             assert r["comm_alone_ms"] is None

@@ -131,6 +131,21 @@ def test_summary_of_the_comm_only_phase():
     assert one["comm_alone_ms"] is None and one["comm_alone_buckets"] is None
 
 
+def test_page_faults_a_step_are_summarised_and_the_allocator_named(monkeypatch):
+    from collectives import replicate_steps
+
+    per_rank = [[{"alone": _step(1.0, faults=f), "nosync": _step(1.1), "ddp": _ddp(1.3), "wait_cpu": None}
+                 for f in (100, 300, 200)],
+                [{"alone": None, "nosync": _step(1.1), "ddp": _ddp(1.2), "wait_cpu": 0.0} for _ in range(3)]]
+    s = summarize(per_rank, batch=1, nranks=2)
+    assert s["alone_faults_per_step"] == 200 and s["ddp_faults_per_step"] is None  # the DDP steps had none
+    for k in replicate_steps.ALLOCATOR_ENV:
+        monkeypatch.delenv(k, raising=False)
+    assert replicate_steps.allocator() == "the C library's malloc, default settings"
+    monkeypatch.setenv("MALLOC_TOP_PAD_", "1073741824")
+    assert replicate_steps.allocator() == "MALLOC_TOP_PAD_=1073741824"
+
+
 def test_repeated_steps_are_averaged_whole():
     from collectives.replicate_steps import repeat
 
@@ -224,6 +239,39 @@ def test_the_job_network_stands_in_for_the_sweep():
     assert calibrate.job_network({"comm_alone_ms": None}) is None
     with pytest.raises(ValueError, match="network"):
         calibrate.evaluate(recs, fast, _estimate, network="guess")
+
+
+def test_skew_and_interference_estimated_from_one_rank_and_the_host():
+    from analysis.step_model import ESTIMATED, expected_max, interference_estimate, skew_estimate
+
+    # The expected maximum of N standard normal draws (tables: 0.5642, 0.8463, 1.0294, 1.1630).
+    assert [round(expected_max(n), 4) for n in (1, 2, 3, 4, 5)] == [0.0, 0.5642, 0.8463, 1.0294, 1.163]
+    steps = [1.0, 1.1, 0.9, 1.0, 1.3]  # median 1.0, MAD 0.1: sigma 0.14826
+    assert skew_estimate(steps, 2) == pytest.approx(0.5642 * 0.14826, rel=1e-3)
+    assert skew_estimate(steps, 3) > skew_estimate(steps, 2)
+    assert skew_estimate(steps[:2], 2) is None and skew_estimate(steps, 1) is None
+    assert interference_estimate("cpu", 2, 2, 1) == 1.0 and interference_estimate("cpu", 8, 2, 4) == 1.0
+    assert interference_estimate("cpu", 4, 2, 1) is None  # a spare core runs the backend's threads
+    assert interference_estimate("cuda", 2, 2, 1) is None and interference_estimate("cpu", None, 2, 1) is None
+
+    truth = Terms(sharing=Term(0.05))
+    allreduce = net(bw=2e8)
+    rec = _record("unet", truth, allreduce, (0.4, 0.9, 0.1))
+    plain = calibrate.predict_record(rec, truth, allreduce, _estimate)[0]
+    rec.update(rounds=[{"alone_ms": 1000 * x} for x in steps], host_cores=2, threads=1, ranks_per_host=2,
+               device="cpu")
+    got = calibrate.record_estimates(rec)
+    assert got["skew"].how == ESTIMATED and got["skew"].value == pytest.approx(skew_estimate(steps, 2))
+    assert got["interference"].value == 1.0 and got["interference"].how == ESTIMATED
+    # The record's estimates replace the terms' own, calibrated or not.
+    with_est = calibrate.predict_record(rec, truth, allreduce, _estimate)[0]
+    by_hand = predict(calibrate.phases_of(rec), calibrate.record_buckets(rec, truth, _estimate)[0], 2, allreduce,
+                      truth.with_(skew=got["skew"], interference=got["interference"]))
+    assert with_est.step_s == pytest.approx(by_hand.step_s) and with_est.step_s > plain.step_s
+    # Calibrating on records whose hosts all give interference leaves it estimated, not fitted.
+    others = [dict(_record(m, truth, allreduce, a), host_cores=2, threads=1, ranks_per_host=2, device="cpu")
+              for m, a in (("gpt2-small", (0.3, 0.6, 0.3)), ("braggnn", (0.002, 0.004, 0.001)))]
+    assert calibrate.fit_terms(others, allreduce, _estimate).interference.how == ESTIMATED
 
 
 def test_calibration_needs_a_multi_rank_record():
