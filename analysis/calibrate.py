@@ -22,8 +22,8 @@ From each record of the interleaved rounds (N > 1):
 The network model (``allreduce(bytes, n)`` seconds) is either one given for
 every record (a microbenchmark fit: ``network="sweep"``) or each record's
 own comm-only phase (``network="job"``, :func:`job_network`: the gradient
-allreduce timed alone in the same job's rounds, split over the buckets by
-bytes), which removes the drift between a separate sweep and the job, as
+allreduce timed alone, bucket by bucket, in the same job's rounds), which
+removes the drift between a separate sweep and the job, as
 the alone phase does for compute.
 
 :func:`predict_record` always puts a record's own estimates in place of
@@ -46,9 +46,9 @@ from analysis.step_model import (ASSUMED, CALIBRATED, ESTIMATED, MEASURED, TERM_
                                  Prediction, Term, Terms, buckets_with_readiness, even_readiness,
                                  interference_estimate, predict, skew_estimate)
 
-__all__ = ["phases_of", "record_estimates", "with_estimates", "measured_shares", "instep_comm", "model_buckets", "record_buckets", "fit_terms", "job_network",
-           "NETWORKS",
-           "predict_record", "evaluate", "predicted_parts", "measured_parts", "carrier", "compute_from_records",
+__all__ = ["phases_of", "record_estimates", "with_estimates", "measured_shares", "instep_comm",
+           "model_buckets", "record_buckets", "fit_terms", "job_network", "NETWORKS", "predict_record",
+           "evaluate", "predicted_parts", "measured_parts", "carrier", "compute_from_records",
            "curve_readiness", "terms_lines"]
 
 Allreduce = Callable[[float, int], float]
@@ -57,15 +57,19 @@ NETWORKS = ("sweep", "job")
 
 
 def job_network(rec: Dict) -> Optional[Allreduce]:
-    """allreduce(bytes, n) from the record's comm-only phase: its median time, split over buckets by bytes
-    (the buckets are launched back to back and run partly at once, so their own times do not add up
-    cleanly); None for records without that phase."""
+    """allreduce(bytes, n) from the record's comm-only phase: each bucket size's own median time, other
+    sizes by the phase's time per byte; None for records without that phase."""
     total_ms = rec.get("comm_alone_ms")
-    sizes = [b["bytes"] for b in rec.get("comm_alone_buckets") or rec.get("bucket_timeline") or []]
+    own = rec.get("comm_alone_buckets") or []
+    sizes = [b["bytes"] for b in own or rec.get("bucket_timeline") or []]
     if not isinstance(total_ms, (int, float)) or total_ms <= 0 or not sizes:
         return None
     per_byte = total_ms * 1e-3 / float(sum(sizes))
-    return lambda b, n: b * per_byte
+    by_size: Dict[int, List[float]] = {}
+    for b in own:
+        by_size.setdefault(b["bytes"], []).append(b["ms"] * 1e-3)
+    med = {k: statistics.median(v) for k, v in by_size.items()}
+    return lambda b, n: med.get(b, b * per_byte)
 
 
 def _networks(recs: Sequence[Dict], allreduce: Optional[Allreduce], network: str) -> List[Optional[Allreduce]]:
@@ -323,7 +327,9 @@ def evaluate(recs: Sequence[Dict], allreduce: Allreduce, estimate: Optional[Esti
         others = [o for o in recs if o["model"] != r["model"] and o["nranks"] == r["nranks"]]
         if others:
             key = (r["model"], int(r["nranks"]))  # the same held-out model: the same fit
-            terms = fitted[key] if key in fitted else fitted.setdefault(key, fit_terms(others, allreduce, estimate, network))
+            if key not in fitted:
+                fitted[key] = fit_terms(others, allreduce, estimate, network)
+            terms = fitted[key]
             cal, how = predict_record(r, terms, allreduce_r, estimate)
             row.update(cal_step_ms=cal.step_s * 1e3, cal_err=_rel(cal.step_s, real_step), cal_eff=cal.efficiency,
                        cal_eff_pts=100 * (cal.efficiency - real_e), cal_ready=how,

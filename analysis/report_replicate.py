@@ -97,8 +97,9 @@ def section(records: Sequence[Dict], model_fits, outdir: Path, table) -> Tuple[L
           "ranks without gradient sync, all under DDP), so E(N) = X(N) / (N X(1)) comes from one job. Its loss "
           "in points: sharing (no-sync mean vs alone), skew (slowest vs mean), exposed communication (DDP vs the "
           "slowest no-sync step). Predicted: analysis.step_model from the same run's alone phase and the "
-          "transport's allreduce fit; uncalibrated = every term assumed (bucket readiness estimated from layer "
-          "FLOPs), calibrated = terms fitted to the other models' runs (leave-one-model-out).", ""]
+          "transport's allreduce fit, skew and interference estimated from the run's own alone steps and host; "
+          "uncalibrated = every other term assumed (bucket readiness estimated from layer FLOPs), calibrated = "
+          "those terms fitted to the other models' runs (leave-one-model-out).", ""]
     rows, plots, missing = [], [], set()
     by_key: Dict[Tuple[str, int], List[Dict]] = {}
     for r in recs:

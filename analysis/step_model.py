@@ -65,8 +65,9 @@ import statistics
 from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["schedule", "expected_max", "skew_estimate", "interference_estimate", "Compute", "BACKWARD_FRACTION", "Term", "Terms", "Phases", "Prediction", "predict", "buckets_with_readiness", "even_readiness",
-           "ASSUMED", "CALIBRATED", "MEASURED", "ESTIMATED", "TERM_NAMES"]
+__all__ = ["schedule", "expected_max", "skew_estimate", "interference_estimate", "Compute",
+           "BACKWARD_FRACTION", "Term", "Terms", "Phases", "Prediction", "predict", "buckets_with_readiness",
+           "even_readiness", "ASSUMED", "CALIBRATED", "MEASURED", "ESTIMATED", "TERM_NAMES"]
 
 ASSUMED, CALIBRATED, MEASURED, ESTIMATED = "assumed", "calibrated", "measured", "estimated"
 BACKWARD_FRACTION = 2.0 / 3.0  # backward costs about twice the forward pass

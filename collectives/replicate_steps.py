@@ -10,8 +10,7 @@ so that the exposed communication is measured against the host-side times
 at which buckets became ready, and at the end of the step).
 
 :func:`comm_fn` times the gradient allreduce alone, no compute: every
-bucket DDP hands over, in its order, launched back to back as DDP's hook
-does once the backward pass is over.  :func:`repeat` runs a step function
+bucket DDP hands over, in its order, one after another.  :func:`repeat` runs a step function
 several times and returns the mean step (short steps are timed in groups,
 so that a phase outlasts the clock's and the scheduler's noise).
 
@@ -160,9 +159,10 @@ def step_fn(torch, model, opt, data, device, log: Optional[BucketLog] = None) ->
 
 
 def comm_fn(torch, dist, group, sizes, dtype, device, world: int) -> Callable[[], Dict]:
-    """A function that allreduces (average) one buffer per bucket of ``sizes`` (bytes), launched back to back
-    in order with no compute running, and returns ``step`` (first launch to last done, s) and ``buckets``
-    ((bytes, launch, done) from the first launch)."""
+    """A function that allreduces (average) one buffer per bucket of ``sizes`` (bytes), one after another in
+    DDP's order with no compute running, and returns ``step`` (first start to last done, s) and ``buckets``
+    ((bytes, start, done) from the first start).  One at a time, as the step model's single stream runs
+    them: launched all at once, the backend runs two or more together and each bucket's own time is lost."""
     itemsize = torch.empty((), dtype=dtype).element_size()
     bufs = [torch.ones(max(1, b // itemsize), dtype=dtype, device=device) for b in sizes]
     cuda = getattr(device, "type", "cpu") == "cuda"
@@ -170,25 +170,14 @@ def comm_fn(torch, dist, group, sizes, dtype, device, world: int) -> Callable[[]
     def step() -> Dict:
         t0 = time.perf_counter()
         marks: List[Tuple[int, float, float]] = []
-        futs = []
         for buf in bufs:
             start = time.perf_counter()
             buf.div_(world)
-            slot = len(marks)
-            marks.append((buf.numel() * itemsize, start - t0, float("nan")))
-            fut = dist.all_reduce(buf, group=group, async_op=True).get_future()
-
-            def done(f, slot=slot):
-                b, s, _ = marks[slot]
-                marks[slot] = (b, s, time.perf_counter() - t0)
-                return None
-            futs.append(fut.then(done))
-        for f in futs:
-            f.wait()
-        if cuda:
-            torch.cuda.synchronize()
-        end = time.perf_counter() - t0
-        return {"step": end, "buckets": marks}
+            dist.all_reduce(buf, group=group, async_op=True).wait()
+            if cuda:
+                torch.cuda.synchronize()
+            marks.append((buf.numel() * itemsize, start - t0, time.perf_counter() - t0))
+        return {"step": time.perf_counter() - t0, "buckets": marks}
     return step
 
 

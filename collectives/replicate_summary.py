@@ -20,7 +20,7 @@ there is no no-sync phase (it would be the alone phase) and only the DDP
 overhead remains.
 
 At N > 1 a fourth phase times the gradient allreduce alone (every bucket of
-the DDP step, launched back to back, no compute): ``comm_alone_ms``, the
+the DDP step, one after another, no compute): ``comm_alone_ms``, the
 median over rounds of the slowest rank's time, and per bucket its own time
 (from the later of its launch and the previous bucket's end to its end),
 the network the step model is given from the same minutes.
@@ -38,7 +38,8 @@ SUMMARY_FIELDS = (
     "model", "batch", "seq", "optimizer", "threads", "host_cores", "params",
     "step_ms", "forward_ms", "backward_ms", "optimizer_ms", "exposed_ms", "allreduce_ms", "hook_ms", "buckets",
     "samples_per_s", "alone_ms", "alone_forward_ms", "alone_backward_ms", "alone_optimizer_ms",
-    "nosync_ms", "nosync_max_ms", "nosync_forward_ms", "nosync_backward_ms", "nosync_optimizer_ms", "x1_samples_per_s", "xn_samples_per_s", "efficiency",
+    "nosync_ms", "nosync_max_ms", "nosync_forward_ms", "nosync_backward_ms", "nosync_optimizer_ms",
+    "x1_samples_per_s", "xn_samples_per_s", "efficiency",
     "loss_sharing", "loss_skew", "loss_exposed", "wait_cpu_ms", "rounds_timed", "steps_per_phase", "comm_alone_ms",
     "alone_faults_per_step", "ddp_faults_per_step",
 )

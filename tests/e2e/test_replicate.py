@@ -101,8 +101,8 @@ def test_a_rank_killed_mid_run_ends_the_job_and_keeps_what_was_measured(runner, 
     from tests.e2e.test_cli import _pid_of_rank, _wait_rows
 
     out = tmp_path / "r.jsonl"
-    proc = runner.popen(cli_cmd(2, "replicate", "--model", "braggnn", "--batch", "2,4", "-n", "500", "-w", "1", "--steps", "1",
-                                "--json", out))
+    proc = runner.popen(cli_cmd(2, "replicate", "--model", "braggnn", "--batch", "2,4", "-n", "200", "-w", "1",
+                                "--steps", "1", "--json", out))
     deadline = time.time() + 120
     try:
         pid, _ = _pid_of_rank(proc, 1, deadline)
