@@ -27,12 +27,13 @@ removes the drift between a separate sweep and the job, as
 the alone phase does for compute.
 
 :func:`predict_record` always puts a record's own estimates in place of
-skew (from the round-to-round spread of its alone step) and interference
-(from its host's cores), calibrated or not: they come from the same job's
-one-rank measurements, as the compute does.
+skew (from the spread of its alone steps) and interference (from its
+host's cores), calibrated or not: they come from the same job's one-rank
+measurements, as the compute does.
 
 :func:`evaluate` predicts every record twice: uncalibrated (every term
-assumed, bucket readiness estimated from FLOPs) and calibrated
+assumed but the record's own estimates, bucket readiness estimated from
+layer FLOPs) and calibrated
 leave-one-model-out (the terms fitted on the records of the other models,
 so the model predicted contributes nothing to its own prediction).
 """
@@ -175,13 +176,19 @@ def record_buckets(rec: Dict, terms: Terms, estimate: Optional[Estimate] = None)
 
 def record_estimates(rec: Dict) -> Dict[str, Term]:
     """The terms a record's own one-rank measurements and host give (step_model's estimates): skew from
-    the round-to-round spread of its alone step, interference 1 where the ranks' threads fill the cores."""
+    the spread of its alone steps (each step's own time where a phase was a group), interference 1 where
+    the ranks' threads fill the cores."""
     out: Dict[str, Term] = {}
-    alone = [x["alone_ms"] for x in rec.get("rounds") or [] if isinstance(x.get("alone_ms"), (int, float))]
+    alone = []  # every alone step's own time where a phase was a group of steps, else each phase's
+    for x in rec.get("rounds") or []:
+        if isinstance(x.get("alone_each_ms"), list) and x["alone_each_ms"]:
+            alone += x["alone_each_ms"]
+        elif isinstance(x.get("alone_ms"), (int, float)):
+            alone.append(x["alone_ms"])
     skew = skew_estimate(alone, int(rec["nranks"]))
     if skew is not None:
-        out["skew"] = Term(skew, ESTIMATED, f"the spread of {len(alone)} alone steps (robust sigma over their median) "
-                           f"x the expected maximum of {int(rec['nranks'])} normal draws")
+        out["skew"] = Term(skew, ESTIMATED, f"the spread of {len(alone)} alone steps (robust sigma over their "
+                           f"median) x the expected maximum of {int(rec['nranks'])} normal draws")
     ranks_here = rec.get("ranks_per_host") or rec.get("nranks")
     inter = interference_estimate(rec.get("device"), rec.get("host_cores"), ranks_here, rec.get("threads"))
     if inter is not None:
@@ -287,7 +294,8 @@ def fit_terms(recs: Sequence[Dict], allreduce: Optional[Allreduce] = None,
     nets = [g or _instep_network(r) for r, g in zip(recs, given)]
     estimated = [record_estimates(r).get("interference") for r in recs]
     if all(estimated):  # every record's own host says it (predict_record uses each record's): nothing to fit
-        return terms.with_(interference=estimated[0])
+        return terms.with_(interference=Term(1.0, ESTIMATED, f"the hosts of {what} had no core to spare (CPU): "
+                                             "the backend's threads took their time from compute"))
 
     def cost(kappa: float) -> float:
         t = terms.with_(interference=Term(kappa))
@@ -333,7 +341,7 @@ def evaluate(recs: Sequence[Dict], allreduce: Allreduce, estimate: Optional[Esti
             cal, how = predict_record(r, terms, allreduce_r, estimate)
             row.update(cal_step_ms=cal.step_s * 1e3, cal_err=_rel(cal.step_s, real_step), cal_eff=cal.efficiency,
                        cal_eff_pts=100 * (cal.efficiency - real_e), cal_ready=how,
-                       terms={n: getattr(terms, n).value for n in TERM_NAMES},
+                       terms={n: getattr(with_estimates(r, terms), n).value for n in TERM_NAMES},
                        cal_carrier=carrier(meas, predicted_parts(r, terms, cal)))
         got = instep_comm(r)
         row["instep_comm_ms"] = sum(got) * 1e3 if got else None

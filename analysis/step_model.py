@@ -16,8 +16,8 @@ it is calibrated, measured or assumed):
   memory bandwidth differently from the compute-bound passes.
 - **skew**: the step waits for the slowest rank: the slowest no-sync step
   over the mean.  Estimated from one rank alone (:func:`skew_estimate`): if
-  every rank's step varies as rank 0's alone step does from round to round
-  (robust spread sigma: 1.4826 x the median absolute deviation), the slowest
+  every rank's step varies as rank 0's alone steps do (each step's own time;
+  robust spread sigma: 1.4826 x the median absolute deviation), the slowest
   of N exceeds the mean by about sigma x the expected maximum of N standard
   normal draws (0.56 at 2 ranks, 0.85 at 3, 1.03 at 4).  Calibration fits it
   as the median slowest / mean no-sync step - 1 (used for curves at other N).
@@ -248,6 +248,6 @@ def interference_estimate(device: Optional[str], host_cores: Optional[int], rank
                           threads: Optional[int]) -> Optional[float]:
     """1.0 when the ranks' compute threads fill a CPU host's cores (the backend's threads then take their
     time from compute), else None (not estimable: a spare core or an accelerator runs the allreduce)."""
-    if device not in (None, "cpu") or not host_cores or not ranks_on_host or not threads:
+    if device != "cpu" or not host_cores or not ranks_on_host or not threads:
         return None
     return 1.0 if ranks_on_host * threads >= host_cores else None

@@ -147,6 +147,15 @@ def _check_memory(cfg: ReplicateConfig, params: int, ctx: Dict) -> Optional[str]
             f"{available / 2**30:.1f} GiB available")
 
 
+def _page_kib() -> int:
+    try:
+        import resource
+
+        return max(1, resource.getpagesize() // 1024)
+    except (ImportError, ValueError):
+        return 4
+
+
 def _host_cores(ctx: Dict) -> int:
     """The cores this host's ranks can use together (their affinities' union, capped by any quota)."""
     import socket
@@ -230,7 +239,7 @@ def _sweep(session: Run) -> List[Dict]:
         plain = step_fn(torch, model, opt, data, t.device)
         synced = step_fn(torch, ddp, opt, data, t.device, log)
         with dog.watch(f"an untimed step of {w.name} at batch {batch} (steps per phase)"):
-            steps = _steps_per_phase(comm, synced)  # always: DDP settles its buckets in this step
+            steps = _steps_per_phase(comm, synced, log)  # always: DDP settles its buckets meanwhile
         steps = cfg.steps or steps
         rec["steps_per_phase"] = steps
         alone_fn, ddp_fn = repeat(plain, steps), repeat(synced, steps)
@@ -257,8 +266,9 @@ def _sweep(session: Run) -> List[Dict]:
                          100 * rec["loss_sharing"], 100 * rec["loss_skew"], 100 * rec["loss_exposed"]))
         faults = rec.get("alone_faults_per_step") or 0
         if faults > FAULTS_NOTE:
-            session.text(f"# note: one rank alone takes {faults:,.0f} page faults a step ({faults * 4 / 1024:,.0f} MiB "
-                         "of fresh pages at 4 KiB): the allocator hands large buffers back to the system every "
+            page = _page_kib()
+            session.text(f"# note: one rank alone takes {faults:,.0f} page faults a step (at least "
+                         f"{faults * page / 1024:,.0f} MiB of fresh pages at {page} KiB): the allocator hands large buffers back to the system every "
                          "step and the kernel zeroes them again, which ranks on a host contend for (see the "
                          "README's 'Host memory allocator')")
     session.current = None
@@ -266,12 +276,19 @@ def _sweep(session: Run) -> List[Dict]:
     return records
 
 
-def _steps_per_phase(comm, synced) -> int:
-    """Steps per phase so that the slowest rank's phase lasts PHASE_S: from an untimed DDP step (two when the
-    first is short: the first carries one-off costs, and DDP rebuilds its buckets after it)."""
-    took = max(comm.allgather(synced()["step"]))
-    if took < PHASE_S:
-        took = max(comm.allgather(synced()["step"]))
+def _steps_per_phase(comm, synced, log) -> int:
+    """Steps per phase so that the slowest rank's phase lasts PHASE_S, from untimed DDP steps: at least two
+    (DDP rebuilds its buckets at the start of the second forward, and the first carries one-off costs),
+    more until the buckets stop changing (at most four). Every rank sees the same buckets, so every rank
+    runs as many steps."""
+    sizes, took = None, 0.0
+    for i in range(4):
+        step = synced()["step"]
+        got = comm.allgather((step, [b for b, _, _ in log.events]))
+        took, now = max(g[0] for g in got), got[0][1]  # rank 0's buckets decide for all
+        if i >= 1 and now == sizes:
+            break
+        sizes = now
     return max(1, min(MAX_STEPS, math.ceil(PHASE_S / max(took, 1e-6))))
 
 

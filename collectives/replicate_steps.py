@@ -165,7 +165,17 @@ def comm_fn(torch, dist, group, sizes, dtype, device, world: int) -> Callable[[]
     them: launched all at once, the backend runs two or more together and each bucket's own time is lost."""
     itemsize = torch.empty((), dtype=dtype).element_size()
     bufs = [torch.ones(max(1, b // itemsize), dtype=dtype, device=device) for b in sizes]
-    cuda = getattr(device, "type", "cpu") == "cuda"
+    kind = getattr(device, "type", "cpu")
+
+    def settle() -> None:
+        """Wait for the device: the allreduce's wait() returns once it is queued there, not done."""
+        if kind == "cuda":
+            torch.cuda.synchronize()
+        elif kind == "hpu":  # untested here: no Gaudi
+            import habana_frameworks.torch.core as htcore
+
+            htcore.mark_step()
+            torch.hpu.synchronize()
 
     def step() -> Dict:
         t0 = time.perf_counter()
@@ -174,16 +184,17 @@ def comm_fn(torch, dist, group, sizes, dtype, device, world: int) -> Callable[[]
             start = time.perf_counter()
             buf.div_(world)
             dist.all_reduce(buf, group=group, async_op=True).wait()
-            if cuda:
-                torch.cuda.synchronize()
+            settle()
             marks.append((buf.numel() * itemsize, start - t0, time.perf_counter() - t0))
         return {"step": time.perf_counter() - t0, "buckets": marks}
     return step
 
 
 def _mean_steps(steps: List[Dict]) -> Dict:
-    """The mean of several steps' phases; bucket times averaged when every step had the same buckets."""
+    """The mean of several steps' phases; bucket times averaged when every step had the same buckets;
+    ``each``: every step's own time (s), in order, so that the slowest rank can be found step by step."""
     out = {k: sum(s[k] for s in steps) / len(steps) for k, v in steps[0].items() if isinstance(v, (int, float))}
+    out["each"] = [s["step"] for s in steps]
     if "buckets" in steps[0]:
         shapes = {tuple(b for b, _, _ in s["buckets"]) for s in steps}
         if len(shapes) == 1:
@@ -196,7 +207,8 @@ def _mean_steps(steps: List[Dict]) -> Dict:
 
 
 def repeat(fn: Callable[[], Dict], times: int) -> Callable[[], Dict]:
-    """``fn`` run ``times`` times back to back, returning the mean step (``fn`` itself when once)."""
+    """``fn`` run ``times`` times back to back, returning the mean step with every step's own time in
+    ``each`` (``fn`` itself when once)."""
     if times <= 1:
         return fn
     return lambda: _mean_steps([fn() for _ in range(times)])

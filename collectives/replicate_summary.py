@@ -19,9 +19,15 @@ exactly; each one's spread is that of its per-round value.  At one rank
 there is no no-sync phase (it would be the alone phase) and only the DDP
 overhead remains.
 
+A phase may be a group of steps (``--steps``): its times are the group's
+means, except that the slowest no-sync rank is found step by step (``s``
+is the mean over the group of the slowest rank's time at each step), as a
+DDP step waits for the slowest rank at every step.
+
 At N > 1 a fourth phase times the gradient allreduce alone (every bucket of
 the DDP step, one after another, no compute): ``comm_alone_ms``, the
-median over rounds of the slowest rank's time, and per bucket its own time
+median over rounds of the fastest rank's time (the last to leave the
+barrier, so none of its time is waiting for the others), and per bucket its own time
 (from the later of its launch and the previous bucket's end to its end),
 the network the step model is given from the same minutes.
 """
@@ -35,7 +41,7 @@ __all__ = ["summarize", "SUMMARY_FIELDS"]
 
 # The scalar summary fields (the --csv columns a replicate record adds).
 SUMMARY_FIELDS = (
-    "model", "batch", "seq", "optimizer", "threads", "host_cores", "params",
+    "model", "batch", "seq", "optimizer", "device", "threads", "host_cores", "params",
     "step_ms", "forward_ms", "backward_ms", "optimizer_ms", "exposed_ms", "allreduce_ms", "hook_ms", "buckets",
     "samples_per_s", "alone_ms", "alone_forward_ms", "alone_backward_ms", "alone_optimizer_ms",
     "nosync_ms", "nosync_max_ms", "nosync_forward_ms", "nosync_backward_ms", "nosync_optimizer_ms",
@@ -76,18 +82,30 @@ def _own_times(buckets: Sequence) -> List[float]:
     return out
 
 
+def _slowest(row: Sequence[Dict]) -> float:
+    """The slowest rank's step in one round's no-sync phase: for a group of steps, the mean over steps of
+    the slowest rank's time at each step (a DDP step waits for the slowest rank at every step, not for the
+    slowest group); for single steps, the slowest."""
+    each = [x.get("each") for x in row]
+    if all(each) and len({len(e) for e in each}) == 1:
+        return statistics.fmean(max(col) for col in zip(*each))
+    return max(x["step"] for x in row)
+
+
 def _median_of(steps: Sequence[Dict], key: str) -> Optional[float]:
     got = [s[key] for s in steps if isinstance(s.get(key), (int, float))]
     return statistics.median(got) if got else None
 
 
 def _comm_alone(per_rank: Sequence[Sequence[Dict]], rounds: int, nranks: int) -> Dict:
-    """The comm-only phase: the slowest rank's time per round (median, spread) and per-bucket own times."""
+    """The comm-only phase: per round the fastest rank's time (median, spread) and per-bucket own times.
+    The fastest is the last to leave the barrier: the others wait for it inside the first allreduce, so
+    its time is the collectives' own."""
     slow = []
     for i in range(rounds):
         got = [per_rank[r][i].get("comm") for r in range(nranks)]
         if all(g is not None for g in got):
-            slow.append(max(got, key=lambda g: g["step"]))
+            slow.append(min(got, key=lambda g: g["step"]))
     if not slow:
         return {"comm_alone_ms": None, "comm_alone_ms_spread": None, "comm_alone_buckets": None}
     shapes = {tuple(b for b, _, _ in g["buckets"]) for g in slow}
@@ -123,7 +141,7 @@ def summarize(per_rank: Sequence[Sequence[Dict]], batch: int, nranks: int) -> Di
         steps = [[x] for x in alone]
     nosync = [[x["step"] for x in row] for row in steps]
     m = [statistics.fmean(x) for x in nosync]
-    s = [max(x) for x in nosync]
+    s = [_slowest(row) for row in steps]
     # Each phase of the no-sync steps: mean over ranks, median over rounds.
     nosync_phase = {k: statistics.median(statistics.fmean(x[k] for x in row) for row in steps)
                     for k in ("forward", "backward", "optimizer")}
@@ -163,6 +181,7 @@ def summarize(per_rank: Sequence[Sequence[Dict]], batch: int, nranks: int) -> Di
         "ddp_faults_per_step": _median_of(slowest, "faults"),
         **_comm_alone(per_rank, rounds, nranks),
         "rounds": [{"alone_ms": a[i] * 1e3,
+                    "alone_each_ms": [x * 1e3 for x in alone[i]["each"]] if alone[i].get("each") else None,
                     "nosync_ms": ([per_rank[r][i]["nosync"]["step"] * 1e3 for r in range(nranks)]
                                   if nranks > 1 else None),
                     "ddp_ms": [x["step"] * 1e3 for x in ddp[i]],

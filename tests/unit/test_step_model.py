@@ -112,7 +112,7 @@ def test_summary_at_one_rank_has_no_sharing_or_skew():
 
 
 def test_summary_of_the_comm_only_phase():
-    # Rank 1 is the slower one in every round; the buckets' own times skip what ran at once.
+    # Rank 0 is the faster one in every round (it left the barrier last): its times are the phase's.
     def comm(total, scale=1.0):
         return {"step": total * scale, "buckets": [(100, 0.0, 0.4 * total * scale), (300, 0.0, total * scale)]}
     per_rank = [
@@ -122,9 +122,9 @@ def test_summary_of_the_comm_only_phase():
          for t in (0.2, 0.1, 0.3)],
     ]
     s = summarize(per_rank, batch=1, nranks=2)
-    assert s["comm_alone_ms"] == pytest.approx(300) and s["comm_alone_ms_spread"] == pytest.approx([150, 450])
+    assert s["comm_alone_ms"] == pytest.approx(200) and s["comm_alone_ms_spread"] == pytest.approx([100, 300])
     assert [b["bytes"] for b in s["comm_alone_buckets"]] == [100, 300]
-    assert [b["ms"] for b in s["comm_alone_buckets"]] == pytest.approx([120, 180])
+    assert [b["ms"] for b in s["comm_alone_buckets"]] == pytest.approx([80, 120])
     assert s["rounds"][0]["comm_ms"] == pytest.approx([200, 300])
     # At one rank (or rounds without the phase) there is nothing to report.
     one = summarize([[{"alone": _step(1.0), "nosync": None, "ddp": _ddp(1.1), "wait_cpu": None}]], 1, 1)
@@ -146,12 +146,26 @@ def test_page_faults_a_step_are_summarised_and_the_allocator_named(monkeypatch):
     assert replicate_steps.allocator() == "MALLOC_TOP_PAD_=1073741824"
 
 
+def test_the_slowest_rank_of_a_group_is_found_step_by_step():
+    # Two ranks, three steps a phase: each is slow on a different step. Their group means tie (1.1 s);
+    # a DDP step would wait for the slower one at every step: 1.2 s on average.
+    def group(each):
+        return dict(_step(sum(each) / len(each)), each=list(each))
+    per_rank = [[{"alone": group((1.0, 1.0, 1.0)), "nosync": group((1.3, 1.0, 1.0)), "ddp": _ddp(1.3),
+                  "wait_cpu": None}],
+                [{"alone": None, "nosync": group((1.0, 1.0, 1.3)), "ddp": _ddp(1.3), "wait_cpu": 0.0}]]
+    s = summarize(per_rank, batch=1, nranks=2)
+    assert s["nosync_ms"] == pytest.approx(1100) and s["nosync_max_ms"] == pytest.approx(1200)
+    assert s["rounds"][0]["alone_each_ms"] == pytest.approx([1000, 1000, 1000])
+
+
 def test_repeated_steps_are_averaged_whole():
     from collectives.replicate_steps import repeat
 
     seq = iter([_ddp(1.0, ready=(0.5, 1.0)), _ddp(2.0, ready=(0.5, 1.0))])
     got = repeat(lambda: next(seq), 2)()
     assert got["step"] == pytest.approx(1.5) and got["forward"] == pytest.approx(0.45)
+    assert got["each"] == pytest.approx([1.0, 2.0])
     assert got["buckets"][1] == pytest.approx((100, 0.45, 0.46))
     one = _ddp(1.0)
     assert repeat(lambda: one, 1)() is one
@@ -216,7 +230,7 @@ def test_the_job_network_stands_in_for_the_sweep():
     # Records made with one network; the sweep given to evaluate is 3x too fast, the job's comm-only
     # phase (its total split over buckets by bytes) is right: only the job network predicts them.
     truth = Terms(sharing=Term(0.05), skew=Term(0.02), interference=Term(0.5))
-    real = net(bw=2e8, lat=0.0)
+    real = net(bw=2e8, lat=5e-3)  # a latency: a bucket's own time is not its share of the total by bytes
     recs = [_record(m, truth, real, alone) for m, alone in
             (("unet", (0.4, 0.9, 0.1)), ("gpt2-small", (0.3, 0.6, 0.3)), ("braggnn", (0.002, 0.004, 0.001)))]
     for r in recs:
@@ -224,8 +238,12 @@ def test_the_job_network_stands_in_for_the_sweep():
         r["comm_alone_ms"] = sum(real(b, 2) for b in sizes) * 1e3
         r["comm_alone_buckets"] = [{"bytes": b, "ms": real(b, 2) * 1e3} for b in sizes]
         got = calibrate.job_network(r)
-        assert got(sizes[0], 2) == pytest.approx(real(sizes[0], 2))
-    fast = net(bw=6e8, lat=0.0)
+        assert [got(b, 2) for b in sizes] == pytest.approx([real(b, 2) for b in sizes])
+        if len(sizes) > 1:
+            by_bytes = r["comm_alone_ms"] * 1e-3 * min(sizes) / sum(sizes)
+            assert got(min(sizes), 2) != pytest.approx(by_bytes)
+        assert got(12345, 2) == pytest.approx(12345 * r["comm_alone_ms"] * 1e-3 / sum(sizes))  # other sizes
+    fast = net(bw=6e8, lat=5e-3 / 3)  # a third of the real one
     job = calibrate.evaluate(recs, fast, _estimate, network="job")
     sweep = calibrate.evaluate(recs, fast, _estimate, network="sweep")
     assert {r["network"] for r in job} == {"job"} and {r["network"] for r in sweep} == {"sweep"}
@@ -253,6 +271,7 @@ def test_skew_and_interference_estimated_from_one_rank_and_the_host():
     assert interference_estimate("cpu", 2, 2, 1) == 1.0 and interference_estimate("cpu", 8, 2, 4) == 1.0
     assert interference_estimate("cpu", 4, 2, 1) is None  # a spare core runs the backend's threads
     assert interference_estimate("cuda", 2, 2, 1) is None and interference_estimate("cpu", None, 2, 1) is None
+    assert interference_estimate(None, 2, 2, 1) is None  # a record that does not say its device
 
     truth = Terms(sharing=Term(0.05))
     allreduce = net(bw=2e8)
