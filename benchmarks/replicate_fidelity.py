@@ -59,8 +59,11 @@ def _mpirun() -> str:
 def _run(cmd, timeout: int, env=None) -> None:
     t0 = time.perf_counter()
     print(f"# running: {' '.join(cmd[3:])}", flush=True)
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                         env=dict(os.environ, **(env or {})))
+    try:
+        res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                             env=dict(os.environ, **(env or {})))
+    except FileNotFoundError:
+        raise SystemExit(f"{cmd[0]}: not found; install an MPI (pip install mpich) or put its mpirun on PATH")
     if res.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({res.returncode}): {res.stderr.strip()[-800:]}")
     print(f"#   {time.perf_counter() - t0:.0f} s", flush=True)
