@@ -319,8 +319,7 @@ def evaluate(recs: Sequence[Dict], allreduce: Allreduce, estimate: Optional[Esti
     recs = [r for r in recs if int(r["nranks"]) > 1]
     out = []
     fitted: Dict[Tuple[str, int], Terms] = {}
-    for r, net in zip(recs, _networks(recs, allreduce, network)):
-        allreduce_r = net or allreduce
+    for r, allreduce_r in zip(recs, _networks(recs, allreduce, network)):
         real_step, real_e = r["ddp_ms"] * 1e-3, r["efficiency"]
         row = {"network": "job" if allreduce_r is not allreduce else "sweep", "model": r["model"],
                "batch": r.get("batch"), "nranks": int(r["nranks"]), "step_ms": r["ddp_ms"],

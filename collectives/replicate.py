@@ -43,7 +43,7 @@ from collectives.config import Config
 from collectives.dtypes import ConfigError, parse_dtypes
 from collectives.harness import aggregate
 from collectives.header import header_lines
-from collectives.replicate_steps import BucketLog, allocator, comm_fn, repeat, step_fn
+from collectives.replicate_steps import BucketLog, allocator, comm_fn, page_kib, repeat, step_fn
 from collectives.replicate_summary import SUMMARY_FIELDS, summarize
 from collectives.runner import Run
 from collectives.spec import SPECS
@@ -147,15 +147,6 @@ def _check_memory(cfg: ReplicateConfig, params: int, ctx: Dict) -> Optional[str]
             f"{available / 2**30:.1f} GiB available")
 
 
-def _page_kib() -> int:
-    try:
-        import resource
-
-        return max(1, resource.getpagesize() // 1024)
-    except (ImportError, ValueError):
-        return 4
-
-
 def _host_cores(ctx: Dict) -> int:
     """The cores this host's ranks can use together (their affinities' union, capped by any quota)."""
     import socket
@@ -168,14 +159,14 @@ def _host_cores(ctx: Dict) -> int:
     return max(1, launch_env.usable_cores([ctx["ranks"][i]["affinity"] for i in rs]))
 
 
-def _threads(cfg: ReplicateConfig, ctx: Dict) -> int:
-    """--threads, else this host's usable cores shared among its ranks (at least one)."""
+def _threads(cfg: ReplicateConfig, ctx: Dict, cores: int) -> int:
+    """--threads, else this host's usable ``cores`` shared among its ranks (at least one)."""
     if cfg.threads:
         return cfg.threads
     import socket
 
     local = len(ctx["hosts"].get(socket.gethostname(), [])) or 1
-    return max(1, _host_cores(ctx) // local)
+    return max(1, cores // local)
 
 
 def _sweep(session: Run) -> List[Dict]:
@@ -189,7 +180,8 @@ def _sweep(session: Run) -> List[Dict]:
     reasons = [r for r in comm.allgather(_check_memory(cfg, w.params, session.ctx)) if r]
     if reasons:
         raise ConfigError(reasons[0])
-    threads = _threads(cfg, session.ctx)
+    cores, memory = _host_cores(session.ctx), allocator()
+    threads = _threads(cfg, session.ctx, cores)
     # The bare module's backward (alone and no-sync phases) lays out a 1x1 convolution's gradient
     # differently from DDP's bucket view; DDP copies it (correct, and timed as it runs): not the user's issue.
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
@@ -213,7 +205,7 @@ def _sweep(session: Run) -> List[Dict]:
         f"# replicate: {w.title}, {params:,} parameters ({grad_bytes:,} B of gradients), DDP over "
         f"{cfg.transport}, {cfg.optimizer}, {cfg.dtypes[0].name}, {threads} thread(s) per rank; synthetic inputs "
         "of the model's shape (no data loading); timed by the " + timer,
-        f"# host memory allocator: {allocator()}",
+        f"# host memory allocator: {memory}",
         f"# each of {cfg.warmup} + {cfg.iters} rounds: rank 0 alone (the others asleep in a barrier), all ranks "
         "without gradient sync, all ranks under DDP, then (N > 1) the gradient allreduce alone (every bucket, "
         "no compute: comm_ms); each phase a group of steps (steps), timed together; E(N) = X(N) / (N X(1)) "
@@ -232,13 +224,13 @@ def _sweep(session: Run) -> List[Dict]:
         rec = record.new("measured", "running", collective=NAME, nranks=t.size, size_bytes=grad_bytes,
                          count=params, dtype=cfg.dtypes[0].name, op="avg", in_place=True, warmup=cfg.warmup,
                          aggregation="max", model=w.name, batch=batch, seq=seq, optimizer=cfg.optimizer,
-                         threads=threads, host_cores=_host_cores(session.ctx), params=params,
-                         device=t.device.type, allocator=allocator(),
+                         threads=threads, host_cores=cores, params=params,
+                         device=t.device.type, allocator=memory,
                          **record.transport_fields(session.ctx), **record.context_fields(session.ctx))
         session.current = rec
         plain = step_fn(torch, model, opt, data, t.device)
         synced = step_fn(torch, ddp, opt, data, t.device, log)
-        with dog.watch(f"an untimed step of {w.name} at batch {batch} (steps per phase)"):
+        with dog.watch(f"untimed steps of {w.name} at batch {batch} (steps per phase, DDP's buckets)"):
             steps = _steps_per_phase(comm, synced, log)  # always: DDP settles its buckets meanwhile
         steps = cfg.steps or steps
         rec["steps_per_phase"] = steps
@@ -266,11 +258,11 @@ def _sweep(session: Run) -> List[Dict]:
                          100 * rec["loss_sharing"], 100 * rec["loss_skew"], 100 * rec["loss_exposed"]))
         faults = rec.get("alone_faults_per_step") or 0
         if faults > FAULTS_NOTE:
-            page = _page_kib()
+            page = page_kib()
             session.text(f"# note: one rank alone takes {faults:,.0f} page faults a step (at least "
-                         f"{faults * page / 1024:,.0f} MiB of fresh pages at {page} KiB): the allocator hands large buffers back to the system every "
-                         "step and the kernel zeroes them again, which ranks on a host contend for (see the "
-                         "README's 'Host memory allocator')")
+                         f"{faults * page / 1024:,.0f} MiB of fresh pages at {page} KiB): the allocator hands "
+                         "large buffers back to the system every step and the kernel zeroes them again, which "
+                         "ranks on a host contend for (see the README's 'Host memory allocator')")
     session.current = None
     session.footer({"wrong": None, "avg_busbw": None})
     return records

@@ -26,7 +26,7 @@ import os
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-__all__ = ["BucketLog", "step_fn", "comm_fn", "repeat", "allocator", "PHASES", "ALLOCATOR_ENV"]
+__all__ = ["BucketLog", "step_fn", "comm_fn", "repeat", "allocator", "page_kib", "PHASES", "ALLOCATOR_ENV"]
 
 PHASES = ("forward", "backward", "optimizer", "step")
 
@@ -38,6 +38,16 @@ def _faults() -> int:
     except ImportError:  # not on this platform
         return 0
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def page_kib() -> int:
+    """The system's page size in KiB (4 where it cannot be read)."""
+    try:
+        import resource
+
+        return max(1, resource.getpagesize() // 1024)
+    except (ImportError, ValueError):
+        return 4
 
 
 ALLOCATOR_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX",
@@ -87,6 +97,18 @@ class BucketLog:
         return chained
 
 
+def _lazy_settle(torch, kind: str) -> Callable[[], None]:
+    """Gaudi's lazy mode runs the graph at mark_step, and the host then waits for it; elsewhere nothing."""
+    if kind != "hpu":
+        return lambda: None
+    import habana_frameworks.torch.core as htcore  # untested here: no Gaudi
+
+    def settle() -> None:
+        htcore.mark_step()
+        torch.hpu.synchronize()
+    return settle
+
+
 def _loss(out):
     out = out[0] if isinstance(out, (tuple, list)) else getattr(out, "logits", out)
     return out.float().pow(2).mean()
@@ -102,15 +124,7 @@ def step_fn(torch, model, opt, data, device, log: Optional[BucketLog] = None) ->
     """
     kind = getattr(device, "type", "cpu")
     cuda = kind == "cuda"
-    if kind == "hpu":  # Gaudi's lazy mode runs the graph at mark_step; the host then waits for it
-        import habana_frameworks.torch.core as htcore  # untested here: no Gaudi
-
-        def settle():
-            htcore.mark_step()
-            torch.hpu.synchronize()
-    else:
-        def settle():
-            pass
+    settle = _lazy_settle(torch, kind)
     if cuda:
         events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
 
@@ -166,16 +180,13 @@ def comm_fn(torch, dist, group, sizes, dtype, device, world: int) -> Callable[[]
     itemsize = torch.empty((), dtype=dtype).element_size()
     bufs = [torch.ones(max(1, b // itemsize), dtype=dtype, device=device) for b in sizes]
     kind = getattr(device, "type", "cpu")
+    lazy = _lazy_settle(torch, kind)
 
     def settle() -> None:
-        """Wait for the device: the allreduce's wait() returns once it is queued there, not done."""
+        """Wait for the device: the allreduce returns once it is queued there, not done."""
+        lazy()
         if kind == "cuda":
             torch.cuda.synchronize()
-        elif kind == "hpu":  # untested here: no Gaudi
-            import habana_frameworks.torch.core as htcore
-
-            htcore.mark_step()
-            torch.hpu.synchronize()
 
     def step() -> Dict:
         t0 = time.perf_counter()
@@ -183,7 +194,7 @@ def comm_fn(torch, dist, group, sizes, dtype, device, world: int) -> Callable[[]
         for buf in bufs:
             start = time.perf_counter()
             buf.div_(world)
-            dist.all_reduce(buf, group=group, async_op=True).wait()
+            dist.all_reduce(buf, group=group)
             settle()
             marks.append((buf.numel() * itemsize, start - t0, time.perf_counter() - t0))
         return {"step": time.perf_counter() - t0, "buckets": marks}
