@@ -2,8 +2,10 @@
 
 From each record of the interleaved rounds (N > 1):
 
-- sharing = median over records of (M - A) / A (no-sync mean step over the
-  alone step), skew = median of (S - M) / M (slowest no-sync over the mean);
+- sharing = the no-sync forward+backward (mean over ranks) over the alone
+  one, each summed over the records, - 1 (sharing_opt: the same of the
+  optimizer step): pooled, so that a model's records weigh by their time;
+  skew = median of (S - M) / M (slowest no-sync over the mean);
 - comm = the in-step allreduce time (from the later of a bucket's ready
   time and the previous bucket's end, to its done time) of the buckets
   that ran wholly after the backward computation (which ends when the last
@@ -28,8 +30,9 @@ the alone phase does for compute.
 
 :func:`predict_record` always puts a record's own estimates in place of
 skew (from the spread of its alone steps) and interference (from its
-host's cores), calibrated or not: they come from the same job's one-rank
-measurements, as the compute does.
+host's cores), and its own measurement of DDP's copies (the comm-only
+phase), calibrated or not: they come from the same job's one-rank
+measurements and its comm-only phase, as the compute and the job network do.
 
 :func:`evaluate` predicts every record twice: uncalibrated (every term
 assumed but the record's own estimates, bucket readiness estimated from
@@ -48,8 +51,8 @@ from analysis.step_model import (ASSUMED, CALIBRATED, ESTIMATED, MEASURED, TERM_
                                  interference_estimate, predict, skew_estimate)
 
 __all__ = ["phases_of", "record_estimates", "with_estimates", "measured_shares", "instep_comm",
-           "model_buckets", "record_buckets", "fit_terms", "job_network", "NETWORKS", "predict_record",
-           "evaluate", "predicted_parts", "measured_parts", "carrier", "compute_from_records",
+           "model_buckets", "record_buckets", "copies_per_byte", "fit_terms", "job_network", "NETWORKS",
+           "predict_record", "evaluate", "predicted_parts", "measured_parts", "carrier", "compute_from_records",
            "curve_readiness", "terms_lines"]
 
 Allreduce = Callable[[float, int], float]
@@ -177,7 +180,7 @@ def record_buckets(rec: Dict, terms: Terms, estimate: Optional[Estimate] = None)
 def record_estimates(rec: Dict) -> Dict[str, Term]:
     """The terms a record's own one-rank measurements and host give (step_model's estimates): skew from
     the spread of its alone steps (each step's own time where a phase was a group), interference 1 where
-    the ranks' threads fill the cores."""
+    the ranks' threads fill the cores; and DDP's copies as its comm-only phase timed them."""
     out: Dict[str, Term] = {}
     alone = []  # every alone step's own time where a phase was a group of steps, else each phase's
     for x in rec.get("rounds") or []:
@@ -189,6 +192,10 @@ def record_estimates(rec: Dict) -> Dict[str, Term]:
     if skew is not None:
         out["skew"] = Term(skew, ESTIMATED, f"the spread of {len(alone)} alone steps (robust sigma over their "
                            f"median) x the expected maximum of {int(rec['nranks'])} normal draws")
+    copies = copies_per_byte(rec)
+    if copies is not None:
+        out["copies"] = Term(copies, MEASURED, f"the same job's comm-only phase: DDP's copies of the gradients "
+                             f"into its buckets and back out, {rec['copy_alone_ms']:.1f} ms a step")
     ranks_here = rec.get("ranks_per_host") or rec.get("nranks")
     inter = interference_estimate(rec.get("device"), rec.get("host_cores"), ranks_here, rec.get("threads"))
     if inter is not None:
@@ -198,14 +205,26 @@ def record_estimates(rec: Dict) -> Dict[str, Term]:
     return out
 
 
+def copies_per_byte(rec: Dict) -> Optional[float]:
+    """DDP's copies into and out of its buckets, seconds per byte of gradients, from the record's comm-only
+    phase (None for records without one)."""
+    ms = rec.get("copy_alone_ms")
+    sizes = [b["bytes"] for b in rec.get("comm_alone_buckets") or rec.get("bucket_timeline") or []]
+    if not isinstance(ms, (int, float)) or ms < 0 or not sum(sizes):
+        return None
+    return ms * 1e-3 / float(sum(sizes))
+
+
 def with_estimates(rec: Dict, terms: Terms) -> Terms:
-    """``terms`` with the record's own estimates in place of skew and interference (see record_estimates)."""
+    """``terms`` with the record's own estimates and measurements in place of skew, interference and copies
+    (see record_estimates)."""
     return terms.with_(**record_estimates(rec))
 
 
 def predict_record(rec: Dict, terms: Terms, allreduce: Allreduce,
                    estimate: Optional[Estimate] = None) -> Tuple[Prediction, str]:
-    """The record's step predicted with ``terms``, its own estimates (skew, interference) in their place."""
+    """The record's step predicted with ``terms``, its own estimates (skew, interference, copies) in their
+    place."""
     buckets, how = record_buckets(rec, terms, estimate)
     return predict(phases_of(rec), buckets, int(rec["nranks"]), allreduce, with_estimates(rec, terms)), how
 
@@ -256,16 +275,17 @@ def fit_terms(recs: Sequence[Dict], allreduce: Optional[Allreduce] = None,
         raise ValueError("no replicate record at 2 ranks or more to calibrate from")
     what = f"{len(recs)} replicate record(s) of {', '.join(sorted({r['model'] for r in recs}))}"
     phased = [r for r in recs if isinstance(r.get("nosync_optimizer_ms"), (int, float))]
+    # Pooled over the records (their extra time over their alone time, each summed): a rate, in which a
+    # model of 13 ms steps, whose sharing moves by +-10 % from job to job, weighs by its time, not as much
+    # as one of 2 s steps.
     if phased:
-        sharing = statistics.median((r["nosync_forward_ms"] + r["nosync_backward_ms"])
-                                    / (r["alone_forward_ms"] + r["alone_backward_ms"]) - 1 for r in phased)
-        sharing_opt = statistics.median(r["nosync_optimizer_ms"] / r["alone_optimizer_ms"] - 1 for r in phased
-                                        if r["alone_optimizer_ms"] > 0) if any(
-            r["alone_optimizer_ms"] > 0 for r in phased) else 0.0
-        how_sh = "median no-sync (mean over ranks) / alone forward+backward - 1"
+        sharing = _pooled(phased, ("nosync_forward_ms", "nosync_backward_ms"),
+                          ("alone_forward_ms", "alone_backward_ms"))
+        sharing_opt = _pooled(phased, ("nosync_optimizer_ms",), ("alone_optimizer_ms",))
+        how_sh = "summed no-sync (mean over ranks) / summed alone forward+backward - 1"
     else:  # records without the no-sync phases: the whole step for both
-        sharing = sharing_opt = statistics.median((r["nosync_ms"] - r["alone_ms"]) / r["alone_ms"] for r in recs)
-        how_sh = "median no-sync mean / alone step - 1"
+        sharing = sharing_opt = _pooled(recs, ("nosync_ms",), ("alone_ms",))
+        how_sh = "summed no-sync mean / summed alone step - 1"
     skew = statistics.median((r["nosync_max_ms"] - r["nosync_ms"]) / r["nosync_ms"] for r in recs)
     terms = Terms(sharing=Term(sharing, CALIBRATED, f"{how_sh} over {what}"),
                   sharing_opt=Term(sharing_opt, CALIBRATED, f"the same of the optimizer step over {what}"),
@@ -277,6 +297,10 @@ def fit_terms(recs: Sequence[Dict], allreduce: Optional[Allreduce] = None,
         if rows and len(counts) == 1:
             readiness[model] = tuple(statistics.median(col) for col in zip(*rows))
     terms = terms.with_(readiness=readiness)
+    copies = [c for c in (copies_per_byte(r) for r in recs) if c is not None]
+    if copies:  # for curves with no record of their own (a record's own measurement goes first)
+        terms = terms.with_(copies=Term(statistics.median(copies), CALIBRATED, "median over the comm-only phases "
+                                        f"of {what}: DDP's copies into and out of its buckets, per byte"))
     if all(g is not None for g in given):
         samples = [comm_samples(r, g) for r, g in zip(recs, given)]
         after = [sum(a[0][i] for a in samples) for i in (0, 1)]
@@ -309,6 +333,12 @@ def fit_terms(recs: Sequence[Dict], allreduce: Optional[Allreduce] = None,
         lo, hi = (lo, b) if cost(a) <= cost(b) else (a, hi)
     kappa = (lo + hi) / 2
     return terms.with_(interference=Term(kappa, CALIBRATED, f"fitted to the DDP steps of {what}"))
+
+
+def _pooled(recs: Sequence[Dict], slow: Tuple[str, ...], base: Tuple[str, ...]) -> float:
+    """sum(slow) / sum(base) - 1 over the records (0 when the base sums to nothing)."""
+    total = sum(r[k] for r in recs for k in base)
+    return sum(r[k] for r in recs for k in slow) / total - 1.0 if total > 0 else 0.0
 
 
 def evaluate(recs: Sequence[Dict], allreduce: Allreduce, estimate: Optional[Estimate] = None,
@@ -390,6 +420,8 @@ def terms_lines(terms: Terms, compute, ready_how: str) -> List[str]:
            f"# term comm x{terms.comm.value:.3g} ({terms.comm.how}: {terms.comm.source})",
            f"# term overlap {terms.overlap.value:.3g} of full allreduce speed during the backward pass "
            f"({terms.overlap.how}: {terms.overlap.source})",
+           f"# term copies {terms.copies.value * 1e9:.3g} ms per GB of gradients, in and out of DDP's buckets "
+           f"({terms.copies.how}: {terms.copies.source})",
            f"# term optimizer {compute.optimizer_s * 1e3:.3g} ms per step ({compute.optimizer_how}"
            + (": folded into the given rate" if compute.optimizer_how == ASSUMED else "") + ")",
            f"# term bucket readiness: {ready}"]

@@ -38,6 +38,14 @@ it is calibrated, measured or assumed):
   is over, against the network model (a microbenchmark fit or a fabric's
   figures): the ratio of the in-step times of buckets that ran wholly after
   the backward pass (replicate's hook) to the model's; assumed 1 without.
+- **copies**: DDP copies each gradient into its bucket as it becomes ready
+  (on the thread that runs the backward pass, so the copy-in lengthens B')
+  and, after the last allreduce, every bucket back into the gradients
+  (copy_out, after the backward pass: exposed), unless the model uses
+  ``gradient_as_bucket_view``; seconds per byte of gradients for both
+  passes, half each.  Measured by replicate's comm-only phase, which copies
+  as DDP does (at 2 ranks on the 2-core machine: 0.2-0.3 ms per MB, about
+  110 ms of GPT-2 small's 2.6 s step); assumed 0 without.
 - **optimizer** on its own, O, not folded into the samples/s rate.
 - **bucket readiness**: bucket i's gradients are all computed at
   ``ready_i`` x B' (the shares measured by replicate for that model, else
@@ -47,8 +55,9 @@ it is calibrated, measured or assumed):
 exposed(N): one communication stream runs the buckets in order, bucket i
 from max(ready_i B', end of bucket i-1) for comm x allreduce(bytes_i, N) of
 work, at overlap x full speed until B' ends (:func:`schedule`); what runs
-past the end of the backward pass is exposed.  At N = 1 there is no
-communication and no sharing or skew.
+past the end of the backward pass is exposed, and so is the copy back out
+of the buckets.  At N = 1 there is no communication, no copy and no
+sharing or skew.
 
 Sources: the terms and their sizes were found by timing DDP on a 2-core CPU
 against this model (issue 12: GPT-2 small lost 14 points of efficiency of
@@ -71,7 +80,7 @@ __all__ = ["schedule", "expected_max", "skew_estimate", "interference_estimate",
 
 ASSUMED, CALIBRATED, MEASURED, ESTIMATED = "assumed", "calibrated", "measured", "estimated"
 BACKWARD_FRACTION = 2.0 / 3.0  # backward costs about twice the forward pass
-TERM_NAMES = ("sharing", "sharing_opt", "skew", "interference", "comm", "overlap")
+TERM_NAMES = ("sharing", "sharing_opt", "skew", "interference", "comm", "overlap", "copies")
 
 
 @dataclass(frozen=True)
@@ -103,6 +112,7 @@ class Terms:
     interference: Term = Term(0.0, ASSUMED, "no calibration: communication assumed to take no compute")
     comm: Term = Term(1.0, ASSUMED, "no calibration: the allreduce inside a step as fast as the network model")
     overlap: Term = Term(1.0, ASSUMED, "no calibration: the allreduce as fast during the backward pass as after it")
+    copies: Term = Term(0.0, ASSUMED, "not measured: DDP's copies into and out of its buckets assumed free")
     # Measured bucket-readiness shares per model (from replicate records), used before the estimate.
     readiness: Dict[str, Tuple[float, ...]] = field(default_factory=dict)
 
@@ -203,7 +213,8 @@ def predict(phases: Phases, buckets: Sequence[Tuple[int, float]], n: int,
         return Prediction(alone, alone, 0.0, 0.0, phases.backward, 1.0)
     share = 1.0 + terms.sharing.value
     works = [allreduce(b, n) * terms.comm.value for b, _ in buckets]
-    base = phases.backward * share
+    copy_each = 0.5 * terms.copies.value * float(sum(b for b, _ in buckets))  # one pass: in, or out
+    base = phases.backward * share + copy_each
     backward = base
     for _ in range(50):  # interference lengthens the backward pass, which changes what overlaps it
         end, during = schedule(buckets, works, backward, terms.overlap.value)
@@ -212,7 +223,7 @@ def predict(phases: Phases, buckets: Sequence[Tuple[int, float]], n: int,
             break
         backward = longer
     end, during = schedule(buckets, works, backward, terms.overlap.value)
-    exposed = max(0.0, end - backward)
+    exposed = max(0.0, end - backward) + copy_each
     compute = (phases.forward * share + backward + phases.optimizer * (1.0 + terms.sharing_opt.value)) * \
         (1.0 + terms.skew.value)
     step = compute + exposed

@@ -145,8 +145,9 @@ def report(out: Path, ranks) -> None:
         over = " (oversubscribed)" if any(r.get("oversubscribed") for r in recs) else ""
         print(f"# {n} ranks{over}: gloo allreduce fit {fits[0].algorithm}, alpha {fits[0].alpha * 1e6:.0f} us, "
               f"beta {fits[0].beta / 1e9:.2f} GB/s; gradient allreduce alone in the jobs: "
-              + ", ".join(f"{r['model']} {r['comm_alone_ms']:.1f} ms" for r in recs
-                          if isinstance(r.get("comm_alone_ms"), (int, float))))
+              + ", ".join(f"{r['model']} {r['comm_alone_ms']:.1f} ms" + (
+                  f" (+ DDP's copies {r['copy_alone_ms']:.1f} ms)" if isinstance(r.get("copy_alone_ms"), (int, float))
+                  else "") for r in recs if isinstance(r.get("comm_alone_ms"), (int, float))))
         networks = ["job", "sweep"] if any(calibrate.job_network(r) for r in recs) else ["sweep"]
         for network in networks:
             rows = calibrate.evaluate(recs, net.allreduce, network=network)

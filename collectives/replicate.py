@@ -54,9 +54,9 @@ NAME = "replicate"
 OPTIMIZERS = ("adam", "sgd")
 DTYPES = ("float32", "bfloat16")
 # Bytes per parameter a training rank holds: weights, gradients, DDP's
-# gradient buckets, the comm-only phase's buffers, and Adam's two moments
-# (SGD: none, momentum off).
-_BYTES_PER_PARAM = {"adam": 4 * 6, "sgd": 4 * 4}
+# gradient buckets, the comm-only phase's buckets and the gradients it copies
+# them from and back to, and Adam's two moments (SGD: none, momentum off).
+_BYTES_PER_PARAM = {"adam": 4 * 7, "sgd": 4 * 5}
 FAULTS_NOTE = 10000  # page faults a step above which the table says the allocator hands memory back
 PHASE_S = 0.25  # --steps auto: steps per phase so that a phase lasts at least this long
 MAX_STEPS = 50

@@ -10,7 +10,8 @@ so that the exposed communication is measured against the host-side times
 at which buckets became ready, and at the end of the step).
 
 :func:`comm_fn` times the gradient allreduce alone, no compute: every
-bucket DDP hands over, in its order, one after another.  :func:`repeat` runs a step function
+bucket DDP hands over, in its order, one after another, with DDP's copies
+of the gradients into each bucket and back out timed apart.  :func:`repeat` runs a step function
 several times and returns the mean step (short steps are timed in groups,
 so that a phase outlasts the clock's and the scheduler's noise).
 
@@ -173,12 +174,15 @@ def step_fn(torch, model, opt, data, device, log: Optional[BucketLog] = None) ->
 
 
 def comm_fn(torch, dist, group, sizes, dtype, device, world: int) -> Callable[[], Dict]:
-    """A function that allreduces (average) one buffer per bucket of ``sizes`` (bytes), one after another in
-    DDP's order with no compute running, and returns ``step`` (first start to last done, s) and ``buckets``
-    ((bytes, start, done) from the first start).  One at a time, as the step model's single stream runs
-    them: launched all at once, the backend runs two or more together and each bucket's own time is lost."""
+    """A function that reduces the gradients as DDP does, bucket by bucket in DDP's order with no compute
+    running: copy the bucket's gradients in, average them (divide, allreduce), copy them back out.  It
+    returns ``step`` (the allreduces' own times summed, s), ``buckets`` ((bytes, start, done) of each
+    allreduce from the first start) and ``copies`` (the copies in and out, summed, s).  One bucket at a
+    time, as the step model's single stream runs them: launched all at once, the backend runs two or
+    more together and each bucket's own time is lost."""
     itemsize = torch.empty((), dtype=dtype).element_size()
     bufs = [torch.ones(max(1, b // itemsize), dtype=dtype, device=device) for b in sizes]
+    grads = [torch.ones_like(b) for b in bufs]  # DDP's model gradients, apart from its buckets
     kind = getattr(device, "type", "cpu")
     lazy = _lazy_settle(torch, kind)
 
@@ -191,13 +195,22 @@ def comm_fn(torch, dist, group, sizes, dtype, device, world: int) -> Callable[[]
     def step() -> Dict:
         t0 = time.perf_counter()
         marks: List[Tuple[int, float, float]] = []
-        for buf in bufs:
+        reduce_s = copies_s = 0.0
+        for buf, grad in zip(bufs, grads):
+            c0 = time.perf_counter()
+            buf.copy_(grad)
+            settle()
             start = time.perf_counter()
             buf.div_(world)
             dist.all_reduce(buf, group=group)
             settle()
-            marks.append((buf.numel() * itemsize, start - t0, time.perf_counter() - t0))
-        return {"step": time.perf_counter() - t0, "buckets": marks}
+            done = time.perf_counter()
+            grad.copy_(buf)
+            settle()
+            copies_s += (start - c0) + (time.perf_counter() - done)
+            reduce_s += done - start
+            marks.append((buf.numel() * itemsize, start - t0, done - t0))
+        return {"step": reduce_s, "buckets": marks, "copies": copies_s}
     return step
 
 

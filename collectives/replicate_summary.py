@@ -29,7 +29,8 @@ the DDP step, one after another, no compute): ``comm_alone_ms``, the
 median over rounds of the fastest rank's time (the last to leave the
 barrier, so none of its time is waiting for the others), and per bucket its own time
 (from the later of its launch and the previous bucket's end to its end),
-the network the step model is given from the same minutes.
+the network the step model is given from the same minutes; ``copy_alone_ms``,
+DDP's copies of the gradients into its buckets and back out, timed apart.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ SUMMARY_FIELDS = (
     "nosync_ms", "nosync_max_ms", "nosync_forward_ms", "nosync_backward_ms", "nosync_optimizer_ms",
     "x1_samples_per_s", "xn_samples_per_s", "efficiency",
     "loss_sharing", "loss_skew", "loss_exposed", "wait_cpu_ms", "rounds_timed", "steps_per_phase", "comm_alone_ms",
+    "copy_alone_ms",
     "alone_faults_per_step", "ddp_faults_per_step",
 )
 
@@ -100,14 +102,20 @@ def _median_of(steps: Sequence[Dict], key: str) -> Optional[float]:
 def _comm_alone(per_rank: Sequence[Sequence[Dict]], rounds: int, nranks: int) -> Dict:
     """The comm-only phase: per round the fastest rank's time (median, spread) and per-bucket own times.
     The fastest is the last to leave the barrier: the others wait for it inside the first allreduce, so
-    its time is the collectives' own."""
+    its time is the collectives' own.  ``copy_alone_ms``: DDP's copies into and out of the buckets, the
+    mean over ranks (local work: nobody waits in it), median over rounds."""
     slow = []
     for i in range(rounds):
         got = [per_rank[r][i].get("comm") for r in range(nranks)]
         if all(g is not None for g in got):
             slow.append(min(got, key=lambda g: g["step"]))
+    copies = [statistics.mean(per_rank[r][i]["comm"]["copies"] for r in range(nranks)) for i in range(rounds)
+              if all(isinstance((per_rank[r][i].get("comm") or {}).get("copies"), (int, float))
+                     for r in range(nranks))]
+    copy_ms = statistics.median(copies) * 1e3 if copies else None
     if not slow:
-        return {"comm_alone_ms": None, "comm_alone_ms_spread": None, "comm_alone_buckets": None}
+        return {"comm_alone_ms": None, "comm_alone_ms_spread": None, "comm_alone_buckets": None,
+                "copy_alone_ms": copy_ms}
     shapes = {tuple(b for b, _, _ in g["buckets"]) for g in slow}
     buckets = None
     if len(shapes) == 1:
@@ -116,7 +124,7 @@ def _comm_alone(per_rank: Sequence[Sequence[Dict]], rounds: int, nranks: int) ->
                    for j, (b, _, _) in enumerate(slow[0]["buckets"])]
     times = [g["step"] for g in slow]
     return {"comm_alone_ms": statistics.median(times) * 1e3, "comm_alone_ms_spread": _spread(times, 1e3),
-            "comm_alone_buckets": buckets}
+            "comm_alone_buckets": buckets, "copy_alone_ms": copy_ms}
 
 
 def summarize(per_rank: Sequence[Sequence[Dict]], batch: int, nranks: int) -> Dict:

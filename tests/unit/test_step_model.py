@@ -1,6 +1,7 @@
 """The step model's terms, the calibration that fits them, and replicate's summary maths (pure)."""
 
 import math
+import statistics
 
 import pytest
 
@@ -51,6 +52,14 @@ def test_each_term_moves_the_step_the_way_it_says():
     slow = predict(PH, buckets, 2, net(), Terms(comm=Term(2.0)))
     assert slow.comm_s == pytest.approx(2 * base.comm_s) and slow.step_s > base.step_s
     assert base.efficiency == pytest.approx(0.35 / base.step_s)
+    # DDP's copies: half (into the buckets) lengthens the backward pass, half (back out) is exposed.
+    per_byte = 1e-9
+    copied = predict(PH, [(4_000_000, 0.2)], 2, net(), Terms(copies=Term(per_byte)))
+    plain = predict(PH, [(4_000_000, 0.2)], 2, net())
+    assert copied.backward_s == pytest.approx(plain.backward_s + 0.002)
+    assert copied.exposed_s == pytest.approx(plain.exposed_s + 0.002)
+    assert copied.step_s == pytest.approx(plain.step_s + 0.004)
+    assert predict(PH, [(4_000_000, 0.2)], 1, net(), Terms(copies=Term(per_byte))).step_s == pytest.approx(0.35)
 
 
 def test_buckets_follow_ddp_and_readiness_never_goes_back():
@@ -65,7 +74,7 @@ def test_buckets_follow_ddp_and_readiness_never_goes_back():
 
 
 def test_terms_say_how_they_are_known():
-    assert Terms().code() == "sharing a, sharing_opt a, skew a, interference a, comm a, overlap a"
+    assert Terms().code() == "sharing a, sharing_opt a, skew a, interference a, comm a, overlap a, copies a"
     assert Terms(skew=Term(0.1, CALIBRATED)).skew.how == CALIBRATED and Terms().sharing.how == ASSUMED
 
 
@@ -114,7 +123,8 @@ def test_summary_at_one_rank_has_no_sharing_or_skew():
 def test_summary_of_the_comm_only_phase():
     # Rank 0 is the faster one in every round (it left the barrier last): its times are the phase's.
     def comm(total, scale=1.0):
-        return {"step": total * scale, "buckets": [(100, 0.0, 0.4 * total * scale), (300, 0.0, total * scale)]}
+        return {"step": total * scale, "buckets": [(100, 0.0, 0.4 * total * scale), (300, 0.0, total * scale)],
+                "copies": total * scale / 10}
     per_rank = [
         [{"alone": _step(1.0), "nosync": _step(1.1), "ddp": _ddp(1.3), "wait_cpu": None, "comm": comm(t)}
          for t in (0.2, 0.1, 0.3)],
@@ -126,9 +136,11 @@ def test_summary_of_the_comm_only_phase():
     assert [b["bytes"] for b in s["comm_alone_buckets"]] == [100, 300]
     assert [b["ms"] for b in s["comm_alone_buckets"]] == pytest.approx([80, 120])
     assert s["rounds"][0]["comm_ms"] == pytest.approx([200, 300])
+    # The copies are local work, nobody waits in them: the mean over ranks, median over rounds.
+    assert s["copy_alone_ms"] == pytest.approx(statistics.median([25, 12.5, 37.5]))
     # At one rank (or rounds without the phase) there is nothing to report.
     one = summarize([[{"alone": _step(1.0), "nosync": None, "ddp": _ddp(1.1), "wait_cpu": None}]], 1, 1)
-    assert one["comm_alone_ms"] is None and one["comm_alone_buckets"] is None
+    assert one["comm_alone_ms"] is None and one["comm_alone_buckets"] is None and one["copy_alone_ms"] is None
 
 
 def test_page_faults_a_step_are_summarised_and_the_allocator_named(monkeypatch):
@@ -204,17 +216,19 @@ def _record(model, terms, allreduce, alone=(0.1, 0.2, 0.05)):
                nosync_backward_ms=ph.backward * (1 + terms.sharing.value) * 1e3, nosync_optimizer_ms=o * 1e3, nosync_max_ms=m * (1 + terms.skew.value) * 1e3, ddp_ms=p.step_s * 1e3,
                efficiency=ph.total / p.step_s, backward_ms=p.backward_s * 1e3,
                bucket_timeline=[{"bytes": b, "ready_ms": r, "done_ms": d} for b, r, d in ends])
+    if terms.copies.value:  # as replicate's comm-only phase times them
+        rec["copy_alone_ms"] = terms.copies.value * sum(b for b, _ in buckets) * 1e3
     return rec
 
 
 def test_calibration_recovers_the_terms_that_made_the_records():
     truth = Terms(sharing=Term(0.08), sharing_opt=Term(0.3), skew=Term(0.03), interference=Term(0.7),
-                  comm=Term(1.5), overlap=Term(0.4))
+                  comm=Term(1.5), overlap=Term(0.4), copies=Term(2e-10))
     allreduce = net(bw=2e8)
     recs = [_record(m, truth, allreduce, alone) for m, alone in
             (("unet", (0.4, 0.9, 0.1)), ("gpt2-small", (0.3, 0.6, 0.3)), ("braggnn", (0.002, 0.004, 0.001)))]
     got = calibrate.fit_terms(recs, allreduce, _estimate)
-    for name in ("sharing", "sharing_opt", "skew", "interference", "comm", "overlap"):
+    for name in ("sharing", "sharing_opt", "skew", "interference", "comm", "overlap", "copies"):
         assert getattr(got, name).value == pytest.approx(getattr(truth, name).value, rel=0.02, abs=0.005), name
         assert getattr(got, name).how == CALIBRATED
     assert set(got.readiness) == {"unet", "gpt2-small", "braggnn"}
@@ -293,6 +307,33 @@ def test_skew_and_interference_estimated_from_one_rank_and_the_host():
     assert calibrate.fit_terms(others, allreduce, _estimate).interference.how == ESTIMATED
 
 
+def test_copies_come_from_the_records_own_comm_only_phase():
+    from analysis.step_model import MEASURED
+
+    allreduce = net(bw=2e8)
+    rec = _record("gpt2-small", Terms(), allreduce, (0.3, 0.6, 0.3))
+    plain = calibrate.predict_record(rec, Terms(), allreduce, _estimate)[0]
+    grad = sum(b["bytes"] for b in rec["bucket_timeline"])
+    rec["copy_alone_ms"] = 110.0
+    got = calibrate.record_estimates(rec)["copies"]
+    assert got.how == MEASURED and got.value == pytest.approx(0.110 / grad) and "110.0 ms" in got.source
+    # Uncalibrated or not, the record's copies are in its prediction: half in the backward pass (which then
+    # hides more of the allreduce), half after it.
+    with_copies = calibrate.predict_record(rec, Terms(), allreduce, _estimate)[0]
+    assert with_copies.backward_s == pytest.approx(plain.backward_s + 0.055)
+    assert plain.step_s + 0.055 <= with_copies.step_s <= plain.step_s + 0.110 + 1e-9
+    assert calibrate.copies_per_byte({"copy_alone_ms": None, "bucket_timeline": rec["bucket_timeline"]}) is None
+    assert calibrate.copies_per_byte({"copy_alone_ms": 5.0}) is None  # no bucket sizes to divide by
+
+
+def test_sharing_is_pooled_so_a_model_weighs_by_its_time():
+    allreduce = net(bw=2e8)
+    long_ = _record("unet", Terms(sharing=Term(0.02)), allreduce, (0.4, 0.9, 0.1))
+    short = _record("braggnn", Terms(sharing=Term(0.20)), allreduce, (0.002, 0.004, 0.001))
+    got = calibrate.fit_terms([long_, short], allreduce, _estimate).sharing.value
+    assert got == pytest.approx((1.3 * 1.02 + 0.006 * 1.2) / 1.306 - 1) and got < 0.025
+
+
 def test_calibration_needs_a_multi_rank_record():
     with pytest.raises(ValueError, match="2 ranks"):
         calibrate.fit_terms([{"nranks": 1, "model": "unet"}])
@@ -340,7 +381,7 @@ def test_scaling_calibrate_says_how_each_term_is_known(tmp_path, capsys):
     assert "# term sharing +5.0 % (calibrated" in out and "# term comm x1.3 (calibrated" in out
     assert "measured by collectives.replicate" in out  # compute and bucket readiness of unet
     rows = [ln.split() for ln in out.splitlines() if ln.strip() and not ln.startswith("#")]
-    assert [r[9] for r in rows] == ["cccccc/m"] * 3
+    assert [r[9] for r in rows] == ["cccccca/m"] * 3  # copies: the records did not time them
     # A fabric is not the transport the runs used: comm stays assumed, and a note says why.
     assert scaling.main(["--model", "unet", "--batch", "2", "--devices", "1,2", "--fabric", "nvlink3",
                          "--calibrate", str(runs)]) == 0
