@@ -11,7 +11,9 @@ From each record of the interleaved rounds (N > 1):
   that ran wholly after the backward computation (which ends when the last
   bucket is ready), summed, over the network model's time for them;
   overlap = comm x the model's time over the in-step time of the buckets
-  that ran wholly inside it, summed; both only with a network model;
+  that ran wholly inside it, summed; both only with a network model, and
+  only from buckets of at least MIN_COMM_S (10 ms) by it (else they stay
+  assumed);
 - interference: where a record's ranks fill its host's cores (CPU), the
   estimate 1 (:func:`record_estimates`); else the one value, in [0, 20],
   that minimises the squared relative error of the predicted DDP step over
@@ -51,7 +53,7 @@ from analysis.step_model import (ASSUMED, CALIBRATED, ESTIMATED, MEASURED, TERM_
                                  interference_estimate, predict, skew_estimate)
 
 __all__ = ["phases_of", "record_estimates", "with_estimates", "measured_shares", "instep_comm",
-           "model_buckets", "record_buckets", "copies_per_byte", "fit_terms", "job_network", "NETWORKS",
+           "model_buckets", "record_buckets", "copies_per_byte", "fit_terms", "job_network", "NETWORKS", "MIN_COMM_S",
            "predict_record", "evaluate", "predicted_parts", "measured_parts", "carrier", "compute_from_records",
            "curve_readiness", "terms_lines"]
 
@@ -108,9 +110,15 @@ def measured_shares(rec: Dict) -> Optional[Tuple[float, ...]]:
     return tuple(min(1.0, max(0.0, b["ready_ms"] / end)) for b in tl)
 
 
+MIN_COMM_S = 0.01  # buckets the network model gives less time than this tell comm and overlap nothing
+
+
 def comm_samples(rec: Dict, allreduce: Allreduce) -> Tuple[Tuple[float, float], Tuple[float, float]]:
     """((in-step, model) seconds summed over buckets that ran wholly after the backward computation,
-    (in-step, model) summed over those that ran wholly inside it)."""
+    (in-step, model) summed over those that ran wholly inside it), of buckets the network model gives at
+    least MIN_COMM_S: a shorter bucket's in-step time is mostly a fixed delay (here 0.5-6 ms: the
+    backend's thread waking on a core that computes), which as a ratio would scale every bucket of
+    another model (UNet's 2.3 MB bucket took 1-3x its alone time; GPT-2's 176 MB one 0.9-1.6x)."""
     tl = rec.get("bucket_timeline") or []
     got = instep_comm(rec) or []
     after, inside = [0.0, 0.0], [0.0, 0.0]
@@ -119,7 +127,7 @@ def comm_samples(rec: Dict, allreduce: Allreduce) -> Tuple[Tuple[float, float], 
     end = max(_ready(b) for b in tl)
     for b, dur in zip(tl, got):
         nominal = allreduce(b["bytes"], int(rec["nranks"]))
-        if dur <= 0 or nominal <= 0:
+        if dur <= 0 or nominal < MIN_COMM_S:
             continue
         start = b["done_ms"] - dur * 1e3
         into = after if start >= end - 1e-9 else inside if b["done_ms"] <= end else None
@@ -177,10 +185,11 @@ def record_buckets(rec: Dict, terms: Terms, estimate: Optional[Estimate] = None)
     return buckets, how
 
 
-def record_estimates(rec: Dict) -> Dict[str, Term]:
+def record_estimates(rec: Dict, nranks: Optional[int] = None) -> Dict[str, Term]:
     """The terms a record's own one-rank measurements and host give (step_model's estimates): skew from
     the spread of its alone steps (each step's own time where a phase was a group), interference 1 where
-    the ranks' threads fill the cores; and DDP's copies as its comm-only phase timed them."""
+    the ranks' threads fill the cores; and DDP's copies as its comm-only phase timed them.  ``nranks``:
+    the rank count to estimate the skew for (a curve's), default the record's."""
     out: Dict[str, Term] = {}
     alone = []  # every alone step's own time where a phase was a group of steps, else each phase's
     for x in rec.get("rounds") or []:
@@ -188,10 +197,11 @@ def record_estimates(rec: Dict) -> Dict[str, Term]:
             alone += x["alone_each_ms"]
         elif isinstance(x.get("alone_ms"), (int, float)):
             alone.append(x["alone_ms"])
-    skew = skew_estimate(alone, int(rec["nranks"]))
+    n = int(nranks or rec["nranks"])
+    skew = skew_estimate(alone, n)
     if skew is not None:
         out["skew"] = Term(skew, ESTIMATED, f"the spread of {len(alone)} alone steps (robust sigma over their "
-                           f"median) x the expected maximum of {int(rec['nranks'])} normal draws")
+                           f"median) x the expected maximum of {n} normal draws")
     copies = copies_per_byte(rec)
     if copies is not None:
         out["copies"] = Term(copies, MEASURED, f"the same job's comm-only phase: DDP's copies of the gradients "

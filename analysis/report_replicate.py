@@ -37,7 +37,9 @@ def _network(model_fits, transport: str) -> Optional[scaling.Network]:
 
 
 def _curves(model: str, recs: List[Dict], network: scaling.Network, all_recs: List[Dict]) -> List[Dict]:
-    """Uncalibrated and calibrated (on every record of the other models, else on all) curves of ``model``."""
+    """Uncalibrated and calibrated (on every record of the other models) curves of ``model``; at every N
+    with the terms the table's predictions take from the model's own run (skew for that N from its alone
+    steps, interference from its host, DDP's copies from its comm-only phase), as the table does."""
     w = workloads.get(model)
     compute = calibrate.compute_from_records(recs, model)
     batches = sorted({int(r["batch"]) for r in recs})
@@ -47,11 +49,14 @@ def _curves(model: str, recs: List[Dict], network: scaling.Network, all_recs: Li
     variants = [("uncalibrated", step_model.Terms())]
     if others:
         variants.append(("calibrated on the other models", calibrate.fit_terms(others, network.allreduce)))
+    own = max((r for r in recs if int(r["nranks"]) > 1), key=lambda r: len(r.get("rounds") or []), default=None)
     for label, terms in variants:
         ready = calibrate.curve_readiness(w, 4, terms, seq)
         net = scaling.Network(f"{network.label}, {label}", network.kind, network.allreduce,
                               valid_up_to=network.valid_up_to, short=f"{network.short}, {label}")
-        rows += scaling.curve(w, batches, DEVICES, compute, net, 4, 1, False, True, terms, ready)
+        at = (terms if own is None else
+              (lambda n, t=terms: t.with_(**calibrate.record_estimates(own, n)) if n > 1 else t))
+        rows += scaling.curve(w, batches, DEVICES, compute, net, 4, 1, False, True, at, ready)
     return rows
 
 
@@ -97,7 +102,9 @@ def section(records: Sequence[Dict], model_fits, outdir: Path, table) -> Tuple[L
           "ranks without gradient sync, all under DDP), so E(N) = X(N) / (N X(1)) comes from one job. Its loss "
           "in points: sharing (no-sync mean vs alone), skew (slowest vs mean), exposed communication (DDP vs the "
           "slowest no-sync step). Predicted: analysis.step_model from the same run's alone phase and the "
-          "transport's allreduce fit, skew and interference estimated from the run's own alone steps and host; "
+          "transport's allreduce fit, skew and interference estimated from the run's own alone steps and host, "
+          "DDP's copies of the gradients as the run's comm-only phase timed them (the curves take the same, skew "
+          "for each N); "
           "uncalibrated = every other term assumed (bucket readiness estimated from layer FLOPs), calibrated = "
           "those terms fitted to the other models' runs (leave-one-model-out).", ""]
     rows, plots, missing = [], [], set()

@@ -193,22 +193,25 @@ def curve(workload, batches: Sequence[int], devices: Sequence[int], compute: Com
           readiness: Optional[Tuple[List[float], str]] = None) -> List[Dict]:
     """Rows of the scaling table: one per (batch, N); every row is modelled.
 
-    ``readiness``: (each bucket's ready share of the backward pass, how it is
-    known); default: spread evenly over bytes (assumed)."""
+    ``terms``: the step model's terms, or a function of N giving them (terms
+    estimated per rank count, as the slowest-rank term is).  ``readiness``:
+    (each bucket's ready share of the backward pass, how it is known);
+    default: spread evenly over bytes (assumed)."""
     from analysis import step_model as sm, workloads
 
     buckets = workloads.gradient_buckets(workload, bytes_per_element=grad_bytes)
     shares, ready_how = readiness if readiness else (sm.even_readiness(buckets), sm.ASSUMED)
-    terms = terms or sm.Terms()
+    terms_at = terms if callable(terms) else (lambda n, t=terms or sm.Terms(): t)
     rows = []
     for b in batches:
         per1 = b
-        base = step_time(buckets, per1, 1, compute, network, accum, overlap, terms, shares)
+        base = step_time(buckets, per1, 1, compute, network, accum, overlap, terms_at(1), shares)
         x1 = per1 * accum / base.step_s
         for n in devices:
             per = b / n if strong else b
             if per <= 0 or (strong and per < 1):
                 continue
+            terms = terms_at(n)
             s = step_time(buckets, per, n, compute, network, accum, overlap, terms, shares)
             x = n * per * accum / s.step_s
             rows.append({
@@ -238,10 +241,11 @@ def format_table(rows: List[Dict], workload, network: Network, compute: Compute,
         f"# network: {network.label} ({network.kind})",
         f"# compute: {compute.source}",
         "# step = (forward + backward + optimizer) x sharing x skew + exposed allreduce (DDP buckets "
-        "overlapped with the backward pass, slowed by interference; analysis.step_model); E(N) = X(N) / (N X(1))",
+        "overlapped with the backward pass, slowed by interference; DDP's copies in and out of its buckets; "
+        "analysis.step_model); E(N) = X(N) / (N X(1))",
     ] + list(terms_lines) + [f"# note: {n}" for n in notes] + [
-        "# terms: how the model's sharing, sharing_opt, skew, interference, comm, overlap / bucket readiness are known "
-        "(c calibrated, m measured, e estimated, a assumed)",
+        "# terms: how the model's sharing, sharing_opt, skew, interference, comm, overlap, copies / bucket "
+        "readiness are known (c calibrated, m measured, e estimated, a assumed)",
         "#  batch   per-dev  devices   step(ms)  compute(ms)  allreduce(ms)  exposed(ms)   samples/s  efficiency"
         "    terms",
     ]
@@ -254,7 +258,7 @@ def format_table(rows: List[Dict], workload, network: Network, compute: Compute,
 
 
 def terms_token(row: Dict) -> str:
-    """``cccccc/m``: how each step-model term of a row is known, then its bucket readiness."""
+    """``cccccca/m``: how each step-model term of a row is known, then its bucket readiness."""
     codes = "".join(part.split()[-1] for part in str(row.get("terms") or "").split(", ") if part)
     return f"{codes or '-'}/{str(row.get('readiness') or 'assumed')[0]}"
 

@@ -224,7 +224,7 @@ def _record(model, terms, allreduce, alone=(0.1, 0.2, 0.05)):
 def test_calibration_recovers_the_terms_that_made_the_records():
     truth = Terms(sharing=Term(0.08), sharing_opt=Term(0.3), skew=Term(0.03), interference=Term(0.7),
                   comm=Term(1.5), overlap=Term(0.4), copies=Term(2e-10))
-    allreduce = net(bw=2e8)
+    allreduce = net(bw=2e8, lat=calibrate.MIN_COMM_S)  # every bucket long enough to fit comm and overlap on
     recs = [_record(m, truth, allreduce, alone) for m, alone in
             (("unet", (0.4, 0.9, 0.1)), ("gpt2-small", (0.3, 0.6, 0.3)), ("braggnn", (0.002, 0.004, 0.001)))]
     got = calibrate.fit_terms(recs, allreduce, _estimate)
@@ -244,7 +244,9 @@ def test_the_job_network_stands_in_for_the_sweep():
     # Records made with one network; the sweep given to evaluate is 3x too fast, the job's comm-only
     # phase (its total split over buckets by bytes) is right: only the job network predicts them.
     truth = Terms(sharing=Term(0.05), skew=Term(0.02), interference=Term(0.5))
-    real = net(bw=2e8, lat=5e-3)  # a latency: a bucket's own time is not its share of the total by bytes
+    # A latency: a bucket's own time is not its share of the total by bytes (and, a third of it, every
+    # bucket still long enough to fit comm and overlap on).
+    real = net(bw=2e8, lat=3 * calibrate.MIN_COMM_S)
     recs = [_record(m, truth, real, alone) for m, alone in
             (("unet", (0.4, 0.9, 0.1)), ("gpt2-small", (0.3, 0.6, 0.3)), ("braggnn", (0.002, 0.004, 0.001)))]
     for r in recs:
@@ -257,7 +259,7 @@ def test_the_job_network_stands_in_for_the_sweep():
             by_bytes = r["comm_alone_ms"] * 1e-3 * min(sizes) / sum(sizes)
             assert got(min(sizes), 2) != pytest.approx(by_bytes)
         assert got(12345, 2) == pytest.approx(12345 * r["comm_alone_ms"] * 1e-3 / sum(sizes))  # other sizes
-    fast = net(bw=6e8, lat=5e-3 / 3)  # a third of the real one
+    fast = net(bw=6e8, lat=calibrate.MIN_COMM_S)  # a third of the real one
     job = calibrate.evaluate(recs, fast, _estimate, network="job")
     sweep = calibrate.evaluate(recs, fast, _estimate, network="sweep")
     assert {r["network"] for r in job} == {"job"} and {r["network"] for r in sweep} == {"sweep"}
@@ -305,6 +307,18 @@ def test_skew_and_interference_estimated_from_one_rank_and_the_host():
     others = [dict(_record(m, truth, allreduce, a), host_cores=2, threads=1, ranks_per_host=2, device="cpu")
               for m, a in (("gpt2-small", (0.3, 0.6, 0.3)), ("braggnn", (0.002, 0.004, 0.001)))]
     assert calibrate.fit_terms(others, allreduce, _estimate).interference.how == ESTIMATED
+
+
+def test_comm_is_fitted_on_buckets_long_enough_to_say_it():
+    # A short bucket's in-step time is mostly a fixed delay: as a ratio it would scale every bucket.
+    rec = {"nranks": 2, "bucket_timeline": [{"bytes": 1, "ready_ms": 0.0, "done_ms": 50.0},
+                                            {"bytes": 2, "ready_ms": 100.0, "done_ms": 108.0},
+                                            {"bytes": 3, "ready_ms": 100.0, "done_ms": 160.0}]}
+    model = {1: 0.040, 2: 0.002, 3: 0.050}  # seconds: the 2-byte bucket took 4x its time, by 6 ms
+    after, inside = calibrate.comm_samples(rec, lambda b, n: model[b])
+    assert after == pytest.approx((0.052, 0.050)) and inside == pytest.approx((0.050, 0.040))
+    model[2] = calibrate.MIN_COMM_S  # long enough: it counts
+    assert calibrate.comm_samples(rec, lambda b, n: model[b])[0] == pytest.approx((0.060, 0.060))
 
 
 def test_copies_come_from_the_records_own_comm_only_phase():
