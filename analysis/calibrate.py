@@ -32,8 +32,8 @@ the alone phase does for compute.
 
 :func:`predict_record` always puts a record's own estimates in place of
 skew (from the spread of its alone steps) and interference (from its
-host's cores), and its own measurement of DDP's copies (the comm-only
-phase), calibrated or not: they come from the same job's one-rank
+host's cores), and its own measurements of DDP's copies and of the wake
+delay (the comm-only phase), calibrated or not: they come from the same job's one-rank
 measurements and its comm-only phase, as the compute and the job network do.
 
 :func:`evaluate` predicts every record twice: uncalibrated (every term
@@ -188,7 +188,8 @@ def record_buckets(rec: Dict, terms: Terms, estimate: Optional[Estimate] = None)
 def record_estimates(rec: Dict, nranks: Optional[int] = None) -> Dict[str, Term]:
     """The terms a record's own one-rank measurements and host give (step_model's estimates): skew from
     the spread of its alone steps (each step's own time where a phase was a group), interference 1 where
-    the ranks' threads fill the cores; and DDP's copies as its comm-only phase timed them.  ``nranks``:
+    the ranks' threads fill the cores; DDP's copies as its comm-only phase timed them and the wake
+    delay as its wake probe did.  ``nranks``:
     the rank count to estimate the skew for (a curve's), default the record's."""
     out: Dict[str, Term] = {}
     alone = []  # every alone step's own time where a phase was a group of steps, else each phase's
@@ -202,6 +203,10 @@ def record_estimates(rec: Dict, nranks: Optional[int] = None) -> Dict[str, Term]
     if skew is not None:
         out["skew"] = Term(skew, ESTIMATED, f"the spread of {len(alone)} alone steps (robust sigma over their "
                            f"median) x the expected maximum of {n} normal draws")
+    wake = rec.get("wake_alone_ms")
+    if isinstance(wake, (int, float)) and wake == wake:
+        out["wake"] = Term(wake * 1e-3, MEASURED, f"the same job's wake probe: an allreduce right after compute "
+                           f"took {wake:.2f} ms longer than back to back")
     copies = copies_per_byte(rec)
     if copies is not None:
         out["copies"] = Term(copies, MEASURED, f"the same job's comm-only phase: DDP's copies of the gradients "
@@ -226,15 +231,15 @@ def copies_per_byte(rec: Dict) -> Optional[float]:
 
 
 def with_estimates(rec: Dict, terms: Terms) -> Terms:
-    """``terms`` with the record's own estimates and measurements in place of skew, interference and copies
-    (see record_estimates)."""
+    """``terms`` with the record's own estimates and measurements in place of skew, interference, copies
+    and wake (see record_estimates)."""
     return terms.with_(**record_estimates(rec))
 
 
 def predict_record(rec: Dict, terms: Terms, allreduce: Allreduce,
                    estimate: Optional[Estimate] = None) -> Tuple[Prediction, str]:
-    """The record's step predicted with ``terms``, its own estimates (skew, interference, copies) in their
-    place."""
+    """The record's step predicted with ``terms``, its own estimates (skew, interference, copies, wake) in
+    their place."""
     buckets, how = record_buckets(rec, terms, estimate)
     return predict(phases_of(rec), buckets, int(rec["nranks"]), allreduce, with_estimates(rec, terms)), how
 
@@ -311,6 +316,9 @@ def fit_terms(recs: Sequence[Dict], allreduce: Optional[Allreduce] = None,
     if copies:  # for curves with no record of their own (a record's own measurement goes first)
         terms = terms.with_(copies=Term(statistics.median(copies), CALIBRATED, "median over the comm-only phases "
                                         f"of {what}: DDP's copies into and out of its buckets, per byte"))
+    wakes = [r["wake_alone_ms"] * 1e-3 for r in recs if isinstance(r.get("wake_alone_ms"), (int, float))]
+    if wakes:
+        terms = terms.with_(wake=Term(statistics.median(wakes), CALIBRATED, f"median over the wake probes of {what}"))
     if all(g is not None for g in given):
         samples = [comm_samples(r, g) for r, g in zip(recs, given)]
         after = [sum(a[0][i] for a in samples) for i in (0, 1)]
@@ -432,6 +440,8 @@ def terms_lines(terms: Terms, compute, ready_how: str) -> List[str]:
            f"({terms.overlap.how}: {terms.overlap.source})",
            f"# term copies {terms.copies.value * 1e9:.3g} ms per GB of gradients, in and out of DDP's buckets "
            f"({terms.copies.how}: {terms.copies.source})",
+           f"# term wake {terms.wake.value * 1e3:.3g} ms per step, the first allreduce after compute "
+           f"({terms.wake.how}: {terms.wake.source})",
            f"# term optimizer {compute.optimizer_s * 1e3:.3g} ms per step ({compute.optimizer_how}"
            + (": folded into the given rate" if compute.optimizer_how == ASSUMED else "") + ")",
            f"# term bucket readiness: {ready}"]

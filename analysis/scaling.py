@@ -242,9 +242,9 @@ def format_table(rows: List[Dict], workload, network: Network, compute: Compute,
         f"# compute: {compute.source}",
         "# step = (forward + backward + optimizer) x sharing x skew + exposed allreduce (DDP buckets "
         "overlapped with the backward pass, slowed by interference; DDP's copies in and out of its buckets; "
-        "analysis.step_model); E(N) = X(N) / (N X(1))",
+        "the wake delay; analysis.step_model); E(N) = X(N) / (N X(1))",
     ] + list(terms_lines) + [f"# note: {n}" for n in notes] + [
-        "# terms: how the model's sharing, sharing_opt, skew, interference, comm, overlap, copies / bucket "
+        "# terms: how the model's sharing, sharing_opt, skew, interference, comm, overlap, copies, wake / bucket "
         "readiness are known (c calibrated, m measured, e estimated, a assumed)",
         "#  batch   per-dev  devices   step(ms)  compute(ms)  allreduce(ms)  exposed(ms)   samples/s  efficiency"
         "    terms",
@@ -258,7 +258,7 @@ def format_table(rows: List[Dict], workload, network: Network, compute: Compute,
 
 
 def terms_token(row: Dict) -> str:
-    """``cccccca/m``: how each step-model term of a row is known, then its bucket readiness."""
+    """``ccccccaa/m``: how each step-model term of a row is known, then its bucket readiness."""
     codes = "".join(part.split()[-1] for part in str(row.get("terms") or "").split(", ") if part)
     return f"{codes or '-'}/{str(row.get('readiness') or 'assumed')[0]}"
 

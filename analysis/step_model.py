@@ -44,8 +44,16 @@ it is calibrated, measured or assumed):
   (copy_out, after the backward pass: exposed), unless the model uses
   ``gradient_as_bucket_view``; seconds per byte of gradients for both
   passes, half each.  Measured by replicate's comm-only phase, which copies
-  as DDP does (at 2 ranks on the 2-core machine: 0.2-0.3 ms per MB, about
-  110 ms of GPT-2 small's 2.6 s step); assumed 0 without.
+  as DDP does (at 2 ranks on the 2-core machine: 0.22-0.31 ms per MB, 131-139
+  ms of GPT-2 small's 2.5-2.6 s step); assumed 0 without.
+- **wake**: the first allreduce after the cores computed waits longer than
+  one back to back (on a host whose cores all compute, the backend's
+  threads wait for the CPU to come back to them): seconds once per step,
+  exposed (it falls on the buckets after the backward pass).  Measured by
+  replicate's wake probe (20 ms of compute, then an allreduce of the
+  smallest bucket's size, minus the same back to back; 3-4 ms at 132 KB
+  on the 2-core machine, which is BraggNN's whole bucket); assumed 0
+  without.
 - **optimizer** on its own, O, not folded into the samples/s rate.
 - **bucket readiness**: bucket i's gradients are all computed at
   ``ready_i`` x B' (the shares measured by replicate for that model, else
@@ -55,8 +63,8 @@ it is calibrated, measured or assumed):
 exposed(N): one communication stream runs the buckets in order, bucket i
 from max(ready_i B', end of bucket i-1) for comm x allreduce(bytes_i, N) of
 work, at overlap x full speed until B' ends (:func:`schedule`); what runs
-past the end of the backward pass is exposed, and so is the copy back out
-of the buckets.  At N = 1 there is no communication, no copy and no
+past the end of the backward pass is exposed, and so are the copy back out
+of the buckets and the wake delay.  At N = 1 there is no communication, no copy and no
 sharing or skew.
 
 Sources: the terms and their sizes were found by timing DDP on a 2-core CPU
@@ -80,7 +88,7 @@ __all__ = ["schedule", "expected_max", "skew_estimate", "interference_estimate",
 
 ASSUMED, CALIBRATED, MEASURED, ESTIMATED = "assumed", "calibrated", "measured", "estimated"
 BACKWARD_FRACTION = 2.0 / 3.0  # backward costs about twice the forward pass
-TERM_NAMES = ("sharing", "sharing_opt", "skew", "interference", "comm", "overlap", "copies")
+TERM_NAMES = ("sharing", "sharing_opt", "skew", "interference", "comm", "overlap", "copies", "wake")
 
 
 @dataclass(frozen=True)
@@ -113,6 +121,7 @@ class Terms:
     comm: Term = Term(1.0, ASSUMED, "no calibration: the allreduce inside a step as fast as the network model")
     overlap: Term = Term(1.0, ASSUMED, "no calibration: the allreduce as fast during the backward pass as after it")
     copies: Term = Term(0.0, ASSUMED, "not measured: DDP's copies into and out of its buckets assumed free")
+    wake: Term = Term(0.0, ASSUMED, "not measured: the first allreduce after compute assumed as fast as the next")
     # Measured bucket-readiness shares per model (from replicate records), used before the estimate.
     readiness: Dict[str, Tuple[float, ...]] = field(default_factory=dict)
 
@@ -223,7 +232,7 @@ def predict(phases: Phases, buckets: Sequence[Tuple[int, float]], n: int,
             break
         backward = longer
     end, during = schedule(buckets, works, backward, terms.overlap.value)
-    exposed = max(0.0, end - backward) + copy_each
+    exposed = max(0.0, end - backward) + copy_each + max(0.0, terms.wake.value)
     compute = (phases.forward * share + backward + phases.optimizer * (1.0 + terms.sharing_opt.value)) * \
         (1.0 + terms.skew.value)
     step = compute + exposed

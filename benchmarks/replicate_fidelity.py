@@ -146,7 +146,8 @@ def report(out: Path, ranks) -> None:
         print(f"# {n} ranks{over}: gloo allreduce fit {fits[0].algorithm}, alpha {fits[0].alpha * 1e6:.0f} us, "
               f"beta {fits[0].beta / 1e9:.2f} GB/s; gradient allreduce alone in the jobs: "
               + ", ".join(f"{r['model']} {r['comm_alone_ms']:.1f} ms" + (
-                  f" (+ DDP's copies {r['copy_alone_ms']:.1f} ms)" if isinstance(r.get("copy_alone_ms"), (int, float))
+                  f" (+ DDP's copies {r['copy_alone_ms']:.1f} ms, wake {r['wake_alone_ms']:.1f} ms)"
+                  if isinstance(r.get("copy_alone_ms"), (int, float)) and isinstance(r.get("wake_alone_ms"), (int, float))
                   else "") for r in recs if isinstance(r.get("comm_alone_ms"), (int, float))))
         networks = ["job", "sweep"] if any(calibrate.job_network(r) for r in recs) else ["sweep"]
         for network in networks:

@@ -11,7 +11,11 @@ at which buckets became ready, and at the end of the step).
 
 :func:`comm_fn` times the gradient allreduce alone, no compute: every
 bucket DDP hands over, in its order, one after another, with DDP's copies
-of the gradients into each bucket and back out timed apart.  :func:`repeat` runs a step function
+of the gradients into each bucket and back out timed apart; then the wake
+probe: the cores compute for WAKE_SPIN_S, as at the end of a backward pass,
+and an allreduce of the smallest bucket's size is timed right after it and
+again back to back (on a host whose cores all compute, the first waits for
+the CPU to come back to the backend's threads: 3-4 ms here for 132 KB).  :func:`repeat` runs a step function
 several times and returns the mean step (short steps are timed in groups,
 so that a phase outlasts the clock's and the scheduler's noise).
 
@@ -27,7 +31,10 @@ import os
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-__all__ = ["BucketLog", "step_fn", "comm_fn", "repeat", "allocator", "page_kib", "PHASES", "ALLOCATOR_ENV"]
+__all__ = ["BucketLog", "step_fn", "comm_fn", "spin", "repeat", "allocator", "page_kib", "PHASES", "ALLOCATOR_ENV",
+           "WAKE_SPIN_S"]
+
+WAKE_SPIN_S = 0.02  # the wake probe's compute: long enough here (the delay saturates after 5-15 ms)
 
 PHASES = ("forward", "backward", "optimizer", "step")
 
@@ -177,12 +184,14 @@ def comm_fn(torch, dist, group, sizes, dtype, device, world: int) -> Callable[[]
     """A function that reduces the gradients as DDP does, bucket by bucket in DDP's order with no compute
     running: copy the bucket's gradients in, average them (divide, allreduce), copy them back out.  It
     returns ``step`` (the allreduces' own times summed, s), ``buckets`` ((bytes, start, done) of each
-    allreduce from the first start) and ``copies`` (the copies in and out, summed, s).  One bucket at a
+    allreduce from the first start), ``copies`` (the copies in and out, summed, s) and ``wake`` (the wake
+    probe's allreduce right after WAKE_SPIN_S of compute minus the same back to back, s).  One bucket at a
     time, as the step model's single stream runs them: launched all at once, the backend runs two or
     more together and each bucket's own time is lost."""
     itemsize = torch.empty((), dtype=dtype).element_size()
     bufs = [torch.ones(max(1, b // itemsize), dtype=dtype, device=device) for b in sizes]
     grads = [torch.ones_like(b) for b in bufs]  # DDP's model gradients, apart from its buckets
+    probe = torch.zeros_like(min(bufs, key=lambda b: b.numel()))  # zeros: sums that never overflow
     kind = getattr(device, "type", "cpu")
     lazy = _lazy_settle(torch, kind)
 
@@ -210,8 +219,23 @@ def comm_fn(torch, dist, group, sizes, dtype, device, world: int) -> Callable[[]
             copies_s += (start - c0) + (time.perf_counter() - done)
             reduce_s += done - start
             marks.append((buf.numel() * itemsize, start - t0, done - t0))
-        return {"step": reduce_s, "buckets": marks, "copies": copies_s}
+        spin(WAKE_SPIN_S)
+        w0 = time.perf_counter()
+        dist.all_reduce(probe, group=group)
+        settle()
+        w1 = time.perf_counter()
+        dist.all_reduce(probe, group=group)
+        settle()
+        w2 = time.perf_counter()
+        return {"step": reduce_s, "buckets": marks, "copies": copies_s, "wake": (w1 - w0) - (w2 - w1)}
     return step
+
+
+def spin(seconds: float) -> None:
+    """Keep this rank's core busy for ``seconds`` (the host's clock), as a training step's compute does."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
 
 
 def _mean_steps(steps: List[Dict]) -> Dict:

@@ -30,7 +30,9 @@ median over rounds of the fastest rank's time (the last to leave the
 barrier, so none of its time is waiting for the others), and per bucket its own time
 (from the later of its launch and the previous bucket's end to its end),
 the network the step model is given from the same minutes; ``copy_alone_ms``,
-DDP's copies of the gradients into its buckets and back out, timed apart.
+DDP's copies of the gradients into its buckets and back out, timed apart;
+``wake_alone_ms``, how much longer an allreduce takes right after the cores
+computed than back to back (the wake probe of ``replicate_steps.comm_fn``).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ SUMMARY_FIELDS = (
     "nosync_ms", "nosync_max_ms", "nosync_forward_ms", "nosync_backward_ms", "nosync_optimizer_ms",
     "x1_samples_per_s", "xn_samples_per_s", "efficiency",
     "loss_sharing", "loss_skew", "loss_exposed", "wait_cpu_ms", "rounds_timed", "steps_per_phase", "comm_alone_ms",
-    "copy_alone_ms",
+    "copy_alone_ms", "wake_alone_ms",
     "alone_faults_per_step", "ddp_faults_per_step",
 )
 
@@ -103,19 +105,17 @@ def _comm_alone(per_rank: Sequence[Sequence[Dict]], rounds: int, nranks: int) ->
     """The comm-only phase: per round the fastest rank's time (median, spread) and per-bucket own times.
     The fastest is the last to leave the barrier: the others wait for it inside the first allreduce, so
     its time is the collectives' own.  ``copy_alone_ms``: DDP's copies into and out of the buckets, the
-    mean over ranks (local work: nobody waits in it), median over rounds."""
+    mean over ranks (local work: nobody waits in it), median over rounds; ``wake_alone_ms``: the wake
+    probe's delay (the allreduce right after compute minus the same back to back), the same way."""
     slow = []
     for i in range(rounds):
         got = [per_rank[r][i].get("comm") for r in range(nranks)]
         if all(g is not None for g in got):
             slow.append(min(got, key=lambda g: g["step"]))
-    copies = [statistics.mean(per_rank[r][i]["comm"]["copies"] for r in range(nranks)) for i in range(rounds)
-              if all(isinstance((per_rank[r][i].get("comm") or {}).get("copies"), (int, float))
-                     for r in range(nranks))]
-    copy_ms = statistics.median(copies) * 1e3 if copies else None
+    local = {"copy_alone_ms": _local_median(per_rank, rounds, nranks, "copies"),
+             "wake_alone_ms": _local_median(per_rank, rounds, nranks, "wake")}
     if not slow:
-        return {"comm_alone_ms": None, "comm_alone_ms_spread": None, "comm_alone_buckets": None,
-                "copy_alone_ms": copy_ms}
+        return {"comm_alone_ms": None, "comm_alone_ms_spread": None, "comm_alone_buckets": None, **local}
     shapes = {tuple(b for b, _, _ in g["buckets"]) for g in slow}
     buckets = None
     if len(shapes) == 1:
@@ -124,7 +124,14 @@ def _comm_alone(per_rank: Sequence[Sequence[Dict]], rounds: int, nranks: int) ->
                    for j, (b, _, _) in enumerate(slow[0]["buckets"])]
     times = [g["step"] for g in slow]
     return {"comm_alone_ms": statistics.median(times) * 1e3, "comm_alone_ms_spread": _spread(times, 1e3),
-            "comm_alone_buckets": buckets, "copy_alone_ms": copy_ms}
+            "comm_alone_buckets": buckets, **local}
+
+
+def _local_median(per_rank: Sequence[Sequence[Dict]], rounds: int, nranks: int, key: str) -> Optional[float]:
+    """The comm-only phase's ``key`` (s) in ms: the mean over ranks, median over rounds (None without)."""
+    got = [statistics.mean(per_rank[r][i]["comm"][key] for r in range(nranks)) for i in range(rounds)
+           if all(isinstance((per_rank[r][i].get("comm") or {}).get(key), (int, float)) for r in range(nranks))]
+    return statistics.median(got) * 1e3 if got else None
 
 
 def summarize(per_rank: Sequence[Sequence[Dict]], batch: int, nranks: int) -> Dict:

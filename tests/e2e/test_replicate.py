@@ -45,13 +45,15 @@ def test_phases_add_up_and_buckets_match_ddp(runner, tmp_path, n):
         assert r["host_cores"] >= 1
         if n == 1:
             assert r["loss_sharing"] == 0 and r["loss_skew"] == 0 and r["wait_cpu_ms"] is None
-            assert r["comm_alone_ms"] is None and r["copy_alone_ms"] is None
+            assert r["comm_alone_ms"] is None and r["copy_alone_ms"] is None and r["wake_alone_ms"] is None
         else:
             assert r["wait_cpu_ms"] is not None and r["nosync_max_ms"] >= r["nosync_ms"]
             # The gradient allreduce alone: every DDP bucket, timed in every round.
             assert r["comm_alone_ms"] > 0 and all(len(x["comm_ms"]) == n for x in r["rounds"])
             assert [b["bytes"] for b in r["comm_alone_buckets"]] == workloads.gradient_buckets(w)
             assert r["copy_alone_ms"] > 0  # DDP's copies into and out of its buckets, timed apart
+            # The wake probe: a difference of two allreduce times (noise may make it negative, never huge).
+            assert isinstance(r["wake_alone_ms"], float) and abs(r["wake_alone_ms"]) < 1000
     # The collective-points frame leaves training steps out; they load into their own.
     assert results.load([str(out)], all_status=True).empty
     df = replicate_runs.load([str(out)])

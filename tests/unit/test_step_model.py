@@ -60,6 +60,10 @@ def test_each_term_moves_the_step_the_way_it_says():
     assert copied.exposed_s == pytest.approx(plain.exposed_s + 0.002)
     assert copied.step_s == pytest.approx(plain.step_s + 0.004)
     assert predict(PH, [(4_000_000, 0.2)], 1, net(), Terms(copies=Term(per_byte))).step_s == pytest.approx(0.35)
+    # The wake delay: once a step, exposed; at one rank none.
+    woken = predict(PH, buckets, 2, net(), Terms(wake=Term(0.003)))
+    assert woken.exposed_s == pytest.approx(base.exposed_s + 0.003) and woken.backward_s == base.backward_s
+    assert predict(PH, buckets, 1, net(), Terms(wake=Term(0.003))).step_s == pytest.approx(0.35)
 
 
 def test_buckets_follow_ddp_and_readiness_never_goes_back():
@@ -74,7 +78,7 @@ def test_buckets_follow_ddp_and_readiness_never_goes_back():
 
 
 def test_terms_say_how_they_are_known():
-    assert Terms().code() == "sharing a, sharing_opt a, skew a, interference a, comm a, overlap a, copies a"
+    assert Terms().code() == "sharing a, sharing_opt a, skew a, interference a, comm a, overlap a, copies a, wake a"
     assert Terms(skew=Term(0.1, CALIBRATED)).skew.how == CALIBRATED and Terms().sharing.how == ASSUMED
 
 
@@ -124,7 +128,7 @@ def test_summary_of_the_comm_only_phase():
     # Rank 0 is the faster one in every round (it left the barrier last): its times are the phase's.
     def comm(total, scale=1.0):
         return {"step": total * scale, "buckets": [(100, 0.0, 0.4 * total * scale), (300, 0.0, total * scale)],
-                "copies": total * scale / 10}
+                "copies": total * scale / 10, "wake": total * scale / 100}
     per_rank = [
         [{"alone": _step(1.0), "nosync": _step(1.1), "ddp": _ddp(1.3), "wait_cpu": None, "comm": comm(t)}
          for t in (0.2, 0.1, 0.3)],
@@ -138,9 +142,11 @@ def test_summary_of_the_comm_only_phase():
     assert s["rounds"][0]["comm_ms"] == pytest.approx([200, 300])
     # The copies are local work, nobody waits in them: the mean over ranks, median over rounds.
     assert s["copy_alone_ms"] == pytest.approx(statistics.median([25, 12.5, 37.5]))
+    assert s["wake_alone_ms"] == pytest.approx(2.5)
     # At one rank (or rounds without the phase) there is nothing to report.
     one = summarize([[{"alone": _step(1.0), "nosync": None, "ddp": _ddp(1.1), "wait_cpu": None}]], 1, 1)
     assert one["comm_alone_ms"] is None and one["comm_alone_buckets"] is None and one["copy_alone_ms"] is None
+    assert one["wake_alone_ms"] is None
 
 
 def test_page_faults_a_step_are_summarised_and_the_allocator_named(monkeypatch):
@@ -338,6 +344,13 @@ def test_copies_come_from_the_records_own_comm_only_phase():
     assert plain.step_s + 0.055 <= with_copies.step_s <= plain.step_s + 0.110 + 1e-9
     assert calibrate.copies_per_byte({"copy_alone_ms": None, "bucket_timeline": rec["bucket_timeline"]}) is None
     assert calibrate.copies_per_byte({"copy_alone_ms": 5.0}) is None  # no bucket sizes to divide by
+    # The wake probe's delay: the record's own, exposed once a step.
+    rec["wake_alone_ms"] = 3.0
+    wake = calibrate.record_estimates(rec)["wake"]
+    assert wake.how == MEASURED and wake.value == pytest.approx(0.003) and "3.00 ms" in wake.source
+    woken = calibrate.predict_record(rec, Terms(), allreduce, _estimate)[0]
+    assert woken.exposed_s == pytest.approx(with_copies.exposed_s + 0.003)
+    assert calibrate.fit_terms([rec], allreduce, _estimate).wake.value == pytest.approx(0.003)
 
 
 def test_sharing_is_pooled_so_a_model_weighs_by_its_time():
@@ -395,7 +408,7 @@ def test_scaling_calibrate_says_how_each_term_is_known(tmp_path, capsys):
     assert "# term sharing +5.0 % (calibrated" in out and "# term comm x1.3 (calibrated" in out
     assert "measured by collectives.replicate" in out  # compute and bucket readiness of unet
     rows = [ln.split() for ln in out.splitlines() if ln.strip() and not ln.startswith("#")]
-    assert [r[9] for r in rows] == ["cccccca/m"] * 3  # copies: the records did not time them
+    assert [r[9] for r in rows] == ["ccccccaa/m"] * 3  # copies, wake: the records did not time them
     # A fabric is not the transport the runs used: comm stays assumed, and a note says why.
     assert scaling.main(["--model", "unet", "--batch", "2", "--devices", "1,2", "--fabric", "nvlink3",
                          "--calibrate", str(runs)]) == 0
