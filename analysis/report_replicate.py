@@ -39,7 +39,8 @@ def _network(model_fits, transport: str) -> Optional[scaling.Network]:
 def _curves(model: str, recs: List[Dict], network: scaling.Network, all_recs: List[Dict]) -> List[Dict]:
     """Uncalibrated and calibrated (on every record of the other models) curves of ``model``; at every N
     with the terms the table's predictions take from the model's own run (skew for that N from its alone
-    steps, interference from its host, DDP's copies from its comm-only phase), as the table does."""
+    steps, interference from its host, DDP's copies and the wake delay from its comm-only phase), as the
+    table does."""
     w = workloads.get(model)
     compute = calibrate.compute_from_records(recs, model)
     batches = sorted({int(r["batch"]) for r in recs})
@@ -103,8 +104,8 @@ def section(records: Sequence[Dict], model_fits, outdir: Path, table) -> Tuple[L
           "in points: sharing (no-sync mean vs alone), skew (slowest vs mean), exposed communication (DDP vs the "
           "slowest no-sync step). Predicted: analysis.step_model from the same run's alone phase and the "
           "transport's allreduce fit, skew and interference estimated from the run's own alone steps and host, "
-          "DDP's copies of the gradients as the run's comm-only phase timed them (the curves take the same, skew "
-          "for each N); "
+          "DDP's copies of the gradients and the wake delay as the run's comm-only phase timed them (the curves "
+          "take the same, skew for each N); "
           "uncalibrated = every other term assumed (bucket readiness estimated from layer FLOPs), calibrated = "
           "those terms fitted to the other models' runs (leave-one-model-out).", ""]
     rows, plots, missing = [], [], set()

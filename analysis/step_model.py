@@ -51,9 +51,10 @@ it is calibrated, measured or assumed):
   threads wait for the CPU to come back to them): seconds once per step,
   exposed (it falls on the buckets after the backward pass).  Measured by
   replicate's wake probe (20 ms of compute, then an allreduce of the
-  smallest bucket's size, minus the same back to back; 3-4 ms at 132 KB
-  on the 2-core machine, which is BraggNN's whole bucket); assumed 0
-  without.
+  smallest bucket's size, minus the same back to back; 0.7-3.2 ms on the
+  2-core machine, where a stand-alone test of BraggNN's one 132 KB bucket
+  gave 3-4.7 ms after 15 ms of compute against 0.6 ms back to back);
+  assumed 0 without.
 - **optimizer** on its own, O, not folded into the samples/s rate.
 - **bucket readiness**: bucket i's gradients are all computed at
   ``ready_i`` x B' (the shares measured by replicate for that model, else

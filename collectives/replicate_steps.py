@@ -15,7 +15,7 @@ of the gradients into each bucket and back out timed apart; then the wake
 probe: the cores compute for WAKE_SPIN_S, as at the end of a backward pass,
 and an allreduce of the smallest bucket's size is timed right after it and
 again back to back (on a host whose cores all compute, the first waits for
-the CPU to come back to the backend's threads: 3-4 ms here for 132 KB).  :func:`repeat` runs a step function
+the CPU to come back to the backend's threads: 0.7-3.2 ms here).  :func:`repeat` runs a step function
 several times and returns the mean step (short steps are timed in groups,
 so that a phase outlasts the clock's and the scheduler's noise).
 
