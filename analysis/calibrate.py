@@ -21,7 +21,10 @@ From each record of the interleaved rounds (N > 1):
   record's buckets take the time they took inside its step);
 - readiness: per model, the median share of the backward pass at which each
   bucket became ready (its hook's ready time over the backward time of the
-  same step).
+  same step);
+- copies and wake (for curves with no record of their own, and only with a
+  network of the runs' transport): the medians of the records' comm-only
+  phases (DDP's copies per byte of gradients; the wake probe's delay).
 
 The network model (``allreduce(bytes, n)`` seconds) is either one given for
 every record (a microbenchmark fit: ``network="sweep"``) or each record's
@@ -118,18 +121,24 @@ def comm_samples(rec: Dict, allreduce: Allreduce) -> Tuple[Tuple[float, float], 
     (in-step, model) summed over those that ran wholly inside it), of buckets the network model gives at
     least MIN_COMM_S: a shorter bucket's in-step time is mostly a fixed delay (here 0.5-6 ms: the
     backend's thread waking on a core that computes), which as a ratio would scale every bucket of
-    another model (UNet's 2.3 MB bucket took 1-3x its alone time; GPT-2's 176 MB one 0.9-1.6x)."""
+    another model (UNet's 2.3 MB bucket took 1-3x its alone time; GPT-2's 176 MB one 0.9-1.6x).  The
+    record's wake delay, a term of its own, is taken off the first bucket after the backward pass."""
     tl = rec.get("bucket_timeline") or []
     got = instep_comm(rec) or []
     after, inside = [0.0, 0.0], [0.0, 0.0]
     if not tl:
         return (0.0, 0.0), (0.0, 0.0)
     end = max(_ready(b) for b in tl)
+    wake = rec.get("wake_alone_ms")
+    wake = max(0.0, wake * 1e-3) if isinstance(wake, (int, float)) and wake == wake else 0.0
+    first_after = True
     for b, dur in zip(tl, got):
         nominal = allreduce(b["bytes"], int(rec["nranks"]))
+        start = b["done_ms"] - dur * 1e3
+        if start >= end - 1e-9 and first_after:  # the wake delay (its own term) falls on this bucket
+            dur, first_after = max(0.0, dur - wake), False
         if dur <= 0 or nominal < MIN_COMM_S:
             continue
-        start = b["done_ms"] - dur * 1e3
         into = after if start >= end - 1e-9 else inside if b["done_ms"] <= end else None
         if into is not None:
             into[0] += dur
@@ -225,7 +234,7 @@ def copies_per_byte(rec: Dict) -> Optional[float]:
     phase (None for records without one)."""
     ms = rec.get("copy_alone_ms")
     sizes = [b["bytes"] for b in rec.get("comm_alone_buckets") or rec.get("bucket_timeline") or []]
-    if not isinstance(ms, (int, float)) or ms < 0 or not sum(sizes):
+    if not isinstance(ms, (int, float)) or not ms >= 0 or not sum(sizes):  # (not >= 0: NaN too)
         return None
     return ms * 1e-3 / float(sum(sizes))
 
@@ -312,12 +321,15 @@ def fit_terms(recs: Sequence[Dict], allreduce: Optional[Allreduce] = None,
         if rows and len(counts) == 1:
             readiness[model] = tuple(statistics.median(col) for col in zip(*rows))
     terms = terms.with_(readiness=readiness)
+    # Copies and wake are the runs' host and transport: for curves of the same (a network of the runs' own
+    # transport), with no record of their own (a record's own measurement goes first).
     copies = [c for c in (copies_per_byte(r) for r in recs) if c is not None]
-    if copies:  # for curves with no record of their own (a record's own measurement goes first)
+    wakes = [r["wake_alone_ms"] * 1e-3 for r in recs
+             if isinstance(r.get("wake_alone_ms"), (int, float)) and r["wake_alone_ms"] == r["wake_alone_ms"]]
+    if copies and all(g is not None for g in given):
         terms = terms.with_(copies=Term(statistics.median(copies), CALIBRATED, "median over the comm-only phases "
                                         f"of {what}: DDP's copies into and out of its buckets, per byte"))
-    wakes = [r["wake_alone_ms"] * 1e-3 for r in recs if isinstance(r.get("wake_alone_ms"), (int, float))]
-    if wakes:
+    if wakes and all(g is not None for g in given):
         terms = terms.with_(wake=Term(statistics.median(wakes), CALIBRATED, f"median over the wake probes of {what}"))
     if all(g is not None for g in given):
         samples = [comm_samples(r, g) for r, g in zip(recs, given)]
@@ -328,6 +340,12 @@ def fit_terms(recs: Sequence[Dict], allreduce: Optional[Allreduce] = None,
         if after[1] > 0:
             terms = terms.with_(comm=Term(after[0] / after[1], CALIBRATED, "in-step / network model time of the "
                                           f"buckets that ran after the backward pass, summed, {what}"))
+        else:
+            terms = terms.with_(comm=Term(1.0, ASSUMED, f"{what} ran no bucket of {MIN_COMM_S * 1e3:.0f} ms or more "
+                                          "after the backward pass to fit it on: as fast as the network model"))
+        if inside[0] == 0:
+            terms = terms.with_(overlap=Term(1.0, ASSUMED, f"{what} ran no bucket of {MIN_COMM_S * 1e3:.0f} ms or "
+                                             "more inside the backward pass to fit it on: full speed"))
         if inside[0] > 0:
             overlap = min(1.0, inside[1] * terms.comm.value / inside[0])
             terms = terms.with_(overlap=Term(overlap, CALIBRATED, "speed of the buckets that ran inside the "
@@ -438,7 +456,7 @@ def terms_lines(terms: Terms, compute, ready_how: str) -> List[str]:
            f"# term comm x{terms.comm.value:.3g} ({terms.comm.how}: {terms.comm.source})",
            f"# term overlap {terms.overlap.value:.3g} of full allreduce speed during the backward pass "
            f"({terms.overlap.how}: {terms.overlap.source})",
-           f"# term copies {terms.copies.value * 1e9:.3g} ms per GB of gradients, in and out of DDP's buckets "
+           f"# term copies {terms.copies.value * 1e9:.3g} ms per MB of gradients, in and out of DDP's buckets "
            f"({terms.copies.how}: {terms.copies.source})",
            f"# term wake {terms.wake.value * 1e3:.3g} ms per step, the first allreduce after compute "
            f"({terms.wake.how}: {terms.wake.source})",

@@ -51,8 +51,8 @@ def frame(recs: Sequence[Dict]):
                 "optimizer_ms", "exposed_ms", "allreduce_ms", "hook_ms", "samples_per_s", "alone_ms",
                 "alone_forward_ms", "alone_backward_ms", "alone_optimizer_ms", "nosync_ms", "nosync_max_ms",
                 "ddp_ms", "x1_samples_per_s", "xn_samples_per_s", "efficiency", "loss_sharing", "loss_skew",
-                "loss_exposed", "wait_cpu_ms", "rounds_timed", "steps_per_phase", "comm_alone_ms", "alone_faults_per_step",
-                "ddp_faults_per_step"):
+                "loss_exposed", "wait_cpu_ms", "rounds_timed", "steps_per_phase", "comm_alone_ms", "copy_alone_ms",
+                "wake_alone_ms", "alone_faults_per_step", "ddp_faults_per_step"):
         if col in df:
             df[col] = pd.to_numeric(df[col], errors="coerce")
     return df

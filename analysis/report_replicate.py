@@ -50,7 +50,10 @@ def _curves(model: str, recs: List[Dict], network: scaling.Network, all_recs: Li
     variants = [("uncalibrated", step_model.Terms())]
     if others:
         variants.append(("calibrated on the other models", calibrate.fit_terms(others, network.allreduce)))
-    own = max((r for r in recs if int(r["nranks"]) > 1), key=lambda r: len(r.get("rounds") or []), default=None)
+    # The run whose own terms the curves take: not oversubscribed where there is one, the fewest ranks, the
+    # most rounds (one run for every batch of the model: the terms are the host's, not the batch's).
+    own = min((r for r in recs if int(r["nranks"]) > 1), default=None,
+              key=lambda r: (bool(r.get("oversubscribed")), int(r["nranks"]), -len(r.get("rounds") or [])))
     for label, terms in variants:
         ready = calibrate.curve_readiness(w, 4, terms, seq)
         net = scaling.Network(f"{network.label}, {label}", network.kind, network.allreduce,

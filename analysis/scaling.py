@@ -299,7 +299,8 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     ap.add_argument("--threads", type=cc.whole(1, 4096), help="--measure-cpu: torch threads (default: this host's "
                     "cores over the largest device count it can hold, at least 1: one rank's share)")
     ap.add_argument("--calibrate", nargs="+", metavar="RUNS", help="collectives.replicate records (JSON Lines or "
-                    "CSV): fit the model's terms (sharing, skew, interference, comm, bucket readiness) to them, "
+                    "CSV): fit the model's terms (sharing, skew, interference, comm, overlap, copies, wake, bucket "
+                    "readiness) to them, "
                     "and take the compute of --model from them when it is there")
     ap.add_argument("--seq", type=cc.whole(1, 1 << 20), help="tokens per sample for GPT-style models' bucket "
                     "readiness (default 128)")
@@ -348,8 +349,8 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         with cc.usage_errors():
             terms = calibrate.fit_terms(reps, network.allreduce if same else None)
         if not same:
-            notes = ["--calibrate: the comm term stays assumed (1): the network is not a fit of the transport "
-                     "the replicate runs used"]
+            notes = ["--calibrate: the comm, copies and wake terms stay assumed (1, 0, 0): the network is not a "
+                     "fit of the transport the replicate runs used"]
     seq = a.seq or (128 if workload.model_input and workload.model_input.kind == "tokens" else None)
     readiness = calibrate.curve_readiness(workload, grad_bytes, terms, seq)
     rows = curve(workload, a.batch, a.devices, compute, network, grad_bytes, a.accum, a.strong, not a.no_overlap,

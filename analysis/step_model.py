@@ -22,9 +22,9 @@ it is calibrated, measured or assumed):
   normal draws (0.56 at 2 ranks, 0.85 at 3, 1.03 at 4).  Calibration fits it
   as the median slowest / mean no-sync step - 1 (used for curves at other N).
 - **interference**: compute slowed while communication runs (the
-  backend's threads and DDP's copies into and out of its buckets take CPU
-  and memory bandwidth from the backward pass): B' = B (1 + sharing) +
-  interference x (the allreduce work done while the backward pass runs).
+  backend's threads take CPU and memory bandwidth from the backward pass):
+  B' = B (1 + sharing) + copy_in + interference x (the allreduce work done
+  while the backward pass runs), copy_in being half the copies below.
   Estimated as 1 on a CPU whose cores the ranks' compute threads fill
   (:func:`interference_estimate`: no core is left for the backend's threads,
   so each second of their work is a second taken from compute); else
@@ -44,8 +44,8 @@ it is calibrated, measured or assumed):
   (copy_out, after the backward pass: exposed), unless the model uses
   ``gradient_as_bucket_view``; seconds per byte of gradients for both
   passes, half each.  Measured by replicate's comm-only phase, which copies
-  as DDP does (at 2 ranks on the 2-core machine: 0.22-0.31 ms per MB, 131-139
-  ms of GPT-2 small's 2.5-2.6 s step); assumed 0 without.
+  as DDP does (at 2 ranks on the 2-core machine: 0.22-0.31 ms per MB,
+  131-148 ms of GPT-2 small's 2.5-2.8 s step); assumed 0 without.
 - **wake**: the first allreduce after the cores computed waits longer than
   one back to back (on a host whose cores all compute, the backend's
   threads wait for the CPU to come back to them): seconds once per step,
@@ -152,7 +152,7 @@ class Phases:
 @dataclass(frozen=True)
 class Prediction:
     step_s: float
-    compute_s: float  # forward + backward + optimizer as slowed by sharing, skew and interference
+    compute_s: float  # forward + backward + optimizer as slowed by sharing, skew, interference and the copy-in
     comm_s: float  # every bucket's allreduce, serialised
     exposed_s: float
     backward_s: float  # B'

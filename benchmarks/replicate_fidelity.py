@@ -97,7 +97,8 @@ def _table(rows, n: int) -> None:
         m = r["measured_parts_ms"]
         print(f"  {'':<11}    measured loss (ms): sharing {m['sharing']:.1f}, skew {m['skew']:.1f}, "
               f"exposed {m['exposed']:.1f}; in-step allreduce {r['instep_comm_ms'] or 0:.1f} ms vs "
-              f"uncalibrated model {r['uncal_comm_ms']:.1f} ms; terms fitted on the others: "
+              f"uncalibrated model {r['uncal_comm_ms']:.1f} ms; calibrated terms used (the record's own skew, "
+              "interference, copies and wake, the others fitted on the other models): "
               + ", ".join(f"{k} {v:.3g}" for k, v in (r.get("terms") or {}).items()))
 
 
@@ -147,8 +148,7 @@ def report(out: Path, ranks) -> None:
               f"beta {fits[0].beta / 1e9:.2f} GB/s; gradient allreduce alone in the jobs: "
               + ", ".join(f"{r['model']} {r['comm_alone_ms']:.1f} ms" + (
                   f" (+ DDP's copies {r['copy_alone_ms']:.1f} ms, wake {r['wake_alone_ms']:.1f} ms)"
-                  if isinstance(r.get("copy_alone_ms"), (int, float)) and isinstance(r.get("wake_alone_ms"), (int, float))
-                  else "") for r in recs if isinstance(r.get("comm_alone_ms"), (int, float))))
+                  if all(isinstance(r.get(k), (int, float)) for k in ("copy_alone_ms", "wake_alone_ms")) else "") for r in recs if isinstance(r.get("comm_alone_ms"), (int, float))))
         networks = ["job", "sweep"] if any(calibrate.job_network(r) for r in recs) else ["sweep"]
         for network in networks:
             rows = calibrate.evaluate(recs, net.allreduce, network=network)

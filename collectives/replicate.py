@@ -208,7 +208,8 @@ def _sweep(session: Run) -> List[Dict]:
         f"# host memory allocator: {memory}",
         f"# each of {cfg.warmup} + {cfg.iters} rounds: rank 0 alone (the others asleep in a barrier), all ranks "
         "without gradient sync, all ranks under DDP, then (N > 1) the gradient allreduce alone (every bucket, "
-        "no compute: comm_ms); each phase a group of steps (steps), timed together; E(N) = X(N) / (N X(1)) "
+        "no compute: comm_ms; DDP's copies into and out of the buckets and a wake probe timed apart); each "
+        "phase a group of steps (steps), timed together; E(N) = X(N) / (N X(1)) "
         "and its loss in points: sharing (no-sync mean vs alone), skew (slowest vs mean), exposed "
         "communication (DDP vs slowest no-sync); the DDP step shown is the median step of the slowest rank, "
         "its phases (ms)",

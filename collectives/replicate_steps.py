@@ -12,10 +12,11 @@ at which buckets became ready, and at the end of the step).
 :func:`comm_fn` times the gradient allreduce alone, no compute: every
 bucket DDP hands over, in its order, one after another, with DDP's copies
 of the gradients into each bucket and back out timed apart; then the wake
-probe: the cores compute for WAKE_SPIN_S, as at the end of a backward pass,
-and an allreduce of the smallest bucket's size is timed right after it and
-again back to back (on a host whose cores all compute, the first waits for
-the CPU to come back to the backend's threads: 0.7-3.2 ms here).  :func:`repeat` runs a step function
+probe (CPU only): after a barrier the ranks compute for WAKE_SPIN_S with
+their torch threads, as at the end of a backward pass, and an allreduce of
+the smallest bucket's size is timed right after and again back to back (on
+a host whose cores all compute, the first waits for the CPU to come back to
+the backend's threads: 0.7-3.2 ms here).  :func:`repeat` runs a step function
 several times and returns the mean step (short steps are timed in groups,
 so that a phase outlasts the clock's and the scheduler's noise).
 
@@ -185,7 +186,8 @@ def comm_fn(torch, dist, group, sizes, dtype, device, world: int) -> Callable[[]
     running: copy the bucket's gradients in, average them (divide, allreduce), copy them back out.  It
     returns ``step`` (the allreduces' own times summed, s), ``buckets`` ((bytes, start, done) of each
     allreduce from the first start), ``copies`` (the copies in and out, summed, s) and ``wake`` (the wake
-    probe's allreduce right after WAKE_SPIN_S of compute minus the same back to back, s).  One bucket at a
+    probe's allreduce right after WAKE_SPIN_S of compute minus the same back to back, s; None off the
+    CPU).  One bucket at a
     time, as the step model's single stream runs them: launched all at once, the backend runs two or
     more together and each bucket's own time is lost."""
     itemsize = torch.empty((), dtype=dtype).element_size()
@@ -193,6 +195,9 @@ def comm_fn(torch, dist, group, sizes, dtype, device, world: int) -> Callable[[]
     grads = [torch.ones_like(b) for b in bufs]  # DDP's model gradients, apart from its buckets
     probe = torch.zeros_like(min(bufs, key=lambda b: b.numel()))  # zeros: sums that never overflow
     kind = getattr(device, "type", "cpu")
+    # The wake probe computes on the host with the rank's torch threads; on an accelerator the host's cores
+    # are not what the backward pass keeps busy, so there it is not run (wake None).
+    work = (torch.ones(256, 256), torch.empty(256, 256)) if kind == "cpu" else None
     lazy = _lazy_settle(torch, kind)
 
     def settle() -> None:
@@ -219,23 +224,26 @@ def comm_fn(torch, dist, group, sizes, dtype, device, world: int) -> Callable[[]
             copies_s += (start - c0) + (time.perf_counter() - done)
             reduce_s += done - start
             marks.append((buf.numel() * itemsize, start - t0, done - t0))
-        spin(WAKE_SPIN_S)
-        w0 = time.perf_counter()
-        dist.all_reduce(probe, group=group)
-        settle()
-        w1 = time.perf_counter()
-        dist.all_reduce(probe, group=group)
-        settle()
-        w2 = time.perf_counter()
-        return {"step": reduce_s, "buckets": marks, "copies": copies_s, "wake": (w1 - w0) - (w2 - w1)}
+        out = {"step": reduce_s, "buckets": marks, "copies": copies_s, "wake": None}
+        if work is not None:
+            dist.barrier(group=group)  # the ranks compute together, so none waits in the probe for another
+            spin(torch, work, WAKE_SPIN_S)
+            w0 = time.perf_counter()
+            dist.all_reduce(probe, group=group)
+            w1 = time.perf_counter()
+            dist.all_reduce(probe, group=group)
+            out["wake"] = (w1 - w0) - (time.perf_counter() - w1)
+        return out
     return step
 
 
-def spin(seconds: float) -> None:
-    """Keep this rank's core busy for ``seconds`` (the host's clock), as a training step's compute does."""
+def spin(torch, work, seconds: float) -> None:
+    """Keep this rank's cores busy for ``seconds`` (the host's clock) with matrix products on its torch
+    threads, as a training step's compute does; ``work``: (a square matrix, an output of its shape)."""
+    a, out = work
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
-        pass
+        torch.mm(a, a, out=out)
 
 
 def _mean_steps(steps: List[Dict]) -> Dict:

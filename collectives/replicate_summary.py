@@ -27,7 +27,8 @@ DDP step waits for the slowest rank at every step.
 At N > 1 a fourth phase times the gradient allreduce alone (every bucket of
 the DDP step, one after another, no compute): ``comm_alone_ms``, the
 median over rounds of the fastest rank's time (the last to leave the
-barrier, so none of its time is waiting for the others), and per bucket its own time
+barrier, so little of its time is waiting for the others: only for a
+peer's slower copy between two buckets), and per bucket its own time
 (from the later of its launch and the previous bucket's end to its end),
 the network the step model is given from the same minutes; ``copy_alone_ms``,
 DDP's copies of the gradients into its buckets and back out, timed apart;

@@ -111,7 +111,7 @@ def test_scaling_from_a_published_fabric_alone(runner):
     assert res.returncode == 0, res.stderr
     rows = [ln.split() for ln in res.stdout.splitlines() if ln.strip() and not ln.startswith("#")]
     assert len(rows) == 8 and all(r[-1] == "MODELLED" for r in rows)
-    assert all(r[-2] == "aaaaaa/e" for r in rows)  # no calibration: every term assumed, readiness from FLOPs
+    assert all(r[-2] == "aaaaaaaa/e" for r in rows)  # no calibration: every term assumed, readiness from FLOPs
     eff = {(int(r[0]), int(r[2])): float(r[-3].rstrip("%")) for r in rows}
     assert eff[(32, 1)] == pytest.approx(100.0) and eff[(256, 1)] == pytest.approx(100.0)
     assert 0 < eff[(32, 8)] <= eff[(256, 8)] <= 100.0

@@ -52,6 +52,10 @@ def test_phases_add_up_and_buckets_match_ddp(runner, tmp_path, n):
             assert r["comm_alone_ms"] > 0 and all(len(x["comm_ms"]) == n for x in r["rounds"])
             assert [b["bytes"] for b in r["comm_alone_buckets"]] == workloads.gradient_buckets(w)
             assert r["copy_alone_ms"] > 0  # DDP's copies into and out of its buckets, timed apart
+            # ... and neither they nor the wake probe's 20 ms of compute are in the allreduce's own time:
+            # the buckets' own times add up to it (each a median over rounds, so not exactly).
+            own = sum(b["ms"] for b in r["comm_alone_buckets"])
+            assert own == pytest.approx(r["comm_alone_ms"], rel=0.5)
             # The wake probe: a difference of two allreduce times (noise may make it negative, never huge).
             assert isinstance(r["wake_alone_ms"], float) and abs(r["wake_alone_ms"]) < 1000
     # The collective-points frame leaves training steps out; they load into their own.

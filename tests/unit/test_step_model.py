@@ -327,6 +327,31 @@ def test_comm_is_fitted_on_buckets_long_enough_to_say_it():
     assert calibrate.comm_samples(rec, lambda b, n: model[b])[0] == pytest.approx((0.060, 0.060))
 
 
+def test_the_wake_delay_is_taken_off_the_first_bucket_after_the_backward_pass():
+    rec = {"nranks": 2, "wake_alone_ms": 4.0,
+           "bucket_timeline": [{"bytes": 1, "ready_ms": 100.0, "done_ms": 130.0},
+                               {"bytes": 2, "ready_ms": 100.0, "done_ms": 160.0}]}
+    after, _ = calibrate.comm_samples(rec, lambda b, n: 0.030)
+    assert after == pytest.approx((0.026 + 0.030, 0.060))  # counted once, by its own term
+    rec["wake_alone_ms"] = float("nan")
+    assert calibrate.comm_samples(rec, lambda b, n: 0.030)[0] == pytest.approx((0.060, 0.060))
+
+
+def test_curves_take_terms_per_rank_count():
+    from analysis import scaling
+    from analysis.step_model import Compute
+
+    w = workloads.get("braggnn")
+    compute = Compute(0.001, "given", "given", optimizer_s=0.001, optimizer_how="measured")
+    network = scaling.Network("test", "measured", net(bw=2e8))
+    fixed = scaling.curve(w, [4], [1, 2, 4], compute, network, terms=Terms(skew=Term(0.1)))
+    per_n = scaling.curve(w, [4], [1, 2, 4], compute, network,
+                          terms=lambda n: Terms(skew=Term(0.1 if n == 2 else 0.3 if n == 4 else 0.0)))
+    assert per_n[1]["step_ms"] == pytest.approx(fixed[1]["step_ms"])  # N = 2: the same terms
+    assert per_n[2]["step_ms"] > fixed[2]["step_ms"]  # N = 4: its own, larger skew
+    assert per_n[0]["step_ms"] == pytest.approx(fixed[0]["step_ms"])  # N = 1: no skew either way
+
+
 def test_copies_come_from_the_records_own_comm_only_phase():
     from analysis.step_model import MEASURED
 
@@ -351,6 +376,10 @@ def test_copies_come_from_the_records_own_comm_only_phase():
     woken = calibrate.predict_record(rec, Terms(), allreduce, _estimate)[0]
     assert woken.exposed_s == pytest.approx(with_copies.exposed_s + 0.003)
     assert calibrate.fit_terms([rec], allreduce, _estimate).wake.value == pytest.approx(0.003)
+    # Without a network of the runs' transport (a fabric's curve), the runs' copies and wake are not its.
+    other = calibrate.fit_terms([rec], None, _estimate)
+    assert other.copies.how == ASSUMED and other.wake.how == ASSUMED
+    assert calibrate.copies_per_byte(dict(rec, copy_alone_ms=float("nan"))) is None
 
 
 def test_sharing_is_pooled_so_a_model_weighs_by_its_time():
@@ -413,7 +442,7 @@ def test_scaling_calibrate_says_how_each_term_is_known(tmp_path, capsys):
     assert scaling.main(["--model", "unet", "--batch", "2", "--devices", "1,2", "--fabric", "nvlink3",
                          "--calibrate", str(runs)]) == 0
     out = capsys.readouterr().out
-    assert "comm term stays assumed" in out and "# term comm x1 (assumed" in out
+    assert "the comm, copies and wake terms stay assumed" in out and "# term comm x1 (assumed" in out
     assert scaling.main(["--model", "unet", "--batch", "2", "--devices", "1,2", "--fabric", "nvlink3",
                          "--calibrate", str(points)]) == 2
     assert "no collectives.replicate record" in capsys.readouterr().err
