@@ -45,14 +45,14 @@ it is calibrated, measured or assumed):
   ``gradient_as_bucket_view``; seconds per byte of gradients for both
   passes, half each.  Measured by replicate's comm-only phase, which copies
   as DDP does (at 2 ranks on the 2-core machine: 0.22-0.31 ms per MB,
-  131-148 ms of GPT-2 small's 2.5-2.8 s step); assumed 0 without.
+  120-148 ms of GPT-2 small's 2.5-2.8 s step); assumed 0 without.
 - **wake**: the first allreduce after the cores computed waits longer than
   one back to back (on a host whose cores all compute, the backend's
   threads wait for the CPU to come back to them): seconds once per step,
   exposed (it falls on the buckets after the backward pass).  Measured by
   replicate's wake probe (20 ms of compute, then an allreduce of the
-  smallest bucket's size, minus the same back to back; 0.7-3.2 ms on the
-  2-core machine, where a stand-alone test of BraggNN's one 132 KB bucket
+  smallest bucket's size, minus the same back to back; -0.9 to 3.5 ms on
+  the 2-core machine (counted from 0), where a stand-alone test of BraggNN's one 132 KB bucket
   gave 3-4.7 ms after 15 ms of compute against 0.6 ms back to back);
   assumed 0 without.
 - **optimizer** on its own, O, not folded into the samples/s rate.

@@ -16,7 +16,7 @@ probe (CPU only): after a barrier the ranks compute for WAKE_SPIN_S with
 their torch threads, as at the end of a backward pass, and an allreduce of
 the smallest bucket's size is timed right after and again back to back (on
 a host whose cores all compute, the first waits for the CPU to come back to
-the backend's threads: 0.7-3.2 ms here).  :func:`repeat` runs a step function
+the backend's threads: up to 3.5 ms here).  :func:`repeat` runs a step function
 several times and returns the mean step (short steps are timed in groups,
 so that a phase outlasts the clock's and the scheduler's noise).
 
