@@ -53,7 +53,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from analysis.step_model import (ASSUMED, CALIBRATED, ESTIMATED, MEASURED, TERM_NAMES, Compute, Phases,
                                  Prediction, Term, Terms, buckets_with_readiness, even_readiness,
-                                 interference_estimate, predict, skew_estimate)
+                                 interference_estimate, oversubscription_estimate, predict, skew_estimate)
 
 __all__ = ["phases_of", "record_estimates", "with_estimates", "measured_shares", "instep_comm",
            "model_buckets", "record_buckets", "copies_per_byte", "fit_terms", "job_network", "NETWORKS", "MIN_COMM_S",
@@ -197,8 +197,8 @@ def record_buckets(rec: Dict, terms: Terms, estimate: Optional[Estimate] = None)
 def record_estimates(rec: Dict, nranks: Optional[int] = None) -> Dict[str, Term]:
     """The terms a record's own one-rank measurements and host give (step_model's estimates): skew from
     the spread of its alone steps (each step's own time where a phase was a group), interference 1 where
-    the ranks' threads fill the cores; DDP's copies as its comm-only phase timed them and the wake
-    delay as its wake probe did.  ``nranks``:
+    the ranks' threads fill the cores, sharing (both) as threads / cores - 1 where they oversubscribe
+    them; DDP's copies as its comm-only phase timed them and the wake delay as its wake probe did.  ``nranks``:
     the rank count to estimate the skew for (a curve's), default the record's."""
     out: Dict[str, Term] = {}
     alone = []  # every alone step's own time where a phase was a group of steps, else each phase's
@@ -221,6 +221,14 @@ def record_estimates(rec: Dict, nranks: Optional[int] = None) -> Dict[str, Term]
         out["copies"] = Term(copies, MEASURED, f"the same job's comm-only phase: DDP's copies of the gradients "
                              f"into its buckets and back out, {rec['copy_alone_ms']:.1f} ms a step")
     ranks_here = rec.get("ranks_per_host") or rec.get("nranks")
+    if nranks and int(ranks_here or 0) == int(rec["nranks"]):  # one host: a curve's N ranks all on it
+        ranks_here = n
+    over = oversubscription_estimate(rec.get("device"), rec.get("host_cores"), ranks_here, rec.get("threads"))
+    if over is not None:
+        why = (f"{ranks_here} ranks x {rec.get('threads')} threads on {rec.get('host_cores')} cores: "
+               "time-sliced, threads / cores - 1")
+        out["sharing"] = Term(over, ESTIMATED, why)
+        out["sharing_opt"] = Term(over, ESTIMATED, why)
     inter = interference_estimate(rec.get("device"), rec.get("host_cores"), ranks_here, rec.get("threads"))
     if inter is not None:
         out["interference"] = Term(inter, ESTIMATED, f"{ranks_here} ranks x {rec.get('threads')} threads fill the "
@@ -241,7 +249,7 @@ def copies_per_byte(rec: Dict) -> Optional[float]:
 
 def with_estimates(rec: Dict, terms: Terms) -> Terms:
     """``terms`` with the record's own estimates and measurements in place of skew, interference, copies
-    and wake (see record_estimates)."""
+    and wake, and of sharing on an oversubscribed host (see record_estimates)."""
     return terms.with_(**record_estimates(rec))
 
 

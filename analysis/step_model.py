@@ -11,7 +11,10 @@ it is calibrated, measured or assumed):
 - **sharing**: running N ranks at once slows each (memory bandwidth,
   caches and cores a host's ranks share): measured by replicate as the
   mean no-sync forward+backward over the alone one; assumed 0 without
-  calibration.  **sharing_opt**, the same for the optimizer step, which
+  calibration.  On a CPU host with more compute threads than cores
+  (oversubscribed) estimated as threads / cores - 1 (the cores are
+  time-sliced: 3 ranks on 2 cores run at 2/3 speed, +50 %;
+  :func:`oversubscription_estimate`).  **sharing_opt**, the same for the optimizer step, which
   streams every parameter and its state through memory and so shares
   memory bandwidth differently from the compute-bound passes.
 - **skew**: the step waits for the slowest rank: the slowest no-sync step
@@ -83,7 +86,8 @@ import statistics
 from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["schedule", "expected_max", "skew_estimate", "interference_estimate", "Compute",
+__all__ = ["schedule", "expected_max", "skew_estimate", "interference_estimate", "oversubscription_estimate",
+           "Compute",
            "BACKWARD_FRACTION", "Term", "Terms", "Phases", "Prediction", "predict", "buckets_with_readiness",
            "even_readiness", "ASSUMED", "CALIBRATED", "MEASURED", "ESTIMATED", "TERM_NAMES"]
 
@@ -263,6 +267,16 @@ def skew_estimate(alone_steps: Sequence[float], n: int) -> Optional[float]:
         return None
     sigma = 1.4826 * statistics.median(abs(x - med) for x in alone_steps)
     return expected_max(n) * sigma / med
+
+
+def oversubscription_estimate(device: Optional[str], host_cores: Optional[int], ranks_on_host: Optional[int],
+                              threads: Optional[int]) -> Optional[float]:
+    """ranks x threads / cores - 1 where a CPU host's ranks have more compute threads than it has cores (the
+    cores are time-sliced between them), else None."""
+    if device != "cpu" or not host_cores or not ranks_on_host or not threads:
+        return None
+    busy = ranks_on_host * threads
+    return busy / host_cores - 1.0 if busy > host_cores else None
 
 
 def interference_estimate(device: Optional[str], host_cores: Optional[int], ranks_on_host: Optional[int],

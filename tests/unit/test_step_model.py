@@ -390,6 +390,26 @@ def test_sharing_is_pooled_so_a_model_weighs_by_its_time():
     assert got == pytest.approx((1.3 * 1.02 + 0.006 * 1.2) / 1.306 - 1) and got < 0.025
 
 
+def test_an_oversubscribed_host_time_slices_its_cores():
+    from analysis.step_model import ESTIMATED, oversubscription_estimate
+
+    assert oversubscription_estimate("cpu", 2, 3, 1) == pytest.approx(0.5)  # 3 ranks on 2 cores: 2/3 speed
+    assert oversubscription_estimate("cpu", 2, 2, 1) is None and oversubscription_estimate("cpu", 8, 2, 4) is None
+    assert oversubscription_estimate("cuda", 2, 3, 1) is None and oversubscription_estimate("cpu", None, 3, 1) is None
+    allreduce = net(bw=2e8)
+    rec = dict(_record("unet", Terms(), allreduce, (0.4, 0.9, 0.1)), nranks=3, ranks_per_host=3, host_cores=2,
+               threads=1, device="cpu")
+    got = calibrate.record_estimates(rec)
+    assert got["sharing"].how == ESTIMATED and got["sharing"].value == pytest.approx(0.5)
+    assert got["sharing_opt"].value == pytest.approx(0.5) and "time-sliced" in got["sharing"].source
+    # A curve's N: all its ranks on the record's one host (2 ranks fill 2 cores: no time-slicing).
+    assert "sharing" not in calibrate.record_estimates(rec, 2)
+    assert calibrate.record_estimates(rec, 4)["sharing"].value == pytest.approx(1.0)
+    # Replaces calibrated sharing in the record's prediction: the alone compute runs at 2/3 speed.
+    slow = calibrate.predict_record(rec, Terms(sharing=Term(0.05)), allreduce, _estimate)[0]
+    assert slow.compute_s > 1.4 * 1.4
+
+
 def test_calibration_needs_a_multi_rank_record():
     with pytest.raises(ValueError, match="2 ranks"):
         calibrate.fit_terms([{"nranks": 1, "model": "unet"}])
