@@ -306,5 +306,7 @@ def test_stopping_a_rank_as_the_footer_prints_never_hangs_the_job(runner, tmp_pa
     out = tmp_path / "r.jsonl"
     proc, _, _ = _stop_rank_after_rows(runner, cli_cmd(2, "allreduce", "-e", "64", "-n", "3", "-T", "3", "--json",
                                                         out, "--transport", transport), out, 8)
-    assert proc.returncode in (0, 124, 9)  # 9: Hydra reporting the stopped rank it had to kill
+    # 9: Hydra reporting the stopped rank it had to kill; 14: rank 0, waiting in MPI_Finalize for the
+    # stopped rank, ended by its own -T + grace alarm (SIGALRM), as in the test above (seen once in CI).
+    assert proc.returncode in (0, 124, 9, 14)
 
