@@ -35,8 +35,9 @@ the alone phase does for compute.
 
 :func:`predict_record` always puts a record's own estimates in place of
 skew (from the spread of its alone steps) and interference (from its
-host's cores), and its own measurements of DDP's copies and of the wake
-delay (the comm-only phase), calibrated or not: they come from the same job's one-rank
+host's cores; sharing too where its ranks oversubscribe the cores), and
+its own measurements of DDP's copies and of the wake delay (the comm-only
+phase), calibrated or not: they come from the same job's one-rank
 measurements and its comm-only phase, as the compute and the job network do.
 
 :func:`evaluate` predicts every record twice: uncalibrated (every term
@@ -56,9 +57,9 @@ from analysis.step_model import (ASSUMED, CALIBRATED, ESTIMATED, MEASURED, TERM_
                                  interference_estimate, oversubscription_estimate, predict, skew_estimate)
 
 __all__ = ["phases_of", "record_estimates", "with_estimates", "measured_shares", "instep_comm",
-           "model_buckets", "record_buckets", "copies_per_byte", "fit_terms", "job_network", "NETWORKS", "MIN_COMM_S",
-           "predict_record", "evaluate", "predicted_parts", "measured_parts", "carrier", "compute_from_records",
-           "curve_readiness", "terms_lines"]
+           "model_buckets", "record_buckets", "copies_per_byte", "fit_terms", "job_network", "NETWORKS",
+           "MIN_COMM_S", "predict_record", "evaluate", "predicted_parts", "measured_parts", "carrier",
+           "compute_from_records", "curve_readiness", "terms_lines"]
 
 Allreduce = Callable[[float, int], float]
 Estimate = Callable[[str, Optional[int]], Dict[str, float]]
@@ -129,17 +130,16 @@ def comm_samples(rec: Dict, allreduce: Allreduce) -> Tuple[Tuple[float, float], 
     if not tl:
         return (0.0, 0.0), (0.0, 0.0)
     end = max(_ready(b) for b in tl)
-    wake = rec.get("wake_alone_ms")
-    wake = max(0.0, wake * 1e-3) if isinstance(wake, (int, float)) and wake == wake else 0.0
-    first_after = True
+    wake = max(0.0, _wake_s(rec) or 0.0)
     for b, dur in zip(tl, got):
         nominal = allreduce(b["bytes"], int(rec["nranks"]))
         start = b["done_ms"] - dur * 1e3
-        if start >= end - 1e-9 and first_after:  # the wake delay (its own term) falls on this bucket
-            dur, first_after = max(0.0, dur - wake), False
+        is_after = start >= end - 1e-9
+        if is_after:  # the first after the backward pass carries the wake delay, a term of its own
+            dur, wake = max(0.0, dur - wake), 0.0
         if dur <= 0 or nominal < MIN_COMM_S:
             continue
-        into = after if start >= end - 1e-9 else inside if b["done_ms"] <= end else None
+        into = after if is_after else inside if b["done_ms"] <= end else None
         if into is not None:
             into[0] += dur
             into[1] += nominal
@@ -198,8 +198,8 @@ def record_estimates(rec: Dict, nranks: Optional[int] = None) -> Dict[str, Term]
     """The terms a record's own one-rank measurements and host give (step_model's estimates): skew from
     the spread of its alone steps (each step's own time where a phase was a group), interference 1 where
     the ranks' threads fill the cores, sharing (both) as threads / cores - 1 where they oversubscribe
-    them; DDP's copies as its comm-only phase timed them and the wake delay as its wake probe did.  ``nranks``:
-    the rank count to estimate the skew for (a curve's), default the record's."""
+    them; DDP's copies as its comm-only phase timed them and the wake delay as its wake probe did.
+    ``nranks``: the rank count to estimate for (a curve's), default the record's."""
     out: Dict[str, Term] = {}
     alone = []  # every alone step's own time where a phase was a group of steps, else each phase's
     for x in rec.get("rounds") or []:
@@ -212,10 +212,10 @@ def record_estimates(rec: Dict, nranks: Optional[int] = None) -> Dict[str, Term]
     if skew is not None:
         out["skew"] = Term(skew, ESTIMATED, f"the spread of {len(alone)} alone steps (robust sigma over their "
                            f"median) x the expected maximum of {n} normal draws")
-    wake = rec.get("wake_alone_ms")
-    if isinstance(wake, (int, float)) and wake == wake:
-        out["wake"] = Term(wake * 1e-3, MEASURED, f"the same job's wake probe: an allreduce right after compute "
-                           f"took {wake:.2f} ms longer than back to back")
+    wake = _wake_s(rec)
+    if wake is not None:
+        out["wake"] = Term(wake, MEASURED, f"the same job's wake probe: an allreduce right after compute "
+                           f"took {wake * 1e3:.2f} ms longer than back to back")
     copies = copies_per_byte(rec)
     if copies is not None:
         out["copies"] = Term(copies, MEASURED, f"the same job's comm-only phase: DDP's copies of the gradients "
@@ -235,6 +235,12 @@ def record_estimates(rec: Dict, nranks: Optional[int] = None) -> Dict[str, Term]
                                    f"host's {rec.get('host_cores')} cores: the backend's threads take their time "
                                    "from compute")
     return out
+
+
+def _wake_s(rec: Dict) -> Optional[float]:
+    """The record's wake probe delay (s), or None (no probe: an older record, or off the CPU)."""
+    ms = rec.get("wake_alone_ms")
+    return ms * 1e-3 if isinstance(ms, (int, float)) and ms == ms else None
 
 
 def copies_per_byte(rec: Dict) -> Optional[float]:
@@ -331,15 +337,15 @@ def fit_terms(recs: Sequence[Dict], allreduce: Optional[Allreduce] = None,
     terms = terms.with_(readiness=readiness)
     # Copies and wake are the runs' host and transport: for curves of the same (a network of the runs' own
     # transport), with no record of their own (a record's own measurement goes first).
+    own_net = all(g is not None for g in given)
     copies = [c for c in (copies_per_byte(r) for r in recs) if c is not None]
-    wakes = [r["wake_alone_ms"] * 1e-3 for r in recs
-             if isinstance(r.get("wake_alone_ms"), (int, float)) and r["wake_alone_ms"] == r["wake_alone_ms"]]
-    if copies and all(g is not None for g in given):
+    wakes = [w for w in (_wake_s(r) for r in recs) if w is not None]
+    if copies and own_net:
         terms = terms.with_(copies=Term(statistics.median(copies), CALIBRATED, "median over the comm-only phases "
                                         f"of {what}: DDP's copies into and out of its buckets, per byte"))
-    if wakes and all(g is not None for g in given):
+    if wakes and own_net:
         terms = terms.with_(wake=Term(statistics.median(wakes), CALIBRATED, f"median over the wake probes of {what}"))
-    if all(g is not None for g in given):
+    if own_net:
         samples = [comm_samples(r, g) for r, g in zip(recs, given)]
         after = [sum(a[0][i] for a in samples) for i in (0, 1)]
         inside = [sum(a[1][i] for a in samples) for i in (0, 1)]
@@ -354,7 +360,7 @@ def fit_terms(recs: Sequence[Dict], allreduce: Optional[Allreduce] = None,
         if inside[0] == 0:
             terms = terms.with_(overlap=Term(1.0, ASSUMED, f"{what} ran no bucket of {MIN_COMM_S * 1e3:.0f} ms or "
                                              "more inside the backward pass to fit it on: full speed"))
-        if inside[0] > 0:
+        else:
             overlap = min(1.0, inside[1] * terms.comm.value / inside[0])
             terms = terms.with_(overlap=Term(overlap, CALIBRATED, "speed of the buckets that ran inside the "
                                              f"backward pass over the comm-scaled model, summed, {what}"))

@@ -211,8 +211,8 @@ def curve(workload, batches: Sequence[int], devices: Sequence[int], compute: Com
             per = b / n if strong else b
             if per <= 0 or (strong and per < 1):
                 continue
-            terms = terms_at(n)
-            s = step_time(buckets, per, n, compute, network, accum, overlap, terms, shares)
+            at_n = terms_at(n)
+            s = step_time(buckets, per, n, compute, network, accum, overlap, at_n, shares)
             x = n * per * accum / s.step_s
             rows.append({
                 "kind": "modelled", "model": workload.name, "params": workload.params,
@@ -226,7 +226,7 @@ def curve(workload, batches: Sequence[int], devices: Sequence[int], compute: Com
                 "network_kind": network.kind, "compute": compute.source,
                 "compute_kind": compute.kind, "overlap": overlap, "note": network.note(n),
                 "optimizer_ms": compute.optimizer_s * 1e3, "optimizer_how": compute.optimizer_how,
-                "terms": terms.code(), "readiness": ready_how,
+                "terms": at_n.code(), "readiness": ready_how,
             })
     return rows
 

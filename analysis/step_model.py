@@ -14,7 +14,8 @@ it is calibrated, measured or assumed):
   calibration.  On a CPU host with more compute threads than cores
   (oversubscribed) estimated as threads / cores - 1 (the cores are
   time-sliced: 3 ranks on 2 cores run at 2/3 speed, +50 %;
-  :func:`oversubscription_estimate`).  **sharing_opt**, the same for the optimizer step, which
+  :func:`oversubscription_estimate`).  **sharing_opt**, the same for the
+  optimizer step, which
   streams every parameter and its state through memory and so shares
   memory bandwidth differently from the compute-bound passes.
 - **skew**: the step waits for the slowest rank: the slowest no-sync step
@@ -55,9 +56,9 @@ it is calibrated, measured or assumed):
   exposed (it falls on the buckets after the backward pass).  Measured by
   replicate's wake probe (20 ms of compute, then an allreduce of the
   smallest bucket's size, minus the same back to back; -0.9 to 3.5 ms on
-  the 2-core machine (counted from 0), where a stand-alone test of BraggNN's one 132 KB bucket
-  gave 3-4.7 ms after 15 ms of compute against 0.6 ms back to back);
-  assumed 0 without.
+  the 2-core machine, counted from 0; a stand-alone test of BraggNN's one
+  132 KB bucket gave 3-4.7 ms after 15 ms of compute against 0.6 ms back
+  to back); assumed 0 without.
 - **optimizer** on its own, O, not folded into the samples/s rate.
 - **bucket readiness**: bucket i's gradients are all computed at
   ``ready_i`` x B' (the shares measured by replicate for that model, else
@@ -68,8 +69,8 @@ exposed(N): one communication stream runs the buckets in order, bucket i
 from max(ready_i B', end of bucket i-1) for comm x allreduce(bytes_i, N) of
 work, at overlap x full speed until B' ends (:func:`schedule`); what runs
 past the end of the backward pass is exposed, and so are the copy back out
-of the buckets and the wake delay.  At N = 1 there is no communication, no copy and no
-sharing or skew.
+of the buckets and the wake delay.  At N = 1 there is no communication, no
+copy and no sharing or skew.
 
 Sources: the terms and their sizes were found by timing DDP on a 2-core CPU
 against this model (issue 12: GPT-2 small lost 14 points of efficiency of

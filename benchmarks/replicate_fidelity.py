@@ -132,6 +132,13 @@ def _verdict(rows, n: int, label: str) -> None:
           f"(<= {100 * TARGET_UNCAL:.0f} %: {'MET' if med_unc <= TARGET_UNCAL else 'MISSED'})")
 
 
+def _comm_alone(r) -> str:
+    """A record's gradient allreduce alone, with DDP's copies and the wake delay where it timed them."""
+    extra = all(isinstance(r.get(k), (int, float)) for k in ("copy_alone_ms", "wake_alone_ms"))
+    return f"{r['model']} {r['comm_alone_ms']:.1f} ms" + (
+        f" (+ DDP's copies {r['copy_alone_ms']:.1f} ms, wake {r['wake_alone_ms']:.1f} ms)" if extra else "")
+
+
 def report(out: Path, ranks) -> None:
     from analysis import calibrate, fit, replicate_runs, results, scaling
 
@@ -146,9 +153,7 @@ def report(out: Path, ranks) -> None:
         over = " (oversubscribed)" if any(r.get("oversubscribed") for r in recs) else ""
         print(f"# {n} ranks{over}: gloo allreduce fit {fits[0].algorithm}, alpha {fits[0].alpha * 1e6:.0f} us, "
               f"beta {fits[0].beta / 1e9:.2f} GB/s; gradient allreduce alone in the jobs: "
-              + ", ".join(f"{r['model']} {r['comm_alone_ms']:.1f} ms" + (
-                  f" (+ DDP's copies {r['copy_alone_ms']:.1f} ms, wake {r['wake_alone_ms']:.1f} ms)"
-                  if all(isinstance(r.get(k), (int, float)) for k in ("copy_alone_ms", "wake_alone_ms")) else "") for r in recs if isinstance(r.get("comm_alone_ms"), (int, float))))
+              + ", ".join(_comm_alone(r) for r in recs if isinstance(r.get("comm_alone_ms"), (int, float))))
         networks = ["job", "sweep"] if any(calibrate.job_network(r) for r in recs) else ["sweep"]
         for network in networks:
             rows = calibrate.evaluate(recs, net.allreduce, network=network)

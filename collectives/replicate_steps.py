@@ -16,9 +16,9 @@ probe (CPU only): after a barrier the ranks compute for WAKE_SPIN_S with
 their torch threads, as at the end of a backward pass, and an allreduce of
 the smallest bucket's size is timed right after and again back to back (on
 a host whose cores all compute, the first waits for the CPU to come back to
-the backend's threads: up to 3.5 ms here).  :func:`repeat` runs a step function
-several times and returns the mean step (short steps are timed in groups,
-so that a phase outlasts the clock's and the scheduler's noise).
+the backend's threads: up to 3.5 ms here).  :func:`repeat` runs a step
+function several times and returns the mean step (short steps are timed in
+groups, so that a phase outlasts the clock's and the scheduler's noise).
 
 The same step function serves the three phases of a round: rank 0 alone and
 every rank without gradient sync (both call the bare module, so DDP's
@@ -187,9 +187,8 @@ def comm_fn(torch, dist, group, sizes, dtype, device, world: int) -> Callable[[]
     returns ``step`` (the allreduces' own times summed, s), ``buckets`` ((bytes, start, done) of each
     allreduce from the first start), ``copies`` (the copies in and out, summed, s) and ``wake`` (the wake
     probe's allreduce right after WAKE_SPIN_S of compute minus the same back to back, s; None off the
-    CPU).  One bucket at a
-    time, as the step model's single stream runs them: launched all at once, the backend runs two or
-    more together and each bucket's own time is lost."""
+    CPU).  One bucket at a time, as the step model's single stream runs them: launched all at once, the
+    backend runs two or more together and each bucket's own time is lost."""
     itemsize = torch.empty((), dtype=dtype).element_size()
     bufs = [torch.ones(max(1, b // itemsize), dtype=dtype, device=device) for b in sizes]
     grads = [torch.ones_like(b) for b in bufs]  # DDP's model gradients, apart from its buckets
