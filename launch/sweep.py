@@ -243,6 +243,7 @@ def _scheduler_sweep(args: argparse.Namespace, plan: Plan, say) -> int:
     submit = jobscript.SUBMIT[args.scheduler]
     have = shutil.which(submit)
     scripts = []
+    library = jobscript.mpi_library_of(args.python or sys.executable)
     for n in nodes:
         spec = jobscript.JobSpec(
             scheduler=args.scheduler, nodes=n, ppn=plan.ppn, collectives=tuple(collectives),
@@ -251,7 +252,8 @@ def _scheduler_sweep(args: argparse.Namespace, plan: Plan, say) -> int:
             python=args.python or sys.executable, transport=transport, harness_args=tuple(harness_args),
             queue=args.queue, account=args.account, walltime=walltime,
             directives=tuple(args.directive or ()), launcher_args=tuple(plan.launcher_args),
-            setup=tuple(args.setup or ()), env=tuple(env), select_extra=args.select, place=args.place)
+            setup=tuple(args.setup or ()), env=tuple(env), select_extra=args.select, place=args.place,
+            mpi_library=library)
         path = os.path.join(sweep_dir, f"nodes{n}{jobscript.SUFFIX[args.scheduler]}")
         with open(path, "w") as f:
             f.write(jobscript.render(spec))

@@ -41,7 +41,7 @@ def test_pbs_script_lines():
         assert expected in lines, expected
     launch = [line for line in lines if "COLLSCALE_SWEEP_POINT=" in line]
     assert launch == ['    COLLSCALE_SWEEP_POINT="$point" mpiexec -n 32 --ppn 8 "$PY" -m "collectives.$collective" '
-                      '-b 8 -e 1G --transport mpi --json "$JSON" &']
+                      '-b 8 -e 1G --transport mpi --json "$JSON" 2>"$ERR" &']
     # Every #PBS directive comes before the first command (PBS stops reading at it).
     first_cmd = next(i for i, line in enumerate(lines) if line and not line.startswith("#"))
     assert all(i < first_cmd for i, line in enumerate(lines) if line.startswith("#PBS"))
@@ -113,3 +113,70 @@ def test_bad_walltime(bad):
 def test_unknown_scheduler():
     with pytest.raises(ValueError, match="scheduler"):
         render(_spec("lsf"))
+
+
+@pytest.mark.parametrize("library, chosen", [("MPICH Version: 5.0.2", "pmi2"), (None, "pmi2"),
+                                             ("Open MPI v4.1.4, package: Debian OpenMPI", "pmix")])
+def test_slurm_picks_the_pmi_of_the_mpi_in_use(library, chosen):
+    text = render(_spec("slurm", mpi_library=library))
+    assert f"SRUN_MPI={chosen}" in text.splitlines()
+    assert '--kill-on-bad-exit=1 "--mpi=$SRUN_MPI" "$PY"' in text
+    assert "# MPI: " + (library or "the MPI mpi4py loads") in text
+
+
+def test_launcher_args_naming_a_pmi_win():
+    text = render(_spec("slurm", mpi_library="MPICH", launcher_args=("--mpi=pmix",)))
+    assert "SRUN_MPI" not in text and "--mpi=pmix" in text
+
+
+def test_pbs_script_names_the_mpi_its_mpiexec_must_be():
+    assert "# mpiexec must be the launcher of MPICH Version: 5.0.2" in render(
+        _spec("pbs", mpi_library="MPICH Version: 5.0.2"))
+
+
+@pytest.mark.parametrize("offered, library, expected", [
+    ("pmix none pmi2", "MPICH", "pmi2"), ("pmix none", "MPICH", "pmix"),
+    ("pmi2 none", "Open MPI v5", "pmi2"), ("pmix_v4 pmix pmi2", "Open MPI v5", "pmix"),
+])
+def test_slurm_script_checks_what_srun_offers(tmp_path, offered, library, expected):
+    """The script's PMI choice at run time, with a stand-in srun that lists ``offered`` and
+    records the arguments it was started with; record-failure is never needed."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    listing = "MPI plugin types are...\n" + "".join(f"\t{p}\n" for p in offered.split())
+    (bin_dir / "srun").write_text(
+        "#!/bin/bash\n"
+        f'if [ "$1" = "--mpi=list" ]; then printf "{listing}" >&2; exit 0; fi\n'
+        f'echo "$@" >> {tmp_path}/srun.args\n')
+    (bin_dir / "srun").chmod(0o755)
+    script = tmp_path / "job.sh"
+    script.write_text(render(_spec("slurm", mpi_library=library, collectives=("allreduce",),
+                                   workdir=str(tmp_path), json_path=str(tmp_path / "r.jsonl"))))
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "TMPDIR": str(tmp_path)}
+    res = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, timeout=30)
+    assert res.returncode == 0, res.stderr
+    assert f"# collscale: srun --mpi={expected} for {library}" in res.stdout
+    assert f"--mpi={expected} " in (tmp_path / "srun.args").read_text()
+    assert not list(tmp_path.glob("collscale-point.*"))  # the point's stderr file is removed
+
+
+def test_a_refused_point_records_the_runners_line(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text(
+        "#!/bin/bash\n"
+        'if [ "$1" = "--mpi=list" ]; then echo pmi2 >&2; exit 0; fi\n'
+        'echo "collscale: error: srun started 2 processes, but MPI\'s world has 1" >&2; exit 2\n')
+    (bin_dir / "srun").chmod(0o755)
+    fake_py = bin_dir / "py"
+    fake_py.write_text(f'#!/bin/bash\necho "$@" >> {tmp_path}/failures\n')
+    fake_py.chmod(0o755)
+    script = tmp_path / "job.sh"
+    script.write_text(render(_spec("slurm", collectives=("allreduce",), workdir=str(tmp_path),
+                                   python=str(fake_py), json_path=str(tmp_path / "r.jsonl"))))
+    res = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=30,
+                         env={"PATH": f"{bin_dir}:/usr/bin:/bin", "TMPDIR": str(tmp_path)})
+    assert res.returncode == 0
+    assert "world has 1" in res.stderr  # the point's stderr reaches the job log
+    failure = (tmp_path / "failures").read_text()
+    assert "--exit-code 2" in failure and "exit status 2: collscale: error: srun started 2 processes" in failure
