@@ -2,8 +2,8 @@
 
 :func:`load` compiles ``mpi_loop.c`` (once per MPI library, compiler and
 source; see :mod:`collectives.native.build`) with the compiler wrapper of the
-MPI mpi4py uses, loads it with ctypes, and checks before anything is timed
-that it talks to the *same* initialised library as mpi4py: same library
+MPI mpi4py uses, loads its verified bytes with ctypes (from memory, never
+the cached file), and checks before anything is timed that it talks to the *same* initialised library as mpi4py: same library
 version string, same handle sizes, and the communicator's size and this
 rank as mpi4py sees them.  Any mismatch (a wrapper of another MPI first on
 PATH, say) is a :class:`BuildError`, and the transport falls back to the
@@ -28,7 +28,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from collectives.native.build import BuildError, Built, build
+from collectives.native.build import BuildError, Built, build, load as load_built
 from collectives.native.timer import NativeLoop
 
 __all__ = ["MPILoops", "load", "mpi_compiler", "KINDS", "DIVIDE_TYPES"]
@@ -70,7 +70,8 @@ class MPILoops:
 
     def __init__(self, built: Built, MPI, comm):
         self.built, self.MPI = built, MPI
-        lib = ctypes.CDLL(built.path)  # its libmpi is the one already loaded (same soname and path)
+        # the verified bytes, from a sealed memfd; its libmpi is the one already loaded (same soname)
+        lib = load_built(built)
         lib.cs_mpi_library.restype = ctypes.c_int
         lib.cs_mpi_library.argtypes = [ctypes.c_char_p, ctypes.c_int64]
         text = ctypes.create_string_buffer(8192)

@@ -1,7 +1,8 @@
 """The shm transport's compiled loop: ``shm_loop.c`` built with the C compiler, loaded with ctypes.
 
-No MPI is involved: the object is built with ``$CC`` (default ``cc``) and
-cached like the MPI loop (:mod:`collectives.native.build`).  What it runs
+No MPI is involved: the object is built with ``$CC`` (default ``cc``),
+cached and verified like the MPI loop (:mod:`collectives.native.build`), and
+loaded from its verified bytes, never from the cached file.  What it runs
 (each call's steps) is written by :mod:`transports.shm.compiled`; this
 module only knows the codes the C side reads.
 """
@@ -14,7 +15,7 @@ import shlex
 from pathlib import Path
 from typing import Optional
 
-from collectives.native.build import Built, build
+from collectives.native.build import Built, build, load as load_built
 
 __all__ = ["ShmLoops", "load", "OPCODES", "TYPES", "REDUCE_OPS", "POLICIES", "CONFIG", "STEP"]
 
@@ -40,7 +41,7 @@ class ShmLoops:
 
     def __init__(self, built: Built):
         self.built = built
-        lib = ctypes.CDLL(built.path)
+        lib = load_built(built)  # the verified bytes, from a sealed memfd
         self.run = lib.cs_shm_run
         self.run.restype = ctypes.c_int
         self.run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,

@@ -17,7 +17,7 @@ import pytest
 from collectives import cli
 from collectives.dtypes import DTYPES, ConfigError
 from collectives.native import shm as native_shm, thread_hint
-from collectives.native.build import BuildError, build
+from collectives.native.build import BuildError, build, load
 from collectives.native.timer import NativeLoop, NativeTimer
 from launch.comm import FUNNELED_MAX_BYTES, SelfComm, choose_thread_level
 from transports.base import Bound
@@ -49,7 +49,8 @@ def test_builds_once_then_loads_from_the_cache(tmp_path, monkeypatch):
     first = build("answer", str(src), [str(cc)])
     second = build("answer", str(src), [str(cc)])
     assert first.compiled and not second.compiled and first.path == second.path
-    assert ctypes.CDLL(first.path).cs_answer() == 42
+    assert first.data == second.data == Path(first.path).read_bytes()  # verified bytes, loaded from memory
+    assert load(second).cs_answer() == 42
     assert (tmp_path / "compiles.log").read_text().count("run") == 1
     src.write_text(SOURCE + "int cs_other(void) { return 1; }\n")  # another source: another object
     os.utime(first.path, (1, 1))  # ... and the first, unused for long, is removed when it is built

@@ -31,7 +31,8 @@ class Compiled:
         token = self.comm.bcast(uuid.uuid4().hex if self.comm.Get_rank() == 0 else None)
         loops = native_mpi.load(self.comm, token)
         built = loops.built
-        how = (f"compiled in {built.seconds:.1f} s" if built.compiled else "cached")
+        how = (f"compiled in {built.seconds:.1f} s" if built.compiled else "cached") + (
+            f"; {built.note}" if built.note else "")
         return loops, (f"timed loop: compiled C over this MPI, iterations without Python "
                        f"({os.path.basename(native_mpi.mpi_compiler()[0])}, {how}: {built.path})")
 

@@ -131,7 +131,8 @@ class ShmCompiled:
         from collectives.native import shm as native_shm
 
         lib = native_shm.load(token=self.job or uuid.uuid4().hex)
-        how = f"compiled in {lib.built.seconds:.1f} s" if lib.built.compiled else "cached"
+        how = (f"compiled in {lib.built.seconds:.1f} s" if lib.built.compiled else "cached") + (
+            f"; {lib.built.note}" if lib.built.note else "")
         return lib, (f"timed loop: compiled C for allreduce (flat, direct), broadcast, barrier, pingpong, "
                      f"sendrecv, allgather, alltoall; Python for ring, reduce, reduce_scatter ({how}: "
                      f"{lib.built.path})")
