@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import subprocess
 import sys
@@ -230,9 +231,13 @@ def _sizes(args, coll: str):
     return [0] if coll == "barrier" else [parse_size(s) for s in args.sizes.split(",")]
 
 
-def _mpirun():
+def _mpirun(args):
+    """The launcher words: --mpirun (e.g. a site MPI's ``mpirun --oversubscribe``), else the mpirun
+    beside this Python (the mpich wheel's), else the first on PATH."""
+    if args.mpirun:
+        return shlex.split(args.mpirun)
     beside = Path(sys.executable).parent / "mpirun"
-    return str(beside) if beside.exists() else "mpirun"
+    return [str(beside) if beside.exists() else "mpirun"]
 
 
 def _groups(args, n: int, oversubscribed: bool):
@@ -260,8 +265,8 @@ def _jobs(binary: str, args, n: int, rep: int, groups, oversubscribed: bool):
             pairs = [str(x) for sz in todo for x in (sz, iterations(sz, args.seconds))]
             extra = [] if args.thread_levels or oversubscribed or level == "single" else ["single"]
             for lv in dict.fromkeys([level] + extra):
-                jobs.append(("C program", lv, [_mpirun(), "-n", str(n), binary, lv, coll, *pairs]))
-        cmd = [_mpirun(), "-n", str(n), sys.executable, __file__, "--worker", "--rep", str(rep),
+                jobs.append(("C program", lv, [*_mpirun(args), "-n", str(n), binary, lv, coll, *pairs]))
+        cmd = [*_mpirun(args), "-n", str(n), sys.executable, __file__, "--worker", "--rep", str(rep),
                "--ref", binary + ".so", "--collectives", ",".join(colls), "--sizes", size_arg,
                "--seconds", str(args.seconds), "--thread-level", level]
         jobs.append(("python", level, cmd + (["--levels-only"] if args.thread_levels else [])))
@@ -284,6 +289,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=0.05, help="timed seconds per loop (about)")
     ap.add_argument("--thread-levels", default="", help="compare these MPI thread levels instead")
     ap.add_argument("--json", help="append the summary rows as JSON lines")
+    ap.add_argument("--mpirun", help="launcher command, e.g. 'mpirun.openmpi --oversubscribe' for a site MPI "
+                    "(default: the mpirun beside this Python, else the first on PATH)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--levels-only", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--rep", type=int, default=0, help=argparse.SUPPRESS)

@@ -62,7 +62,11 @@ def mpi_compiler() -> List[str]:
 
 
 def _first_line(text: str) -> str:
-    return " ".join(text.strip().splitlines()[0].split()) if text.strip() else ""
+    """The library's first line, normalised the same way on both sides: NULs dropped (Open MPI's
+    ``MPI_Get_library_version`` text through mpi4py ends in one; read from C it stops there),
+    runs of white space as one space."""
+    text = text.replace("\x00", " ").strip()
+    return " ".join(text.splitlines()[0].split()) if text else ""
 
 
 class MPILoops:

@@ -313,3 +313,13 @@ def test_cuda_graph_timer_replays_chunks_and_reads_gpu_times():
     assert calls.count("gpu") == iters and cuda.captures == 2  # chunks of CHUNK and of 3
     nccl_graphs.GraphTimer(torch, cache).loop(run, 3, lambda: None)  # a later loop reuses the capture
     assert cuda.captures == 2 and calls.count("gpu") == iters + 3
+
+
+def test_library_lines_compare_equal_across_a_trailing_nul():
+    """Open MPI's version text through mpi4py ends in a NUL; read from C it stops before it."""
+    from collectives.native.mpi import _first_line
+
+    text = "Open MPI v4.1.4, package: Debian OpenMPI, ident: 4.1.4, repo rev: v4.1.4, May 26, 2022"
+    assert _first_line(text + "\x00") == _first_line(text) == text
+    assert _first_line("MPICH Version:      5.0.2\nMPICH Release date: x") == "MPICH Version: 5.0.2"
+    assert _first_line("") == _first_line("\x00") == ""

@@ -186,7 +186,7 @@ class MPITransport(TransportBase):
         import mpi4py
 
         MPI = self._MPI
-        library = MPI.Get_library_version().strip().splitlines()[0].replace("Version:", "").strip()
+        library = MPI.Get_library_version().replace("\x00", " ").strip().splitlines()[0].replace("Version:", "").strip()
         levels = {
             MPI.THREAD_SINGLE: "single",
             MPI.THREAD_FUNNELED: "funneled",
