@@ -4,9 +4,13 @@ Every ``python -m analysis.*`` main runs its body through :func:`run_main`,
 which turns each outcome into an exit status and never shows a traceback:
 
 * 0: done (warnings, if any, were one line each on stderr);
-* 2: an expected error: a bad flag, a bad path, a results file that cannot
-  be read (:class:`UsageError`, which :class:`analysis.results.ResultsError`
-  is, or an ``OSError``): ONE line, ``<prog>: error: <what>``;
+* 2: an expected error: a bad flag, a bad path (an output name too long for
+  its file system included, named before any work), a results file that
+  cannot be read (:class:`UsageError`, which
+  :class:`analysis.results.ResultsError` is, or an ``OSError``), or a stdout
+  that is closed (refused before any work), broken (``| head``) or full: ONE
+  line, ``<prog>: error: <what>``; with stderr closed or broken, the status
+  alone;
 * 3: anything else (a bug): ``<prog>: error: TypeName: message (set
   COLLSCALE_DEBUG=1 for the traceback)``, as collectives/cli.py does;
 * 130: interrupted.
@@ -59,9 +63,13 @@ def warner(prog: str) -> Callable[[str], None]:
 
 
 def run_main(prog: str, body: Callable[[], int]) -> int:
-    """Run a CLI's ``body()`` and return the exit status (see the module docstring)."""
+    """Run a CLI's ``body()`` and return the exit status (see the module docstring); every analysis
+    command prints its result, so a closed stdout is refused first."""
+    def checked() -> int:
+        errors.refuse_closed_stdout()
+        return body()
     try:
-        return errors.run_main(prog, body)
+        return errors.run_main(prog, checked)
     except SystemExit as exc:  # --help: its status, returned
         return exc.code if isinstance(exc.code, int) else 0
 
@@ -152,6 +160,7 @@ def size(text: str) -> int:
 def _path(flag: str, text: str) -> Path:
     if not str(text).strip() or "\x00" in str(text):
         raise UsageError(f"{flag} {text!r}: not a path")
+    errors.check_path_length(text, flag)  # PC_NAME_MAX / PC_PATH_MAX, before any work
     return Path(text)
 
 

@@ -23,7 +23,7 @@ import sys
 import traceback
 from typing import List, Optional, Sequence
 
-from collectives import harness, model_column, spec as specs
+from collectives import cli_errors as errors, harness, model_column, spec as specs
 from collectives.config import (DEFAULT_MAX, DEFAULT_MIN, DEFAULT_STARTUP_TIMEOUT, EXIT_ERROR, EXIT_INTERRUPTED,
                                 EXIT_TIMEOUT, EXIT_USAGE, EXIT_WRONG, MAX_CHECKS, MAX_GIVEN_ITERS, Config,
                                 TransportOptions, parse_size, sweep_sizes)
@@ -113,7 +113,7 @@ def _path(flag: str):
     def parse(text: str) -> str:
         if not str(text).strip():
             raise argparse.ArgumentTypeError("needs a file name (an empty path writes nothing)")
-        return text
+        return errors.length_checked(text, argparse.ArgumentTypeError)  # before anything runs
     parse.__name__ = f"{flag} path"
     return parse
 
@@ -311,31 +311,31 @@ def main(collective: str, argv: Optional[Sequence[str]] = None) -> int:
 
 
 def process_main(body, mpi_init=(None, None)) -> int:
-    """Own the process for one runner: start the job's communicator, call
-    ``body(comm, env_tweaks, sinks, watchdog)`` (``sinks``: the stdout table on
-    rank 0; ``watchdog``: the process's, which the run configures and which
-    stays armed until the process ends) and turn its outcome into the exit
-    status (see :func:`guarded`); MPI is finalised before it returns (see
-    :func:`_close`); ``mpi_init``: (--thread-level, largest size) for MPI_Init's thread level."""
+    """Own the process for one runner: guard its streams (:mod:`collectives.cli_errors`: a closed stdout
+    is exit 2), start the job's communicator, call ``body(comm, env_tweaks, sinks, watchdog)`` (``sinks``:
+    the stdout table on rank 0; ``watchdog``: the process's, armed until it ends) and turn its outcome into
+    the exit status (:func:`guarded`, :func:`_close`); ``mpi_init``: (--thread-level, largest size)."""
     from collectives.output import stdout_table
     from collectives.watchdog import Watchdog
     from launch.comm import world
 
+    errors.guard_stdio()
     try:
         comm, tweaks = world(*mpi_init)
     except Exception as exc:  # MPI could not start: nothing to coordinate with
-        print(f"collscale: error: {exc}", file=sys.stderr)
+        errors.say("collscale", exc)
         return EXIT_ERROR
     dog = Watchdog(0.0, comm.rank)
-    return guarded(comm, lambda: body(comm, tweaks, [stdout_table()] if comm.rank == 0 else [], dog), dog)
+    return guarded(comm, lambda: errors.require_stdout(comm, ConfigError)
+                   or body(comm, tweaks, [stdout_table()] if comm.rank == 0 else [], dog), dog)
 
 
 def guarded(comm, body, watchdog=None) -> int:
     """Run ``body()`` (which returns the records) and turn its outcome into an exit status.
 
-    Bad input and failures every rank agrees on end cleanly on all ranks
-    (one message from rank 0); anything else on one rank aborts the job, so
-    no rank is left waiting.
+    Bad input and failures every rank agrees on end cleanly on all ranks (one message from rank
+    0); anything else on one rank aborts the job, so no rank is left waiting.  Rank 0's output
+    failing (:class:`~collectives.cli_errors.StreamError`) is exit 2 before the first row, 3 after.
     """
     from collectives.runner import StartupError
 
@@ -344,33 +344,32 @@ def guarded(comm, body, watchdog=None) -> int:
         records = body()
     except SystemExit as exc:  # --help
         return _close(comm, int(exc.code or 0), watchdog)
-    except ConfigError as exc:  # agreed by all ranks (flags, transport, files)
+    except (ConfigError, StartupError) as exc:  # agreed by all ranks (flags, files; a failed start): no abort
         if rank == 0:
-            print(f"collscale: error: {exc}", file=sys.stderr)
-        return _close(comm, EXIT_USAGE, watchdog)
-    except StartupError as exc:  # agreed by all ranks: nobody is stuck, no abort needed
-        if rank == 0:
-            print(f"collscale: error: {exc}", file=sys.stderr)
-        return _close(comm, EXIT_ERROR, watchdog)
+            errors.say("collscale", exc)
+        return _close(comm, EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_ERROR, watchdog)
+    except errors.StreamError as exc:  # rank 0's stdout or file failed: 2 before the first row, 3 after
+        errors.say("collscale", exc)  # the one line: alone, end cleanly; else abort, MPI's own line silenced
+        code = EXIT_ERROR if exc.rows else EXIT_USAGE
+        return _close(comm, code, watchdog) if comm.size == 1 else _abort(comm, code, quiet=True)
     except TimeoutError as exc:  # a transport's own wait gave up (it names the rank it waited for)
-        print(f"collscale: rank {rank}: timeout: {exc}; aborting the job", file=sys.stderr)
+        errors.tell(f"collscale: rank {rank}: timeout: {exc}; aborting the job")
         return _abort(comm, EXIT_TIMEOUT)
     except KeyboardInterrupt:
-        print(f"collscale: rank {rank}: interrupted; aborting the job", file=sys.stderr)
+        errors.tell(f"collscale: rank {rank}: interrupted; aborting the job")
         return _abort(comm, EXIT_INTERRUPTED)
     except BaseException as exc:  # one rank failed: the others may be blocked, so abort them all
         if os.environ.get("COLLSCALE_DEBUG"):
             traceback.print_exc()
         # One write: the launcher may stop forwarding output as soon as the abort lands.
-        print(f"collscale: rank {rank}: error: {type(exc).__name__}: {exc}; aborting the job"
-              + ("" if os.environ.get("COLLSCALE_DEBUG") else " (set COLLSCALE_DEBUG=1 for the traceback)"),
-              file=sys.stderr, flush=True)
+        errors.tell(f"collscale: rank {rank}: error: {type(exc).__name__}: {exc}; aborting the job"
+                    + ("" if os.environ.get("COLLSCALE_DEBUG") else " (set COLLSCALE_DEBUG=1 for the traceback)"))
         return _abort(comm, EXIT_ERROR)
     if records and not any(r["status"] in ("ok", "wrong") for r in records):
         if rank == 0:
             reasons = sorted({r["reason"] for r in records if r.get("reason")})
-            print(f"collscale: error: nothing was measured: every point is unsupported by this "
-                  f"transport ({'; '.join(reasons)})", file=sys.stderr)
+            errors.say("collscale", f"nothing was measured: every point is unsupported by this transport "
+                       f"({'; '.join(reasons)})")
         return _close(comm, EXIT_USAGE, watchdog)
     wrong = sum(r["wrong"] or 0 for r in records)
     return _close(comm, EXIT_WRONG if wrong else 0, watchdog)
@@ -406,8 +405,8 @@ def _reap_stragglers(rank: int, ranks, timeout: float) -> bool:
         if peers:
             time.sleep(0.02)
     for pid, (r, _) in peers.items():
-        print(f"collscale: rank {rank}: timeout: rank {r} (pid {pid}) did not exit within -T {timeout:g} s "
-              "after the job finished; ending it", file=sys.stderr, flush=True)
+        errors.tell(f"collscale: rank {rank}: timeout: rank {r} (pid {pid}) did not exit within -T {timeout:g} s "
+                    "after the job finished; ending it")
         try:
             os.kill(pid, signal.SIGKILL)
         except OSError:
@@ -463,8 +462,7 @@ def _close(comm, code: int, watchdog=None) -> int:
             code = EXIT_TIMEOUT
         if watchdog.requested > 0:
             signal.alarm(FINALIZE_GRACE_S)  # C's exit() runs MPI's atexit handlers
-    sys.stdout.flush()
-    sys.stderr.flush()
+    errors.flush_stdio()
     if getattr(comm, "exit_at_close", False):
         os._exit(code)
     # End now, without the interpreter's teardown (a rank stopped in it would
@@ -475,11 +473,13 @@ def _close(comm, code: int, watchdog=None) -> int:
     return code
 
 
-def _abort(comm, code: int) -> int:
-    """End the whole job from this rank, leaving nothing behind that this rank can remove."""
+def _abort(comm, code: int, quiet: bool = False) -> int:
+    """End the whole job from this rank, leaving nothing behind it can remove (``quiet``: no MPI "Abort" line)."""
     from transports.base import cleanup_all
 
     cleanup_all()
+    if quiet:
+        errors.silence_stderr()
     comm.abort(code)
     return code
 

@@ -7,7 +7,13 @@ measured.  The table prints one line per point (out-of-place then in-place
 columns, as nccl-tests does) as soon as the point is complete.
 
 Only rank 0 writes.  Files are appended to, so a sweep of several runs
-collects in one file; ``run_id`` tells runs apart.
+collects in one file; ``run_id`` tells runs apart.  A sink that cannot write
+(a closed or broken stdout, a full disk) raises
+:class:`~collectives.cli_errors.StreamError`, one line naming the stream and
+the rows written before (:func:`rows_written`: exit 2 before the first, 3
+after); the rows written stay, whole lines, and a file whose first row did
+not fit is removed.  Names too long for their file system are refused when
+the sink is made (:func:`collectives.cli_errors.path_too_long`).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import stat
 import sys
 from typing import IO, Dict, Iterable, List, Optional, Sequence
 
+from collectives.cli_errors import StreamError, path_too_long
 from collectives.record import FIELDS, SCHEMA
 
 __all__ = [
@@ -36,7 +43,18 @@ __all__ = [
     "format_row",
     "table_header",
     "open_sinks",
+    "rows_written",
+    "StreamError",
 ]
+
+_ROWS = [0]  # rows of results written by this process's sinks (table lines and file lines)
+
+
+def rows_written() -> int:
+    """How many rows of results this process's sinks have written so far: a stream that fails
+    before the first is bad input (exit 2), after it the run is cut short (exit 3)."""
+    return _ROWS[0]
+
 
 class Sink:
     """What the harness talks to; every method is optional."""
@@ -118,11 +136,24 @@ class TableWriter(Sink):
     def __init__(self, stream: IO[str]):
         self.stream = stream
         self.model = None  # the fabric of --fabric: a %model cell per group (collectives.model_column)
+        self.rows = 0
 
-    def _say(self, lines: Iterable[str]) -> None:
-        for line in lines:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+    def _say(self, lines: Iterable[str], rows: int = 0) -> None:
+        """Write ``lines`` (``rows`` of them rows of results); a stream that fails (closed, a broken
+        pipe, a full disk) raises :class:`StreamError`, one line naming it."""
+        try:
+            if self.stream is None:
+                raise OSError("it is closed")
+            for line in lines:
+                self.stream.write(line + "\n")
+            self.stream.flush()
+        except (OSError, ValueError) as exc:
+            name = str(getattr(self.stream, "name", None) or "stdout").strip("<>")
+            reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
+            raise StreamError(f"cannot write the table to {name} after {self.rows} rows: {reason}",
+                              rows=rows_written(), reason=reason) from None
+        self.rows += rows
+        _ROWS[0] += rows
 
     def header(self, info):
         if info.get("columns") is False:  # a runner with columns of its own (in its header lines)
@@ -135,10 +166,10 @@ class TableWriter(Sink):
                   + table_header(info.get("columns", ("out-of-place", "in-place")), bool(self.model)))
 
     def text(self, line):
-        self._say([line])
+        self._say([line], rows=1)
 
     def point(self, recs):
-        self._say([format_row(recs, bool(self.model))])
+        self._say([format_row(recs, bool(self.model))], rows=1)
 
     def note(self, text):
         self._say([f"# {text}"])
@@ -300,13 +331,26 @@ class _FileSink(Sink):
         try:
             if self.file is None:
                 # Read access too (the newline repair reads the last byte), where the file can seek.
-                regular = not os.path.exists(self.path) or os.path.isfile(self.path)
+                self._created = not os.path.exists(self.path)
+                regular = self._created or os.path.isfile(self.path)
                 self.file = open(self.path, "a+" if regular else "a", encoding="utf-8", newline="")
             append_line(self.file, line, self.header_line if self.rows == 0 else None)
         except OSError as exc:
-            raise OSError(f"cannot write {self.path} after {self.rows} rows were written to it: "
-                          f"{exc.strerror or exc}") from None
+            self._drop_if_empty()
+            reason = exc.strerror or str(exc)
+            raise StreamError(f"cannot write {self.path} after {self.rows} rows were written to it: {reason}",
+                              rows=rows_written(), reason=reason) from None
         self.rows += 1
+        _ROWS[0] += 1
+
+    def _drop_if_empty(self) -> None:
+        """A file this sink created whose first row did not fit (a full disk) is removed again."""
+        if self.rows == 0 and getattr(self, "_created", False):
+            try:
+                if os.path.getsize(self.path) == 0:
+                    os.unlink(self.path)
+            except OSError:
+                pass
 
     def close(self):
         try:
@@ -317,7 +361,11 @@ class _FileSink(Sink):
 
 
 def _check_writable(path: str) -> None:
-    """Raise the OSError that opening ``path`` for appending would, without creating it."""
+    """Raise the OSError that opening ``path`` for appending would, without creating it (a name
+    too long for its file system included)."""
+    why = path_too_long(path)
+    if why:
+        raise OSError(errno.ENAMETOOLONG, why, path)
     if os.path.exists(path):
         if not os.access(path, os.W_OK):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)

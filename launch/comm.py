@@ -62,8 +62,7 @@ class SelfComm:
         return value
 
     def abort(self, code: int) -> None:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        _flush_stdio()
         os._exit(code)
 
 
@@ -97,8 +96,7 @@ class MPIComm:
             MPI.Finalize()
 
     def abort(self, code: int) -> None:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        _flush_stdio()
         # Give the launcher a moment to forward what this rank just printed:
         # MPI_Abort tears the job down at once and its last lines can be lost.
         time.sleep(0.2)
@@ -147,8 +145,7 @@ class TorchComm:
         return _REDUCERS[op](self.allgather(value))
 
     def abort(self, code: int) -> None:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        _flush_stdio()
         os._exit(code)
 
     def close(self) -> None:
@@ -158,6 +155,17 @@ class TorchComm:
                 self._dist.barrier()
             finally:
                 self._dist.destroy_process_group()
+
+
+def _flush_stdio() -> None:
+    """Flush what this rank printed before it ends; a closed (None) or broken stream has nothing
+    to lose any more, and must not turn an abort into a traceback."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
 
 
 def mpi_available() -> bool:

@@ -28,7 +28,7 @@ import time
 from typing import Dict, List, Optional, Sequence
 
 from analysis import progress
-from collectives import record
+from collectives import cli_errors, record
 from collectives.output import append_line
 from launch import checks, jobscript, reaper
 from launch.checks import UsageError
@@ -307,10 +307,13 @@ def _make_dir_for(json_path: str) -> None:
 
 
 def _run(argv: Sequence[str], say, previous: Dict) -> int:
+    if RECORD_FAILURE not in list(argv)[:1]:  # the job scripts' mode prints nothing
+        cli_errors.refuse_closed_stdout("the sweep's progress")  # exit 2 before anything runs (--help too)
     args = parse_args(argv)
     if args.mode == RECORD_FAILURE:
         return _record_failure_main(args)
     previous.update({sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)})
+    start = None
     try:
         plan = check(args)  # everything is checked before anything is written
         if args.scheduler:
@@ -318,6 +321,7 @@ def _run(argv: Sequence[str], say, previous: Dict) -> int:
             return _scheduler_sweep(args, plan, say)
         local_command(args.launcher, 1, plan.collectives[0], args.harness, plan.json_path)  # launcher installed?
         _make_dir_for(plan.json_path)
+        start = _size(plan.json_path)
         sweep = Sweep(plan.ranks, plan.collectives, args.harness, plan.json_path,
                       os.path.join(plan.sweep_dir, "logs"), plan.sweep_id, launcher=args.launcher,
                       launcher_args=plan.launcher_args, point_timeout=plan.point_timeout, transport=plan.transport,
@@ -326,11 +330,24 @@ def _run(argv: Sequence[str], say, previous: Dict) -> int:
     except Stopped as stopped:
         print(f"collscale sweep: stopped by {stopped}; results so far are kept", file=sys.stderr)
         return stopped.code
+    except cli_errors.StreamError as exc:  # stdout broke mid-sweep: exit 3 once rows were written (they stay)
+        if start is not None and _size(plan.json_path) > start:
+            exc.rows = 1
+        raise
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Exit status: 0, 1 (a point failed or found wrong elements), 2 (bad input: one line),
-    3 (a bug: one line, the traceback with COLLSCALE_DEBUG=1), 128+N (stopped by signal N)."""
+    """Exit status: 0, 1 (a point failed or found wrong elements), 2 (bad input, or a stdout that is
+    closed, broken or full before any row was written: one line), 3 (a bug: one line, the traceback
+    with COLLSCALE_DEBUG=1; or stdout failed after rows were written, which stay), 128+N (stopped by
+    signal N)."""
     say = lambda *a: print(*a, flush=True)  # noqa: E731
     previous: Dict = {}
     try:
