@@ -33,7 +33,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from analysis import costmodel
+from analysis import costmodel, physical
 from collectives import spec as specs
 
 __all__ = ["AffineFit", "SegmentedFit", "ModelFit", "fit_affine", "fit_segmented", "fit_model", "fit_transport", "fit_frame"]
@@ -41,7 +41,7 @@ __all__ = ["AffineFit", "SegmentedFit", "ModelFit", "fit_affine", "fit_segmented
 
 def _weighted_lstsq(A: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Non-negative least squares on relative error for 1-3 unknowns."""
-    w = 1.0 / t
+    w = 1.0 / t  # t within analysis.physical's bounds (_checked): nothing here overflows
     Aw, tw = A * w[:, None], t * w
     cols = list(range(A.shape[1]))
     while True:
@@ -56,10 +56,31 @@ def _weighted_lstsq(A: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 def _errors(pred: np.ndarray, t: np.ndarray) -> Tuple[float, float, float]:
-    rel = np.abs(pred - t) / t
-    ss_res = float(np.sum((pred - t) ** 2))
-    ss_tot = float(np.sum((t - t.mean()) ** 2)) or 1.0
-    return float(np.median(rel)), float(rel.max()), 1.0 - ss_res / ss_tot
+    with np.errstate(over="ignore", invalid="ignore"):  # squares of times near a float's limit: inf, not a warning
+        rel = np.abs(pred - t) / t
+        ss_res = float(np.sum((pred - t) ** 2))
+        ss_tot = float(np.sum((t - t.mean()) ** 2)) or 1.0
+        return float(np.median(rel)), float(rel.max()), 1.0 - ss_res / ss_tot
+
+
+def _checked(sizes, times_s, ranks=None) -> Tuple[np.ndarray, ...]:
+    """Sizes and times as float arrays of one length, else ValueError: within :mod:`analysis.physical`'s
+    bounds (sizes 0 to 2^50 B, times 1 ns to 1e6 s: nothing a fit computes can overflow), ranks (where
+    given) whole and >= 1."""
+    n = np.asarray(sizes, dtype=float).ravel()
+    t = np.asarray(times_s, dtype=float).ravel()
+    if len(n) != len(t):
+        raise ValueError(f"{len(n)} sizes but {len(t)} times")
+    if not ((n >= 0) & (n <= physical.MAX_BYTES)).all():  # NaN fails every comparison
+        raise ValueError("sizes must be finite, from 0 to 2^50 B")
+    if not ((t >= physical.MIN_TIME_US * 1e-6) & (t <= physical.MAX_TIME_US * 1e-6)).all():
+        raise ValueError("times must be finite and positive, from 1 ns to 1e6 s")
+    if ranks is None:
+        return n, t
+    p = np.asarray(ranks, dtype=float).ravel()
+    if len(p) != len(t) or not (np.isfinite(p).all() and (p >= 1).all() and (p == np.round(p)).all()):
+        raise ValueError("ranks must be whole numbers >= 1, one per time")
+    return n, t, p.astype(int)
 
 
 @dataclass(frozen=True)
@@ -83,8 +104,7 @@ class AffineFit:
 
 
 def fit_affine(sizes: Sequence[float], times_s: Sequence[float]) -> AffineFit:
-    n = np.asarray(sizes, dtype=float)
-    t = np.asarray(times_s, dtype=float)
+    n, t = _checked(sizes, times_s)
     if len(n) < 2 or len(set(n)) < 2:
         raise ValueError("an affine fit needs at least two distinct sizes")
     A = np.column_stack([np.ones_like(n), n])
@@ -199,13 +219,11 @@ def fit_segmented(sizes: Sequence[float], times_s: Sequence[float], max_breaks: 
     ``max_breaks`` breaks, the one with the lowest median leave-one-out
     relative error wins; a tie goes to fewer breaks.
     """
-    order = np.argsort(np.asarray(sizes, dtype=float), kind="stable")
-    n = np.asarray(sizes, dtype=float)[order]
-    t = np.asarray(times_s, dtype=float)[order]
+    n, t = _checked(sizes, times_s)
+    order = np.argsort(n, kind="stable")
+    n, t = n[order], t[order]
     if len(set(n.tolist())) < 2:
         raise ValueError("a fit needs at least two distinct sizes")
-    if np.any(t <= 0):
-        raise ValueError("times must be positive")
     best = None
     for cuts in _candidate_cuts(len(n), max_breaks, min_points):
         segs = _segment_fits(n, t, cuts)
@@ -290,9 +308,7 @@ def fit_model(collective: str, sizes: Sequence[float], ranks: Sequence[int], tim
     ``beta_ref`` (bytes/s), from a non-reducing collective of the same
     transport, separates gamma for reductions.
     """
-    n = np.asarray(sizes, dtype=float)
-    p = np.asarray(ranks, dtype=int)
-    t = np.asarray(times_s, dtype=float)
+    n, t, p = _checked(sizes, times_s, ranks)
     if len(t) < 2:
         raise ValueError("a fit needs at least two points")
     names = list(algorithms or costmodel.ALGORITHMS[collective])
@@ -336,11 +352,13 @@ def fit_model(collective: str, sizes: Sequence[float], ranks: Sequence[int], tim
 
 def _rows(df, min_ranks: int = 2, **match):
     """Usable points: ``min_ranks`` or more ranks (a fit needs traffic between ranks), a size, a
-    time; out of place and op sum where present."""
+    time, nothing non-physical (:mod:`analysis.physical`: the loader leaves such rows out with a warning,
+    this keeps them out of frames made otherwise); out of place and op sum where present."""
     sub = df
     for k, v in match.items():
         sub = sub[sub[k] == v]
     sub = sub[(sub["nranks"] >= min_ranks) & (sub["size_bytes"] > 0) & (sub["time_us"] > 0)]
+    sub = sub[physical.frame_mask(sub)]
     if "placement" in sub and (sub["placement"] == "out-of-place").any():
         sub = sub[sub["placement"] == "out-of-place"]
     if "op" in sub and (sub["op"] == "sum").any():

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from typing import List
 
+from analysis import physical
 from analysis.fit import fit_segmented
 from collectives.spec import SPECS
 
@@ -41,7 +42,7 @@ def link_table(df, min_size: int = 1 << 20) -> List[dict]:
     if "kind" in sub:
         sub = sub[sub["kind"] == "measured"]
     for (run_id, collective), g in sub.groupby(["run_id", "collective"], sort=True):
-        g = g[g["size_bytes"] > 0]
+        g = g[(g["size_bytes"] > 0) & physical.frame_mask(g)]  # no non-physical row (analysis.physical)
         if "placement" in g:
             g = g[g["placement"] == "out-of-place"]
         if g["size_bytes"].nunique() < 3:

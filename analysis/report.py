@@ -30,10 +30,12 @@ embedded, viewable offline) and the PNG plots it shows:
 A run at one rank has a bus bandwidth of 0 (nothing moves between ranks):
 its times are tabulated and plotted, its busbw plot is left out and the
 report says so; no fit uses it.  A torn or bad line in a results file is
-skipped with one warning naming ``file:line`` (``--strict``: an error);
-a file that is not collscale results, or lacks a column the report needs,
-is refused in one line (exit 2), as is an ``-o`` that is an existing file
-(missing parents of ``-o`` are created).
+skipped with one warning naming ``file:line`` (``--strict``: an error), as
+are non-physical rows (:mod:`analysis.physical`); a file that is not collscale
+results, or lacks a column the report needs, is refused in one line (exit 2),
+as is an ``-o`` that is an existing file (missing parents of ``-o`` are
+created).  Record fields reach file names, Markdown and plot labels only
+through :mod:`analysis.sanitise`: every file is written inside ``-o``.
 """
 
 from __future__ import annotations
@@ -45,8 +47,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from analysis import (cli_common, fabrics, fit, goodness, progress, report_appendix, report_html, report_replicate,
-                      report_summary, results, scaling, workloads)
+from analysis import (cli_common, fabrics, fit, goodness, physical, progress, report_appendix, report_html,
+                      report_replicate, report_summary, results, sanitise, scaling, workloads)
 from analysis.report_plots import REPORT_FABRICS, draw as _draw_plots, short_compute as _short_compute
 from analysis.report_text import fmt, table
 
@@ -82,7 +84,8 @@ def holdout_accuracy(df, min_size: int = 64 * 1024, column: Optional[str] = None
     keys = ["transport", "collective", "nranks"]
     for (transport, collective, p), g in df.groupby(keys):
         g = fit._rows(g)
-        g = g[g[column] > 0].groupby("size_bytes", as_index=False)[column].median().sort_values("size_bytes")
+        g = g[(g[column] >= physical.MIN_TIME_US) & (g[column] <= physical.MAX_TIME_US)]  # a p50 too
+        g = g.groupby("size_bytes", as_index=False)[column].median().sort_values("size_bytes")
         if len(g) < 4:
             continue
         train, test = g.iloc[0::2], g.iloc[1::2]
@@ -246,6 +249,7 @@ def build(paths: Sequence[str], outdir: str, measure_cpu: bool = False, strict: 
         if rep_md:
             md += rep_md + [""] + [f"![{p.stem}]({p.name})" for p in rep_plots] + [""]
         md += report_appendix.appendix(meas, allrec, accuracy, scaling_rows, fabric)
+        md = [sanitise.text(line) for line in md]  # a record's text never breaks a line or hides a character
         md_path = out / "report.md"
         md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
         html_path = out / "index.html"

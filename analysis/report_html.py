@@ -40,9 +40,14 @@ code{background:#f3f3f3;padding:0 .2em}
 _SHORT = 16  # a cell this short never wraps (sizes, times, percentages); longer text does
 
 
+_ESCAPED = re.compile(r"\\([\\|])")
+
+
 def _cells(line: str) -> List[str]:
-    inner = line.strip()[1:-1] if line.strip().endswith("|") else line.strip()[1:]
-    return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", inner)]
+    """The cells of a table row, ``\\\\`` and ``\\|`` read back (:func:`analysis.sanitise.cell`)."""
+    inner = line.strip()[1:]
+    cells = [m.group(1) for m in re.finditer(r"((?:\\.|[^\\|])*)\|", inner + ("" if inner.endswith("|") else "|"))]
+    return [_ESCAPED.sub(r"\1", c).strip() for c in cells]
 
 
 def _inline(text: str) -> str:

@@ -5,17 +5,24 @@ rank has a bus bandwidth of 0 (busbw = algbw x 2(n-1)/n for allreduce; one
 rank moves nothing between ranks).  Such series are left out of the plot and
 :func:`draw` returns a note saying so for the report; a plot with nothing
 left to draw is not written at all.
+
+A record's collective names its plots' files and transports their legends:
+both go through :mod:`analysis.sanitise` (``busbw_../../x.png`` is
+``busbw__x-<hash>.png``, inside the report's directory; a ``$`` is no
+mathematics), and a glyph the font lacks is drawn as a box without a warning.
 """
 
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from analysis import costmodel, fabrics, fit, workloads
+from analysis.sanitise import file_part, label as _label
 from analysis.report_text import human_size
 from collectives import spec as specs
 
@@ -32,6 +39,12 @@ def draw(df, scaling_rows: Dict[str, List[Dict]], outdir: Path) -> Tuple[List[Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from")  # a transport named in emoji
+        return _draw(plt, df, scaling_rows, outdir)
+
+
+def _draw(plt, df, scaling_rows: Dict[str, List[Dict]], outdir: Path) -> Tuple[List[Path], List[str]]:
     made: List[Path] = []
     notes: List[str] = []
     meas = df[df["kind"] == "measured"]
@@ -43,12 +56,12 @@ def draw(df, scaling_rows: Dict[str, List[Dict]], outdir: Path) -> Tuple[List[Pa
         extra = modelled[modelled["collective"] == collective]
         for metric, ylabel, stem in _METRICS:
             path = _collective_plot(plt, sub, extra, collective, metric, ylabel,
-                                    outdir / f"{stem}_{collective}.png", notes)
+                                    outdir / f"{stem}_{file_part(collective)}.png", notes)
             if path is not None:
                 made.append(path)
     for model, rows in scaling_rows.items():
         if rows:
-            made.append(_scaling_plot(plt, model, rows, outdir / f"scaling_{model}.png"))
+            made.append(_scaling_plot(plt, model, rows, outdir / f"scaling_{file_part(model)}.png"))
     return made, notes
 
 
@@ -69,7 +82,7 @@ def _collective_plot(plt, sub, extra, collective: str, metric: str, ylabel: str,
                 continue
             drawn += 1
             line, = ax.plot(g["size_bytes"], g[metric], "o-", ms=4, lw=1.5,
-                            label=f"measured: {transport}, {int(p)} rank{'s' if p != 1 else ''}")
+                            label=_label(f"measured: {transport}, {int(p)} rank{'s' if p != 1 else ''}"))
             if metric == "time_us" and len(g) >= 2:
                 f = fit.fit_segmented(g["size_bytes"], g["time_us"] * 1e-6)
                 xs = np.logspace(np.log10(g["size_bytes"].min()), np.log10(g["size_bytes"].max()), 90)
@@ -100,13 +113,13 @@ def _collective_plot(plt, sub, extra, collective: str, metric: str, ylabel: str,
             g = _positive(g, metric)
             if not g.empty:
                 ax.plot(g["size_bytes"], g[metric], "-.", lw=1.3, color=next(model_colors, "grey"),
-                        label=f"MODELLED (from file): {transport}, {int(p)}")
+                        label=_label(f"MODELLED (from file): {transport}, {int(p)}"))
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         _size_ticks(ax, sub["size_bytes"].min(), sub["size_bytes"].max())
         ax.set_xlabel("size S")
         ax.set_ylabel(ylabel)
-        ax.set_title(f"{collective}: measured (solid, markers) and MODELLED fabrics (dashed)")
+        ax.set_title(_label(f"{collective}: measured (solid, markers) and MODELLED fabrics (dashed)"))
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         fig.tight_layout()
@@ -142,13 +155,13 @@ def _scaling_plot(plt, model: str, rows: List[Dict], path: Path) -> Path:
                     continue
                 xs = [r["devices"] for r in pts]
                 ys = [100 * r["efficiency"] for r in pts]
-                label = f"{pts[0]['network_short']}: {short_compute(pts[0]['compute'])}"
+                label = _label(f"{pts[0]['network_short']}: {short_compute(pts[0]['compute'])}")
                 if pts[0]["network_kind"].endswith("fit"):
                     inside = [i for i, r in enumerate(pts) if not r["note"]]
                     last = inside[-1] if inside else 0
                     ax.plot(xs[:last + 1], ys[:last + 1], "s-", ms=4, lw=1.8, color=color, label=label)
                     ax.plot(xs[last:], ys[last:], "s:", ms=3, lw=1.2, color=color,
-                            label=f"{pts[0]['network_short']}: beyond the measured ranks")
+                            label=_label(f"{pts[0]['network_short']}: beyond the measured ranks"))
                 else:
                     ax.plot(xs, ys, "--", lw=1.5, color=color, label=label)
             ax.set_xscale("log", base=2)

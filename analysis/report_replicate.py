@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from analysis import calibrate, replicate_runs, scaling, step_model, workloads
 from analysis.report_plots import save_with_legend
+from analysis.sanitise import file_part, label
 
 __all__ = ["section"]
 
@@ -78,7 +79,7 @@ def _plot(model: str, rows: List[Dict], recs: List[Dict], path: Path) -> Path:
             for i, network in enumerate(dict.fromkeys(r["network"] for r in rows)):
                 pts = [r for r in rows if r["batch"] == b and r["network"] == network]
                 ax.plot([r["devices"] for r in pts], [100 * r["efficiency"] for r in pts], "--" if i else ":",
-                        lw=1.5, label=f"MODELLED: {pts[0]['network_short']}")
+                        lw=1.5, label=label(f"MODELLED: {pts[0]['network_short']}"))
             meas = [r for r in recs if int(r["batch"]) == b]
             ax.plot([int(r["nranks"]) for r in meas], [100 * r["efficiency"] for r in meas], "ko", ms=6,
                     label="measured (collectives.replicate)")
@@ -143,5 +144,5 @@ def section(records: Sequence[Dict], model_fits, outdir: Path, table) -> Tuple[L
         if network is None:
             continue
         curve_rows = _curves(model, mine, network, [r for r in recs if r.get("transport") == transport])
-        plots.append(_plot(model, curve_rows, mine, outdir / f"replicate_{model}.png"))
+        plots.append(_plot(model, curve_rows, mine, outdir / f"replicate_{file_part(model)}.png"))
     return md, plots

@@ -9,9 +9,11 @@ from __future__ import annotations
 import math
 from typing import Iterable, List, Sequence
 
+from analysis import sanitise
+
 __all__ = ["fmt", "table", "human_size", "size_range", "details"]
 
-_UNITS = (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10))
+_UNITS = (("PiB", 1 << 50), ("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10))
 
 
 def fmt(v, pct: bool = False, digits: int = 3) -> str:
@@ -26,17 +28,17 @@ def fmt(v, pct: bool = False, digits: int = 3) -> str:
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence]) -> List[str]:
-    """A Markdown table (a '|' inside a cell is escaped)."""
-    def cell(c) -> str:
-        return str(c).replace("|", "\\|")
-
+    """A Markdown table: every cell on one line, without control characters, ``\\`` and ``|`` escaped
+    (:func:`analysis.sanitise.cell`), so that each row has as many cells as the header."""
+    cell = sanitise.cell
     out = ["| " + " | ".join(map(cell, headers)) + " |", "|" + "---|" * len(headers)]
     out += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
     return out
 
 
 def human_size(n) -> str:
-    """Bytes as nccl-tests users read them: ``8 B``, ``64 KiB``, ``1.5 MiB``, ``1 GiB`` (powers of 1024)."""
+    """Bytes as nccl-tests users read them: ``8 B``, ``64 KiB``, ``1.5 MiB``, ``1 GiB``, up to ``PiB`` (powers
+    of 1024)."""
     if n is None or (isinstance(n, float) and not math.isfinite(n)):
         return "-"
     n = float(n)

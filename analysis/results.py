@@ -10,7 +10,8 @@ Reading around damage.  A run killed mid-write leaves a torn last line, and
 a hand-edited file may hold a bad line in the middle: such lines (not JSON,
 not UTF-8, not a record of ours, a measured record without a usable time,
 a CSV row with the wrong number of fields) are skipped, and ``warn`` gets
-ONE line per file naming ``file:line`` and how many were skipped.  With
+ONE line per file naming ``file:line`` and how many were skipped, as do
+non-physical rows of any format (:mod:`analysis.physical`).  With
 ``strict=True`` the first such line is an error.  A file in which no line
 is a collscale record (another tool's file, a binary file) is refused
 either way, naming the first line; so is a file that lacks a column the
@@ -49,7 +50,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from analysis import importers
+from analysis import importers, physical
 from analysis.cli_common import UsageError
 from collectives import record, spec as specs
 
@@ -58,7 +59,7 @@ __all__ = ["ResultsError", "load", "read_records", "frame", "REQUIRED", "placeme
 
 REQUIRED = ("collective", "transport", "nranks", "size_bytes", "time_us", "busbw_gbs", "algbw_gbs")
 _STRUCTURE = ("schema", "collective", "transport", "nranks", "size_bytes", "status")
-_MEASURED = ("ok", "wrong")  # statuses that carry a time
+_MEASURED = physical.TIMED  # statuses that carry a time
 _NUMERIC = ("nranks", "nhosts", "ranks_per_host", "size_bytes", "count", "iters", "warmup", "time_us",
             "time_us_min", "time_us_p50", "time_us_p99", "time_us_max", "time_us_rank_min",
             "time_us_rank_max", "algbw_gbs", "busbw_gbs", "busbw_factor", "wrong", "checks", "root",
@@ -83,10 +84,6 @@ class _Bad(Exception):
     """One unreadable line (skipped unless strict)."""
 
 
-def _stderr_warning(message: str) -> None:
-    print(f"analysis.results: warning: {message}", file=sys.stderr)
-
-
 # -- one record -----------------------------------------------------------------------------
 
 def _float(value) -> float:
@@ -103,11 +100,6 @@ def _float(value) -> float:
 def _whole_in(value, lo: int, hi: int) -> bool:
     v = _float(value)
     return v == v and v.is_integer() and lo <= v <= hi
-
-
-def _nonneg(value) -> bool:
-    """A finite number >= 0."""
-    return _float(value) >= 0
 
 
 def _check(rec) -> dict:
@@ -146,26 +138,26 @@ def _short(value) -> str:
     return text if len(text) <= 24 else text[:21] + "..."
 
 
-def _complete(rec: dict, derived: Dict[str, int]) -> dict:
+def _complete(rec: dict, derived: Dict[str, List[dict]]) -> dict:
     """A measured record with a usable time and both bandwidths (derived where missing), else _Bad."""
     if rec["status"] not in _MEASURED:
         return rec
-    if not _nonneg(rec.get("time_us")):
+    if not _float(rec.get("time_us")) >= 0:
         raise _Bad(f"measured record without a usable time_us ({_short(rec.get('time_us'))})")
     seconds = _float(rec["time_us"]) * 1e-6
-    if not _nonneg(rec.get("algbw_gbs")):
+    if not _float(rec.get("algbw_gbs")) >= 0:
         rec["algbw_gbs"] = rec["size_bytes"] / seconds / 1e9 if seconds > 0 else 0.0
-        derived["algbw_gbs"] = derived.get("algbw_gbs", 0) + 1
-    if not _nonneg(rec.get("busbw_gbs")):
+        derived.setdefault("algbw_gbs", []).append(rec)
+    if not _float(rec.get("busbw_gbs")) >= 0:
         factor = rec.get("busbw_factor")
-        if not _nonneg(factor):
+        if not _float(factor) >= 0:
             spec = specs.find(rec["collective"])
             if spec is None:
                 raise _Bad(f"measured record without busbw_gbs or busbw_factor, of a collective not in "
                            f"collectives.spec ({rec['collective']!r})")
             factor = rec["busbw_factor"] = spec.busbw_factor(rec["nranks"])
         rec["busbw_gbs"] = rec["algbw_gbs"] * factor
-        derived["busbw_gbs"] = derived.get("busbw_gbs", 0) + 1
+        derived.setdefault("busbw_gbs", []).append(rec)
     return rec
 
 
@@ -298,7 +290,7 @@ def _imported(path: Path, data: bytes, given: importers.Given, strict: bool, war
     _skipped(path, bad, len(parsed.records), strict, warn)
     for note in parsed.notes:
         warn(note)
-    return parsed.records
+    return physical.screen(path, parsed.records, None, strict, warn, ResultsError)
 
 
 def _read_file(path: Path, strict: bool, warn: Warn, given: importers.Given = importers.Given()) -> List[dict]:
@@ -323,20 +315,24 @@ def _read_file(path: Path, strict: bool, warn: Warn, given: importers.Given = im
     if not good and bad:
         raise ResultsError(f"{path}:{bad[0][0]}: {bad[0][1]}" + ("" if ours else f"; {_NEITHER}"))
     timed = [r for _, r in good if r["status"] in _MEASURED]
-    if timed and not any(_nonneg(r.get("time_us")) for r in timed):
+    if timed and not any(_float(r.get("time_us")) >= 0 for r in timed):
         raise ResultsError(f"{path}: missing required column(s): time_us (no measured record has a time)")
-    derived: Dict[str, int] = {}
+    derived: Dict[str, List[dict]] = {}
     out = []
     for number, rec in good:
         try:
-            out.append(_complete(rec, derived))
+            out.append((number, _complete(rec, derived)))
         except _Bad as item:
             bad.append((number, str(item)))
     _skipped(path, bad, len(out), strict, warn)
+    out = physical.screen(path, [r for _, r in out], [n for n, _ in out], strict, warn, ResultsError)
     n_timed = sum(r["status"] in _MEASURED for r in out)
-    for col, count in sorted(derived.items()):
+    kept = {id(r) for r in out}
+    for col, recs in sorted(derived.items()):
+        count = sum(id(r) in kept for r in recs)
         how = "size_bytes / time_us" if col == "algbw_gbs" else "algbw_gbs x busbw_factor"
-        warn(f"{path}: {col} missing in {count} of {n_timed} measured records: derived as {how}")
+        if count:
+            warn(f"{path}: {col} missing in {count} of {n_timed} measured records: derived as {how}")
     return out
 
 
@@ -364,7 +360,7 @@ def read_records(paths: Sequence[Union[str, Path]], strict: bool = False, warn: 
     ``warn`` (default: a line on stderr) receives one line per file that had
     lines skipped or values derived; ``strict`` makes a skipped line an error.
     """
-    warn = warn or _stderr_warning
+    warn = warn or (lambda message: print(f"analysis.results: warning: {message}", file=sys.stderr))
     records: List[dict] = []
     if not paths:
         raise ResultsError("no results files given")

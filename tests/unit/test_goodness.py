@@ -131,7 +131,8 @@ def test_no_guess(gpu, why):
 
 def _rec(transport, size, busbw, nranks=8, kind="measured", **kw):
     return record.new(kind, "ok", collective="allreduce", transport=transport, nranks=nranks, size_bytes=size,
-                      time_us=1.0, algbw_gbs=busbw, busbw_gbs=busbw, **kw)
+                      time_us=max(1.0, size / busbw / 1e3) if busbw else 1.0, algbw_gbs=busbw,
+                      busbw_gbs=busbw, **kw)
 
 
 def _names(df):

@@ -224,6 +224,7 @@ def test_generated_tables_round_trip(tmp_path_factory, rows, prefix, noise):
              "#  Rank  1 Group  0 Pid 2 on h1 device  0 [0x0] G", HEADER]
     for exp, t, wrong in sorted(rows):
         size = 4 << exp
+        t = max(t, size / 5e7)  # physical: at most 50 TB/s (the loader leaves out what is faster)
         if noise:
             lines.append("h0:1:1 [0] NCCL INFO comm 0x1 rank 0 nranks 2 - Init COMPLETE")
         lines.append(f"{size:12d} {size // 4:13d}     float     sum      -1 {t:8.2f} {1.0:7.2f} {2.0:7.2f} {wrong:6d}"
@@ -233,7 +234,7 @@ def test_generated_tables_round_trip(tmp_path_factory, rows, prefix, noise):
     df, _ = load(p)
     assert len(df) == 2 * len(rows) and set(df["nranks"]) == {2}
     assert sorted(set(df["size_bytes"])) == sorted(4 << e for e, _, _ in rows)
-    want = {4 << e: float(f"{t:.2f}") for e, t, _ in rows}
+    want = {4 << e: float(f"{max(t, (4 << e) / 5e7):.2f}") for e, t, _ in rows}
     assert all(r.time_us == pytest.approx(want[r.size_bytes]) for r in df.itertuples())
 
 
