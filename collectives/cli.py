@@ -318,13 +318,14 @@ def process_main(body, mpi_init=(None, None)) -> int:
     from collectives.output import stdout_table
     from collectives.watchdog import Watchdog
     from launch.comm import world
+    from launch.mismatch import LaunchMismatch
 
     errors.guard_stdio()
     try:
         comm, tweaks = world(*mpi_init)
-    except Exception as exc:  # MPI could not start: nothing to coordinate with
+    except Exception as exc:  # MPI could not start, or a launcher of another MPI (every process says it)
         errors.say("collscale", exc)
-        return EXIT_ERROR
+        return EXIT_USAGE if isinstance(exc, LaunchMismatch) else EXIT_ERROR
     dog = Watchdog(0.0, comm.rank)
     return guarded(comm, lambda: errors.require_stdout(comm, ConfigError)
                    or body(comm, tweaks, [stdout_table()] if comm.rank == 0 else [], dog), dog)

@@ -19,6 +19,7 @@ import time
 from typing import Any, List, Optional, Protocol
 
 from launch import env as launch_env
+from launch import mismatch
 
 __all__ = ["Comm", "MPIComm", "SelfComm", "TorchComm", "world", "as_comm", "mpi_available",
            "release_mpich_segments", "choose_thread_level", "THREAD_LEVELS", "FUNNELED_MAX_BYTES"]
@@ -232,11 +233,14 @@ def world(thread_level: Optional[str] = None, largest: Optional[int] = None):
         import mpi4py
 
         if "mpi4py.MPI" not in sys.modules:  # the level is fixed at MPI_Init, for the whole run
-            mpi4py.rc.thread_level = choose_thread_level(thread_level, oversubscribed, largest)
+            _init_mpi(mpi4py, choose_thread_level(thread_level, oversubscribed, largest), launched)
         from mpi4py import MPI
 
         comm = MPIComm(MPI.COMM_WORLD)
         release_mpich_segments(comm)
+        refused = mismatch.check(comm.size, MPI.Get_library_version(), launched=launched)
+        if refused:  # before anything is measured or written; MPI finalises at exit
+            raise mismatch.LaunchMismatch(refused)
     elif launched.size not in (None, 1):
         raise RuntimeError(
             f"launched as {launched.size} ranks by {launched.launcher}, but mpi4py is not "
@@ -247,6 +251,22 @@ def world(thread_level: Optional[str] = None, largest: Optional[int] = None):
         comm = SelfComm()
     _WORLD = (comm, settings)
     return _WORLD
+
+
+def _init_mpi(mpi4py, level: str, launched) -> None:
+    """MPI_Init_thread at ``level``, after a look at the library that refuses a launcher of another MPI
+    family (Open MPI's mpirun over MPICH, say: MPICH's own MPI_Init would abort with an error stack
+    about PMIx).  The library's version is readable before MPI_Init; mpi4py finalises at exit."""
+    mpi4py.rc.thread_level = level
+    mpi4py.rc.initialize = False
+    mpi4py.rc.finalize = True
+    from mpi4py import MPI
+
+    refused = mismatch.before_init(MPI.Get_library_version(), launched=launched)
+    if refused:
+        raise mismatch.LaunchMismatch(refused)
+    MPI.Init_thread({"single": MPI.THREAD_SINGLE, "funneled": MPI.THREAD_FUNNELED,
+                     "serialized": MPI.THREAD_SERIALIZED, "multiple": MPI.THREAD_MULTIPLE}[level])
 
 
 def release_mpich_segments(comm: "MPIComm") -> int:

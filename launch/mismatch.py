@@ -28,7 +28,7 @@ from typing import Mapping, Optional
 
 from launch.env import LaunchEnv, detect
 
-__all__ = ["LaunchMismatch", "check", "expected_size", "mpi_family", "loaded_library", "describe_launcher"]
+__all__ = ["LaunchMismatch", "check", "before_init", "expected_size", "mpi_family", "loaded_library", "describe_launcher"]
 
 
 class LaunchMismatch(RuntimeError):
@@ -114,6 +114,27 @@ def _fix(launcher: str, family: str) -> str:
         return ("use an mpi4py built against the site's MPI (MPICC=cc pip install --no-binary mpi4py "
                 "mpi4py), or launch with the mpirun of the MPI mpi4py loaded")
     return "launch with the mpirun of the MPI mpi4py loaded, or rebuild mpi4py against this launcher's MPI"
+
+
+# The MPI family each launcher belongs to; srun and bare PMI serve either.
+_LAUNCHER_FAMILY = {"openmpi": "openmpi", "hydra": "mpich", "pals": "mpich"}
+
+
+def before_init(library_version: str, env: Optional[Mapping[str, str]] = None,
+                launched: Optional[LaunchEnv] = None) -> Optional[str]:
+    """One line when the launcher belongs to another MPI family than the library mpi4py loaded
+    (known before MPI_Init, whose own failure would be an error stack), else None."""
+    launched = launched if launched is not None else detect(env)
+    expected = expected_size(launched, env)
+    want = _LAUNCHER_FAMILY.get(launched.launcher)
+    library = _first_line(library_version)
+    family = mpi_family(library)
+    if expected in (None, 1) or want is None or family in ("unknown", want):
+        return None
+    where = loaded_library()
+    return (f"{describe_launcher(launched.launcher)} started {expected} processes, but mpi4py loaded "
+            f"{library}" + (f" ({where})" if where else "") + f", another MPI: its processes cannot form "
+            f"one world; {_mpirun_here()}. Fix: {_fix(launched.launcher, family)}")
 
 
 def check(world_size: int, library_version: str, env: Optional[Mapping[str, str]] = None,

@@ -61,3 +61,19 @@ def test_family():
     assert mismatch.mpi_family(OPENMPI) == "openmpi"
     assert mismatch.mpi_family("Intel(R) MPI Library 2021.10") == "mpich"
     assert mismatch.mpi_family("Something else") == "unknown"
+
+
+def test_a_launcher_of_another_family_is_refused_before_mpi_init():
+    ompi = {"OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_LOCAL_SIZE": "2"}
+    line = mismatch.before_init(MPICH, env=ompi)
+    assert "Open MPI's mpirun started 2 processes, but mpi4py loaded MPICH Version: 5.0.2" in line
+    hydra = {"PMI_RANK": "0", "PMI_SIZE": "3", "MPI_LOCALRANKID": "0", "MPI_LOCALNRANKS": "3"}
+    assert "Hydra) started 3 processes, but mpi4py loaded Open MPI v4.1.4" in mismatch.before_init(OPENMPI, env=hydra)
+
+
+def test_same_family_or_a_neutral_launcher_goes_on_to_mpi_init():
+    ompi = {"OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_LOCAL_SIZE": "2"}
+    assert mismatch.before_init(OPENMPI, env=ompi) is None
+    assert mismatch.before_init(MPICH, env=SRUN_2) is None  # srun serves either: checked after init
+    assert mismatch.before_init("Some Vendor MPI 1.0", env=ompi) is None  # unknown: let MPI_Init decide
+    assert mismatch.before_init(MPICH, env={}) is None
