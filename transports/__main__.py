@@ -10,8 +10,9 @@ def print_table() -> None:
 
 
 def main() -> int:
-    print_table()
-    return 0
+    from collectives.cli_errors import refuse_closed_stdout, run_main
+
+    return run_main("collscale", lambda: refuse_closed_stdout("the list") or print_table() or 0)
 
 
 if __name__ == "__main__":
