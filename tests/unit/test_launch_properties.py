@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, strategies as st
 
-from launch import emulate, netns, sweep
+from launch import emulate, jobscript, netns, sweep
 
 TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=10)
 NUMBERS = st.one_of(
@@ -134,6 +134,7 @@ def nothing_launched():
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sweep.Sweep, "run", lambda self: 0)
+        mp.setattr(jobscript, "mpi_library_of", lambda python: "MPICH Version: 5.0.2")  # probes a python
         mp.setattr(subprocess, "run", refuse)  # qsub/sbatch, were they on PATH (--dry-run anyway)
         mp.setattr(subprocess, "Popen", refuse)
         mp.setattr(netns, "requirements_missing", lambda: None)
