@@ -63,15 +63,13 @@ def compute_from_peak(workload, tflops: float, mfu: float = DEFAULT_MFU, source:
                       f"{mfu:.0%} utilisation ({source or 'assumed'})", "assumed")
 
 
-def default_threads(devices: Sequence[int]) -> int:
-    """The threads one rank gets when this host's cores are shared by as many ranks as it can hold of
-    the largest device count (at least 1)."""
-    import os
+def default_threads(devices: Sequence[int], cores: Optional[int] = None) -> int:
+    """The threads one rank gets when this host's usable ``cores`` (default: its CPU affinity, capped
+    by a cgroup quota) are shared by as many ranks as it can hold of the largest device count (at
+    least 1)."""
+    from analysis.host_limits import usable_cores
 
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
+    cores = cores or usable_cores()
     return max(1, cores // max(1, min(max(devices or [1]), cores)))
 
 
@@ -296,6 +294,8 @@ def _main(argv: Optional[Sequence[str]]) -> int:
                       help="device peak (default: the fabric's, when published)")
     comp.add_argument("--measure-cpu", action="store_true", help="time forward, backward and an Adam step here "
                       "with torch, with the threads one rank gets (--threads)")
+    ap.add_argument("--oversubscribe", action="store_true", help="--measure-cpu: run --threads above this host's "
+                    "usable cores (refused otherwise)")
     ap.add_argument("--threads", type=cc.whole(1, 4096), help="--measure-cpu: torch threads (default: this host's "
                     "cores over the largest device count it can hold, at least 1: one rank's share)")
     ap.add_argument("--calibrate", nargs="+", metavar="RUNS", help="collectives.replicate records (JSON Lines or "
@@ -328,7 +328,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         if a.samples_per_second:
             compute = compute_from_rate(a.samples_per_second)
         elif a.measure_cpu:
-            compute = measure_cpu(workload, threads=a.threads or default_threads(a.devices))
+            compute = measure_cpu(workload, threads=_checked_threads(a.threads, a.oversubscribe, a.devices))
         elif from_runs is not None:
             compute = from_runs
         else:
@@ -365,6 +365,20 @@ def _main(argv: Optional[Sequence[str]]) -> int:
             for r in rows:
                 f.write(json.dumps(r) + "\n")
     return 0
+
+
+def _checked_threads(threads: Optional[int], oversubscribe: bool, devices: Sequence[int],
+                     cores: Optional[int] = None) -> int:
+    """--threads, refused above this host's usable cores unless --oversubscribe; else the default."""
+    from analysis import host_limits
+
+    cores = cores or host_limits.usable_cores()
+    if threads is None:
+        return default_threads(devices, cores)
+    refusal = None if oversubscribe else host_limits.threads_refusal(threads, cores)
+    if refusal:
+        raise ValueError(refusal)
+    return threads
 
 
 def _replicate_records(paths, strict: bool, warn) -> List[Dict]:

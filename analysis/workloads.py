@@ -7,7 +7,8 @@ class of :mod:`analysis.torch_models` and its arguments) and the shape of
 its input, so no code tells the models apart by name.  All of it is pure
 Python; torch is optional and imported (with analysis.torch_models) only
 by :func:`build_torch_model`, :func:`torch_param_count` and
-:func:`example_input`, never by importing this module.
+:func:`example_input`, never by importing this module.  The activation
+memory of a training step, measured per model: analysis.host_limits.
 
 Architectures and where the counts come from (REFERENCE.md section 4):
 

@@ -24,8 +24,15 @@ returns only after the last allreduce).
 One table line and one summary record per batch size; the per-round step
 times and the median DDP step's bucket timeline are in the JSON only (the
 CSV gets the summary columns).  Each rank runs ``--threads`` torch threads
-(default: its host's usable cores over its ranks), so X(1) is measured with
-the thread count each rank really has.
+(default: its host's usable cores over its ranks; under ``launch.emulate``
+the machine's cores over all the ranks of its emulated hosts), so X(1) is
+measured with the thread count each rank really has.
+
+Before anything is built (:func:`host_limits`, :mod:`analysis.host_limits`):
+``--threads`` above the usable cores is refused unless ``--oversubscribe``
+asks for it, threads x ranks above the cores is a header note, and a model
+and batch whose state and measured activations would not fit the memory
+the ranks' machine has available are refused with the figures.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from collectives import cli, context, record
+from collectives import cli, record
 from collectives.config import Config
 from collectives.dtypes import ConfigError, parse_dtypes
 from collectives.harness import aggregate
@@ -70,6 +77,7 @@ class ReplicateConfig(Config):
     optimizer: str = "adam"
     seq: Optional[int] = None  # tokens per sample for GPT-style models (default: a short 128)
     threads: Optional[int] = None  # torch threads per rank (default: the host's cores over its ranks)
+    oversubscribe: bool = False  # --threads above the host's usable cores, asked for
     steps: Optional[int] = None  # steps per phase (default: enough for PHASE_S seconds)
 
     @property
@@ -104,7 +112,10 @@ def parse_args(argv: Sequence[str], quiet: bool = False) -> ReplicateConfig:
     p.add_argument("--optimizer", default="adam", choices=OPTIMIZERS)
     p.add_argument("--dtype", default="float32", choices=DTYPES, help="weights and activations (default float32)")
     p.add_argument("--threads", type=cli.pos_int, help="torch threads per rank on the CPU (default: the host's "
-                   "usable cores divided by its ranks, at least 1)")
+                   "usable cores divided by its ranks, at least 1; under launch.emulate the machine's cores by all "
+                   "its ranks); more than the usable cores is refused without --oversubscribe")
+    p.add_argument("--oversubscribe", action="store_true", help="run --threads above this host's usable cores "
+                   "(refused otherwise): the threads take turns on the cores")
     p.add_argument("--steps", type=cli.pos_int, help="training steps per phase of a round, timed together "
                    f"(default: enough for {PHASE_S:g} s, from an untimed step, at most {MAX_STEPS})")
     cli.add_timing_flags(p, warmup=2)
@@ -129,44 +140,106 @@ def parse_args(argv: Sequence[str], quiet: bool = False) -> ReplicateConfig:
         spec=None, sizes=batches, size_flags=f"model {w.name} batch {','.join(map(str, batches))} per rank",
         dtypes=parse_dtypes(a.dtype), ops=(), root=None, placements=("out",), fresh_inputs=False,
         inject_fault=None, transport_options=cli.TransportOptions(device=a.device, iface=a.iface),
-        model=w.name, optimizer=a.optimizer, seq=a.seq, threads=a.threads, steps=a.steps, **fields,
+        model=w.name, optimizer=a.optimizer, seq=a.seq, threads=a.threads, oversubscribe=a.oversubscribe,
+        steps=a.steps, **fields,
     )
 
 
-def _check_memory(cfg: ReplicateConfig, params: int, ctx: Dict) -> Optional[str]:
-    """Model + gradients + buckets + optimizer state of this host's ranks against MemAvailable."""
-    here = context.memory_here(ctx)
-    if here is None:
-        return None
-    available, local, host = here
-    need = params * _BYTES_PER_PARAM[cfg.optimizer] * local
-    if need <= available:
-        return None
-    return (f"{cfg.model} ({params:,} parameters) needs about {need / 2**30:.1f} GiB for its {local} ranks on "
-            f"{host} (weights, gradients, buckets, {cfg.optimizer} state), which has "
-            f"{available / 2**30:.1f} GiB available")
-
-
-def _host_cores(ctx: Dict) -> int:
-    """The cores this host's ranks can use together (their affinities' union, capped by any quota)."""
+def _machine_key() -> str:
+    """What identifies the machine whose cores and memory this rank shares: its host name, or under
+    launch.emulate the real machine (every emulated host's namespace has a host name of its own)."""
     import socket
 
     from launch import env as launch_env
 
-    rs = ctx["hosts"].get(socket.gethostname(), [])
-    if not rs:
-        return max(1, launch_env.host_cores())
-    return max(1, launch_env.usable_cores([ctx["ranks"][i]["affinity"] for i in rs]))
+    emulated = launch_env.emulation()
+    if emulated:
+        return "emulated:" + str(emulated.get("machine_id") or emulated.get("machine") or "")
+    return socket.gethostname()
 
 
-def _threads(cfg: ReplicateConfig, ctx: Dict, cores: int) -> int:
-    """--threads, else this host's usable ``cores`` shared among its ranks (at least one)."""
-    if cfg.threads:
-        return cfg.threads
-    import socket
+@dataclass(frozen=True)
+class HostShare:
+    """This rank's view of the machine it shares: the ranks on it, the hosts they appear as (more
+    than one when emulated), the cores they can use together and the memory it has available."""
 
-    local = len(ctx["hosts"].get(socket.gethostname(), [])) or 1
-    return max(1, cores // local)
+    ranks: int
+    hosts: int
+    cores: int
+    available: Optional[int]
+    emulated: bool = False
+
+    @property
+    def where(self) -> str:
+        return "this machine" if self.emulated else "this host"
+
+
+def _share(ctx: Dict, keys: Sequence[str], rank: int, available: Optional[int]) -> HostShare:
+    """The ranks whose machine key is this rank's share its cores (their affinities' union, capped by
+    any quota) and its memory."""
+    from launch import env as launch_env
+
+    mine = [i for i, k in enumerate(keys) if k == keys[rank]]
+    cores = max(1, launch_env.usable_cores([ctx["ranks"][i]["affinity"] for i in mine]))
+    hosts = len({ctx["ranks"][i]["host"] for i in mine})
+    return HostShare(len(mine), hosts, cores, available, keys[rank].startswith("emulated:"))
+
+
+def _state_bytes(cfg: ReplicateConfig, params: int) -> int:
+    return params * _BYTES_PER_PARAM[cfg.optimizer] * _element_bytes(cfg) // 4
+
+
+def _element_bytes(cfg: ReplicateConfig) -> int:
+    return 2 if cfg.dtypes[0].name == "bfloat16" else 4
+
+
+def host_limits(cfg: ReplicateConfig, w, share: HostShare, cpu: bool = True) -> Tuple[int, List[str], List[str]]:
+    """(threads per rank, refusals, notes) for this rank's machine, before anything is built.
+
+    Threads: ``--threads`` above the usable cores is refused without ``--oversubscribe``; by default
+    the cores are shared among the ranks on the machine (every emulated host's ranks together).
+    Memory: model state and the largest batch's activations, times the ranks on the machine,
+    against what it has available."""
+    from analysis import host_limits as hl
+
+    refusals: List[str] = []
+    notes: List[str] = []
+    threads = cfg.threads or max(1, share.cores // share.ranks)
+    if cpu and cfg.threads:
+        if not cfg.oversubscribe:
+            refusal = hl.threads_refusal(cfg.threads, share.cores, share.where)
+            if refusal:
+                refusals.append(refusal)
+        note = hl.threads_note(cfg.threads, share.ranks, share.cores, share.where)
+        if note:
+            notes.append(note)
+    if not cpu:  # model and activations live in the device's memory, which torch checks itself
+        return threads, refusals, notes
+    batch = max(cfg.sizes)
+    seq = cfg.seq or (128 if w.model_input.kind == "tokens" else None)
+    per_sample = hl.activation_bytes(w, 1, seq, _element_bytes(cfg))
+    refusal = hl.memory_refusal(w.name, batch, _state_bytes(cfg, w.params), per_sample, share.ranks,
+                                share.available, share.where, w.params,
+                                f"weights, gradients, DDP buckets and {cfg.optimizer} state")
+    if refusal:
+        refusals.append(refusal)
+    return threads, refusals, notes
+
+
+def threads_line(cfg: ReplicateConfig, share: HostShare, threads: int) -> str:
+    """The header's line on who shares which cores."""
+    def n(count: int, word: str) -> str:
+        return f"{count} {word}{'' if count == 1 else 's'}"
+
+    given = " (--threads)" if cfg.threads else ""
+    if share.emulated:
+        who = f"{n(share.ranks, 'rank')} on {n(share.hosts, 'emulated host')}"
+        cores = f"this machine's {n(share.cores, 'core')}"
+    else:
+        who, cores = f"{n(share.ranks, 'rank')} on this host", f"its {n(share.cores, 'usable core')}"
+    if share.ranks == 1:
+        return f"# threads: {who}, {cores}: {n(threads, 'thread')}{given}"
+    return f"# threads: {who} share {cores}: {n(threads, 'thread')} each{given}"
 
 
 def _sweep(session: Run) -> List[Dict]:
@@ -176,12 +249,18 @@ def _sweep(session: Run) -> List[Dict]:
     comm, t, dog = session.comm, session.transport, session.watchdog
     torch, dist = t.torch, t.dist
     w = workloads.get(cfg.model)
-    # Before building anything: the table's exact parameter count.
-    reasons = [r for r in comm.allgather(_check_memory(cfg, w.params, session.ctx)) if r]
-    if reasons:
-        raise ConfigError(reasons[0])
-    cores, memory = _host_cores(session.ctx), allocator()
-    threads = _threads(cfg, session.ctx, cores)
+    # Before building anything: threads against the cores, the table's parameter count and measured
+    # activations against the memory, of every rank's machine (agreed: the first refusal ends the job).
+    from analysis.host_limits import available_memory
+
+    share = _share(session.ctx, comm.allgather(_machine_key()), comm.rank, available_memory())
+    threads, refusals, notes = host_limits(cfg, w, share, t.device.type == "cpu")
+    checked = comm.allgather((refusals, notes))
+    refusals = [r for rs, _ in checked for r in rs]
+    if refusals:
+        raise ConfigError(refusals[0])
+    notes = list(dict.fromkeys(n for _, ns in checked for n in ns))
+    cores, memory = share.cores, allocator()
     # The bare module's backward (alone and no-sync phases) lays out a 1x1 convolution's gradient
     # differently from DDP's bucket view; DDP copies it (correct, and timed as it runs): not the user's issue.
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
@@ -205,6 +284,8 @@ def _sweep(session: Run) -> List[Dict]:
         f"# replicate: {w.title}, {params:,} parameters ({grad_bytes:,} B of gradients), DDP over "
         f"{cfg.transport}, {cfg.optimizer}, {cfg.dtypes[0].name}, {threads} thread(s) per rank; synthetic inputs "
         "of the model's shape (no data loading); timed by the " + timer,
+        threads_line(cfg, share, threads),
+        *[f"# note: {n}" for n in notes],
         f"# host memory allocator: {memory}",
         f"# each of {cfg.warmup} + {cfg.iters} rounds: rank 0 alone (the others asleep in a barrier), all ranks "
         "without gradient sync, all ranks under DDP, then (N > 1) the gradient allreduce alone (every bucket, "

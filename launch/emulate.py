@@ -20,7 +20,10 @@ Between hosts the traffic really goes through TCP: ``GLOO_SOCKET_IFNAME``,
 UCX (``UCX_TLS=tcp,self``) and libfabric (``FI_PROVIDER=tcp``) are pointed at
 the emulated link; ranks on the same emulated host still share memory, as on
 a real node.  ``COLLSCALE_EMULATED`` tells the harness, which says so in its
-header and in every record.
+header and in every record; it names the real machine (``machine``,
+``machine_id``) because the emulated hosts share its cores and memory: the
+harness counts every rank of the job against them (each namespace has a host
+name of its own, so host names alone would make them look like separate hosts).
 
 Everything is torn down on every exit path the process can see (normal end,
 error, Ctrl-C, SIGTERM/SIGHUP, ``--timeout``).  After a SIGKILL of the
@@ -45,6 +48,7 @@ import sys
 import time
 from typing import List, Optional, Sequence
 
+from collectives import cli_errors
 from launch import checks, netns, reaper
 from launch.netns import IFACE, EmulationError, Topology
 
@@ -147,6 +151,19 @@ LINK_ENV = {
 }
 
 
+def _machine_id() -> str:
+    """This machine's id (systemd's machine-id, else this boot's id, else its host name)."""
+    for path in ("/etc/machine-id", "/proc/sys/kernel/random/boot_id"):
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text:
+            return text
+    return socket.gethostname()
+
+
 def rank_env(topo: Topology, base: Optional[dict] = None, say=None) -> dict:
     """The environment of everything started on the emulated hosts (see LINK_ENV)."""
     env = dict(os.environ if base is None else base)
@@ -160,6 +177,7 @@ def rank_env(topo: Topology, base: Optional[dict] = None, say=None) -> dict:
         "rate": topo.rate,
         "rate_bits": topo.rate_bits,
         "machine": socket.gethostname(),
+        "machine_id": _machine_id(),  # the emulated hosts share this machine's cores and memory
         "cores": os.cpu_count(),
         "describe": topo.describe(),
     })
@@ -374,7 +392,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _say(*args, file=None):
-    print(*args, file=file or sys.stdout, flush=True)
+    """A note of the emulation's own; a stdout that breaks half-way must not stop the teardown (the
+    command shares it and reports it; a closed stdout was refused before anything was built)."""
+    try:
+        print(*args, file=file or sys.stdout, flush=True)
+    except OSError:
+        pass
 
 
 def _checked(args: argparse.Namespace) -> dict:
@@ -392,6 +415,7 @@ def _checked(args: argparse.Namespace) -> dict:
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:
+    cli_errors.refuse_closed_stdout("the emulation's notes")  # exit 2 before any namespace is made
     args = _parser().parse_args(argv)
     command = list(args.command)
     if command and command[0] == "--":
@@ -411,8 +435,9 @@ def _main(argv: Optional[Sequence[str]]) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Exit status: the command's; 2 bad input or emulation refused (one line); 3 a bug (one line,
-    the traceback with COLLSCALE_DEBUG=1); 124 --timeout; 128+N stopped by signal N."""
+    """Exit status: the command's; 2 bad input, emulation refused or stdout closed (one line, before
+    anything is built); 3 a bug (one line, the traceback with COLLSCALE_DEBUG=1); 124 --timeout; 128+N
+    stopped by signal N."""
     return checks.run_main("collscale emulate", lambda: _main(argv), expected=(EmulationError,))
 
 
