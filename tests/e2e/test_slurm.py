@@ -80,3 +80,17 @@ def test_srun_without_pmi_is_refused_before_measuring(slurm, tmp_path):
     assert "--mpi=pmi2" in lines[0] and "MPICH" in lines[0]
     assert "Traceback" not in res.stderr and res.stdout.strip() == ""
     assert not out.exists() or out.read_text() == ""
+
+
+def test_a_sweep_point_whose_launch_is_refused_is_a_failed_record_with_the_reason(slurm, tmp_path):
+    sweep_dir = tmp_path / "sw"
+    res = slurm.run([sys.executable, "-m", "launch.sweep", "slurm", "--nodes", "1", "--ppn", "2",
+                     "--collectives", "allreduce", "--queue", "debug", "--dir", str(sweep_dir),
+                     "--launcher-args", "--mpi=none", "--", "-b", "8", "-e", "64"],
+                    env=_env(slurm), cwd=str(ROOT), timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    slurm.wait_idle(timeout=120)
+    rows = [json.loads(line) for line in (sweep_dir / "results.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in rows] == ["failed"], rows  # no 1-rank rows, one failure
+    assert rows[0]["exit_code"] == 2 and rows[0]["sweep_point"] == "nodes1-allreduce"
+    assert "srun started 2 processes, but MPI's world has 1" in rows[0]["reason"]
