@@ -1,5 +1,9 @@
-"""Pure functions over collscale results (no MPI is imported here).
+"""Pure functions over collscale results and other tools' logs (no MPI is imported here).
 
-The latency-bandwidth fits, fabric models, workloads and scaling reports
-arrive with the analysis issue; today this package only reserves the name.
+Loading (:mod:`.results`, :mod:`.importers`), latency-bandwidth fits
+(:mod:`.costmodel`, :mod:`.fit`), published fabric models (:mod:`.fabrics`,
+:mod:`.goodness`), predictions (:mod:`.predict`), the workloads and the
+data-parallel step model (:mod:`.workloads`, :mod:`.step_model`,
+:mod:`.calibrate`, :mod:`.scaling`) and the report (:mod:`.report`).
+docs/report.md describes the commands; docs/ARCHITECTURE.md the layering.
 """

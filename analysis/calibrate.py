@@ -120,10 +120,10 @@ MIN_COMM_S = 0.01  # buckets the network model gives less time than this tell co
 def comm_samples(rec: Dict, allreduce: Allreduce) -> Tuple[Tuple[float, float], Tuple[float, float]]:
     """((in-step, model) seconds summed over buckets that ran wholly after the backward computation,
     (in-step, model) summed over those that ran wholly inside it), of buckets the network model gives at
-    least MIN_COMM_S: a shorter bucket's in-step time is mostly a fixed delay (here 0.5-6 ms: the
-    backend's thread waking on a core that computes), which as a ratio would scale every bucket of
-    another model (UNet's 2.3 MB bucket took 1-3x its alone time; GPT-2's 176 MB one 0.9-1.6x).  The
-    record's wake delay, a term of its own, is taken off the first bucket after the backward pass."""
+    least MIN_COMM_S: a shorter bucket's in-step time is mostly a fixed delay (the backend's thread
+    waking on a core that computes), which as a ratio would wrongly scale every bucket of another model
+    (docs/results/2026-12.md has the figures).  The record's wake delay, a term of its own, is taken off
+    the first bucket after the backward pass."""
     tl = rec.get("bucket_timeline") or []
     got = instep_comm(rec) or []
     after, inside = [0.0, 0.0], [0.0, 0.0]

@@ -5,7 +5,7 @@ direction, for the algorithm its library uses), gamma (s/byte of reduction)
 and that algorithm; fabrics that span nodes also give the scale-out link.
 Every number is a :class:`Figure` saying whether it is ``measured``, a
 ``datasheet`` figure, ``derived`` from datasheet figures, or ``assumed``,
-and where it comes from (REFERENCE.md §2 holds the agreed list).  Anything
+and where it comes from (docs/reference.md, "Fabric figures", lists them all).  Anything
 computed from a fabric is *modelled* and says so.
 
 Beyond one node (``devices_per_node``) an allreduce is modelled two-level,
@@ -122,12 +122,12 @@ def _b(gbs: float, kind: str, source: str) -> Figure:
 
 _NO_GAMMA = Figure(0.0, "s/B", "assumed",
                    "device reductions run at memory speed, far above link speed: taken as free")
-_ASSUMED_NVLINK_ALPHA = _a(1.0, "assumed", "REFERENCE.md §2: NVLink ~1 us per step (not published)")
-_ASSUMED_100G_ALPHA = _a(7.5, "assumed", "REFERENCE.md §2: 100 GbE class 5-10 us per step (not published)")
+_ASSUMED_NVLINK_ALPHA = _a(1.0, "assumed", "NVLink ~1 us per step, not published (docs/reference.md)")
+_ASSUMED_100G_ALPHA = _a(7.5, "assumed", "100 GbE class 5-10 us per step, not published (docs/reference.md)")
 _ASSUMED_IF_ALPHA = _a(1.0, "assumed", "direct GPU-GPU Infinity Fabric links, taken as NVLink-class (~1 us per step; "
                        "not published)")
 
-# AMD Instinct, REFERENCE-style notes (for REFERENCE.md §2 through an issue): figure, kind, source.
+# AMD Instinct: figure, kind, source (the same list is in docs/reference.md, "Fabric figures").
 #
 # - MI250X Infinity Fabric link: 25 GT/s x 16 bits = 50 GB/s per direction. Datasheet: ROCm docs,
 #   "AMD Instinct MI250 microarchitecture".
@@ -300,7 +300,8 @@ FABRICS: Dict[str, Fabric] = {f.name: f for f in (
     ),
 )}
 
-# The seed talk's UNet-2D table (REFERENCE.md §4): 8 devices, efficiency definition not public.
+# The seed study's UNet-2D table (Emani et al., PMBS@SC22, and the ALCF AI Testbed talk at ATPESC 2023;
+# docs/reference.md, "The seed study's UNet-2D table"): 8 devices, efficiency definition not public.
 SEED_TABLE = {
     "A100": {"32": 0.188, "256": 0.52, "fabric": "nvlink3"},
     "SN10 RDU": {"32": 0.42, "256": 0.28, "fabric": None},

@@ -34,6 +34,7 @@ intermediate).  An estimate: other thread counts, allocators, sequence
 lengths (attention here keeps no seq x seq matrix, so per token it is
 roughly constant) and later steps (the allocator's retained pages: +6 % on
 UNet over five steps) move it; bfloat16 is taken as half of float32.
+The same figures, with each model's parameters: docs/results/2026-12.md.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def activation_bytes(w, batch: int, seq: Optional[int] = None, element_bytes: in
 
 def _cgroup_cpu_limit(root: str = "/sys/fs/cgroup") -> Optional[float]:
     """CPUs a cgroup v2 (cpu.max) or v1 (cfs quota) limit allows, if any.  The same reading as
-    launch.env.host_cores: analysis imports no launcher (DESIGN.md's layering)."""
+    launch.env.host_cores: analysis imports no launcher (docs/ARCHITECTURE.md's layering)."""
     try:
         with open(os.path.join(root, "cpu.max")) as f:
             quota, period = f.read().split()[:2]

@@ -48,17 +48,14 @@ it is calibrated, measured or assumed):
   (copy_out, after the backward pass: exposed), unless the model uses
   ``gradient_as_bucket_view``; seconds per byte of gradients for both
   passes, half each.  Measured by replicate's comm-only phase, which copies
-  as DDP does (at 2 ranks on the 2-core machine: 0.22-0.31 ms per MB,
-  120-148 ms of GPT-2 small's 2.5-2.8 s step); assumed 0 without.
+  as DDP does; assumed 0 without.
 - **wake**: the first allreduce after the cores computed waits longer than
   one back to back (on a host whose cores all compute, the backend's
   threads wait for the CPU to come back to them): seconds once per step,
   exposed (it falls on the buckets after the backward pass).  Measured by
   replicate's wake probe (20 ms of compute, then an allreduce of the
-  smallest bucket's size, minus the same back to back; -0.9 to 3.5 ms on
-  the 2-core machine, counted from 0; a stand-alone test of BraggNN's one
-  132 KB bucket gave 3-4.7 ms after 15 ms of compute against 0.6 ms back
-  to back); assumed 0 without.
+  smallest bucket's size, minus the same back to back; a negative
+  difference counts as 0); assumed 0 without.
 - **optimizer** on its own, O, not folded into the samples/s rate.
 - **bucket readiness**: bucket i's gradients are all computed at
   ``ready_i`` x B' (the shares measured by replicate for that model, else
@@ -72,11 +69,10 @@ past the end of the backward pass is exposed, and so are the copy back out
 of the buckets and the wake delay.  At N = 1 there is no communication, no
 copy and no sharing or skew.
 
-Sources: the terms and their sizes were found by timing DDP on a 2-core CPU
-against this model (issue 12: GPT-2 small lost 14 points of efficiency of
-which the old model saw 4; the slowest rank cost 200-260 ms of a 3 s step,
-gloo's threads and DDP's copies 130-700 ms, shared memory bandwidth 430 ms,
-Adam 28 % of a GPT-2 step).
+Sources: the terms were found by timing DDP against this model with
+``collectives.replicate``; the measurements that found them, and how well
+the model predicts replicate's runs, are in docs/results/2026-12.md
+("Data-parallel replication and the step model").
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ by :func:`build_torch_model`, :func:`torch_param_count` and
 :func:`example_input`, never by importing this module.  The activation
 memory of a training step, measured per model: analysis.host_limits.
 
-Architectures and where the counts come from (REFERENCE.md section 4):
+Architectures and where the counts come from (docs/reference.md, "Workloads"):
 
 * ``unet`` -- mateuszbuda/brain-segmentation-pytorch ``unet.py``, the
   kaggle_3m brain-MRI UNet ALCF ran: in 3, out 1, init_features 32;
@@ -46,7 +46,7 @@ Architectures and where the counts come from (REFERENCE.md section 4):
   The committed h=1840 gives 253,429,376 and h=8196 gives 25,595,734,832;
   keeping every other field (V 69, L, I) the hidden size that gives the
   named count is unique: 1800 and 8096.  The counts in the names are the
-  ones REFERENCE lists (and the GenSLM 25M/250M/2.5B/25B sizes of
+  ones docs/reference.md lists (and the GenSLM 25M/250M/2.5B/25B sizes of
   Zvyagin et al., 2022), so we keep them.  Neither 1800/16 nor 8096/64
   is a whole head size, so the torch module attends with the largest head
   count <= the config's that divides h (15 and 46); the number of heads
@@ -62,7 +62,7 @@ Architectures and where the counts come from (REFERENCE.md section 4):
 
 FLOPs per training sample (forward + backward): backward costs about two
 forwards (gradients w.r.t. activations and w.r.t. weights), so training
-= 3 x forward, forward = 2 x MACs.  Transformers use the REFERENCE rule
+= 3 x forward, forward = 2 x MACs.  Transformers use the rule
 6 P per token over *all* parameters P, embeddings included (Kaplan et al.
 2020 drop them: 32 % of GPT-2 small, 0.3 % of GenSLM-25M), times the
 tokens per sample: 1024 (GPT-2), 2048 codons (GenSLM's ``seq_length`` in
@@ -372,7 +372,7 @@ _ALIASES = {"gpt2": "gpt2-small", "unet32": "unet", "unet-32": "unet", "unet-64"
 
 
 def names() -> List[str]:
-    """Canonical workload names, in REFERENCE.md table order."""
+    """Canonical workload names, in the order of docs/reference.md's workload table."""
     return list(_WORKLOADS)
 
 

@@ -32,7 +32,7 @@ and XL, GenSLM 2.5B) are measured at their full width with 1 and 2 layers
 and extrapolated linearly in the layer count:
 A(L) = A(1) + (L - 1) (A(2) - A(1)).  ``--layers 1,2`` on a model measured
 whole shows how close the extrapolation comes.  GenSLM 25B cannot be
-measured here even so (one layer is 392M parameters, and the activations
+measured on a 24 GB machine even so (one layer is 392M parameters, and the activations
 must outweigh its gradients): its figure is GenSLM 2.5B's, the per-layer
 part scaled by layers x (hidden + intermediate) (:data:`SCALED`).
 

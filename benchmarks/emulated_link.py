@@ -12,7 +12,7 @@ within 15 % of the configured rate at 1 Gbit/s.  TCP over 1500-byte frames
 carries ~95.6 % of the link rate as payload, so ~0.96 is the expectation.
 
 The emulated links are shaped by ``tc tbf`` in software: above a few Gbit/s
-the CPU time of TCP over veth on this machine, not the shaper, sets the rate;
+the CPU time of TCP over veth on the machine, not the shaper, sets the rate;
 the unshaped row (rate "none") shows that ceiling.  Prints; asserts nothing.
 """
 

@@ -19,8 +19,8 @@ Python loop and compiled, collscale shm with the Python loop and compiled
 (``collectives.cli.run`` in-process, ``-n`` fixed, validation off: it runs
 outside the timed loop anyway).
 
-Every loop stamps each iteration (the C loops with clock_gettime, ~30 ns a
-read here; OSU reads the clock once per loop): time = the loop's total / its
+Every loop stamps each iteration (the C loops with clock_gettime, a few
+tens of ns a read; OSU reads the clock once per loop): time = the loop's total / its
 count (the table's ``time``; OSU's average), p50 = the median iteration,
 each averaged over ranks (``-a 1``).  Each ratio is the median over
 repetitions of (variant / "C in-job" in the same job and repetition), so

@@ -16,8 +16,9 @@ the mean time, and apart the error of a test size beyond the training range
 (64 MiB lies above the largest training size, 32 MiB: an extrapolation).
 Target (issue 5): median <= 15 %.  Prints; asserts nothing.
 
-At 4 ranks on this 2-core machine the ranks are oversubscribed: the
+At 4 ranks on a 2-core machine the ranks are oversubscribed: the
 scheduler's noise is in those times, and no model of the transport removes it.
+Figures: docs/results/2026-11.md.
 """
 
 from __future__ import annotations

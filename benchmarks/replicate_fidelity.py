@@ -15,11 +15,11 @@ calibrated step-time error <= 5 % and efficiency within 3 points;
 uncalibrated step-time error <= 15 %.  Both with the network model taken
 from the job's own comm-only phase (the gradient allreduce timed alone in
 the same rounds: the drift between a separate sweep and the job is larger
-than the targets here) and from the separate sweep's fit.  ``--allocator
+than the targets on a shared machine) and from the separate sweep's fit.  ``--allocator
 keep`` (default) runs the training jobs with glibc keeping freed memory
 (printed): with the defaults, the step of a large model pays for page
-faults on fresh gradient and optimizer buffers every step, which both
-ranks contend for and which made GPT-2's steps vary by a third here.  Where a target is missed, the
+faults on fresh gradient and optimizer buffers every step, which the
+ranks contend for and which makes a large model's steps vary widely.  Where a target is missed, the
 column "error carried by" names the part of the loss (sharing, skew,
 exposed communication) whose predicted size is furthest from the measured
 one.  ``--repeat N`` runs each model's job N times, interleaved, and prints

@@ -436,8 +436,8 @@ def _close(comm, code: int, watchdog=None) -> int:
 
     Under torchrun a finished rank sometimes died in the interpreter's final
     teardown with "terminate called without an active exception" (SIGABRT,
-    no Python frame left; at 3 ranks about 1 run in 6 here, and still 1 in 25
-    with the process group destroyed first), which torchrun reports as a
+    no Python frame left; often enough to fail test runs, even with the
+    process group destroyed first), which torchrun reports as a
     failed job although every result was written.  Such communicators ask for
     ``exit_at_close``: the group is destroyed, output flushed, and the
     process ends at once with the harness's status.

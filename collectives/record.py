@@ -8,7 +8,7 @@ where a field does not apply), the :data:`SCHEMA` tag the loader checks,
 ``kind`` (measured or modelled) and a timestamp.
 
 This module imports no MPI and nothing from the transports, so
-``analysis`` may use it (DESIGN.md rule 9).
+``analysis`` may use it (docs/ARCHITECTURE.md, design rule 9).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ FIELDS = (
     "python_version", "numpy_version", "mpi4py_version",
 )
 
-# A modelled number is never shown as a measured one (DESIGN.md rule 7).
+# A modelled number is never shown as a measured one (docs/ARCHITECTURE.md, design rule 7).
 KINDS = ("measured", "modelled")
 
 

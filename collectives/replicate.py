@@ -344,7 +344,7 @@ def _sweep(session: Run) -> List[Dict]:
             session.text(f"# note: one rank alone takes {faults:,.0f} page faults a step (at least "
                          f"{faults * page / 1024:,.0f} MiB of fresh pages at {page} KiB): the allocator hands "
                          "large buffers back to the system every step and the kernel zeroes them again, which "
-                         "ranks on a host contend for (see the README's 'Host memory allocator')")
+                         "ranks on a host contend for (see docs/replicate.md, 'Host memory allocator')")
     session.current = None
     session.footer({"wrong": None, "avg_busbw": None})
     return records

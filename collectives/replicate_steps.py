@@ -16,7 +16,7 @@ probe (CPU only): after a barrier the ranks compute for WAKE_SPIN_S with
 their torch threads, as at the end of a backward pass, and an allreduce of
 the smallest bucket's size is timed right after and again back to back (on
 a host whose cores all compute, the first waits for the CPU to come back to
-the backend's threads: up to 3.5 ms here).  :func:`repeat` runs a step
+the backend's threads).  :func:`repeat` runs a step
 function several times and returns the mean step (short steps are timed in
 groups, so that a phase outlasts the clock's and the scheduler's noise).
 
@@ -35,7 +35,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 __all__ = ["BucketLog", "step_fn", "comm_fn", "spin", "repeat", "allocator", "page_kib", "PHASES", "ALLOCATOR_ENV",
            "WAKE_SPIN_S"]
 
-WAKE_SPIN_S = 0.02  # the wake probe's compute: long enough here (the delay saturates after 5-15 ms)
+WAKE_SPIN_S = 0.02  # the wake probe's compute: past where the delay saturates (docs/results/2026-12.md)
 
 PHASES = ("forward", "backward", "optimizer", "step")
 

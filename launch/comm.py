@@ -186,18 +186,16 @@ def choose_thread_level(requested: Optional[str], oversubscribed: bool, largest:
     ``COLLSCALE_THREAD_LEVEL``, else by situation (``auto``).
 
     ``largest``: the largest message size the run will measure (None: not
-    known).  Measured with the MPICH 5.0.2 wheel on the 2-core machine,
-    standalone C loops, medians of 8 alternating launches (README, "The
-    latency column"): with a core per rank, FUNNELED made small calls cheaper
-    (8 B allreduce 1.0 us against 2.5 us under MULTIPLE; 16 KiB 0.28x, 64 KiB
-    0.54x, 256 KiB 0.79x of MULTIPLE's time) but large ones slower (1 MiB
-    1.12x, 16 MiB ~2x), so no one level is best for a whole 8 B-64 MiB sweep:
-    auto takes FUNNELED when the sweep ends at :data:`FUNNELED_MAX_BYTES` or
+    known).  With a core per rank, FUNNELED makes small calls cheaper than
+    MULTIPLE but large ones slower (with the MPICH wheel the crossing lies
+    between 256 KiB and 1 MiB: docs/results/2026-12.md, "The MPI thread
+    level"), so no one level is best for a whole 8 B-64 MiB sweep: auto
+    takes FUNNELED when the sweep ends at :data:`FUNNELED_MAX_BYTES` or
     below and MULTIPLE otherwise (mpi4py's default).  With more ranks than
     cores, FUNNELED's busy-polling progress starves the ranks waiting for a
-    core (4 ranks on 2 cores: 8 B allreduce 5.7-7.0 ms against 25-29 us p50
-    under MULTIPLE), so MULTIPLE there.  FUNNELED is the honest level below
-    MULTIPLE: only the main thread calls MPI (the watchdog thread never does).
+    core (milliseconds against microseconds per small call), so MULTIPLE
+    there.  FUNNELED is the honest level below MULTIPLE: only the main
+    thread calls MPI (the watchdog thread never does).
     """
     level = (requested or os.environ.get("COLLSCALE_THREAD_LEVEL") or "auto").strip().lower()
     if level == "auto":

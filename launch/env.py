@@ -1,6 +1,6 @@
 """Who am I: rank, local rank, ranks per host and host count under any launcher.
 
-The launcher variables come from REFERENCE.md §5:
+The launcher variables (docs/reference.md, "Launcher variables", with the launchers' documentation):
 
 =============  ====================  ==================  =============  ===================
                Open MPI              MPICH Hydra / IMPI  Slurm (srun)   PBS Pro + Cray PALS
@@ -214,8 +214,9 @@ def is_oversubscribed(ranks_on_host: Optional[int], cores: Optional[int] = None)
 def oversubscription_settings() -> dict:
     """Environment that keeps MPI usable when ranks outnumber cores.
 
-    MPICH's ch4 device busy-polls; REFERENCE.md §6 measured 4 ranks on 2 cores
-    at ~8 ms per 4-byte allreduce without the throttle and ~24 us with it.
+    MPICH's ch4 device busy-polls, so ranks that share a core take
+    milliseconds per small allreduce without the throttle and microseconds
+    with it (docs/results/2026-11.md).
     Open MPI yields the core when idle if told to.
     """
     return {

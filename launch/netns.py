@@ -11,7 +11,7 @@ found and removed (:func:`sweep_stale`)::
 Every host namespace names its end ``csnet0``, so one ``--iface csnet0`` /
 ``GLOO_SOCKET_IFNAME=csnet0`` serves every rank.  With a rate, both ends of
 each link get a token-bucket filter (``tc qdisc ... tbf``; ``netem`` is not
-available on these machines, REFERENCE.md §6): a host's egress is shaped in
+available on the CI machine: docs/results/2026-11.md): a host's egress is shaped in
 its own namespace and its ingress on the bridge port, like a full-duplex
 Ethernet link of that speed.  The bucket holds one millisecond of traffic
 (at least 32 KiB), so bursts barely show in multi-megabyte transfers.

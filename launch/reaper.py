@@ -2,18 +2,19 @@
 
 Killing a launch's process group is not enough: MPICH's Hydra puts its
 ``hydra_pmi_proxy`` and every rank in sessions of their own, and torchrun
-its workers.  What each launcher does when it is stopped (measured on this
-machine, MPICH 5.0.2 Hydra, torch's torchrun, 2 ranks of allreduce):
+its workers.  What each launcher does when it is stopped (MPICH 5.0.2's
+Hydra and torch's torchrun; the times are in docs/results/2026-12.md,
+"Launches die with their sweep"):
 
 =========================  =====================================================
 SIGKILL of mpiexec         its proxy sees the control socket close and kills
-                           the ranks: all gone in 0.05 s
-SIGTERM of mpiexec         all gone in 0.06 s
-SIGKILL of the proxy       mpiexec and the ranks run on (> 20 s)
-SIGTERM of torchrun        workers gone in 0.06 s, torchrun itself in 0.8-2 s
-SIGKILL of torchrun        the workers run on (> 30 s)
-kill -9 of the sweep       (before this module) mpiexec, proxy and ranks, or
-                           torchrun and its workers, ran to the point's end
+                           the ranks
+SIGTERM of mpiexec         mpiexec stops the ranks
+SIGKILL of the proxy       mpiexec and the ranks run on
+SIGTERM of torchrun        torchrun stops its workers, then itself
+SIGKILL of torchrun        the workers run on
+kill -9 of the sweep       without this module: mpiexec, proxy and ranks, or
+                           torchrun and its workers, run to the point's end
 =========================  =====================================================
 
 So two layers, each enough alone for mpirun and torchrun:

@@ -1,8 +1,9 @@
 """Compiled timed loops: the iterations run in C, not in Python.
 
 At a few microseconds a Python loop's own cost is most of the figure (a
-C loop over the same MPI allreduce of 8 B takes ~0.5 us here, the same call
-through mpi4py ~2 us).  Transports with a compiled path attach it to the
+C loop around an 8 B MPI allreduce is several times faster than the same
+call from Python through mpi4py: docs/results/2026-12.md, "The latency
+floor").  Transports with a compiled path attach it to the
 calls they bind (``Bound.native``); the harness then runs warm-up, timed
 loop and validation through it (:class:`~collectives.native.timer.NativeTimer`).
 
@@ -38,8 +39,8 @@ def add_loop_flags(g) -> None:
                    "it, else python (default auto; the header and each record's loop field say which ran)")
     g.add_argument("--thread-level", choices=THREAD_LEVELS, default="auto",
                    help="MPI thread level requested at MPI_Init: auto picks funneled when every rank has a "
-                   "core and multiple when ranks outnumber cores (measured; see the README's latency "
-                   "section)")
+                   "core and multiple when ranks outnumber cores (measured; see docs/timing.md, small "
+                   "messages)")
     g.add_argument("--cuda-graph", action="store_true",
                    help="nccl on CUDA: capture the timed iterations as CUDA graphs and replay them "
                    "(nccl-tests' -G); untested on hardware")

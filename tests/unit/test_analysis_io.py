@@ -68,7 +68,8 @@ def test_every_fabric_figure_has_a_kind_and_a_source():
 
 
 def test_fabric_calibrations():
-    # DGX-A100 measured 120.7 GB/s algbw at 8 GPUs, 64 MiB (REFERENCE §2): the model must agree.
+    # DGX-A100 measured 120.7 GB/s algbw at 8 GPUs, 64 MiB (docs/reference.md, "Fabric figures"):
+    # the model must agree.
     a100 = fabrics.get("nvlink3")
     n = 64 * 2 ** 20
     assert n / a100.allreduce_time(n, 8) / 1e9 == pytest.approx(120.7, rel=0.02)

@@ -1,4 +1,4 @@
-"""Every cost formula against hand-computed values (REFERENCE.md §3)."""
+"""Every cost formula against hand-computed values (docs/reference.md, "Cost formulas")."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Launcher detection (REFERENCE.md §5) and oversubscription handling."""
+"""Launcher detection (docs/reference.md, "Launcher variables") and oversubscription handling."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""The layering rules of DESIGN.md, checked on the source (an AST walk, lazy imports included).
+"""The layering rules of docs/ARCHITECTURE.md, checked on the source (an AST walk, lazy imports included).
 
 * No import circle among the project's modules, counting imports inside
   functions (a lazy import only hides a circle).

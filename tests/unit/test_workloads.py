@@ -1,4 +1,4 @@
-"""Workloads: exact parameter counts (REFERENCE.md section 4), the analytic tensor
+"""Workloads: exact parameter counts (docs/reference.md, "Workloads"), the analytic tensor
 lists against real torch modules, DDP gradient bucketing, FLOPs per sample."""
 
 import dataclasses
@@ -12,7 +12,7 @@ import pytest
 
 from analysis import workloads as W
 
-# REFERENCE.md section 4.
+# The published parameter counts (docs/reference.md, "Workloads", with their sources).
 REFERENCE = {
     "unet": 7_763_041,
     "unet64": 31_037_633,

@@ -12,8 +12,9 @@ the minimum.  With two inputs one call already is minimal.
 which numpy cannot add, is widened to float32 chunk by chunk, reduced in
 float32 and rounded back to nearest-even once (a sum of exactly
 representable values is exact either way).  ``float16`` uses numpy's own
-half-precision arithmetic: correct, but ~15x slower than float32 on CPUs
-(numpy has no vectorised half path), which the README says.
+half-precision arithmetic: correct, but much slower than float32 on CPUs
+(numpy has no vectorised half path; docs/results/2026-11.md), which
+docs/transports.md says.
 """
 
 from __future__ import annotations

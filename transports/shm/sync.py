@@ -108,10 +108,10 @@ class Flags:
         self.oversubscribed = oversubscribed
         self.timeout = timeout if timeout and timeout > 0 else float("inf")
         self.policy = policy
-        # Measured at 8 ranks on 2 cores, 8 B allreduce (spins/yields before
-        # the futex): 5/50 -> 43-48 us, 50/20 -> 56-77 us, 0/0 (sleep at
-        # once) -> 106-111 us; MPICH's own 49-55 us.  With a core per rank,
-        # spinning ~250 us first costs nothing and keeps latency at ~1.4 us.
+        # Chosen by measurement (docs/results/2026-11.md, "shm's waiting
+        # policy"): oversubscribed, a few spins and some yields before the
+        # futex beat sleeping at once; with a core per rank, spinning first
+        # costs nothing and keeps the latency low.
         self.spins = int(os.environ.get("COLLSCALE_SHM_SPINS", 5 if oversubscribed else 4000))
         self.yields = int(os.environ.get("COLLSCALE_SHM_YIELDS", 50))
         self.epoch = 0
@@ -204,8 +204,8 @@ class Flags:
         of on each peer in turn, so a barrier costs each rank at most one
         sleep and one wake-up: whoever first sees every rank arrived advances
         the generation and wakes all sleepers with one system call.  Waiting
-        ranks yield first (measured: a sleep and wake-up costs ~20 us of CPU
-        in this VM, a yield ~0.3 us); a rank about to sleep first fences (a
+        ranks yield first (a sleep and wake-up costs far more CPU than a
+        yield: docs/results/2026-11.md); a rank about to sleep first fences (a
         futex call: the kernel issues a full memory barrier) and looks again,
         so the last arrivals cannot all miss each other and sleep; a 2 ms
         sleep limit backs that up.

@@ -56,7 +56,7 @@ ALGOS = {
     "reduce": ("flat", "direct"),
     "reduce_scatter": ("direct", "ring"),
 }
-FLAT_MAX = 16 * 1024  # auto: flat up to here, direct above (measured, see README)
+FLAT_MAX = 16 * 1024  # auto: flat up to here, direct above (measured: docs/results/2026-12.md)
 # With the compiled loop a synchronisation costs ~0.1 us instead of ~1 us, and direct, which reads
 # only half of a peer's data, overtakes flat above ~1 KiB (2 ranks, out of place: 1 KiB 0.37 vs
 # 0.38 us, 2 KiB flat 0.6 us, 4 KiB direct 0.3-0.5 vs flat 1.1 us, 16 KiB 1.8 vs 3.6 us): flat up to
