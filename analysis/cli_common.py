@@ -32,9 +32,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional
 
-from collectives import cli_errors as errors
-from collectives.cli_errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, UsageError, one_line
-from collectives.sizes import parse_size
+from ground import errors
+from ground.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, UsageError, one_line
+from ground.sizes import parse_size
 
 __all__ = ["UsageError", "Parser", "run_main", "usage_errors", "warner", "whole", "whole_list", "number",
            "size", "output_dir", "output_file", "add_strict", "EXIT_USAGE", "EXIT_ERROR", "EXIT_INTERRUPTED",

@@ -36,7 +36,8 @@ import numpy as np
 from analysis import costmodel, physical
 from collectives import spec as specs
 
-__all__ = ["AffineFit", "SegmentedFit", "ModelFit", "fit_affine", "fit_segmented", "fit_model", "fit_transport", "fit_frame"]
+__all__ = ["AffineFit", "SegmentedFit", "ModelFit", "fit_affine", "fit_segmented", "fit_model", "fit_transport", "fit_frame",
+           "fit_rows"]
 
 
 def _weighted_lstsq(A: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -350,7 +351,7 @@ def fit_model(collective: str, sizes: Sequence[float], ranks: Sequence[int], tim
                     note, len(t), med, mx, r2, {a: f[1] for a, f in fits.items()}, several_p)
 
 
-def _rows(df, min_ranks: int = 2, **match):
+def fit_rows(df, min_ranks: int = 2, **match):
     """Usable points: ``min_ranks`` or more ranks (a fit needs traffic between ranks), a size, a
     time, nothing non-physical (:mod:`analysis.physical`: the loader leaves such rows out with a warning,
     this keeps them out of frames made otherwise); out of place and op sum where present."""
@@ -375,7 +376,7 @@ def fit_transport(df, transport: str) -> List[ModelFit]:
     for collective in order:
         if not _fittable(collective):
             continue
-        rows = _rows(sub, collective=collective)
+        rows = fit_rows(sub, collective=collective)
         if len(rows) < 2 or rows["size_bytes"].nunique() < 2:
             continue
         m = fit_model(collective, rows["size_bytes"], rows["nranks"], rows["time_us"] * 1e-6,

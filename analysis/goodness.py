@@ -303,7 +303,7 @@ def headlines(df, arg: Optional[str]) -> Dict[Tuple, Tuple[Optional[Choice], Opt
 
     out: Dict[Tuple, Tuple[Optional[Choice], Optional[Share], int]] = {}
     for key, g in df.groupby(list(_KEY), sort=True):
-        rows = fit._rows(g, min_ranks=1)
+        rows = fit.fit_rows(g, min_ranks=1)
         if rows.empty:
             continue
         per = rows.groupby("size_bytes")["busbw_gbs"].median()

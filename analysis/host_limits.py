@@ -42,6 +42,8 @@ from __future__ import annotations
 import os
 from typing import Dict, Optional, Tuple
 
+from ground.env import cgroup_cpu_limit
+
 __all__ = ["ACTIVATION_BYTES", "activation_bytes", "usable_cores", "available_memory", "threads_refusal",
            "threads_note", "memory_refusal", "size_text"]
 
@@ -72,28 +74,6 @@ def activation_bytes(w, batch: int, seq: Optional[int] = None, element_bytes: in
     return int(per_sample * batch * element_bytes / 4)
 
 
-def _cgroup_cpu_limit(root: str = "/sys/fs/cgroup") -> Optional[float]:
-    """CPUs a cgroup v2 (cpu.max) or v1 (cfs quota) limit allows, if any.  The same reading as
-    launch.env.host_cores: analysis imports no launcher (docs/ARCHITECTURE.md's layering)."""
-    try:
-        with open(os.path.join(root, "cpu.max")) as f:
-            quota, period = f.read().split()[:2]
-        if quota != "max":
-            return int(quota) / int(period)
-    except (OSError, ValueError):
-        pass
-    try:
-        with open(os.path.join(root, "cpu", "cpu.cfs_quota_us")) as f:
-            quota_us = int(f.read())
-        with open(os.path.join(root, "cpu", "cpu.cfs_period_us")) as f:
-            period_us = int(f.read())
-        if quota_us > 0:
-            return quota_us / period_us
-    except (OSError, ValueError):
-        pass
-    return None
-
-
 def usable_cores(affinity: Optional[int] = None, quota: Optional[float] = None, root: str = "/sys/fs/cgroup") -> int:
     """This process's usable cores: its CPU affinity, capped by a cgroup CPU quota (at least 1).
     ``affinity`` and ``quota`` replace what is read (tests)."""
@@ -103,7 +83,7 @@ def usable_cores(affinity: Optional[int] = None, quota: Optional[float] = None, 
         except (AttributeError, OSError):
             affinity = os.cpu_count() or 1
     if quota is None:
-        quota = _cgroup_cpu_limit(root)
+        quota = cgroup_cpu_limit(root)
     if quota is not None:
         affinity = min(affinity, int(quota + 0.999))
     return max(1, affinity)

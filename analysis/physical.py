@@ -27,7 +27,7 @@ A row of collscale's results or of an imported log is *non-physical* when
 field, no per-row Python beyond reading the values), leaves the non-physical
 ones out and says so in ONE warning naming the first ``file:line``, the
 reason and the count (with ``strict``: an error naming that line).
-:func:`frame_mask` is the same test on a DataFrame, for :func:`analysis.fit._rows`,
+:func:`frame_mask` is the same test on a DataFrame, for :func:`analysis.fit.fit_rows`,
 so that a frame built without the loader cannot bring such a row into a fit.
 """
 

@@ -20,9 +20,9 @@ from typing import Dict, List, Optional, Sequence
 
 from analysis import cli_common, costmodel, fabrics
 from collectives import record, spec as specs
-from collectives.dtypes import DTYPES
 from collectives.output import JsonlWriter, format_time
-from collectives.sizes import parse_size, sweep_sizes
+from ground.dtypes import DTYPES
+from ground.sizes import parse_size, sweep_sizes
 
 __all__ = ["predict_rows", "main", "parse_size"]
 

@@ -14,14 +14,15 @@ from typing import Dict, Iterable, List, Optional, Sequence, Union
 
 from analysis import results
 
-__all__ = ["records", "frame", "load", "NESTED"]
+__all__ = ["records", "frame", "load", "decode", "NESTED"]
 
 NESTED = ("bucket_timeline", "rounds", "step_ms_spread", "alone_ms_spread", "nosync_ms_spread",
           "nosync_max_ms_spread", "loss_sharing_spread", "loss_skew_spread", "loss_exposed_spread",
           "comm_alone_ms_spread", "comm_alone_buckets")
 
 
-def _decode(rec: Dict) -> Dict:
+def decode(rec: Dict) -> Dict:
+    """A replicate record with its nested fields (:data:`NESTED`, JSON text in a CSV) decoded, in place."""
     for k in NESTED:
         v = rec.get(k)
         if isinstance(v, str):
@@ -39,7 +40,7 @@ def records(paths: Union[str, Iterable[str]], strict: bool = False, warn=None,
         paths = [paths]
     every = results.read_records(list(paths), strict, warn)
     reps = results.split_replicate(every)[1]
-    return [_decode(dict(r)) for r in reps if not measured_only or r.get("status") == "ok"]
+    return [decode(dict(r)) for r in reps if not measured_only or r.get("status") == "ok"]
 
 
 def frame(recs: Sequence[Dict]):

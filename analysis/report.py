@@ -47,10 +47,11 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from analysis import (cli_common, fabrics, fit, goodness, physical, progress, report_appendix, report_html,
+from analysis import (cli_common, fabrics, fit, goodness, physical, report_appendix, report_html,
                       report_replicate, report_summary, results, sanitise, scaling, workloads)
 from analysis.report_plots import REPORT_FABRICS, draw as _draw_plots, short_compute as _short_compute
 from analysis.report_text import fmt, table
+from ground import progress
 
 __all__ = ["build", "main", "holdout_accuracy"]
 
@@ -83,7 +84,7 @@ def holdout_accuracy(df, min_size: int = 64 * 1024, column: Optional[str] = None
     out = []
     keys = ["transport", "collective", "nranks"]
     for (transport, collective, p), g in df.groupby(keys):
-        g = fit._rows(g)
+        g = fit.fit_rows(g)
         g = g[(g[column] >= physical.MIN_TIME_US) & (g[column] <= physical.MAX_TIME_US)]  # a p50 too
         g = g.groupby("size_bytes", as_index=False)[column].median().sort_values("size_bytes")
         if len(g) < 4:
@@ -211,7 +212,7 @@ def build(paths: Sequence[str], outdir: str, measure_cpu: bool = False, strict: 
     its parents (an existing file there is a :class:`~analysis.cli_common.UsageError`).
     ``fabric``: a fabric's name, or ``auto``, to compare every measured series with
     (:mod:`analysis.goodness`); ``note`` receives each guess ``auto`` made (default: stderr).
-    On a terminal, a progress bar on stderr names the phase (:mod:`analysis.progress`).
+    On a terminal, a progress bar on stderr names the phase (:mod:`ground.progress`).
     """
     fabric = goodness.check_arg(fabric)
     with progress.bar(len(_PHASES), "report") as bar:

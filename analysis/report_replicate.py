@@ -97,7 +97,7 @@ def _plot(model: str, rows: List[Dict], recs: List[Dict], path: Path) -> Path:
 
 def section(records: Sequence[Dict], model_fits, outdir: Path, table) -> Tuple[List[str], List[Path]]:
     """Markdown lines and plots of the replication section ([] and [] when there is no replicate record)."""
-    recs = [replicate_runs._decode(dict(r)) for r in records
+    recs = [replicate_runs.decode(dict(r)) for r in records
             if r.get("collective") == "replicate" and r.get("status") == "ok"]
     recs = [r for r in recs if replicate_runs.has_efficiency(r)]
     if not recs:

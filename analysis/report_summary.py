@@ -27,7 +27,7 @@ GLANCE_HEADERS = ["transport", "collective", "ranks", "sizes", "smallest-size ti
 def _series(meas):
     """(key, usable rows) per measured series, as the tables and fits use them."""
     for key, g in meas.groupby(["transport", "collective", "nranks"]):
-        g = fit._rows(g, min_ranks=1)
+        g = fit.fit_rows(g, min_ranks=1)
         if not g.empty:
             yield key, g
 

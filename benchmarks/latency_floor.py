@@ -53,7 +53,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from collectives.sizes import parse_size  # noqa: E402
+from ground.sizes import parse_size  # noqa: E402
 
 C_SOURCE = r"""
 /* A C reference loop of OSU's kind (warm-up, barrier, timed loop), one clock read per iteration.
@@ -199,7 +199,7 @@ def _ours(comm, coll: str, nbytes: int, iters: int, transport: str, loop: str):
 
 
 def worker(args) -> int:
-    from launch.comm import world
+    from ground.comm import world
 
     comm, _ = world(args.thread_level)  # before mpi4py.MPI is imported: MPI_Init takes the level
     from mpi4py import MPI
@@ -243,7 +243,7 @@ def _mpirun(args):
 def _groups(args, n: int, oversubscribed: bool):
     """[(level, collectives, sizes)]: one worker job each.  By default every size runs at the level
     collscale's auto picks for a sweep ending there (``-e SIZE``); --thread-levels: every level."""
-    from launch.comm import choose_thread_level
+    from ground.comm import choose_thread_level
 
     colls = [c for c in args.collectives.split(",") if not (c == "pingpong" and n != 2)]
     if args.thread_levels:
@@ -301,7 +301,7 @@ def main(argv=None) -> int:
         return worker(args)
     from collectives.native.build import compiler_env
     from collectives.native.mpi import mpi_compiler
-    from launch.env import affinity, usable_cores
+    from ground.env import affinity, usable_cores
 
     with tempfile.TemporaryDirectory() as tmp:
         src, binary = Path(tmp, "osu_like.c"), str(Path(tmp, "osu_like"))

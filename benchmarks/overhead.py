@@ -31,9 +31,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from collectives import cli  # noqa: E402
-from collectives.sizes import parse_size  # noqa: E402
 from collectives.spec import SPECS  # noqa: E402
-from launch.comm import world  # noqa: E402
+from ground.comm import world  # noqa: E402
+from ground.sizes import parse_size  # noqa: E402
 
 
 def raw_allreduce_us(mpi_comm, nbytes: int, iters: int, warmup: int, prebound: bool) -> float:

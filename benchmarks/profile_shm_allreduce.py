@@ -22,10 +22,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from collectives.sizes import parse_size  # noqa: E402
-from collectives.dtypes import DTYPES  # noqa: E402
 from collectives.spec import SPECS  # noqa: E402
-from launch.comm import world  # noqa: E402
+from ground.comm import world  # noqa: E402
+from ground.dtypes import DTYPES  # noqa: E402
+from ground.sizes import parse_size  # noqa: E402
 from transports.shm import kernels  # noqa: E402
 from transports.shm.transport import ShmTransport  # noqa: E402
 

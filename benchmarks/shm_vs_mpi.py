@@ -47,9 +47,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from collectives import cli  # noqa: E402
-from collectives.sizes import parse_size  # noqa: E402
 from collectives.spec import SPECS  # noqa: E402
-from launch.comm import world  # noqa: E402
+from ground.comm import world  # noqa: E402
+from ground.sizes import parse_size  # noqa: E402
 from transports.shm.transport import FLAT_MAX  # noqa: E402
 
 
@@ -171,7 +171,7 @@ def main(argv=None) -> int:
         print("shm_vs_mpi.py needs MPI: run it under mpirun", file=sys.stderr)
         return 2
     mpi, p = comm.mpi, comm.size
-    from launch.env import affinity, usable_cores
+    from ground.env import affinity, usable_cores
 
     cores = usable_cores(mpi.allgather(affinity()))
     rows = []

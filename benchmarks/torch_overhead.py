@@ -30,9 +30,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from collectives import cli  # noqa: E402
-from collectives.sizes import parse_size  # noqa: E402
 from collectives.spec import SPECS  # noqa: E402
-from launch.comm import world  # noqa: E402
+from ground.comm import world  # noqa: E402
+from ground.sizes import parse_size  # noqa: E402
 
 
 def init_default_group(comm, backend: str):
@@ -104,7 +104,7 @@ def main(argv=None) -> int:
     import torch.distributed as dist
 
     if args.device == "cuda":
-        from launch.env import detect
+        from ground.env import detect
 
         local = detect().local_rank or 0
         torch.cuda.set_device(local % torch.cuda.device_count())

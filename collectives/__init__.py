@@ -45,7 +45,7 @@ class _UnknownCollective(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def get_code(self, fullname):  # runpy asks for the code before running it
         from collectives.spec import names
-        from launch.env import detect
+        from ground.env import detect
 
         if (detect().rank or 0) == 0:
             name = fullname.split(".", 1)[1]

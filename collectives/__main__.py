@@ -31,7 +31,7 @@ def listing() -> int:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help", "list"):
-        from collectives.cli_errors import refuse_closed_stdout, run_main
+        from ground.errors import refuse_closed_stdout, run_main
 
         return run_main("collscale", lambda: refuse_closed_stdout("the list") or listing())
     name, rest = argv[0], argv[1:]
@@ -44,7 +44,7 @@ def main(argv=None) -> int:
 
         return replicate.main(rest)
     if name not in SPECS:
-        from launch.env import detect
+        from ground.env import detect
 
         if (detect().rank or 0) == 0:
             print(f"collscale: error: unknown collective '{name}' (choose from: {', '.join(SPECS)})",

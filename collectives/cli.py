@@ -5,7 +5,6 @@ nccl-tests flags: ``-b -e -i -f -n -w -c -d -o -r -a -T``; collscale's own:
 --algo --seed --inject-fault``.  Sizes take K/M/G/T suffixes (powers of
 1024, as nccl-tests); datatypes accept nccl-tests names (``float``,
 ``half``, ``double``) as well as numpy ones, comma lists and ``all``.
-
 :func:`main` is what ``python -m collectives.NAME`` runs: it owns the
 process (MPI, printing, exit status).  :func:`run` is the in-process entry
 point: ``run(name, comm, argv)`` returns the records and prints nothing.
@@ -23,12 +22,13 @@ import sys
 import traceback
 from typing import List, Optional, Sequence
 
-from collectives import cli_errors as errors, harness, model_column, spec as specs
+from collectives import harness, model_column, spec as specs
 from collectives.config import (DEFAULT_MAX, DEFAULT_MIN, DEFAULT_STARTUP_TIMEOUT, EXIT_ERROR, EXIT_INTERRUPTED,
                                 EXIT_TIMEOUT, EXIT_USAGE, EXIT_WRONG, MAX_CHECKS, MAX_GIVEN_ITERS, Config,
                                 TransportOptions, parse_size, sweep_sizes)
-from collectives.dtypes import ConfigError, parse_dtypes, parse_ops
 from collectives.native import add_loop_flags, thread_hint
+from ground import errors
+from ground.dtypes import ConfigError, parse_dtypes, parse_ops
 
 __all__ = ["Parser", "build_parser", "add_timing_flags", "add_run_flags", "run_fields", "parse_args", "check_against_ranks", "run", "main", "entry_points", "guarded",
            "process_main", "nonneg_int", "pos_int", "pos_float", "nonneg_float"]
@@ -286,11 +286,11 @@ def check_against_ranks(cfg: Config, nranks: int) -> None:
 def run(collective: str, comm=None, argv: Sequence[str] = (), sinks=None) -> List[dict]:
     """Measure ``collective`` in-process and return the records (prints nothing).
 
-    ``comm`` is an mpi4py communicator, a :class:`launch.comm.Comm`, or None
+    ``comm`` is an mpi4py communicator, a :class:`ground.comm.Comm`, or None
     for the job's world.  ``sinks`` receive the records as they are measured;
     files named by ``--json``/``--csv`` are written on rank 0 either way.
     """
-    from launch.comm import as_comm
+    from ground.comm import as_comm
 
     comm = as_comm(comm)
     cfg = parse_args(collective, argv, quiet=comm.rank != 0)
@@ -311,14 +311,14 @@ def main(collective: str, argv: Optional[Sequence[str]] = None) -> int:
 
 
 def process_main(body, mpi_init=(None, None)) -> int:
-    """Own the process for one runner: guard its streams (:mod:`collectives.cli_errors`: a closed stdout
+    """Own the process for one runner: guard its streams (:mod:`ground.errors`: a closed stdout
     is exit 2), start the job's communicator, call ``body(comm, env_tweaks, sinks, watchdog)`` (``sinks``:
     the stdout table on rank 0; ``watchdog``: the process's, armed until it ends) and turn its outcome into
     the exit status (:func:`guarded`, :func:`_close`); ``mpi_init``: (--thread-level, largest size)."""
     from collectives.output import stdout_table
     from collectives.watchdog import Watchdog
-    from launch.comm import world
-    from launch.mismatch import LaunchMismatch
+    from ground.comm import world
+    from ground.mismatch import LaunchMismatch
 
     errors.guard_stdio()
     try:
@@ -336,7 +336,7 @@ def guarded(comm, body, watchdog=None) -> int:
 
     Bad input and failures every rank agrees on end cleanly on all ranks (one message from rank
     0); anything else on one rank aborts the job, so no rank is left waiting.  Rank 0's output
-    failing (:class:`~collectives.cli_errors.StreamError`) is exit 2 before the first row, 3 after.
+    failing (:class:`~ground.errors.StreamError`) is exit 2 before the first row, 3 after.
     """
     from collectives.runner import StartupError
 

@@ -7,7 +7,7 @@ once, and the transport's options typed (:class:`TransportOptions`).
 
 Also here: the exit codes every entry point uses and the iteration limits
 of the timed loop; size parsing (nccl-tests' K/M/G suffixes, powers of
-1024) is :mod:`collectives.sizes`, re-exported.
+1024) is :mod:`ground.sizes`, re-exported.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
-from collectives.cli_errors import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE,  # noqa: F401
-                                    EXIT_WRONG)
-from collectives.dtypes import DType, Op
-from collectives.sizes import DEFAULT_MAX, DEFAULT_MIN, MAX_SIZES, parse_size, sweep_sizes
 from collectives.spec import CollectiveSpec
+from ground.dtypes import DType, Op
+from ground.errors import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE,  # noqa: F401
+                           EXIT_WRONG)
+from ground.sizes import DEFAULT_MAX, DEFAULT_MIN, MAX_SIZES, parse_size, sweep_sizes
 from transports.base import TransportOptions
 
 __all__ = ["Config", "TransportOptions", "parse_size", "sweep_sizes",

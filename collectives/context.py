@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from collectives import __version__
-from launch import env as launch_env
+from ground import env as launch_env
 
 __all__ = ["gather", "proc_start", "memory_here"]
 

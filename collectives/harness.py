@@ -37,12 +37,12 @@ import numpy as np
 
 from collectives import context, model_column, record, spec as specs, validate
 from collectives.config import MAX_ITERS, MIN_ITERS, Config
-from collectives.dtypes import DTYPES, ConfigError
 from collectives.header import header_lines
 from collectives.native.timer import NativeTimer
 from collectives.output import Sink
 from collectives.runner import Run
 from collectives.watchdog import Watchdog
+from ground.dtypes import DTYPES, ConfigError
 from transports.base import Unsupported
 
 __all__ = ["run", "Timing", "iteration_stats", "aggregate", "CollectiveTimeout"]

@@ -9,11 +9,11 @@ columns, as nccl-tests does) as soon as the point is complete.
 Only rank 0 writes.  Files are appended to, so a sweep of several runs
 collects in one file; ``run_id`` tells runs apart.  A sink that cannot write
 (a closed or broken stdout, a full disk) raises
-:class:`~collectives.cli_errors.StreamError`, one line naming the stream and
+:class:`~ground.errors.StreamError`, one line naming the stream and
 the rows written before (:func:`rows_written`: exit 2 before the first, 3
 after); the rows written stay, whole lines, and a file whose first row did
 not fit is removed.  Names too long for their file system are refused when
-the sink is made (:func:`collectives.cli_errors.path_too_long`).
+the sink is made (:func:`ground.errors.path_too_long`).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import stat
 import sys
 from typing import IO, Dict, Iterable, List, Optional, Sequence
 
-from collectives.cli_errors import StreamError, path_too_long
 from collectives.record import FIELDS, SCHEMA
+from ground.errors import StreamError, path_too_long
 
 __all__ = [
     "FIELDS",

@@ -47,13 +47,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from collectives import cli, record
 from collectives.config import Config
-from collectives.dtypes import ConfigError, parse_dtypes
 from collectives.harness import aggregate
 from collectives.header import header_lines
 from collectives.replicate_steps import BucketLog, allocator, comm_fn, page_kib, repeat, step_fn
 from collectives.replicate_summary import SUMMARY_FIELDS, summarize
 from collectives.runner import Run
 from collectives.spec import SPECS
+from ground.dtypes import ConfigError, parse_dtypes
 
 __all__ = ["run", "main", "parse_args", "ReplicateConfig"]
 
@@ -150,7 +150,7 @@ def _machine_key() -> str:
     launch.emulate the real machine (every emulated host's namespace has a host name of its own)."""
     import socket
 
-    from launch import env as launch_env
+    from ground import env as launch_env
 
     emulated = launch_env.emulation()
     if emulated:
@@ -177,7 +177,7 @@ class HostShare:
 def _share(ctx: Dict, keys: Sequence[str], rank: int, available: Optional[int]) -> HostShare:
     """The ranks whose machine key is this rank's share its cores (their affinities' union, capped by
     any quota) and its memory."""
-    from launch import env as launch_env
+    from ground import env as launch_env
 
     mine = [i for i, k in enumerate(keys) if k == keys[rank]]
     cores = max(1, launch_env.usable_cores([ctx["ranks"][i]["affinity"] for i in mine]))
@@ -431,7 +431,7 @@ def _fields(summary: Dict, grad_bytes: int, nranks: int, iters: int) -> Dict:
 
 def run(comm=None, argv: Sequence[str] = (), sinks=None) -> List[Dict]:
     """Measure replication in-process; returns the records (prints nothing)."""
-    from launch.comm import as_comm
+    from ground.comm import as_comm
 
     comm = as_comm(comm)
     cfg = parse_args(argv, quiet=comm.rank != 0)

@@ -28,10 +28,10 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from collectives import context, validate
 from collectives.config import Config
-from collectives.dtypes import ConfigError
 from collectives.output import Sink, open_sinks
 from collectives.record import now
 from collectives.watchdog import Watchdog
+from ground.dtypes import ConfigError
 from transports.base import Transport, Unsupported
 
 __all__ = ["Run", "StartupError", "start_transport", "open_files"]

@@ -22,7 +22,7 @@ from typing import Callable, Dict, Optional, Tuple
 import numpy as np
 
 from collectives import validate
-from collectives.dtypes import DType
+from ground.dtypes import DType
 
 __all__ = ["Layout", "CollectiveSpec", "SPECS", "get", "names", "find", "layout_for", "FOREIGN_SIZES",
            "s_from_foreign_size"]
@@ -248,7 +248,7 @@ def find(name: str) -> Optional[CollectiveSpec]:
 
 
 def get(name: str) -> CollectiveSpec:
-    from collectives.dtypes import ConfigError
+    from ground.dtypes import ConfigError
 
     try:
         return SPECS[name]

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from collectives import validate
-from collectives.dtypes import DType
+from ground.dtypes import DType
 from transports.base import Unsupported
 
 __all__ = ["Tree", "down_steps", "up_steps", "Stream"]

@@ -33,7 +33,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from collectives.dtypes import DType
+from ground.dtypes import DType
 
 __all__ = ["PERIOD", "Key", "rank_input", "reduced", "moved", "count_wrong"]
 

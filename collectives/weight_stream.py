@@ -21,11 +21,11 @@ from typing import Dict, List, Optional, Sequence
 
 from collectives import cli, record
 from collectives.config import Config, parse_size
-from collectives.dtypes import OPS, ConfigError, parse_dtypes
 from collectives.harness import Timing
 from collectives.header import header_lines
 from collectives.runner import Run
 from collectives.streaming import Stream, Tree
+from ground.dtypes import OPS, ConfigError, parse_dtypes
 from transports.base import Unsupported
 
 __all__ = ["run", "main", "parse_args", "StreamConfig"]
@@ -79,7 +79,7 @@ def parse_args(argv: Sequence[str], quiet: bool = False) -> StreamConfig:
 
 def run(comm=None, argv: Sequence[str] = (), sinks=None) -> List[Dict]:
     """Measure weight streaming in-process; returns the records (prints nothing)."""
-    from launch.comm import as_comm
+    from ground.comm import as_comm
 
     comm = as_comm(comm)
     cfg = parse_args(argv, quiet=comm.rank != 0)

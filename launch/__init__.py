@@ -1,2 +1,3 @@
-"""Who am I under any launcher (:mod:`launch.env`) and the harness's control
-communicator (:mod:`launch.comm`)."""
+"""The top of the package order: sweeps (:mod:`launch.sweep`), job scripts (:mod:`launch.jobscript`)
+and link emulation (:mod:`launch.emulate`).  Who am I and the control communicator are
+:mod:`ground.env` and :mod:`ground.comm`."""

@@ -29,8 +29,8 @@ import re
 import stat
 from typing import Callable, List, Optional, Sequence, Tuple, Type
 
-from collectives import cli_errors as errors
-from collectives.cli_errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, UsageError, one_line
+from ground import errors
+from ground.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, UsageError, one_line
 
 __all__ = ["UsageError", "Parser", "run_main", "one_line", "whole", "whole_list", "seconds", "identifier",
            "file_target", "dir_target", "EXIT_USAGE", "EXIT_ERROR", "EXIT_INTERRUPTED", "MAX_COUNT",

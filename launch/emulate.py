@@ -48,7 +48,7 @@ import sys
 import time
 from typing import List, Optional, Sequence
 
-from collectives import cli_errors
+from ground import errors
 from launch import checks, netns, reaper
 from launch.netns import IFACE, EmulationError, Topology
 
@@ -415,7 +415,7 @@ def _checked(args: argparse.Namespace) -> dict:
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:
-    cli_errors.refuse_closed_stdout("the emulation's notes")  # exit 2 before any namespace is made
+    errors.refuse_closed_stdout("the emulation's notes")  # exit 2 before any namespace is made
     args = _parser().parse_args(argv)
     command = list(args.command)
     if command and command[0] == "--":

@@ -15,7 +15,7 @@ shapes follow what the centres document:
 
 The launcher must speak the process-management interface of the MPI that
 mpi4py loads, or every process comes up as rank 0 of a world of one (the
-runners refuse that, exit 2: :mod:`launch.mismatch`).  The sweep reads
+runners refuse that, exit 2: :mod:`ground.mismatch`).  The sweep reads
 that MPI's library version when it writes the scripts (``mpi_library``);
 the Slurm script then passes ``--mpi=pmi2`` for the MPICH family and
 ``--mpi=pmix`` for Open MPI, checks at run time that ``srun --mpi=list``

@@ -11,7 +11,7 @@ launcher gets a parent-death signal, and a reaper process stops every process
 a sweep's launches started once the sweep is gone, even after ``kill -9``.
 Ctrl-C, SIGTERM and SIGHUP stop the running point and record it.  When
 stderr is a terminal, a progress bar there counts the points and the rows
-of the running one (:mod:`analysis.progress`); elsewhere nothing is added.
+of the running one (:mod:`ground.progress`); elsewhere nothing is added.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
-from analysis import progress
-from collectives import cli_errors, record
+from collectives import record
 from collectives.output import append_line
+from ground import errors, progress
 from launch import checks, jobscript, reaper
 from launch.checks import UsageError
 from launch.sweep_args import RECORD_FAILURE, Plan, check, check_record, new_sweep_id, parse_args
@@ -308,7 +308,7 @@ def _make_dir_for(json_path: str) -> None:
 
 def _run(argv: Sequence[str], say, previous: Dict) -> int:
     if RECORD_FAILURE not in list(argv)[:1]:  # the job scripts' mode prints nothing
-        cli_errors.refuse_closed_stdout("the sweep's progress")  # exit 2 before anything runs (--help too)
+        errors.refuse_closed_stdout("the sweep's progress")  # exit 2 before anything runs (--help too)
     args = parse_args(argv)
     if args.mode == RECORD_FAILURE:
         return _record_failure_main(args)
@@ -330,7 +330,7 @@ def _run(argv: Sequence[str], say, previous: Dict) -> int:
     except Stopped as stopped:
         print(f"collscale sweep: stopped by {stopped}; results so far are kept", file=sys.stderr)
         return stopped.code
-    except cli_errors.StreamError as exc:  # stdout broke mid-sweep: exit 3 once rows were written (they stay)
+    except errors.StreamError as exc:  # stdout broke mid-sweep: exit 3 once rows were written (they stay)
         if start is not None and _size(plan.json_path) > start:
             exc.rows = 1
         raise

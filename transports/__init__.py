@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, Dict, Mapping, Optional, Union
 
-from collectives.dtypes import ConfigError
+from ground.dtypes import ConfigError
 from transports.base import Bound, Transport, TransportBase, TransportOptions, Unsupported
 
 __all__ = [

@@ -10,7 +10,7 @@ def print_table() -> None:
 
 
 def main() -> int:
-    from collectives.cli_errors import refuse_closed_stdout, run_main
+    from ground.errors import refuse_closed_stdout, run_main
 
     return run_main("collscale", lambda: refuse_closed_stdout("the list") or print_table() or 0)
 

@@ -38,7 +38,7 @@ from typing import (Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Pr
 
 import numpy as np
 
-from collectives.dtypes import DType
+from ground.dtypes import DType
 
 __all__ = ["Bound", "Unsupported", "Transport", "TransportOptions", "HostTimer", "TransportBase",
            "local_divide", "cleanup_all"]

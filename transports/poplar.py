@@ -33,7 +33,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from collectives.dtypes import DType
+from ground.dtypes import DType
 from transports.base import Bound, TransportBase, TransportOptions, Unsupported
 
 __all__ = ["PoplarTransport", "probe", "create"]

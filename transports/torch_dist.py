@@ -43,7 +43,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from collectives.dtypes import ConfigError, DType
+from ground.dtypes import ConfigError, DType
 from transports.base import Bound, HostTimer, TransportBase, TransportOptions, Unsupported
 
 __all__ = ["TorchTransport", "BACKENDS", "probe", "create", "interface_address"]
@@ -190,7 +190,7 @@ class TorchTransport(TransportBase):
             if self.backend == "nccl":
                 raise ConfigError("--transport nccl needs --device cuda (NCCL moves GPU memory)")
             return torch.device("cpu")
-        from launch.env import detect
+        from ground.env import detect
 
         local = detect().local_rank
         local = comm.rank if local is None else local

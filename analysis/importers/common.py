@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 from collectives import record, spec as specs
-from collectives.dtypes import DTYPES
+from ground.dtypes import DTYPES
 
 __all__ = ["Line", "Bad", "Given", "Parsed", "lines_of", "clean", "number", "whole", "dtype_name", "ranks_from_command",
            "build", "bandwidths", "EXTRA_FIELDS"]

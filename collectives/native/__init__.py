@@ -15,7 +15,7 @@ loop and validation through it (:class:`~collectives.native.timer.NativeTimer`).
   reductions) interpreted in C, with acquire/release atomics.
 
 The flags here (``--loop``, ``--thread-level``, ``--cuda-graph``) are the
-collective CLI's; :func:`launch.comm.requested_thread_level` reads the
+collective CLI's; :func:`ground.comm.requested_thread_level` reads the
 thread level from argv before MPI starts.
 """
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from collectives.dtypes import ConfigError
+from ground.dtypes import ConfigError
 
 __all__ = ["add_loop_flags", "agree", "thread_hint", "LOOP_CHOICES", "THREAD_LEVELS"]
 
@@ -48,9 +48,9 @@ def add_loop_flags(g) -> None:
 
 def thread_hint(argv, sized: bool = True):
     """``(--thread-level, the largest size)`` read from a collective's argv before MPI starts
-    (see :func:`launch.comm.choose_thread_level`); None where absent or unreadable (argparse
+    (see :func:`ground.comm.choose_thread_level`); None where absent or unreadable (argparse
     reports a bad value later).  ``sized=False`` (barrier): no message at all, size 0."""
-    from collectives.sizes import parse_size
+    from ground.sizes import parse_size
 
     argv = list(argv or ())
 

@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from collectives import cli, runner  # noqa: E402
-from launch import comm as launch_comm  # noqa: E402
+from ground import comm as launch_comm  # noqa: E402
 
 
 def _stall(*_a, **_k):

@@ -1,7 +1,7 @@
 """Progress of long work: a bar on stderr when it is a terminal (a pseudo-terminal here), nothing when piped.
 
 ``launch.sweep`` and ``analysis.report`` run outside mpirun for minutes; on
-a terminal they show tqdm's bar on stderr (analysis/progress.py), and in a
+a terminal they show tqdm's bar on stderr (ground/progress.py), and in a
 pipe, a file or CI stderr stays as it was.
 """
 

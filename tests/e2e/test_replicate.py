@@ -69,8 +69,8 @@ def test_phases_add_up_and_buckets_match_ddp(runner, tmp_path, n):
 
 def test_bad_input_is_one_line(runner):
     # In one launch each would cost seconds: the parser in-process, the CLI once.
-    from collectives.dtypes import ConfigError
     from collectives.replicate import parse_args
+    from ground.dtypes import ConfigError
 
     for argv, message in ((["--model", "resnet"], "unknown"), (["--batch", "0"], "--batch"),
                           (["--batch", "2,x"], "--batch"), (["--transport", "mpi"], "gloo, nccl or hccl"),

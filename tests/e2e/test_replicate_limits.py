@@ -13,7 +13,7 @@ TINY = ["--model", "braggnn", "--batch", "2", "-n", "1", "-w", "0", "--steps", "
 
 
 def _cores() -> int:
-    from launch import env as launch_env
+    from ground import env as launch_env
 
     return launch_env.usable_cores([launch_env.affinity()])
 

@@ -12,8 +12,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from collectives import cli  # noqa: E402
 from collectives.spec import SPECS  # noqa: E402
-from launch.comm import world  # noqa: E402
-from launch.env import detect  # noqa: E402
+from ground.comm import world  # noqa: E402
+from ground.env import detect  # noqa: E402
 
 
 def main(out: str) -> int:

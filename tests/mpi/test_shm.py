@@ -67,8 +67,8 @@ def test_fresh_inputs_still_validate():
 
 @pytest.mark.mpi(min_size=2)
 def test_zero_copy_buffers_are_shared_and_host_ones_are_not():
-    from collectives.dtypes import DTYPES
-    from launch.comm import MPIComm
+    from ground.comm import MPIComm
+    from ground.dtypes import DTYPES
     from transports.base import TransportOptions
     from transports.shm.transport import ShmTransport
 

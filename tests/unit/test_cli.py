@@ -4,7 +4,7 @@ import pytest
 
 from collectives.cli import check_against_ranks, parse_args
 from collectives.config import Config, parse_size, sweep_sizes
-from collectives.dtypes import ConfigError
+from ground.dtypes import ConfigError
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from hypothesis import given, strategies as st
 
 from collectives import weight_stream
 from collectives.cli import check_against_ranks, parse_args
-from collectives.dtypes import ConfigError
+from ground.dtypes import ConfigError
 
 FLAGS = ["-b", "-e", "-f", "-i", "-n", "-w", "-c", "-d", "-o", "-r", "-a", "-T", "--time-budget",
          "--startup-timeout", "--json", "--csv", "--transport", "--algo", "--buffer", "--seed",

@@ -87,8 +87,8 @@ def test_rank_env_points_every_transport_at_the_link():
 
 
 def test_harness_reads_the_emulation():
-    from launch import env as launch_env
-    from launch.env import LaunchEnv
+    from ground import env as launch_env
+    from ground.env import LaunchEnv
 
     env = rank_env(Topology(2, "1gbit", owner=9), {})
     assert launch_env.emulation(env)["hosts"] == 2

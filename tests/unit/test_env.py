@@ -2,7 +2,7 @@
 
 import pytest
 
-from launch import env
+from ground import env
 
 
 @pytest.mark.parametrize(

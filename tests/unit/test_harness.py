@@ -1,15 +1,16 @@
 """The harness end to end in one process (no MPI): rows, checks, statistics, watchdog."""
 
+import threading
 import time
 
 import pytest
 
 from collectives import cli
-from collectives.dtypes import ConfigError
 from collectives.harness import aggregate, iteration_stats
-from collectives.watchdog import Watchdog
 from collectives.output import Sink
-from launch.comm import SelfComm
+from collectives.watchdog import Watchdog
+from ground.comm import SelfComm
+from ground.dtypes import ConfigError
 
 from tests.unit.fakes import register_fakes
 
@@ -139,30 +140,50 @@ def test_aggregate_like_nccl_tests(average, mean):
     assert out["mean"] == mean and out["rank_min"] == 1.0 and out["rank_max"] == 3.0
 
 
-class _Timer:
-    def __init__(self, n):
-        self.stamps = [0.0] * n
+def _fired_within(event: threading.Event, seconds: float = 30.0) -> bool:
+    """Whether the watchdog fired: waits on its own callback, a generous bound, no fixed sleep."""
+    return event.wait(seconds)
 
 
 def test_watchdog_fires_on_a_stall_and_reports():
-    fired, exited = [], []
-    wd = Watchdog(0.2, 0, on_expire=fired.append, exit=exited.append)
+    fired, exited, done = [], [], threading.Event()
+    wd = Watchdog(0.2, 0, on_expire=fired.append, exit=lambda code: (exited.append(code), done.set()))
     with wd.watch("allreduce of 8 B"):
-        time.sleep(0.8)
+        assert _fired_within(done)
     wd.close()
     assert fired[:1] == ["allreduce of 8 B"] and exited[:1] == [124]
 
 
+class _Advancing:
+    """A timed loop that finishes one more iteration each time the watchdog looks at it: progress
+    is seen at every look, whatever the scheduler does, so the watchdog can never fire."""
+
+    def __init__(self, n: int):
+        self._stamps = [0.0] * n
+        self.looks = 0
+        self.looked = threading.Event()
+
+    @property
+    def stamps(self):
+        if self.looks < len(self._stamps):
+            self._stamps[self.looks] = 1.0 + self.looks
+        self.looks += 1
+        self.looked.set()
+        return self._stamps
+
+
 def test_watchdog_counts_iterations_as_progress():
     fired = []
-    wd = Watchdog(0.3, 0, on_expire=fired.append, exit=lambda code: None)
-    timer = _Timer(200)
+    wd = Watchdog(0.2, 0, on_expire=fired.append, exit=lambda code: None)
+    timer = _Advancing(10_000)
     with wd.watch("a long loop", timer):
-        for i in range(len(timer.stamps)):  # 1 s of work, 5 ms per iteration
-            timer.stamps[i] = time.perf_counter()
-            time.sleep(0.005)
+        start = time.monotonic()
+        # Long enough that a loop seen standing still would have fired several times over.
+        while timer.looks < 10 or time.monotonic() - start < 3 * wd.timeout:
+            timer.looked.wait(1.0)
+            timer.looked.clear()
     wd.close()
-    assert fired == []
+    assert fired == [] and timer.looks < 10_000
 
 
 def test_watchdog_off_at_zero():
@@ -179,11 +200,11 @@ def test_watchdog_grace_lets_rank0_report_first():
 
 
 def test_watchdog_stays_armed_between_phases():
-    fired = []
-    wd = Watchdog(0.2, 0, on_expire=fired.append, exit=lambda code: None)
+    fired, done = [], threading.Event()
+    wd = Watchdog(0.2, 0, on_expire=fired.append, exit=lambda code: done.set())
     with wd.watch("phase one"):
         pass
-    time.sleep(0.7)  # between phases, a stuck agreement must still be caught
+    assert _fired_within(done)  # between phases, a stuck agreement must still be caught
     wd.close()
     assert fired[:1] == [Watchdog.IDLE]
 

@@ -1,7 +1,7 @@
-"""launch.mismatch: a launcher whose process count differs from MPI's world is named, with the fix."""
+"""ground.mismatch: a launcher whose process count differs from MPI's world is named, with the fix."""
 
-from launch import mismatch
-from launch.env import detect
+from ground import mismatch
+from ground.env import detect
 
 MPICH = "MPICH Version:      5.0.2\nMPICH Release date: ..."
 OPENMPI = "Open MPI v4.1.4, package: Debian OpenMPI, ident: 4.1.4, repo rev: v4.1.4, May 26, 2022\x00"

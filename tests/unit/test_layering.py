@@ -1,13 +1,15 @@
 """The layering rules of docs/ARCHITECTURE.md, checked on the source (an AST walk, lazy imports included).
 
+* The package order: ``ground`` at the bottom imports no other project package.
 * No import circle among the project's modules, counting imports inside
-  functions (a lazy import only hides a circle).
+  functions (a lazy import only hides a circle) and ``importlib.import_module("literal")``.
 * ``analysis`` imports no MPI, and of ``collectives`` only the pure modules
   (the spec and the record builder, and what they import).
 * The pure modules of ``collectives`` import no MPI, no transport and no
   launcher, so ``analysis`` may use them.
 * Every collective fact lives in ``collectives/spec.py``: no busbw-factor
   function or table anywhere else.
+* No module reaches into another's privates (``module._name``).
 * No module over 500 lines.
 """
 
@@ -18,10 +20,9 @@ from pathlib import Path
 from typing import Dict, List, Set
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("collectives", "transports", "launch", "analysis")
-# What analysis may import from collectives (pure: no MPI, no transport).
-PURE_COLLECTIVES = {"collectives.spec", "collectives.record", "collectives.dtypes", "collectives.sizes",
-                    "collectives.output", "collectives.validate", "collectives.cli_errors"}
+PACKAGES = ("ground", "collectives", "transports", "launch", "analysis")
+# What analysis may import from collectives (pure: no MPI, no transport); ground it may import freely.
+PURE_COLLECTIVES = {"collectives.spec", "collectives.record", "collectives.output", "collectives.validate"}
 MPI = ("mpi4py", "mpich")
 MAX_LINES = 500
 
@@ -38,12 +39,24 @@ def _modules() -> Dict[str, Path]:
 MODULES = _modules()
 
 
+def _literal_import_module(node: ast.AST) -> str:
+    """The module ``importlib.import_module("literal")`` (or a bare ``import_module(...)``) names, else ''."""
+    if not (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)):
+        return ""
+    func = node.func
+    called = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+    return node.args[0].value if called == "import_module" and not node.args[0].value.startswith(".") else ""
+
+
 def _raw_imports(name: str, path: Path) -> Set[str]:
-    """Every module name an import statement anywhere in the file names."""
+    """Every module name an import statement, or an ``import_module`` of a literal, anywhere in the file names."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     out: Set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
+        if _literal_import_module(node):
+            out.add(_literal_import_module(node))
+        elif isinstance(node, ast.Import):
             out.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
@@ -125,7 +138,21 @@ def test_the_walk_sees_the_project():
     assert {"collectives.harness", "collectives.spec", "transports.mpi", "analysis.fit"} <= set(MODULES)
     assert "collectives.runner" in GRAPH["collectives.harness"]
     # A lazy import counts: transports' registry imports modules inside functions.
-    assert "collectives.dtypes" in GRAPH["transports"]
+    assert "ground.dtypes" in GRAPH["transports"]
+
+
+def test_import_module_of_a_literal_counts():
+    tree = ast.parse('import importlib\nimportlib.import_module("analysis.fit")\nimport_module("ground.env")\n'
+                     'importlib.import_module(name)\n')
+    assert sorted(filter(None, map(_literal_import_module, ast.walk(tree)))) == ["analysis.fit", "ground.env"]
+
+
+def test_ground_imports_no_other_project_package():
+    for name, path in MODULES.items():
+        if name.split(".")[0] != "ground":
+            continue
+        used = {_internal(m, name) for m in _raw_imports(name, path)} - {""}
+        assert {m.split(".")[0] for m in used} <= {"ground"}, (name, sorted(used))
 
 
 def test_no_import_circle():
@@ -139,7 +166,7 @@ def test_analysis_imports_no_mpi_and_only_pure_collectives():
         raw = _raw_imports(name, path)
         assert not [m for m in raw if m.split(".")[0] in MPI], name
         used = {_internal(m, name) for m in raw} - {""}
-        assert {m for m in used if m.startswith("collectives")} <= PURE_COLLECTIVES, name
+        assert {m for m in used if m.split(".")[0] == "collectives"} <= PURE_COLLECTIVES, name
         assert not [m for m in used if m.split(".")[0] in ("transports", "launch")], name
 
 
@@ -192,6 +219,53 @@ def test_no_collective_name_checks_outside_spec():
     for node in ast.walk(tree):
         if isinstance(node, ast.Compare) and isinstance(node.left, ast.Attribute) and node.left.attr == "name":
             raise AssertionError(f"collectives/spec.py:{node.lineno} tests a collective's name")
+
+
+def _module_names(path: Path, tree: ast.AST) -> Dict[str, str]:
+    """Local names bound to a project module by an import anywhere in the file: {name: module}."""
+    name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+    package = name.rpartition(".")[0] if path.name != "__init__.py" else name[: -len(".__init__")]
+    bound: Dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.asname and a.name in MODULES:
+                    bound[a.asname] = a.name
+                elif not a.asname and a.name.split(".")[0] in MODULES:
+                    bound[a.name.split(".")[0]] = a.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - (node.level - 1)] + ([base] if base else []))
+            for a in node.names:
+                if f"{base}.{a.name}" in MODULES:
+                    bound[a.asname or a.name] = f"{base}.{a.name}"
+    return bound
+
+
+def _reach_ins(tree: ast.AST, bound: Dict[str, str]) -> List[ast.Attribute]:
+    """``module._name`` accesses, ``module`` a name bound to a project module (dunders allowed)."""
+    return [node for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in bound
+            and node.attr.startswith("_") and not (node.attr.startswith("__") and node.attr.endswith("__"))]
+
+
+def test_the_reach_in_walk_sees_one():
+    tree = ast.parse("from analysis import fit\nimport ground.env as E\nfit._rows\nE._x\nfit.__name__\nself._y\n")
+    bound = _module_names(ROOT / "analysis" / "report.py", tree)
+    assert bound == {"fit": "analysis.fit", "E": "ground.env"}
+    assert sorted(f"{n.value.id}.{n.attr}" for n in _reach_ins(tree, bound)) == ["E._x", "fit._rows"]
+
+
+def test_no_module_reaches_into_another_modules_privates():
+    offenders = []
+    for path in sorted(ROOT.rglob("*.py")):
+        if path.relative_to(ROOT).parts[0] in PACKAGES + ("benchmarks",):
+            tree = ast.parse(path.read_text(), str(path))
+            offenders += [f"{path.relative_to(ROOT)}:{n.lineno}: {n.value.id}.{n.attr}"
+                          for n in _reach_ins(tree, _module_names(path, tree))]
+    assert offenders == []
 
 
 def test_no_module_over_500_lines():

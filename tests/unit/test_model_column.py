@@ -7,7 +7,7 @@ import pytest
 from analysis import fabrics, goodness
 from collectives import cli, model_column, output, record
 from collectives.output import TableWriter
-from launch.comm import SelfComm
+from ground.comm import SelfComm
 from tests.unit.fakes import register_fakes
 
 register_fakes()
@@ -69,7 +69,7 @@ def test_harness_in_process_with_fabric(tmp_path):
 
 
 def test_unknown_fabric_is_a_usage_error():
-    from collectives.dtypes import ConfigError
+    from ground.dtypes import ConfigError
 
     with pytest.raises(ConfigError, match="unknown fabric 'nope': give one of nvlink3, nvlink4"):
         cli.parse_args("allreduce", ["--fabric", "nope"])

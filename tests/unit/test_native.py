@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from collectives import cli
-from collectives.dtypes import DTYPES, ConfigError
 from collectives.native import shm as native_shm, thread_hint
 from collectives.native.build import BuildError, build, load
 from collectives.native.timer import NativeLoop, NativeTimer
-from launch.comm import FUNNELED_MAX_BYTES, SelfComm, choose_thread_level
+from ground.comm import FUNNELED_MAX_BYTES, SelfComm, choose_thread_level
+from ground.dtypes import DTYPES, ConfigError
 from transports.base import Bound
 from transports.shm import kernels
 from transports.shm.compiled import Program

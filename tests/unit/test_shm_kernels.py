@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from collectives.dtypes import DTYPES, OPS
 from collectives.validate import Key, count_wrong, rank_input, reduced
+from ground.dtypes import DTYPES, OPS
 from transports.shm import kernels
 
 from tests.unit.reference import f32_to_bf16

@@ -3,7 +3,7 @@
 import pytest
 
 from collectives import spec as specs
-from collectives.dtypes import DTYPES
+from ground.dtypes import DTYPES
 
 F32 = DTYPES["float32"]
 

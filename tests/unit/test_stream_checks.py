@@ -1,4 +1,4 @@
-"""The stream and path checks of collectives.cli_errors: names too long for their file system, and
+"""The stream and path checks of ground.errors: names too long for their file system, and
 output that cannot be written (one line, exit 2 before the first row, 3 after)."""
 
 import errno
@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from collectives import cli_errors as errors
 from collectives import output
+from ground import errors
 
 
 def _limits(monkeypatch, name_max=14, path_max=4096):
@@ -89,7 +89,7 @@ def test_shorten():
 
 def test_the_collective_cli_refuses_a_long_name_while_parsing(tmp_path):
     from collectives.cli import parse_args
-    from collectives.dtypes import ConfigError
+    from ground.dtypes import ConfigError
 
     for flag in ("--json", "--csv"):
         with pytest.raises(ConfigError, match=f"argument {flag}: .*file name too long"):

@@ -19,7 +19,7 @@ import pytest
 import transports
 from collectives import cli
 from collectives.spec import SPECS
-from launch.comm import SelfComm
+from ground.comm import SelfComm
 from transports.base import Transport, TransportBase, TransportOptions
 
 from tests.unit.fakes import Loopback
@@ -109,7 +109,7 @@ def test_a_shm_or_mpi_run_never_imports_torch(name):
     code = ("import transports\n"
             f"assert transports.resolve({name!r}) == {name!r}\n")
     if name == "shm":
-        code += ("from collectives import cli\nfrom launch.comm import SelfComm\n"
+        code += ("from collectives import cli\nfrom ground.comm import SelfComm\n"
                  "recs = cli.run('allreduce', SelfComm(), ['--transport', 'shm', '-e', '1K', '-n', '2'])\n"
                  "assert recs and all(r['status'] == 'ok' for r in recs)\n")
     mods = _modules_after(code)
@@ -118,7 +118,7 @@ def test_a_shm_or_mpi_run_never_imports_torch(name):
 
 
 def test_unknown_transport_lists_every_known_one():
-    from collectives.dtypes import ConfigError
+    from ground.dtypes import ConfigError
 
     with pytest.raises(ConfigError) as info:
         transports.resolve("nosuch")

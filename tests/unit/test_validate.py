@@ -5,8 +5,8 @@ import pytest
 
 from collectives import spec as specs
 from collectives import validate
-from collectives.dtypes import DTYPES, OPS
 from collectives.validate import Key, count_wrong, rank_input, reduced
+from ground.dtypes import DTYPES, OPS
 
 from tests.unit.reference import reduce_in_order, reduce_tree, simulate
 

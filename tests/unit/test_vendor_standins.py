@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from collectives import cli
-from launch.comm import SelfComm
+from ground.comm import SelfComm
 
 STANDINS = str(Path(__file__).resolve().parents[1] / "standins")
 
@@ -61,7 +61,7 @@ def test_without_popxl_it_says_why(monkeypatch):
 
 
 def test_groq_and_cerebras_cannot_be_asked_for():
-    from collectives.dtypes import ConfigError
+    from ground.dtypes import ConfigError
 
     with pytest.raises(ConfigError, match="cannot be measured: .*no public collective API"):
         cli.run("allreduce", SelfComm(), ["--transport", "cerebras"])

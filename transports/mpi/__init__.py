@@ -25,7 +25,7 @@ def probe() -> Optional[str]:
 
 
 def create(comm, options: TransportOptions):
-    from collectives.dtypes import ConfigError
+    from ground.dtypes import ConfigError
 
     if options.algo not in (None, "", "auto"):
         raise ConfigError("--algo: the mpi transport has no algorithm choices (the MPI library picks; "

@@ -25,7 +25,7 @@ from typing import Optional
 
 import numpy as np
 
-from collectives.dtypes import DType
+from ground.dtypes import DType
 from transports.base import Bound, Unsupported
 from transports.mpi.host import MPITransport
 
@@ -74,7 +74,7 @@ class MPICupyTransport(MPITransport):
         count = cupy.cuda.runtime.getDeviceCount()
         if count < 1:
             raise Unsupported("--buffer cupy: no CUDA device is visible")
-        from launch.env import detect
+        from ground.env import detect
 
         local = detect().local_rank
         self.device = cupy.cuda.Device((self.rank if local is None else local) % count)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from collectives.dtypes import DType
+from ground.dtypes import DType
 from transports.base import Bound, TransportBase, TransportOptions, Unsupported, local_divide
 from transports.mpi.native import Compiled
 

@@ -151,7 +151,7 @@ class ShmCompiled:
         if program is None or not program.ok:
             return None
         t, codes = self.t, self.codes
-        fl, calls = t.flags, t._eager_calls
+        fl, calls = t.flags, t.eager_calls
         table = program.table()
         # The flags' address, without holding an export of their memoryview (Flags.close releases it).
         base = np.frombuffer(fl.words, np.int64).ctypes.data

@@ -23,7 +23,7 @@ from typing import Callable, List, Sequence
 
 import numpy as np
 
-from collectives.dtypes import DType
+from ground.dtypes import DType
 
 __all__ = ["CHUNK", "plan_reduce", "plan_reduce_rows", "plan_copy", "split"]
 

@@ -17,8 +17,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from collectives.dtypes import DType
-from launch import env as launch_env
+from ground import env as launch_env
+from ground.dtypes import DType
 from transports.base import Bound, TransportBase, TransportOptions, Unsupported
 from transports.shm import kernels, segment
 from transports.shm.compiled import ShmCompiled
@@ -66,7 +66,9 @@ class ShmMemory(TransportBase):
         self._fresh: List[segment.Segment] = []  # named segments not yet unlinked
         self._next_id = 1
         self._stages: Dict[str, np.ndarray] = {}
-        self._eager_calls = [0]
+        # Eager allreduces so far, in a one-element list shared by the Python and native loops (its
+        # parity picks the eager slot): public, as the native loop of compiled.py reads and advances it.
+        self.eager_calls = [0]
         self._ctrl = self._bootstrap(comm)
         timeout = float(options.timeout or 0)
         if timeout and me != 0:

@@ -105,7 +105,7 @@ class ShmTransport(ShmMemory):
         rows = [self._eager[par, :, : mine.nbytes].view(mine.dtype) for par in (0, 1)]
         fill = [kernels.plan_copy([(rows[par][self.rank], src)]) for par in (0, 1)]
         reduce = [kernels.plan_reduce_rows(dtype, op, p, mine, rows[par]) for par in (0, 1)]
-        calls = self._eager_calls
+        calls = self.eager_calls
         arrive = fl.arrive
         prog = self.compiled.program(span=1, variants=2)
         for par in (0, 1) if prog is not None else ():

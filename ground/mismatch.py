@@ -8,7 +8,7 @@ busbw is 0, and a results file gets every point N times.  nccl-tests users
 know it as "every rank says rank 0".
 
 :func:`check` compares the process count the launcher put in the
-environment (:func:`launch.env.detect`; under srun the step's own
+environment (:func:`ground.env.detect`; under srun the step's own
 ``SLURM_STEP_NUM_TASKS``, since a batch script's ``SLURM_NTASKS`` counts the
 whole allocation) with the MPI world's size, and returns one line naming
 both counts, the launcher, the MPI library mpi4py loaded (its version and
@@ -16,7 +16,7 @@ the file it was loaded from) and the fix.  Launches that do not use MPI's
 world (torchrun; a plain ``python -m ...``) are never refused.
 
 Pure apart from reading ``/proc/self/maps`` and ``PATH``; imports nothing
-of the project but :mod:`launch.env`.
+of the project but :mod:`ground.env`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import shutil
 import sys
 from typing import Mapping, Optional
 
-from launch.env import LaunchEnv, detect
+from ground.env import LaunchEnv, detect
 
 __all__ = ["LaunchMismatch", "check", "before_init", "expected_size", "mpi_family", "loaded_library", "describe_launcher"]
 

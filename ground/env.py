@@ -152,19 +152,19 @@ def detect(env: Optional[Mapping[str, str]] = None) -> LaunchEnv:
     return LaunchEnv("none", None, None, None, None, host, 1)
 
 
-def _cgroup_cpu_limit() -> Optional[float]:
-    """CPUs allowed by a cgroup v2 (``cpu.max``) or v1 (cfs quota) limit, if any."""
+def cgroup_cpu_limit(root: str = "/sys/fs/cgroup") -> Optional[float]:
+    """CPUs allowed by a cgroup v2 (``cpu.max``) or v1 (cfs quota) limit under ``root``, if any."""
     try:
-        with open("/sys/fs/cgroup/cpu.max") as f:
+        with open(os.path.join(root, "cpu.max")) as f:
             quota, period = f.read().split()[:2]
         if quota != "max":
             return int(quota) / int(period)
     except (OSError, ValueError):
         pass
     try:
-        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as f:
+        with open(os.path.join(root, "cpu", "cpu.cfs_quota_us")) as f:
             quota_us = int(f.read())
-        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
+        with open(os.path.join(root, "cpu", "cpu.cfs_period_us")) as f:
             period_us = int(f.read())
         if quota_us > 0:
             return quota_us / period_us
@@ -180,7 +180,7 @@ def host_cores() -> int:
     rank's own core, not the host's.
     """
     cores = os.cpu_count() or 1
-    limit = _cgroup_cpu_limit()
+    limit = cgroup_cpu_limit()
     if limit is not None:
         cores = max(1, min(cores, int(limit + 0.999)))
     return cores

@@ -6,7 +6,7 @@ names).  They go through a :class:`Comm`, never through the transport being
 measured, so a transport under test cannot disturb its own bookkeeping.
 
 :func:`world` builds one from MPI when ``mpi4py`` is importable, applying the
-oversubscription settings of :mod:`launch.env` *before* ``MPI_Init``;
+oversubscription settings of :mod:`ground.env` *before* ``MPI_Init``;
 otherwise a single process is :class:`SelfComm`.  :func:`as_comm` accepts an
 mpi4py communicator too, so tests can pass ``MPI.COMM_WORLD`` directly.
 """
@@ -18,8 +18,9 @@ import sys
 import time
 from typing import Any, List, Optional, Protocol
 
-from launch import env as launch_env
-from launch import mismatch
+from ground import env as launch_env
+from ground import mismatch
+from ground.errors import flush_stdio
 
 __all__ = ["Comm", "MPIComm", "SelfComm", "TorchComm", "world", "as_comm", "mpi_available",
            "release_mpich_segments", "choose_thread_level", "THREAD_LEVELS", "FUNNELED_MAX_BYTES"]
@@ -63,7 +64,7 @@ class SelfComm:
         return value
 
     def abort(self, code: int) -> None:
-        _flush_stdio()
+        flush_stdio()
         os._exit(code)
 
 
@@ -97,7 +98,7 @@ class MPIComm:
             MPI.Finalize()
 
     def abort(self, code: int) -> None:
-        _flush_stdio()
+        flush_stdio()
         # Give the launcher a moment to forward what this rank just printed:
         # MPI_Abort tears the job down at once and its last lines can be lost.
         time.sleep(0.2)
@@ -146,7 +147,7 @@ class TorchComm:
         return _REDUCERS[op](self.allgather(value))
 
     def abort(self, code: int) -> None:
-        _flush_stdio()
+        flush_stdio()
         os._exit(code)
 
     def close(self) -> None:
@@ -156,17 +157,6 @@ class TorchComm:
                 self._dist.barrier()
             finally:
                 self._dist.destroy_process_group()
-
-
-def _flush_stdio() -> None:
-    """Flush what this rank printed before it ends; a closed (None) or broken stream has nothing
-    to lose any more, and must not turn an abort into a traceback."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:
-                stream.flush()
-        except (OSError, ValueError):
-            pass
 
 
 def mpi_available() -> bool:

@@ -1,7 +1,7 @@
 """Sizes as nccl-tests writes them: ``64M`` = 64 MiB, and the ×factor / +bytes sweeps.
 
 Pure (no MPI, no transport), so ``analysis`` uses the same parsing as the
-harness.  Errors are :class:`~collectives.dtypes.ConfigError`, a ValueError.
+harness.  Errors are :class:`~ground.dtypes.ConfigError`, a ValueError.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Optional, Tuple
 
-from collectives.dtypes import ConfigError
+from ground.dtypes import ConfigError
 
 __all__ = ["parse_size", "sweep_sizes", "DEFAULT_MIN", "DEFAULT_MAX", "MAX_SIZES"]
 
