@@ -2,7 +2,7 @@
 
 Loading (:mod:`.results`, :mod:`.importers`), latency-bandwidth fits
 (:mod:`.costmodel`, :mod:`.fit`), published fabric models (:mod:`.fabrics`,
-:mod:`.goodness`), predictions (:mod:`.predict`), the workloads and the
+:mod:`.percent_of_model`), predictions (:mod:`.predict`), the workloads and the
 data-parallel step model (:mod:`.workloads`, :mod:`.step_model`,
 :mod:`.calibrate`, :mod:`.scaling`) and the report (:mod:`.report`).
 docs/report.md describes the commands; docs/ARCHITECTURE.md the layering.

@@ -91,9 +91,9 @@ def _networks(recs: Sequence[Dict], allreduce: Optional[Allreduce], network: str
 
 
 def _default_estimate(model: str, seq: Optional[int]) -> Dict[str, float]:
-    from analysis import readiness
+    from analysis import ready_from_flops
 
-    return readiness.layer_ready_fractions(model, seq)
+    return ready_from_flops.layer_ready_fractions(model, seq)
 
 
 def phases_of(rec: Dict) -> Phases:
@@ -459,7 +459,7 @@ def curve_readiness(workload, grad_bytes: int, terms: Terms, seq: Optional[int] 
 def terms_lines(terms: Terms, compute, ready_how: str) -> List[str]:
     """The table header's account of every term: its value and how it is known."""
     ready = {MEASURED: "measured by collectives.replicate for this model",
-             ESTIMATED: "estimated from the FLOPs of the layers in each bucket (analysis.readiness)",
+             ESTIMATED: "estimated from the FLOPs of the layers in each bucket (analysis.ready_from_flops)",
              ASSUMED: "assumed: gradients spread evenly over the backward pass by bytes"}[ready_how]
     out = [f"# term sharing {100 * terms.sharing.value:+.1f} % ({terms.sharing.how}: {terms.sharing.source})",
            f"# term sharing_opt {100 * terms.sharing_opt.value:+.1f} % ({terms.sharing_opt.how}: "

@@ -47,7 +47,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from analysis import (cli_common, fabrics, fit, goodness, physical, report_appendix, report_html,
+from analysis import (cli_common, fabrics, fit, percent_of_model, physical, report_appendix, report_html,
                       report_replicate, report_summary, results, sanitise, scaling, workloads)
 from analysis.report_plots import REPORT_FABRICS, draw as _draw_plots, short_compute as _short_compute
 from analysis.report_text import fmt, table
@@ -211,10 +211,10 @@ def build(paths: Sequence[str], outdir: str, measure_cpu: bool = False, strict: 
     :func:`analysis.results.read_records`); then ``outdir`` is created with
     its parents (an existing file there is a :class:`~analysis.cli_common.UsageError`).
     ``fabric``: a fabric's name, or ``auto``, to compare every measured series with
-    (:mod:`analysis.goodness`); ``note`` receives each guess ``auto`` made (default: stderr).
+    (:mod:`analysis.percent_of_model`); ``note`` receives each guess ``auto`` made (default: stderr).
     On a terminal, a progress bar on stderr names the phase (:mod:`ground.progress`).
     """
-    fabric = goodness.check_arg(fabric)
+    fabric = percent_of_model.check_arg(fabric)
     with progress.bar(len(_PHASES), "report") as bar:
         bar.step(_PHASES[0])
         records = results.read_records(list(paths), strict, bar.say(warn or cli_common.warner(PROG)))
@@ -222,7 +222,8 @@ def build(paths: Sequence[str], outdir: str, measure_cpu: bool = False, strict: 
         df = results.frame(records)
         allrec = results.frame(records, all_status=True)
         meas = _measured(df)
-        guesses = goodness.annotate(meas, fabric)[1] if fabric == goodness.AUTO else []
+        chosen, notes = percent_of_model.choices(meas, fabric)  # each series' fabric, chosen once per report
+        guesses = notes if fabric == percent_of_model.AUTO else []
         for g in guesses:
             bar.say(note or (lambda text: print(f"{PROG}: fabric auto: {text}", file=sys.stderr)))(g)
         bar.done()
@@ -241,7 +242,7 @@ def build(paths: Sequence[str], outdir: str, measure_cpu: bool = False, strict: 
         rep_md, rep_plots = report_replicate.section(records, model_fits, out, table)
         bar.done()
         bar.step(_PHASES[5])
-        md = report_summary.summary(paths, df, allrec, meas, fabric, guesses)
+        md = report_summary.summary(paths, df, allrec, meas, fabric, guesses, chosen)
         md += ["## Plots", "", "Measured series are solid lines with markers; anything MODELLED is dashed.", ""]
         md += [f"![{p.stem}]({p.name})" for p in plots]
         if plot_notes:
@@ -249,7 +250,7 @@ def build(paths: Sequence[str], outdir: str, measure_cpu: bool = False, strict: 
         md += [""] + _fits_section(model_fits) + _scaling_section(seed)
         if rep_md:
             md += rep_md + [""] + [f"![{p.stem}]({p.name})" for p in rep_plots] + [""]
-        md += report_appendix.appendix(meas, allrec, accuracy, scaling_rows, fabric)
+        md += report_appendix.appendix(meas, allrec, accuracy, scaling_rows, fabric, chosen)
         md = [sanitise.text(line) for line in md]  # a record's text never breaks a line or hides a character
         md_path = out / "report.md"
         md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
@@ -268,7 +269,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     ap = cli_common.Parser(prog="python -m analysis.report", description=__doc__.split("\n\n")[0])
     ap.add_argument("results", nargs="+", help="JSON Lines or CSV files from the harness (or analysis.predict)")
     ap.add_argument("-o", "--output", default="report", help="directory to write (default: report/)")
-    goodness.add_fabric_flag(ap)
+    percent_of_model.add_fabric_flag(ap)
     ap.add_argument("--measure-cpu", action="store_true",
                     help="for measured networks, time UNet's forward+backward on this CPU instead of "
                     "assuming A100-class compute")

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional
 
-from analysis import fabrics, links, workloads
+from analysis import fabrics, link_table, workloads
+from analysis.percent_of_model import Choices
 from analysis.report_plots import short_compute
 from analysis.report_summary import per_size
 from analysis.report_text import details, fmt, human_size, table
@@ -21,9 +22,9 @@ from analysis.report_text import details, fmt, human_size, table
 __all__ = ["appendix"]
 
 
-def _by_size(meas, fabric: Optional[str]) -> List[str]:
+def _by_size(meas, fabric: Optional[str], chosen: Optional[Choices] = None) -> List[str]:
     md: List[str] = []
-    for (transport, collective, p), headers, rows in per_size(meas, fabric):
+    for (transport, collective, p), headers, rows in per_size(meas, fabric, chosen):
         md += [f"**{transport} {collective}, {int(p)} rank{'s' if p != 1 else ''}** (measured; the median where a "
                "size was measured more than once)", ""] + table(headers, rows) + [""]
     return md
@@ -43,12 +44,12 @@ def _accuracy(accuracy: List[Dict]) -> List[str]:
 
 
 def _links(meas) -> List[str]:
-    rows = links.link_table(meas)
+    rows = link_table.link_table(meas)
     if not rows:
         return []
     return ["Bandwidth of the largest-size regime of a piecewise fit to the one-way time (1/slope, free of "
             "latency), and the median algbw of sizes >= 1 MiB; on emulated links, both beside the rate the "
-            f"links were shaped to. TCP/Ethernet framing leaves about {links.TCP_PAYLOAD_FRACTION:.1%} of "
+            f"links were shaped to. TCP/Ethernet framing leaves about {link_table.TCP_PAYLOAD_FRACTION:.1%} of "
             "a link's rate for payload (headers of 66 in every 1514 bytes); the bucket's burst can add a little.",
             ""] + table(["transport", "collective", "hosts", "configured (GB/s)", "fitted (GB/s)", "fit from",
                          "latency (us)", "algbw >= 1 MiB (GB/s)", "fitted / configured"],
@@ -101,10 +102,11 @@ def _bookkeeping(allrec) -> List[str]:
 
 
 def appendix(meas, allrec, accuracy: List[Dict], scaling_rows: Dict[str, List[Dict]],
-             fabric: Optional[str]) -> List[str]:
-    """The appendix's lines: a heading and one collapsible section per part that has something to show."""
+             fabric: Optional[str], chosen: Optional[Choices] = None) -> List[str]:
+    """The appendix's lines: a heading and one collapsible section per part that has something to show
+    (``chosen``: each series' fabric, chosen once by the report)."""
     md = ["## Appendix", "", "Click a heading to open it.", ""]
-    md += details("Measured: time and bus bandwidth at every size, per series", _by_size(meas, fabric))
+    md += details("Measured: time and bus bandwidth at every size, per series", _by_size(meas, fabric, chosen))
     md += details("How well a fit predicts sizes it did not see", _accuracy(accuracy))
     md += details("Point-to-point links (measured)", _links(meas))
     md += details("Data-parallel scaling tables (MODELLED) behind the scaling plots", _scaling(scaling_rows))

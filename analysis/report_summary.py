@@ -5,7 +5,7 @@ measured series (transport, collective, rank count), its sizes, the time at
 its smallest size (the latency a user sees), its peak busbw and, where the
 series names a fabric or one is given (``--fabric NAME|auto``), that busbw
 as a percentage of the fabric's model and of its link peak
-(:mod:`analysis.goodness`).  A series below half of its model is said so in
+(:mod:`analysis.percent_of_model`).  A series below half of its model is said so in
 a sentence of its own; a percentage that rests on an assumed latency says
 so in its cell.  Warnings that change how to read the numbers
 (oversubscription, emulated hosts, wrong results, 1-rank runs) follow.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from analysis import fit, goodness
+from analysis import fit, percent_of_model
 from analysis.report_text import human_size, size_range, table
 
 __all__ = ["summary", "GLANCE_HEADERS"]
@@ -44,10 +44,11 @@ def _what(paths: Sequence[str], df, allrec, meas) -> List[str]:
             f"{(df['kind'] == 'modelled').sum()} modelled points read from files."]
 
 
-def _glance(meas, fabric: Optional[str]) -> Tuple[List[List], List[str], bool, bool]:
+def _glance(meas, fabric: Optional[str], chosen: Optional[percent_of_model.Choices] = None
+            ) -> Tuple[List[List], List[str], bool, bool]:
     """Table rows, the sentences about series below half of their model, whether any series was
     compared, and whether any percentage rests on an assumed latency."""
-    heads = goodness.headlines(meas, fabric)
+    heads = percent_of_model.headlines(meas, fabric, chosen)
     rows, below, compared, assumed = [], [], False, False
     for (transport, collective, p), g in _series(meas):
         piv = g.groupby("size_bytes")[["time_us", "busbw_gbs"]].median()
@@ -61,8 +62,8 @@ def _glance(meas, fabric: Optional[str]) -> Tuple[List[List], List[str], bool, b
             compared = True
             assumed |= share.latency_assumed
             pct, pct_peak = share.label(), f"{share.pct_link_peak:.1f} %"  # the peak has no latency in it
-            word = goodness.verdict(share)
-            if share.pct_model < goodness.BELOW_HALF:
+            word = percent_of_model.verdict(share)
+            if share.pct_model < percent_of_model.BELOW_HALF:
                 below.append(f"**{transport} {collective} on {int(p)} ranks reaches {share.pct_model:.1f} % of the "
                              f"{share.fabric} model at {human_size(size)} ({share.busbw_gbs:.3g} of "
                              f"{share.model_busbw_gbs:.3g} GB/s busbw): below half of its model.**")
@@ -93,11 +94,13 @@ def _warnings(meas) -> List[str]:
     return out
 
 
-def summary(paths: Sequence[str], df, allrec, meas, fabric: Optional[str], guesses: Sequence[str]) -> List[str]:
-    """The report's first lines: title, what was measured, the at-a-glance table and its verdicts."""
+def summary(paths: Sequence[str], df, allrec, meas, fabric: Optional[str], guesses: Sequence[str],
+            chosen: Optional[percent_of_model.Choices] = None) -> List[str]:
+    """The report's first lines: title, what was measured, the at-a-glance table and its verdicts.
+    ``chosen``: each series' fabric, chosen once by the report (:func:`analysis.percent_of_model.choices`)."""
     md = ["# collscale report", ""] + _what(paths, df, allrec, meas) + [""]
     md += ["## At a glance (measured)", ""]
-    rows, below, compared, assumed = _glance(meas, fabric)
+    rows, below, compared, assumed = _glance(meas, fabric, chosen)
     md += table(GLANCE_HEADERS, rows) + [""]
     md += below + ([""] if below else [])
     if compared:
@@ -105,7 +108,7 @@ def summary(paths: Sequence[str], df, allrec, meas, fabric: Optional[str], guess
                "appendix) predicts for the same collective, size and rank count; % of link peak: beside the "
                "same model without latency, the most its links give at that rank count."
                + (" \"(assumed latency)\": at that size the model's time rests on a latency no vendor publishes "
-                  f"(at least {goodness.LATENCY_SHARE:.0%} of it): a rough guide." if assumed else ""), ""]
+                  f"(at least {percent_of_model.LATENCY_SHARE:.0%} of it): a rough guide." if assumed else ""), ""]
     else:
         md += ["No fabric model compared: `--fabric NAME` compares every series with a published fabric's model "
                "(`--fabric auto` guesses one for logs that name their GPU), as do records measured with "
@@ -115,9 +118,11 @@ def summary(paths: Sequence[str], df, allrec, meas, fabric: Optional[str], guess
     return md + _warnings(meas)
 
 
-def per_size(meas, fabric: Optional[str]) -> List[Tuple[Tuple, List[str], List[List]]]:
-    """Per series: (key, headers, rows) of the by-size table, with % of model where there is one."""
-    annotated, _ = goodness.annotate(meas, fabric) if fabric or "fabric" in meas else (meas, [])
+def per_size(meas, fabric: Optional[str], chosen: Optional[percent_of_model.Choices] = None
+             ) -> List[Tuple[Tuple, List[str], List[List]]]:
+    """Per series: (key, headers, rows) of the by-size table, with % of model where there is one
+    (``chosen`` as in :func:`summary`)."""
+    annotated, _ = percent_of_model.annotate(meas, fabric, chosen) if fabric or "fabric" in meas else (meas, [])
     out = []
     for key, g in _series(annotated):
         cols = ["time_us", "busbw_gbs"] + [c for c in ("pct_model", "pct_link_peak") if c in g

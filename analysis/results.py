@@ -36,7 +36,7 @@ that is none of these formats is refused in one line.
 ``python -m analysis.results FILES... [--csv OUT] [--strict] [--fabric NAME|auto]``
 prints the tidy table of any of these files (or writes it as CSV); ``--fabric``
 adds each measured row's busbw as a % of a fabric's model and link peak
-(:mod:`analysis.goodness`; ``auto`` guesses the fabric of a log from its GPU
+(:mod:`analysis.percent_of_model`; ``auto`` guesses the fabric of a log from its GPU
 model and host count, and says the guess on stderr).
 """
 
@@ -444,20 +444,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _main(argv: Optional[Sequence[str]]) -> int:
     import pandas as pd
 
-    from analysis import cli_common, goodness
+    from analysis import cli_common, percent_of_model
 
     ap = cli_common.Parser(prog=f"python -m {PROG}", description="Read collscale results and other tools' logs "
                            f"({', '.join(importers.TOOLS)}) into one tidy table.")
     ap.add_argument("files", nargs="+", metavar="FILE", help="results or logs; FILE:ranks=N gives a log's rank "
                     "count, FILE:transport=NAME the label of its series (FILE:ranks=32,transport=polaris)")
     ap.add_argument("--csv", metavar="OUT", help="write every column of the table to OUT instead of printing")
-    goodness.add_fabric_flag(ap)
+    percent_of_model.add_fabric_flag(ap)
     cli_common.add_strict(ap)
     a = ap.parse_args(argv)
     out = cli_common.output_file("--csv", a.csv)
     df = frame(read_records(a.files, a.strict, cli_common.warner(PROG)), all_status=True)
     if a.fabric:
-        df, notes = goodness.annotate(df, a.fabric)
+        df, notes = percent_of_model.annotate(df, a.fabric)
         for note in notes:
             print(f"{PROG}: fabric auto: {note}", file=sys.stderr)
     if out is not None:
@@ -467,11 +467,11 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         return 0
     shown = df[[c for c in _SHOWN if c in df and df[c].notna().any()]]
     if a.fabric:
-        shown = goodness.shown(shown, df)
+        shown = percent_of_model.shown(shown, df)
     with pd.option_context("display.max_rows", None, "display.width", 250):
         print(shown.to_string(index=False))
     if a.fabric:
-        print(goodness.FOOTNOTE)
+        print(percent_of_model.FOOTNOTE)
     return 0
 
 

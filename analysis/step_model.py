@@ -60,7 +60,7 @@ it is calibrated, measured or assumed):
 - **bucket readiness**: bucket i's gradients are all computed at
   ``ready_i`` x B' (the shares measured by replicate for that model, else
   estimated from the FLOPs of the layers in the bucket,
-  :mod:`analysis.readiness`, else spread evenly over bytes: assumed).
+  :mod:`analysis.ready_from_flops`, else spread evenly over bytes: assumed).
 
 exposed(N): one communication stream runs the buckets in order, bucket i
 from max(ready_i B', end of bucket i-1) for comm x allreduce(bytes_i, N) of

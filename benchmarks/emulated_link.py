@@ -5,7 +5,7 @@
 
 For each rate and transport: ``python -m launch.emulate --hosts 2 --rate R --
 mpirun -n 2 python -m collectives.pingpong`` over 1 MiB..64 MiB (one-way time
-= round trip / 2, as OSU reports it), then analysis.links: the bandwidth of
+= round trip / 2, as OSU reports it), then analysis.link_table: the bandwidth of
 the largest-size regime of a piecewise fit (1/slope) and the median algbw of
 sizes >= 16 MiB, each as a ratio to the configured rate.  Target (issue 6):
 within 15 % of the configured rate at 1 Gbit/s.  TCP over 1500-byte frames
@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from analysis import links, results  # noqa: E402
+from analysis import link_table, results  # noqa: E402
 from launch import netns  # noqa: E402
 
 
@@ -43,7 +43,7 @@ def one(rate: str, transport: str, max_size: str, out: Path) -> dict:
     if res.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stderr[-2000:]}")
     df = results.load(out)
-    (row,) = links.link_table(df)
+    (row,) = link_table.link_table(df)
     large = df[df["size_bytes"] >= 16 << 20]["algbw_gbs"]
     row["large_algbw_gbs"] = float(large.median())
     return row
@@ -81,7 +81,7 @@ def main(argv=None) -> int:
         r1 = f"{fit / conf:.3f}" if conf else "-"
         r2 = f"{bw / conf:.3f}" if conf else "-"
         print(f"{rate:>8} {transport:9} {conf if conf else float('nan'):11.4f} {fit:8.4f} {r1:>6} {bw:8.4f} {r2:>6}")
-    print(f"\nTCP payload share of a 1500-byte-MTU link: {links.TCP_PAYLOAD_FRACTION:.3f}; target: ratio within "
+    print(f"\nTCP payload share of a 1500-byte-MTU link: {link_table.TCP_PAYLOAD_FRACTION:.3f}; target: ratio within "
           "0.85..1.15 at 1gbit")
     return 0
 

@@ -1,6 +1,6 @@
 """``--fabric NAME`` on the harness: every row's busbw beside a published fabric's model, as it is measured.
 
-The arithmetic is :mod:`analysis.goodness` (pure, shared with the report and
+The arithmetic is :mod:`analysis.percent_of_model` (pure, shared with the report and
 ``analysis.results``).  Here it reaches the run as a :class:`Sink` placed
 before every other sink: it adds to each measured record
 
@@ -51,11 +51,11 @@ class ModelColumn(Sink):
         self.fabric = fabrics.get(name)
 
     def record(self, rec: Dict) -> None:
-        from analysis import goodness
+        from analysis import percent_of_model
 
         s = None
         if rec.get("status") in ("ok", "wrong"):
-            s = goodness.share(self.fabric, rec.get("collective"), rec.get("size_bytes"), rec.get("nranks"),
+            s = percent_of_model.share(self.fabric, rec.get("collective"), rec.get("size_bytes"), rec.get("nranks"),
                                rec.get("busbw_gbs"))
         rec.update(fabric=self.fabric.name, model_busbw_gbs=s and s.model_busbw_gbs, pct_model=s and s.pct_model,
                    link_peak_gbs=s and s.link_peak_gbs, pct_link_peak=s and s.pct_link_peak,

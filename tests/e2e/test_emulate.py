@@ -242,13 +242,13 @@ def test_pingpong_over_a_1gbit_link_measures_the_link(runner, clean, tmp_path):
                    sys.executable, "-m", "collectives.pingpong", "-b", "1M", "-e", "64M", "-n", "3", "-w", "1",
                    "--transport", "mpi", "--json", str(out), timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    from analysis import links, results
+    from analysis import link_table, results
 
     df = results.load(out)
     large = df[df["size_bytes"] >= 16 << 20]
     assert len(large) >= 3
     link = 0.125  # GB/s: 1 Gbit/s
     assert ((large["algbw_gbs"] > 0) & (large["algbw_gbs"] < 2 * link)).all(), large[["size_bytes", "algbw_gbs"]]
-    (row,) = links.link_table(df)
+    (row,) = link_table.link_table(df)
     assert row["configured_gbs"] == pytest.approx(link)
     assert 0 < row["fitted_ratio"] < 2, row

@@ -2,7 +2,7 @@
 
 import pytest
 
-from analysis import fabrics, goodness
+from analysis import fabrics, percent_of_model
 from tests.conftest import read_jsonl
 
 
@@ -16,7 +16,7 @@ def test_fabric_adds_percent_of_model(runner, tmp_path):
     assert len(rows) == 3 and all(len(r) == 15 for r in rows)
     recs = read_jsonl(out)
     for rec in recs:
-        want = goodness.share(fabrics.get("eth-10g"), "allreduce", rec["size_bytes"], 2, rec["busbw_gbs"])
+        want = percent_of_model.share(fabrics.get("eth-10g"), "allreduce", rec["size_bytes"], 2, rec["busbw_gbs"])
         assert rec["fabric"] == "eth-10g" and rec["pct_model"] == pytest.approx(want.pct_model)
     out_of_place = [r for r in recs if not r["in_place"]]
     assert [r[9].rstrip("*") for r in rows] == [f"{r['pct_model']:.1f}" for r in out_of_place]

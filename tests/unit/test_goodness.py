@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import tests.unit.hypothesis_profile  # noqa: F401  (the project's profile: derandomized, no deadline)
-from analysis import fabrics, goodness, results
+from analysis import fabrics, percent_of_model, results
 from collectives import record
 
 NV3 = fabrics.get("nvlink3")
@@ -20,19 +20,19 @@ def _ring_busbw(n, p, alpha, beta):
 
 
 def test_ring_allreduce_inside_a_node_by_hand():
-    s = goodness.share(NV3, "allreduce", 64 * MiB, 8, 100.0)
+    s = percent_of_model.share(NV3, "allreduce", 64 * MiB, 8, 100.0)
     model = _ring_busbw(64 * MiB, 8, 1e-6, 216.6e9)
     assert s.model_busbw_gbs == pytest.approx(model)
     assert s.pct_model == pytest.approx(100 * 100.0 / model)
     # Without latency a ring allreduce's busbw is beta itself, at every rank count: the link peak.
     assert s.link_peak_gbs == pytest.approx(216.6)
-    assert goodness.share(NV3, "allreduce", 8, 4, 1.0).link_peak_gbs == pytest.approx(216.6)
+    assert percent_of_model.share(NV3, "allreduce", 8, 4, 1.0).link_peak_gbs == pytest.approx(216.6)
     assert s.pct_link_peak == pytest.approx(100 * 100.0 / 216.6)
 
 
 def test_beyond_a_node_the_two_level_model_and_its_slow_link():
     n, p, g = 64 * MiB, 16, 8
-    s = goodness.share(NV3, "allreduce", n, p, 10.0)
+    s = percent_of_model.share(NV3, "allreduce", n, p, 10.0)
     # reduce-scatter + allgather on 8 GPUs over NVLink, an allreduce of n/8 between 2 nodes over HDR.
     t0 = 2 * (g - 1) / g * n / 216.6e9 + 2 * (2 - 1) / 2 * (n / g) / 25e9
     assert s.link_peak_gbs == pytest.approx(n / t0 * 2 * (p - 1) / p / 1e9)
@@ -41,30 +41,31 @@ def test_beyond_a_node_the_two_level_model_and_its_slow_link():
 
 
 def test_a_percentage_resting_on_an_assumed_latency_says_so():
-    small, large = goodness.share(NV3, "allreduce", 8, 8, 1e-4), goodness.share(NV3, "allreduce", 1 << 30, 8, 150.0)
+    small = percent_of_model.share(NV3, "allreduce", 8, 8, 1e-4)
+    large = percent_of_model.share(NV3, "allreduce", 1 << 30, 8, 150.0)
     assert small.latency_assumed and small.assumed_latency_share > 0.99
     assert small.label().endswith("(assumed latency)")
     assert not large.latency_assumed and large.label() == f"{large.pct_model:.1f} %"
     # The boundary: at least LATENCY_SHARE of the model's time comes from the assumed alpha.
-    n = 14e-6 * 216.6e9 / (2 * 7 / 8) * (1 / goodness.LATENCY_SHARE - 1)  # alpha term = 10 % of t
-    assert goodness.share(NV3, "allreduce", n * 0.99, 8, 1.0).latency_assumed
-    assert not goodness.share(NV3, "allreduce", n * 1.01, 8, 1.0).latency_assumed
+    n = 14e-6 * 216.6e9 / (2 * 7 / 8) * (1 / percent_of_model.LATENCY_SHARE - 1)  # alpha term = 10 % of t
+    assert percent_of_model.share(NV3, "allreduce", n * 0.99, 8, 1.0).latency_assumed
+    assert not percent_of_model.share(NV3, "allreduce", n * 1.01, 8, 1.0).latency_assumed
 
 
 def test_a_measured_latency_is_never_labelled_assumed():
     from analysis.fit import ModelFit
 
     fit = ModelFit("shm", "allreduce", "ring", (2, 4), 5e-6, 2e9, None, "", 10, 0.01, 0.02, 0.99)
-    s = goodness.share(fabrics.from_fit(fit), "allreduce", 8, 4, 1e-6)
+    s = percent_of_model.share(fabrics.from_fit(fit), "allreduce", 8, 4, 1e-6)
     assert s.assumed_latency_share == 0.0 and not s.latency_assumed
 
 
 @pytest.mark.parametrize("pct, words", [(40, "below half"), (49.9, "below half"), (50, ""), (100, ""),
                                         (120, "above model")])
 def test_verdict(pct, words):
-    model = goodness.share(NV3, "allreduce", 1 << 30, 8, 1.0).model_busbw_gbs
-    assert goodness.verdict(goodness.share(NV3, "allreduce", 1 << 30, 8, model * pct / 100)) == words
-    assert goodness.verdict(None) == ""
+    model = percent_of_model.share(NV3, "allreduce", 1 << 30, 8, 1.0).model_busbw_gbs
+    assert percent_of_model.verdict(percent_of_model.share(NV3, "allreduce", 1 << 30, 8, model * pct / 100)) == words
+    assert percent_of_model.verdict(None) == ""
 
 
 @pytest.mark.parametrize("collective, size, p, busbw", [
@@ -79,15 +80,15 @@ def test_verdict(pct, words):
     ("nope", MiB, 8, 1.0),
 ])
 def test_nothing_to_compare(collective, size, p, busbw):
-    assert goodness.share(NV3, collective, size, p, busbw) is None
+    assert percent_of_model.share(NV3, collective, size, p, busbw) is None
 
 
 def test_every_collective_with_a_cost_model_compares():
     for name in ("allreduce", "allgather", "reduce_scatter", "broadcast", "reduce", "alltoall", "sendrecv"):
         for fab in fabrics.FABRICS.values():
-            s = goodness.share(fab, name, 16 * MiB, 8, 1.0)
+            s = percent_of_model.share(fab, name, 16 * MiB, 8, 1.0)
             assert s is not None and s.model_busbw_gbs > 0, (name, fab.name)
-    assert goodness.share(NV3, "pingpong", MiB, 2, 1.0) is not None
+    assert percent_of_model.share(NV3, "pingpong", MiB, 2, 1.0) is not None
 
 
 @settings(max_examples=80)
@@ -95,7 +96,7 @@ def test_every_collective_with_a_cost_model_compares():
        collective=st.sampled_from(["allreduce", "allgather", "reduce_scatter", "broadcast", "alltoall"]),
        size=st.integers(1, 1 << 34), p=st.integers(2, 4096), busbw=st.floats(0, 1e4))
 def test_model_never_above_its_link_peak(name, collective, size, p, busbw):
-    s = goodness.share(fabrics.get(name), collective, size, p, busbw)
+    s = percent_of_model.share(fabrics.get(name), collective, size, p, busbw)
     assert s is not None
     assert 0 < s.model_busbw_gbs <= s.link_peak_gbs * (1 + 1e-9)
     assert 0.0 <= s.assumed_latency_share <= 1.0
@@ -114,7 +115,7 @@ def test_model_never_above_its_link_peak(name, collective, size, p, busbw):
     ("NVIDIA A100-SXM4-80GB", 1, 12, 12, "nvlink3", 12),  # one host holds them all: no hop between nodes
 ])
 def test_guess(gpu, hosts, per_host, ranks, name, per_node):
-    g = goodness.guess(gpu, hosts, per_host, ranks)
+    g = percent_of_model.guess(gpu, hosts, per_host, ranks)
     assert g.fabric.name == name and g.fabric.devices_per_node == per_node
     assert gpu in g.why
     if hosts is None:
@@ -125,7 +126,7 @@ def test_guess(gpu, hosts, per_host, ranks, name, per_node):
                                       ("Tesla V100-SXM3-32GB", "no fabric model"),
                                       ("NVIDIA A100-PCIE-40GB", "PCIe"), ("NVIDIA H800", "no fabric model")])
 def test_no_guess(gpu, why):
-    g = goodness.guess(gpu, 1, 8, 8)
+    g = percent_of_model.guess(gpu, 1, 8, 8)
     assert g.fabric is None and why in g.why
 
 
@@ -145,33 +146,33 @@ def test_annotate_names_given_and_guessed():
             _rec("cpu", 64 * MiB, 1.0),
             _rec("nvlink3", 64 * MiB, 200.0, kind="modelled", fabric="nvlink3")]
     df = results.frame(recs)
-    given, notes = goodness.annotate(df, "eth-100g")
+    given, notes = percent_of_model.annotate(df, "eth-100g")
     assert _names(given) == ["nvlink4", "eth-100g", "eth-100g", "nvlink3"] and notes == []
-    assert given["pct_model"].iloc[0] == pytest.approx(goodness.share(fabrics.get("nvlink4"), "allreduce",
+    assert given["pct_model"].iloc[0] == pytest.approx(percent_of_model.share(fabrics.get("nvlink4"), "allreduce",
                                                                       64 * MiB, 8, 100.0).pct_model)
     assert given["pct_model"].isna().iloc[3]  # a modelled row is not compared
-    auto, notes = goodness.annotate(df, "auto")
+    auto, notes = percent_of_model.annotate(df, "auto")
     assert _names(auto)[:3] == ["nvlink4", "nvlink3", None]
     assert notes == ["cpu allreduce at 8 ranks: no guess: the log names no GPU model",
                      "log allreduce at 8 ranks: nvlink3 from NVIDIA A100-SXM4-40GB "
                      "(A100 SXM: NVLink3 + NVSwitch), 1 host"]
-    plain, notes = goodness.annotate(df, None)
+    plain, notes = percent_of_model.annotate(df, None)
     assert _names(plain)[:3] == ["nvlink4", None, None] and notes == []
 
 
 def test_headline_is_the_peak_busbw():
-    assert goodness.headline([8, 1024, MiB, 4 * MiB], [0.1, 5.0, 9.0, 8.0]) == 2
-    assert goodness.headline([8, MiB, 4 * MiB], [0.1, 9.0, 9.0]) == 2  # a tie: the larger size
-    assert goodness.headline([8], [float("nan")]) is None
+    assert percent_of_model.headline([8, 1024, MiB, 4 * MiB], [0.1, 5.0, 9.0, 8.0]) == 2
+    assert percent_of_model.headline([8, MiB, 4 * MiB], [0.1, 9.0, 9.0]) == 2  # a tie: the larger size
+    assert percent_of_model.headline([8], [float("nan")]) is None
     df = results.frame([_rec("log", s, b) for s, b in ((MiB, 50.0), (4 * MiB, 90.0), (8 * MiB, 80.0))])
-    (choice, s, size), = goodness.headlines(df, "nvlink3").values()
+    (choice, s, size), = percent_of_model.headlines(df, "nvlink3").values()
     assert choice.how == "given" and size == 4 * MiB and s.busbw_gbs == 90.0
 
 
 def test_fabric_argument():
-    assert goodness.check_arg("NVLink3") == "nvlink3" and goodness.check_arg("auto") == "auto"
+    assert percent_of_model.check_arg("NVLink3") == "nvlink3" and percent_of_model.check_arg("auto") == "auto"
     with pytest.raises(ValueError, match="unknown fabric 'nope': give one of nvlink3, .*, or auto"):
-        goodness.check_arg("nope")
+        percent_of_model.check_arg("nope")
 
 
 def test_results_cli_prints_the_percentages(tmp_path, capsys):
@@ -196,5 +197,25 @@ def test_results_cli_prints_the_percentages(tmp_path, capsys):
 
     rows = list(csv.DictReader(out_csv.open()))
     assert float(rows[1]["pct_model"]) == pytest.approx(
-        goodness.share(fabrics.get("nvlink3"), "allreduce", 1 << 30, 8, 100.0).pct_model)
+        percent_of_model.share(fabrics.get("nvlink3"), "allreduce", 1 << 30, 8, 100.0).pct_model)
     assert rows[0]["model_latency_assumed"] == "True"
+
+
+def test_choices_made_once_give_what_annotate_and_headlines_choose(monkeypatch):
+    recs = [_rec("mine", 64 * MiB, 100.0, fabric="nvlink4"),
+            _rec("log", 64 * MiB, 100.0, gpu="NVIDIA A100-SXM4-40GB", nhosts=1, ranks_per_host=8),
+            _rec("cpu", 64 * MiB, 1.0)]
+    df = results.frame(recs)
+    for arg in ("auto", "eth-100g", None):
+        chosen, notes = percent_of_model.choices(df, arg)
+        plain, plain_notes = percent_of_model.annotate(df, arg)
+        given, given_notes = percent_of_model.annotate(df, arg, chosen)
+        assert notes == plain_notes and given_notes == []
+        assert given.equals(plain)
+        assert percent_of_model.headlines(df, arg, chosen) == percent_of_model.headlines(df, arg)
+    chosen, _ = percent_of_model.choices(df, "auto")
+    guessed = []
+    monkeypatch.setattr(percent_of_model, "guess", lambda *a: guessed.append(a))
+    percent_of_model.annotate(df, "auto", chosen)
+    percent_of_model.headlines(df, "auto", chosen)
+    assert guessed == []  # the choices made once are used, no guess made again

@@ -4,7 +4,7 @@ import io
 
 import pytest
 
-from analysis import fabrics, goodness
+from analysis import fabrics, percent_of_model
 from collectives import cli, model_column, output, record
 from collectives.output import TableWriter
 from ground.comm import SelfComm
@@ -25,7 +25,7 @@ def test_the_sink_adds_the_model_before_the_others_see_the_record():
     big, small = _rec(64 << 20, 100.0), _rec(8, 0.001)
     sink.record(big)
     sink.record(small)
-    want = goodness.share(fabrics.get("nvlink3"), "allreduce", 64 << 20, 8, 100.0)
+    want = percent_of_model.share(fabrics.get("nvlink3"), "allreduce", 64 << 20, 8, 100.0)
     assert big["fabric"] == "nvlink3" and big["pct_model"] == pytest.approx(want.pct_model)
     assert big["model_busbw_gbs"] == pytest.approx(want.model_busbw_gbs)
     assert big["pct_link_peak"] == pytest.approx(want.pct_link_peak) and big["model_latency_assumed"] is False

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from analysis import fabrics, goodness, report, report_text
+from analysis import fabrics, percent_of_model, report, report_text
 from collectives import record
 
 pytest.importorskip("pandas")
@@ -17,7 +17,7 @@ NV3 = fabrics.get("nvlink3")
 
 
 def _rec(transport, size, share_of_model, nranks=8, **kw):
-    model = goodness.share(NV3, "allreduce", size, nranks, 1.0).model_busbw_gbs
+    model = percent_of_model.share(NV3, "allreduce", size, nranks, 1.0).model_busbw_gbs
     busbw = share_of_model * model
     algbw = busbw / (2 * (nranks - 1) / nranks)
     return record.new("measured", "ok", collective="allreduce", transport=transport, nranks=nranks, size_bytes=size,

@@ -47,8 +47,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from analysis import costmodel, fabrics
 from collectives import spec as specs
 
-__all__ = ["Share", "share", "Guess", "guess", "Choice", "choose", "annotate", "headline", "headlines",
-           "verdict", "LATENCY_SHARE", "BELOW_HALF", "AUTO", "COLUMNS"]
+__all__ = ["Share", "share", "Guess", "guess", "Choice", "choose", "Choices", "choices", "annotate", "headline",
+           "headlines", "verdict", "LATENCY_SHARE", "BELOW_HALF", "AUTO", "COLUMNS"]
 
 LATENCY_SHARE = 0.10  # an assumed alpha this large a part of the model's time: the percentage is labelled
 BELOW_HALF = 50.0
@@ -245,25 +245,62 @@ def _first(g, col):
     return vals.mode().iloc[0] if len(vals) else None
 
 
-def annotate(df, arg: Optional[str]) -> Tuple[object, List[str]]:
+Choices = Dict[Tuple, Optional[Choice]]  # per measured series (transport, collective, nranks): its fabric
+
+
+def _series_key(key) -> Tuple:
+    """A series key with NaN as None, so that a series of unknown rank count can be looked up."""
+    return tuple(None if isinstance(v, float) and v != v else v for v in key)
+
+
+def _timed(df):
+    """The measured rows with a time (ok or wrong), the rows a fabric is chosen for."""
+    import pandas as pd
+
+    measured = df["kind"].eq("measured") if "kind" in df else pd.Series(True, index=df.index)
+    timed = df["status"].isin(["ok", "wrong"]) if "status" in df else measured
+    return df[measured & timed]
+
+
+def choices(df, arg: Optional[str]) -> Tuple[Choices, List[str]]:
+    """Each measured series' fabric choice (:func:`choose`), made once, and the notes of ``auto``: each
+    guess (or why none was made) with the series it holds for.  Pass the choices to :func:`annotate`
+    and :func:`headlines` so that a report chooses (and guesses) once."""
+    out: Choices = {}
+    said: Dict[str, List[str]] = {}
+    for key, g in _timed(df).groupby(list(_KEY), dropna=False, sort=True):
+        choice, note = choose(_first(g, "fabric"), arg, _first(g, "gpu"), _first(g, "nhosts"),
+                              _first(g, "ranks_per_host"), key[2])
+        if note:
+            said.setdefault(note, []).append(f"{key[0]} {key[1]} at {_ranks(key[2])}")
+        out[_series_key(key)] = choice
+    return out, [f"{'; '.join(series)}: {note}" for note, series in said.items()]
+
+
+def _chosen(chosen: Optional[Choices], key, g, arg: Optional[str]) -> Optional[Choice]:
+    """The series' choice from ``chosen``, else made here (a series ``chosen`` lacks)."""
+    k = _series_key(key)
+    if chosen is not None and k in chosen:
+        return chosen[k]
+    return choose(_first(g, "fabric"), arg, _first(g, "gpu"), _first(g, "nhosts"), _first(g, "ranks_per_host"),
+                  key[2])[0]
+
+
+def annotate(df, arg: Optional[str], chosen: Optional[Choices] = None) -> Tuple[object, List[str]]:
     """``df`` with :data:`COLUMNS` for every measured row that has a model (others None), and the
-    notes of ``auto``: each guess (or why none was made) with the series it holds for.  Modelled rows
-    are left alone."""
+    notes of ``auto`` (:func:`choices`; none when ``chosen``, the choices already made, is given).
+    Modelled rows are left alone."""
     import pandas as pd
 
     out = df.copy()
     values = {c: [None] * len(out) for c in COLUMNS}
-    said: Dict[str, List[str]] = {}
+    notes: List[str] = []
+    if chosen is None:
+        chosen, notes = choices(out, arg)
     measured = out["kind"].eq("measured") if "kind" in out else pd.Series(True, index=out.index)
-    timed = out["status"].isin(["ok", "wrong"]) if "status" in out else measured
-    rows = out[measured & timed]
     pos = {ix: i for i, ix in enumerate(out.index)}
-    for key, g in rows.groupby(list(_KEY), dropna=False, sort=True):
-        named = _first(g, "fabric")
-        choice, note = choose(named, arg, _first(g, "gpu"), _first(g, "nhosts"), _first(g, "ranks_per_host"),
-                              key[2])
-        if note:
-            said.setdefault(note, []).append(f"{key[0]} {key[1]} at {_ranks(key[2])}")
+    for key, g in _timed(out).groupby(list(_KEY), dropna=False, sort=True):
+        choice = _chosen(chosen, key, g, arg)
         if choice is None:
             continue
         for ix, r in g.iterrows():
@@ -280,7 +317,7 @@ def annotate(df, arg: Optional[str]) -> Tuple[object, List[str]]:
         keep = out[c] if c in out else pd.Series([None] * len(out), index=out.index)
         out[c] = [v if v is not None else (k if c == "fabric" and not m else None)
                   for v, k, m in zip(values[c], keep, measured)]
-    return out, [f"{'; '.join(series)}: {note}" for note, series in said.items()]
+    return out, notes
 
 
 def _ranks(p) -> str:
@@ -296,9 +333,11 @@ def headline(sizes: Sequence[float], busbw: Sequence[float]) -> Optional[int]:
     return best
 
 
-def headlines(df, arg: Optional[str]) -> Dict[Tuple, Tuple[Optional[Choice], Optional[Share], int]]:
-    """Per measured series (transport, collective, nranks): (its fabric choice, the share at its
-    headline size, that size).  Uses out-of-place rows of op sum where there are any, median per size."""
+def headlines(df, arg: Optional[str], chosen: Optional[Choices] = None
+              ) -> Dict[Tuple, Tuple[Optional[Choice], Optional[Share], int]]:
+    """Per measured series (transport, collective, nranks): (its fabric choice, from ``chosen`` where
+    given (:func:`choices`), the share at its headline size, that size).  Uses out-of-place rows of op
+    sum where there are any, median per size."""
     from analysis import fit
 
     out: Dict[Tuple, Tuple[Optional[Choice], Optional[Share], int]] = {}
@@ -311,8 +350,7 @@ def headlines(df, arg: Optional[str]) -> Dict[Tuple, Tuple[Optional[Choice], Opt
         if i is None:
             continue
         size = int(per.index[i])
-        choice, _ = choose(_first(g, "fabric"), arg, _first(g, "gpu"), _first(g, "nhosts"),
-                           _first(g, "ranks_per_host"), key[2])
+        choice = _chosen(chosen, key, g, arg)
         s = share(choice.fabric, key[1], size, key[2], float(per.iloc[i])) if choice else None
         out[key] = (choice, s, size)
     return out
