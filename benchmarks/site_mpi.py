@@ -60,7 +60,9 @@ def check_collective(mpirun, n: int, collective: str, out: Path):
         return [f"{' '.join(cmd)}: no end after {TIMEOUT_S} s"]
     problems = []
     if res.returncode != 0:
-        problems.append(f"exit {res.returncode}: {res.stderr.strip()[-600:]}")
+        ours = [ln for ln in res.stderr.splitlines() if ln.startswith("collscale")]
+        problems.append(f"exit {res.returncode}: " + (" | ".join(dict.fromkeys(ours))[:1200] if ours else
+                                                     res.stderr.strip()[-1200:]))
     rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
     rows = [r for r in rows if r["status"] != "unsupported"]  # broadcast out of place: MPI has none
     if not rows:
