@@ -28,7 +28,7 @@ from typing import Mapping, Optional
 
 from ground.env import LaunchEnv, detect
 
-__all__ = ["LaunchMismatch", "check", "before_init", "expected_size", "mpi_family", "loaded_library", "describe_launcher"]
+__all__ = ["LaunchMismatch", "check", "before_init", "library_line", "expected_size", "mpi_family", "loaded_library", "describe_launcher"]
 
 
 class LaunchMismatch(RuntimeError):
@@ -89,9 +89,16 @@ def loaded_library() -> Optional[str]:
     return None
 
 
-def _first_line(text: str) -> str:
+def library_line(text: str) -> str:
+    """The first line of ``MPI_Get_library_version``'s text, normalised the same way wherever it is
+    compared or shown: NULs dropped (Open MPI's text through mpi4py ends in one; read from C it stops
+    there), runs of white space as one space; "" for no text."""
     text = text.replace("\x00", " ").strip()
-    return " ".join(text.splitlines()[0].split()) if text else "an unknown MPI"
+    return " ".join(text.splitlines()[0].split()) if text else ""
+
+
+def _first_line(text: str) -> str:
+    return library_line(text) or "an unknown MPI"
 
 
 def _mpirun_here() -> str:

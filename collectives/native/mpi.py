@@ -30,6 +30,7 @@ import numpy as np
 
 from collectives.native.build import BuildError, Built, build, load as load_built
 from collectives.native.timer import NativeLoop
+from ground.mismatch import library_line
 
 __all__ = ["MPILoops", "load", "mpi_compiler", "KINDS", "DIVIDE_TYPES"]
 
@@ -61,12 +62,7 @@ def mpi_compiler() -> List[str]:
     return [shutil.which("mpicc") or "mpicc"]
 
 
-def _first_line(text: str) -> str:
-    """The library's first line, normalised the same way on both sides: NULs dropped (Open MPI's
-    ``MPI_Get_library_version`` text through mpi4py ends in one; read from C it stops there),
-    runs of white space as one space."""
-    text = text.replace("\x00", " ").strip()
-    return " ".join(text.splitlines()[0].split()) if text else ""
+_first_line = library_line  # the one normalisation (ground.mismatch), so both sides compare alike
 
 
 class MPILoops:
