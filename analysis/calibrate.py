@@ -173,7 +173,7 @@ def model_buckets(model: str, seq: Optional[int], bytes_per_element: int = 4,
                   estimate: Optional[Estimate] = None) -> Tuple[List[Tuple[int, float]], str]:
     """DDP's buckets of ``model`` with ready shares estimated from layer FLOPs, and how they are known
     (``estimated``; ``assumed`` = spread evenly over bytes where the estimate cannot be made)."""
-    from analysis import workloads
+    from facts import workloads
 
     w = workloads.get(model)
     try:

@@ -11,7 +11,7 @@ alike, from 8 B to 1 GiB):
   leave-one-out cross-validation.  What the report and
   ``benchmarks/model_accuracy.py`` use to predict unseen sizes.
 * :func:`fit_model`: across every rank count measured, each algorithm's
-  formula from :mod:`analysis.costmodel`, t = c_a(p)*alpha + c_b(p)*n/beta_eff,
+  formula from :mod:`facts.costmodel`, t = c_a(p)*alpha + c_b(p)*n/beta_eff,
   with alpha and beta_eff shared by all p.  The algorithm whose p-scaling
   fits best is chosen (and the others' errors kept).  With one rank count
   the algorithms cannot be told apart, and the fit says so.
@@ -33,8 +33,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from analysis import costmodel, physical
-from collectives import spec as specs
+from analysis import physical
+from facts import costmodel
+from facts import spec as specs
 
 __all__ = ["AffineFit", "SegmentedFit", "ModelFit", "fit_affine", "fit_segmented", "fit_model", "fit_transport", "fit_frame",
            "fit_rows"]

@@ -20,7 +20,7 @@ from typing import List
 
 from analysis import physical
 from analysis.fit import fit_segmented
-from collectives.spec import SPECS
+from facts.spec import SPECS
 
 __all__ = ["link_table", "TCP_PAYLOAD_FRACTION", "POINT_TO_POINT"]
 

@@ -18,8 +18,9 @@ from __future__ import annotations
 import sys
 from typing import Dict, List, Optional, Sequence
 
-from analysis import cli_common, costmodel, fabrics
-from collectives import record, spec as specs
+from analysis import cli_common
+from facts import costmodel, fabrics
+from facts import record, spec as specs
 from collectives.output import JsonlWriter, format_time
 from ground.dtypes import DTYPES
 from ground.sizes import parse_size, sweep_sizes

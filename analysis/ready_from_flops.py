@@ -35,7 +35,7 @@ _CACHE: Dict = {}
 
 def layer_ready_fractions(workload, seq: Optional[int] = None) -> Dict[str, float]:
     """{parameter name: share of the backward pass after which its gradient is ready} (0..1]."""
-    from analysis import workloads
+    from facts import workloads
 
     w = workloads.get(workload) if isinstance(workload, str) else workload
     key = (w.name, seq)

@@ -47,8 +47,9 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from analysis import (cli_common, fabrics, fit, percent_of_model, physical, report_appendix, report_html,
-                      report_replicate, report_summary, results, sanitise, scaling, workloads)
+from analysis import (cli_common, fit, model_share, physical, report_appendix, report_html, report_replicate,
+                      report_summary, results, sanitise, scaling)
+from facts import fabrics, percent_of_model, workloads
 from analysis.report_plots import REPORT_FABRICS, draw as _draw_plots, short_compute as _short_compute
 from analysis.report_text import fmt, table
 from ground import progress
@@ -189,7 +190,7 @@ def _scaling_section(seed: List[Dict]) -> List[str]:
 
 def _fits_section(model_fits: List[fit.ModelFit]) -> List[str]:
     md = ["## Fits (from the measurements)", "",
-          "Per transport and collective, each algorithm's formula (analysis.costmodel) fitted across the "
+          "Per transport and collective, each algorithm's formula (facts.costmodel) fitted across the "
           "rank counts measured; the one with the lowest median relative error is shown.", ""]
     return md + table(["transport", "collective", "algorithm", "ranks", "alpha (us)", "beta (GB/s)",
                        "gamma (ns/B)", "median err", "max err", "note"],
@@ -211,7 +212,7 @@ def build(paths: Sequence[str], outdir: str, measure_cpu: bool = False, strict: 
     :func:`analysis.results.read_records`); then ``outdir`` is created with
     its parents (an existing file there is a :class:`~analysis.cli_common.UsageError`).
     ``fabric``: a fabric's name, or ``auto``, to compare every measured series with
-    (:mod:`analysis.percent_of_model`); ``note`` receives each guess ``auto`` made (default: stderr).
+    (:mod:`facts.percent_of_model`); ``note`` receives each guess ``auto`` made (default: stderr).
     On a terminal, a progress bar on stderr names the phase (:mod:`ground.progress`).
     """
     fabric = percent_of_model.check_arg(fabric)
@@ -222,7 +223,7 @@ def build(paths: Sequence[str], outdir: str, measure_cpu: bool = False, strict: 
         df = results.frame(records)
         allrec = results.frame(records, all_status=True)
         meas = _measured(df)
-        chosen, notes = percent_of_model.choices(meas, fabric)  # each series' fabric, chosen once per report
+        chosen, notes = model_share.choices(meas, fabric)  # each series' fabric, chosen once per report
         guesses = notes if fabric == percent_of_model.AUTO else []
         for g in guesses:
             bar.say(note or (lambda text: print(f"{PROG}: fabric auto: {text}", file=sys.stderr)))(g)

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional
 
-from analysis import fabrics, link_table, workloads
-from analysis.percent_of_model import Choices
+from analysis import link_table
+from facts import fabrics, workloads
+from analysis.model_share import Choices
 from analysis.report_plots import short_compute
 from analysis.report_summary import per_size
 from analysis.report_text import details, fmt, human_size, table
@@ -77,7 +78,7 @@ def _scaling(scaling_rows: Dict[str, List[Dict]]) -> List[str]:
 
 
 def _fabric_sources() -> List[str]:
-    md = ["Every figure is marked datasheet, measured, derived or assumed, with its source (analysis/fabrics.py).",
+    md = ["Every figure is marked datasheet, measured, derived or assumed, with its source (facts/fabrics.py).",
           ""]
     for name in fabrics.names():
         fab = fabrics.get(name)

@@ -21,10 +21,11 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from analysis import costmodel, fabrics, fit, workloads
+from analysis import fit
+from facts import costmodel, fabrics, workloads
 from analysis.sanitise import file_part, label as _label
 from analysis.report_text import human_size
-from collectives import spec as specs
+from facts import spec as specs
 
 __all__ = ["draw", "short_compute", "REPORT_FABRICS"]
 

@@ -5,7 +5,7 @@ measured series (transport, collective, rank count), its sizes, the time at
 its smallest size (the latency a user sees), its peak busbw and, where the
 series names a fabric or one is given (``--fabric NAME|auto``), that busbw
 as a percentage of the fabric's model and of its link peak
-(:mod:`analysis.percent_of_model`).  A series below half of its model is said so in
+(:mod:`facts.percent_of_model`).  A series below half of its model is said so in
 a sentence of its own; a percentage that rests on an assumed latency says
 so in its cell.  Warnings that change how to read the numbers
 (oversubscription, emulated hosts, wrong results, 1-rank runs) follow.
@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from analysis import fit, percent_of_model
+from analysis import fit, model_share
+from facts import percent_of_model
 from analysis.report_text import human_size, size_range, table
 
 __all__ = ["summary", "GLANCE_HEADERS"]
@@ -44,11 +45,11 @@ def _what(paths: Sequence[str], df, allrec, meas) -> List[str]:
             f"{(df['kind'] == 'modelled').sum()} modelled points read from files."]
 
 
-def _glance(meas, fabric: Optional[str], chosen: Optional[percent_of_model.Choices] = None
+def _glance(meas, fabric: Optional[str], chosen: Optional[model_share.Choices] = None
             ) -> Tuple[List[List], List[str], bool, bool]:
     """Table rows, the sentences about series below half of their model, whether any series was
     compared, and whether any percentage rests on an assumed latency."""
-    heads = percent_of_model.headlines(meas, fabric, chosen)
+    heads = model_share.headlines(meas, fabric, chosen)
     rows, below, compared, assumed = [], [], False, False
     for (transport, collective, p), g in _series(meas):
         piv = g.groupby("size_bytes")[["time_us", "busbw_gbs"]].median()
@@ -95,16 +96,16 @@ def _warnings(meas) -> List[str]:
 
 
 def summary(paths: Sequence[str], df, allrec, meas, fabric: Optional[str], guesses: Sequence[str],
-            chosen: Optional[percent_of_model.Choices] = None) -> List[str]:
+            chosen: Optional[model_share.Choices] = None) -> List[str]:
     """The report's first lines: title, what was measured, the at-a-glance table and its verdicts.
-    ``chosen``: each series' fabric, chosen once by the report (:func:`analysis.percent_of_model.choices`)."""
+    ``chosen``: each series' fabric, chosen once by the report (:func:`analysis.model_share.choices`)."""
     md = ["# collscale report", ""] + _what(paths, df, allrec, meas) + [""]
     md += ["## At a glance (measured)", ""]
     rows, below, compared, assumed = _glance(meas, fabric, chosen)
     md += table(GLANCE_HEADERS, rows) + [""]
     md += below + ([""] if below else [])
     if compared:
-        md += ["% of model: the peak busbw beside what the fabric's model (analysis.fabrics; sources in the "
+        md += ["% of model: the peak busbw beside what the fabric's model (facts.fabrics; sources in the "
                "appendix) predicts for the same collective, size and rank count; % of link peak: beside the "
                "same model without latency, the most its links give at that rank count."
                + (" \"(assumed latency)\": at that size the model's time rests on a latency no vendor publishes "
@@ -118,11 +119,11 @@ def summary(paths: Sequence[str], df, allrec, meas, fabric: Optional[str], guess
     return md + _warnings(meas)
 
 
-def per_size(meas, fabric: Optional[str], chosen: Optional[percent_of_model.Choices] = None
+def per_size(meas, fabric: Optional[str], chosen: Optional[model_share.Choices] = None
              ) -> List[Tuple[Tuple, List[str], List[List]]]:
     """Per series: (key, headers, rows) of the by-size table, with % of model where there is one
     (``chosen`` as in :func:`summary`)."""
-    annotated, _ = percent_of_model.annotate(meas, fabric, chosen) if fabric or "fabric" in meas else (meas, [])
+    annotated, _ = model_share.annotate(meas, fabric, chosen) if fabric or "fabric" in meas else (meas, [])
     out = []
     for key, g in _series(annotated):
         cols = ["time_us", "busbw_gbs"] + [c for c in ("pct_model", "pct_link_peak") if c in g

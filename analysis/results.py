@@ -19,7 +19,7 @@ analysis needs (the error names the file and the columns).  Bandwidths
 that are missing but exactly derivable are derived, and ``warn`` says so:
 algbw = S / t (S = ``size_bytes``, t = ``time_us``, as the harness computes
 it), busbw = algbw x busbw factor (the record's ``busbw_factor``, else
-``collectives.spec``'s factor at that rank count).
+``facts.spec``'s factor at that rank count).
 
 Records of the schema family (``schema: collscale.row/<version>``) load
 whatever their version; fields this loader does not know are kept.
@@ -36,7 +36,7 @@ that is none of these formats is refused in one line.
 ``python -m analysis.results FILES... [--csv OUT] [--strict] [--fabric NAME|auto]``
 prints the tidy table of any of these files (or writes it as CSV); ``--fabric``
 adds each measured row's busbw as a % of a fabric's model and link peak
-(:mod:`analysis.percent_of_model`; ``auto`` guesses the fabric of a log from its GPU
+(:mod:`facts.percent_of_model`; ``auto`` guesses the fabric of a log from its GPU
 model and host count, and says the guess on stderr).
 """
 
@@ -52,7 +52,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Un
 
 from analysis import importers, physical
 from analysis.cli_common import UsageError
-from collectives import record, spec as specs
+from facts import record, spec as specs
 
 __all__ = ["ResultsError", "load", "read_records", "frame", "REQUIRED", "placement", "REPLICATE",
            "split_replicate", "main"]
@@ -154,7 +154,7 @@ def _complete(rec: dict, derived: Dict[str, List[dict]]) -> dict:
             spec = specs.find(rec["collective"])
             if spec is None:
                 raise _Bad(f"measured record without busbw_gbs or busbw_factor, of a collective not in "
-                           f"collectives.spec ({rec['collective']!r})")
+                           f"facts.spec ({rec['collective']!r})")
             factor = rec["busbw_factor"] = spec.busbw_factor(rec["nranks"])
         rec["busbw_gbs"] = rec["algbw_gbs"] * factor
         derived.setdefault("busbw_gbs", []).append(rec)
@@ -444,7 +444,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _main(argv: Optional[Sequence[str]]) -> int:
     import pandas as pd
 
-    from analysis import cli_common, percent_of_model
+    from analysis import cli_common, model_share
+    from facts import percent_of_model
 
     ap = cli_common.Parser(prog=f"python -m {PROG}", description="Read collscale results and other tools' logs "
                            f"({', '.join(importers.TOOLS)}) into one tidy table.")
@@ -457,7 +458,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     out = cli_common.output_file("--csv", a.csv)
     df = frame(read_records(a.files, a.strict, cli_common.warner(PROG)), all_status=True)
     if a.fabric:
-        df, notes = percent_of_model.annotate(df, a.fabric)
+        df, notes = model_share.annotate(df, a.fabric)
         for note in notes:
             print(f"{PROG}: fabric auto: {note}", file=sys.stderr)
     if out is not None:
@@ -467,7 +468,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         return 0
     shown = df[[c for c in _SHOWN if c in df and df[c].notna().any()]]
     if a.fabric:
-        shown = percent_of_model.shown(shown, df)
+        shown = model_share.shown(shown, df)
     with pd.option_context("display.max_rows", None, "display.width", 250):
         print(shown.to_string(index=False))
     if a.fabric:

@@ -11,7 +11,7 @@ all-reduced once per step, after the last micro-batch, as DDP's no_sync
 does).
 
 Overlap model (PyTorch DDP).  Gradients are all-reduced in buckets
-(analysis.workloads.gradient_buckets: 25 MiB, the first 1 MiB, in reverse
+(facts.workloads.gradient_buckets: 25 MiB, the first 1 MiB, in reverse
 parameter order) while the backward pass of the last micro-batch runs.  That
 backward pass takes ``backward_fraction`` (2/3: backward costs about twice
 forward) of the micro-batch's compute and produces gradients at a steady rate
@@ -67,7 +67,7 @@ def default_threads(devices: Sequence[int], cores: Optional[int] = None) -> int:
     """The threads one rank gets when this host's usable ``cores`` (default: its CPU affinity, capped
     by a cgroup quota) are shared by as many ranks as it can hold of the largest device count (at
     least 1)."""
-    from analysis.host_limits import usable_cores
+    from facts.host_limits import usable_cores
 
     cores = cores or usable_cores()
     return max(1, cores // max(1, min(max(devices or [1]), cores)))
@@ -82,11 +82,11 @@ def measure_cpu(workload, batch: int = 4, repeats: int = 3, threads: Optional[in
     as :func:`default_threads`; torch's own default when None), best of
     ``repeats`` after a warm-up.  The backward fraction is measured too.
     The model and its input (shaped by ``workload.model_input``) come from
-    analysis.workloads.build_torch_model and example_input (analysis.torch_models).
+    facts.workloads.build_torch_model and example_input (facts.torch_models).
     """
     import torch
 
-    from analysis import workloads
+    from facts import workloads
 
     if workload.params > 400_000_000:
         raise ValueError(f"{workload.name} ({workload.params:,} parameters) is too big to time on a CPU here; "
@@ -195,7 +195,8 @@ def curve(workload, batches: Sequence[int], devices: Sequence[int], compute: Com
     estimated per rank count, as the slowest-rank term is).  ``readiness``:
     (each bucket's ready share of the backward pass, how it is known);
     default: spread evenly over bytes (assumed)."""
-    from analysis import step_model as sm, workloads
+    from analysis import step_model as sm
+    from facts import workloads
 
     buckets = workloads.gradient_buckets(workload, bytes_per_element=grad_bytes)
     shares, ready_how = readiness if readiness else (sm.even_readiness(buckets), sm.ASSUMED)
@@ -275,7 +276,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:
-    from analysis import calibrate, cli_common as cc, fabrics, step_model, workloads
+    from analysis import calibrate, cli_common as cc, step_model
+    from facts import fabrics, workloads
 
     ap = cc.Parser(prog="python -m analysis.scaling", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="unet", help=f"one of: {', '.join(workloads.names())}")
@@ -370,7 +372,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
 def _checked_threads(threads: Optional[int], oversubscribe: bool, devices: Sequence[int],
                      cores: Optional[int] = None) -> int:
     """--threads, refused above this host's usable cores unless --oversubscribe; else the default."""
-    from analysis import host_limits
+    from facts import host_limits
 
     cores = cores or host_limits.usable_cores()
     if threads is None:

@@ -173,7 +173,7 @@ def even_readiness(sizes: Sequence[int]) -> List[float]:
 def buckets_with_readiness(layers: Sequence[Tuple[str, int]], ready: Dict[str, float], bytes_per_element: int = 4,
                            bucket_cap_mb: float = 25, first_bucket_mb: float = 1) -> List[Tuple[int, float]]:
     """DDP's buckets of ``layers`` ((name, elements) in parameter order; the same rule as
-    ``analysis.workloads.gradient_buckets``) with each bucket's ready share: that of its
+    ``facts.workloads.gradient_buckets``) with each bucket's ready share: that of its
     last-ready parameter."""
     limits = [int(first_bucket_mb * 2 ** 20), int(bucket_cap_mb * 2 ** 20)]
     out: List[Tuple[int, float]] = []

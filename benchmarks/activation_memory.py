@@ -1,4 +1,4 @@
-"""Activation memory of one training step, per sample (or per token), for analysis.host_limits.
+"""Activation memory of one training step, per sample (or per token), for facts.host_limits.
 
     python benchmarks/activation_memory.py                    # every workload (~25 min on 1 core, ~9 GB peak)
     python benchmarks/activation_memory.py --models unet,braggnn
@@ -37,7 +37,7 @@ must outweigh its gradients): its figure is GenSLM 2.5B's, the per-layer
 part scaled by layers x (hidden + intermediate) (:data:`SCALED`).
 
 Prints one line per workload and the ``ACTIVATION_BYTES`` entries to paste
-into analysis/host_limits.py; ``--json PATH`` appends the raw peaks.
+into facts/host_limits.py; ``--json PATH`` appends the raw peaks.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from typing import Dict, Optional, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis import workloads  # noqa: E402
+from facts import workloads  # noqa: E402
 
 # b1, b2 per workload: far enough apart that the activations dwarf the allocator's noise
 # (hundreds of MB between them), small enough for this machine.
@@ -73,7 +73,7 @@ def child(name: str, batch: int, layers: Optional[int], seq: Optional[int]) -> D
 
     import torch
 
-    from analysis import torch_models
+    from facts import torch_models
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

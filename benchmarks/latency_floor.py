@@ -299,8 +299,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.worker:
         return worker(args)
-    from collectives.native.build import compiler_env
-    from collectives.native.mpi import mpi_compiler
+    from transports.native.build import compiler_env
+    from transports.native.mpi import mpi_compiler
     from ground.env import affinity, usable_cores
 
     with tempfile.TemporaryDirectory() as tmp:

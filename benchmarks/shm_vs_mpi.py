@@ -47,7 +47,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from collectives import cli  # noqa: E402
-from collectives.spec import SPECS  # noqa: E402
+from facts.spec import SPECS  # noqa: E402
 from ground.comm import world  # noqa: E402
 from ground.sizes import parse_size  # noqa: E402
 from transports.shm.transport import FLAT_MAX  # noqa: E402

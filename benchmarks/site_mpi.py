@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from collectives import spec as specs  # noqa: E402
+from facts import spec as specs  # noqa: E402
 
 TIMEOUT_S = 180
 

@@ -2,26 +2,16 @@
 
 Run a collective with ``mpirun -n N python -m collectives.allreduce``; list
 them with ``python -m collectives``.  The facts of each collective live in
-:mod:`collectives.spec`; the timing loop in :mod:`collectives.harness`.
+:mod:`facts.spec`; the timed loop in :mod:`collectives.timed_loop`.
 """
 
 import importlib.abc
 import importlib.machinery
 import sys
 
+from ground.version import __version__
+
 __all__ = ["__version__"]
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("collscale")
-    except Exception:
-        return "0+unknown"
-
-
-__version__ = _version()
 
 
 class _UnknownCollective(importlib.abc.MetaPathFinder, importlib.abc.Loader):
@@ -44,7 +34,7 @@ class _UnknownCollective(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return False
 
     def get_code(self, fullname):  # runpy asks for the code before running it
-        from collectives.spec import names
+        from facts.spec import names
         from ground.env import detect
 
         if (detect().rank or 0) == 0:

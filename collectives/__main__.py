@@ -2,7 +2,7 @@
 
 import sys
 
-from collectives.spec import SPECS
+from facts.spec import SPECS
 
 
 def listing() -> int:

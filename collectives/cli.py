@@ -22,11 +22,12 @@ import sys
 import traceback
 from typing import List, Optional, Sequence
 
-from collectives import harness, model_column, spec as specs
+from collectives import harness, model_column
+from facts import spec as specs
 from collectives.config import (DEFAULT_MAX, DEFAULT_MIN, DEFAULT_STARTUP_TIMEOUT, EXIT_ERROR, EXIT_INTERRUPTED,
                                 EXIT_TIMEOUT, EXIT_USAGE, EXIT_WRONG, MAX_CHECKS, MAX_GIVEN_ITERS, Config,
                                 TransportOptions, parse_size, sweep_sizes)
-from collectives.native import add_loop_flags, thread_hint
+from transports.native import add_loop_flags, thread_hint
 from ground import errors
 from ground.dtypes import ConfigError, parse_dtypes, parse_ops
 

@@ -2,7 +2,7 @@
 
 A Config is built once (by :mod:`collectives.cli` from argv, or by another
 runner's front end) and read by the runner core and the harness; it holds
-the collective's :class:`~collectives.spec.CollectiveSpec` itself, resolved
+the collective's :class:`~facts.spec.CollectiveSpec` itself, resolved
 once, and the transport's options typed (:class:`TransportOptions`).
 
 Also here: the exit codes every entry point uses and the iteration limits
@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
-from collectives.spec import CollectiveSpec
+from facts.spec import CollectiveSpec
 from ground.dtypes import DType, Op
 from ground.errors import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE,  # noqa: F401
                            EXIT_WRONG)
@@ -77,7 +77,7 @@ class Config:
     @property
     def csv_fields(self) -> Tuple[str, ...]:
         """The ``--csv`` columns: every record field (runners with summary columns of their own add them)."""
-        from collectives.record import FIELDS
+        from facts.record import FIELDS
 
         return FIELDS
 

@@ -4,7 +4,7 @@
 and which ranks share one, oversubscription (more ranks than usable cores),
 emulation and sweep labels, the run id, the transport's own description and
 the versions; the header (:mod:`collectives.header`) and every record
-(:func:`collectives.record.context_fields`) are made from it.
+(:func:`facts.record.context_fields`) are made from it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from collectives import __version__
+from ground.version import __version__
 from ground import env as launch_env
 
 __all__ = ["gather", "proc_start", "memory_here"]

@@ -16,7 +16,7 @@ in-place) the harness
    transport's device work is synchronised; where the transport bound a
    compiled form of the call (``bound.native``, ``--loop auto|compiled``),
    warm-up, timed loop and validation run through it, iterations in C
-   (:mod:`collectives.native`), and each record says ``loop: compiled``,
+   (:mod:`transports.native`), and each record says ``loop: compiled``,
 5. aggregates across ranks as ``-a`` says (rank 0, average, min, max),
 6. validates ``-c`` runs outside the timed loop: seeded inputs, output
    buffers filled with poison, one run, a bit-exact compare against the
@@ -26,7 +26,7 @@ Around it, the runner core (:mod:`collectives.runner`) starts the
 transport, arms the watchdog (:mod:`collectives.watchdog`, ``-T``) for the
 whole run, gathers the context, writes the header
 (:mod:`collectives.header`) and every record the moment it exists
-(:mod:`collectives.record`, :mod:`collectives.output`), and closes.
+(:mod:`facts.record`, :mod:`collectives.output`), and closes.
 """
 
 from __future__ import annotations
@@ -35,10 +35,11 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from collectives import context, model_column, record, spec as specs, validate
+from collectives import context, model_column
+from facts import record, spec as specs, validate
 from collectives.config import MAX_ITERS, MIN_ITERS, Config
 from collectives.header import header_lines
-from collectives.native.timer import NativeTimer
+from transports.native.timer import NativeTimer
 from collectives.output import Sink
 from collectives.runner import Run
 from collectives.watchdog import Watchdog
@@ -94,7 +95,7 @@ class Timing:
         self.comm, self.t, self.cfg, self.watchdog = comm, transport, cfg, watchdog
 
     def loop(self, run, iters: int, what: str, before=None, native=None):
-        """``native``: a compiled form of ``run`` (:class:`~collectives.native.timer.NativeLoop`)."""
+        """``native``: a compiled form of ``run`` (:class:`~transports.native.timer.NativeLoop`)."""
         timer = self.t.timer() if native is None else NativeTimer(native)
         with self.watchdog.watch(what, timer):
             return timer.loop(run, iters, self.t.synchronize, before)

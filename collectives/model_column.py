@@ -1,6 +1,6 @@
 """``--fabric NAME`` on the harness: every row's busbw beside a published fabric's model, as it is measured.
 
-The arithmetic is :mod:`analysis.percent_of_model` (pure, shared with the report and
+The arithmetic is :mod:`facts.percent_of_model` (pure, shared with the report and
 ``analysis.results``).  Here it reaches the run as a :class:`Sink` placed
 before every other sink: it adds to each measured record
 
@@ -27,7 +27,7 @@ __all__ = ["add_fabric_flag", "sinks", "ModelColumn"]
 
 
 def _fabric(text: str) -> str:
-    from analysis import fabrics
+    from facts import fabrics
 
     name = str(text).strip().lower()
     if name not in fabrics.FABRICS:
@@ -46,12 +46,12 @@ class ModelColumn(Sink):
     """Adds the model's figures to each record before the sinks after it see the record."""
 
     def __init__(self, name: str):
-        from analysis import fabrics
+        from facts import fabrics
 
         self.fabric = fabrics.get(name)
 
     def record(self, rec: Dict) -> None:
-        from analysis import percent_of_model
+        from facts import percent_of_model
 
         s = None
         if rec.get("status") in ("ok", "wrong"):

@@ -1,6 +1,6 @@
 """Writers for the one record format: the nccl-tests table, JSON Lines, CSV.
 
-A *record* (:mod:`collectives.record`) is a flat dict, one per measured
+A *record* (:mod:`facts.record`) is a flat dict, one per measured
 (point, placement); every writer sees the same records.  JSON Lines and CSV write each record the
 moment it exists and flush it, so a crash or a kill loses nothing already
 measured.  The table prints one line per point (out-of-place then in-place
@@ -29,7 +29,7 @@ import stat
 import sys
 from typing import IO, Dict, Iterable, List, Optional, Sequence
 
-from collectives.record import FIELDS, SCHEMA
+from facts.record import FIELDS, SCHEMA
 from ground.errors import StreamError, path_too_long
 
 __all__ = [
@@ -160,7 +160,7 @@ class TableWriter(Sink):
             self._say(info["header_lines"])
             return
         self.model = getattr(info.get("config"), "fabric", None)
-        model = [f"# %model: busbw as a % of the {self.model} model at this size and rank count (analysis.fabrics); "
+        model = [f"# %model: busbw as a % of the {self.model} model at this size and rank count (facts.fabrics); "
                  "* where that model rests on an assumed latency"] if self.model else []
         self._say(info["header_lines"] + model + ["#"]
                   + table_header(info.get("columns", ("out-of-place", "in-place")), bool(self.model)))

@@ -2,7 +2,7 @@
 
     mpirun -n 2 python -m collectives.replicate --model unet --batch 2
 
-Every rank builds the workload's real torch model (:mod:`analysis.workloads`),
+Every rank builds the workload's real torch model (:mod:`facts.workloads`),
 wraps it in DistributedDataParallel over a torch backend (``--transport
 gloo|nccl|hccl``) and trains it on synthetic inputs of the model's real
 shape (no data loading: the header says so) with a real optimizer.
@@ -28,7 +28,7 @@ CSV gets the summary columns).  Each rank runs ``--threads`` torch threads
 the machine's cores over all the ranks of its emulated hosts), so X(1) is
 measured with the thread count each rank really has.
 
-Before anything is built (:func:`host_limits`, :mod:`analysis.host_limits`):
+Before anything is built (:func:`host_limits`, :mod:`facts.host_limits`):
 ``--threads`` above the usable cores is refused unless ``--oversubscribe``
 asks for it, threads x ranks above the cores is a header note, and a model
 and batch whose state and measured activations would not fit the memory
@@ -45,14 +45,15 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from collectives import cli, record
+from collectives import cli
+from facts import record
 from collectives.config import Config
 from collectives.harness import aggregate
 from collectives.header import header_lines
 from collectives.replicate_steps import BucketLog, allocator, comm_fn, page_kib, repeat, step_fn
 from collectives.replicate_summary import SUMMARY_FIELDS, summarize
 from collectives.runner import Run
-from collectives.spec import SPECS
+from facts.spec import SPECS
 from ground.dtypes import ConfigError, parse_dtypes
 
 __all__ = ["run", "main", "parse_args", "ReplicateConfig"]
@@ -100,7 +101,7 @@ def _batches(text: str) -> Tuple[int, ...]:
 
 
 def parse_args(argv: Sequence[str], quiet: bool = False) -> ReplicateConfig:
-    from analysis import workloads
+    from facts import workloads
 
     p = cli.Parser(prog=f"python -m collectives.{NAME}",
                    description="Data-parallel training steps of a real model under DDP, measured per phase "
@@ -200,7 +201,7 @@ def host_limits(cfg: ReplicateConfig, w, share: HostShare, cpu: bool = True) -> 
     the cores are shared among the ranks on the machine (every emulated host's ranks together).
     Memory: model state and the largest batch's activations, times the ranks on the machine,
     against what it has available."""
-    from analysis import host_limits as hl
+    from facts import host_limits as hl
 
     refusals: List[str] = []
     notes: List[str] = []
@@ -243,7 +244,7 @@ def threads_line(cfg: ReplicateConfig, share: HostShare, threads: int) -> str:
 
 
 def _sweep(session: Run) -> List[Dict]:
-    from analysis import workloads
+    from facts import workloads
 
     cfg: ReplicateConfig = session.cfg
     comm, t, dog = session.comm, session.transport, session.watchdog
@@ -251,7 +252,7 @@ def _sweep(session: Run) -> List[Dict]:
     w = workloads.get(cfg.model)
     # Before building anything: threads against the cores, the table's parameter count and measured
     # activations against the memory, of every rank's machine (agreed: the first refusal ends the job).
-    from analysis.host_limits import available_memory
+    from facts.host_limits import available_memory
 
     share = _share(session.ctx, comm.allgather(_machine_key()), comm.rank, available_memory())
     threads, refusals, notes = host_limits(cfg, w, share, t.device.type == "cpu")

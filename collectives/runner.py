@@ -26,10 +26,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable, Dict, List, Optional, Sequence
 
-from collectives import context, validate
+from collectives import context
+from facts import validate
 from collectives.config import Config
 from collectives.output import Sink, open_sinks
-from collectives.record import now
+from facts.record import now
 from collectives.watchdog import Watchdog
 from ground.dtypes import ConfigError
 from transports.base import Transport, Unsupported

@@ -20,7 +20,7 @@ transfers (mpi, gloo, nccl, ...) carries the pattern.
 
 Exactness: the weights a worker receives must equal the source's bit for
 bit, and the source's summed gradient must equal the closed-form sum of the
-workers' seeded inputs (collectives.validate), in any summation order.
+workers' seeded inputs (facts.validate), in any summation order.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence, Tuple
 
-from collectives import validate
+from facts import validate
 from ground.dtypes import DType
 from transports.base import Unsupported
 

@@ -10,7 +10,7 @@ once per direction, as nccl-tests counts broadcast and reduce).
 
 A runner like the harness: it goes through the runner core
 (:class:`collectives.runner.Run`: transport, watchdog, sinks, validation)
-and builds its records with :mod:`collectives.record`.
+and builds its records with :mod:`facts.record`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import sys
 from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence
 
-from collectives import cli, record
+from collectives import cli
+from facts import record
 from collectives.config import Config, parse_size
 from collectives.harness import Timing
 from collectives.header import header_lines

@@ -27,7 +27,7 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
-from collectives import record
+from facts import record
 from collectives.output import append_line
 from ground import errors, progress
 from launch import checks, jobscript, reaper

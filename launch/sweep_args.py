@@ -40,7 +40,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from collectives import spec as specs
+from facts import spec as specs
 from launch import checks, jobscript
 from launch.checks import UsageError
 

@@ -76,9 +76,9 @@ _CATALOG: Dict[str, Entry] = {e.name: e for e in (
 )}
 # Fabrics with no public collective API: listed, never usable; analysis models them.
 NO_PUBLIC_API = {
-    "groq": "Groq RealScale has no public collective API (modelled by analysis.fabrics)",
+    "groq": "Groq RealScale has no public collective API (modelled by facts.fabrics)",
     "cerebras": "Cerebras MemoryX/SwarmX has no public collective API (the pattern runs as "
-                "collectives.weight_stream; the fabric is modelled by analysis.fabrics)",
+                "collectives.weight_stream; the fabric is modelled by facts.fabrics)",
 }
 
 _LOADED: Dict[str, Loaded] = {}  # catalogued transports imported so far, and registered ones

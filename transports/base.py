@@ -64,7 +64,7 @@ class Unsupported(Exception):
 class Bound(NamedTuple):
     run: Callable[[], Any]
     result: Any
-    # Optional: the same operation compiled (a collectives.native.timer.NativeLoop),
+    # Optional: the same operation compiled (a transports.native.timer.NativeLoop),
     # whose iterations run without returning to Python; the harness times and
     # validates through it unless --loop python.
     native: Any = None
@@ -181,7 +181,7 @@ class Transport(Protocol):
       name the rank they waited for (the watchdog then only backs them up);
       the default is False;
     * a compiled loop: a bound call may carry ``Bound.native``, the same
-      operation compiled (:class:`collectives.native.timer.NativeLoop`),
+      operation compiled (:class:`transports.native.timer.NativeLoop`),
       whose iterations run in C; the harness then times and validates through
       it unless ``--loop python``, and ``describe()["loop"]`` says
       ``compiled`` (else ``python``; ``cuda-graph`` for CUDA-graph replay).

@@ -17,7 +17,7 @@ replica per rank::
 and a timed call is one ``session.run``: the input streams to the IPU, the
 collective runs over IPU-Link, the result streams back.  The host streams
 are part of every figure (the records say ``buffer: host-streamed``); the
-fabric alone is what ``analysis.fabrics`` models from Graphcore's figures.
+fabric alone is what ``facts.fabrics`` models from Graphcore's figures.
 
 Ranks are poprun instances, one replica each (``poprun --num-instances N
 --num-replicas N``); the harness's control messages go over MPI, which

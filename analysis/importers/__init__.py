@@ -4,7 +4,7 @@ Pure Python (no MPI, no torch).  :func:`detect` chooses an importer from a
 file's content (never from its name); :func:`read` runs it.  Each importer
 module has ``sniff(lines) -> bool`` and ``parse(lines, path, given) ->
 Parsed`` (text logs), or ``sniff_json``/``parse_json`` (JSON outputs).
-Every record comes from :func:`collectives.record.new` through
+Every record comes from :func:`facts.record.new` through
 :func:`analysis.importers.common.build` (see there for the fields an import
 adds), so the analysis reads them like the harness's own.
 

@@ -1,6 +1,6 @@
 """What the importers share: cleaning a log's lines, reading numbers, and building records.
 
-Every imported row becomes a record through :func:`collectives.record.new`
+Every imported row becomes a record through :func:`facts.record.new`
 (``kind: measured``), with the fields collscale's own records carry where
 the log says them and None where it does not, plus:
 
@@ -8,7 +8,7 @@ the log says them and None where it does not, plus:
   printed)`` when the log does not say);
 * ``source_line``: ``file:line`` of the row;
 * ``derived``: the values computed here rather than read (``algbw_gbs
-  busbw_gbs from time_us and collectives.spec``), else None;
+  busbw_gbs from time_us and facts.spec``), else None;
 * ``inferred``: metadata the table itself does not print and where it came
   from (``nranks from the rank list``, ``collective from the file name``);
 * ``gpu``: the device model where the log names one;
@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
-from collectives import record, spec as specs
+from facts import record, spec as specs
 from ground.dtypes import DTYPES
 
 __all__ = ["Line", "Bad", "Given", "Parsed", "lines_of", "clean", "number", "whole", "dtype_name", "ranks_from_command",
@@ -150,7 +150,7 @@ def ranks_from_command(text: str) -> Optional[int]:
 def bandwidths(collective: str, s_bytes: Optional[int], time_us: Optional[float],
                nranks: Optional[int]) -> Tuple[Optional[float], Optional[float], Optional[float]]:
     """(algbw, busbw, busbw_factor) by collscale's definitions: algbw = S/t, busbw = algbw x factor(n)
-    (:mod:`collectives.spec`); None where S, t or n is unknown."""
+    (:mod:`facts.spec`); None where S, t or n is unknown."""
     spec = specs.find(collective)
     if s_bytes is None or not time_us or time_us <= 0:
         return None, None, None
@@ -167,7 +167,7 @@ def bandwidths(collective: str, s_bytes: Optional[int], time_us: Optional[float]
 
 
 def build(tool: str, version: Optional[str], path, line: int, status: str = "ok", **fields) -> dict:
-    """One imported record: :func:`collectives.record.new` with the import's own fields."""
+    """One imported record: :func:`facts.record.new` with the import's own fields."""
     fields.setdefault("timestamp", None)  # the log's time is rarely printed; import time would mislead
     rec = record.new("measured", status, source=f"{tool} {version}" if version else f"{tool} (version not printed)",
                      source_line=f"{path}:{line}", **fields)

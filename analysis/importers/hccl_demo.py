@@ -31,7 +31,7 @@ from typing import List, Optional, Tuple
 
 from analysis.importers.common import Bad, Given, Line, Parsed, bandwidths, build, dtype_name, itemsize, join, \
     number, ranks_from_command, whole
-from collectives import spec as specs
+from facts import spec as specs
 
 __all__ = ["sniff", "parse", "NAMES"]
 
@@ -165,4 +165,4 @@ def _make(ln, collective, size, count, dtype, redop, time_us, nw, algo, iters, c
                  time_us=time_us, algbw_gbs=algbw, busbw_gbs=nw if nw is not None else busbw, busbw_factor=factor,
                  run_id=f"{path}#{ln.number}", inferred=how,
                  derived=join([derived_time, "algbw_gbs = S / time_us" if algbw is not None else None,
-                               None if nw is not None else "busbw_gbs = algbw x collectives.spec's busbw factor"]))
+                               None if nw is not None else "busbw_gbs = algbw x facts.spec's busbw factor"]))

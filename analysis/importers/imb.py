@@ -16,7 +16,7 @@ Barrier, PingPong (as ``pingpong``) and Sendrecv (IMB's periodic chain, as
 of a record is ``t_avg`` (the average over processes, as nccl-tests and OSU
 report) with ``t_min``/``t_max`` kept; algbw and busbw are derived with
 collscale's definitions, S from IMB's ``#bytes`` by
-:func:`collectives.spec.s_from_foreign_size` (Allgather and Alltoall count
+:func:`facts.spec.s_from_foreign_size` (Allgather and Alltoall count
 one process's block).  The rank count is IMB's own ``#processes``.
 """
 
@@ -28,7 +28,7 @@ from typing import Dict, List, Optional
 
 from analysis.importers.common import Bad, Given, Line, Parsed, bandwidths, build, dtype_name, itemsize, join, \
     number, whole
-from collectives import spec as specs
+from facts import spec as specs
 
 __all__ = ["sniff", "parse", "BENCHMARKS"]
 
@@ -131,5 +131,5 @@ def _row(ln: Line, tokens: List[str], columns: List[str], collective: str, nrank
                  algbw_gbs=algbw, busbw_gbs=busbw, busbw_factor=factor, run_id=f"{path}#{table}",
                  timestamp=_date(settings.get("Date", "")), inferred=how,
                  derived=join(["algbw_gbs = S / t_avg" if algbw is not None else None,
-                               "busbw_gbs = algbw x collectives.spec's busbw factor" if busbw is not None else None,
+                               "busbw_gbs = algbw x facts.spec's busbw factor" if busbw is not None else None,
                                f"S = IMB #bytes x {ranks} processes" if s is not None and s != size else None]))

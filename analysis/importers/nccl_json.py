@@ -23,7 +23,7 @@ from typing import Iterator, List, Optional, Tuple
 
 from analysis.importers.common import Bad, Given, Parsed, build, dtype_name, hosts_field, join, number
 from analysis.importers.nccl_tests import COLLECTIVES
-from collectives import spec as specs
+from facts import spec as specs
 
 __all__ = ["sniff_json", "parse_json"]
 

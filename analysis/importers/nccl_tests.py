@@ -32,7 +32,7 @@ from typing import Dict, List, Optional, Tuple
 
 from analysis.importers.common import (Bad, Given, Line, Parsed, build, dtype_name, hosts_field, itemsize, join,
                                        number, ranks_from_command, whole)
-from collectives import spec as specs
+from facts import spec as specs
 
 __all__ = ["sniff", "parse", "COLLECTIVES", "collective_in"]
 

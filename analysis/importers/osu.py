@@ -21,8 +21,8 @@ and skipped.
 
 OSU prints latency, not bandwidth: algbw = S / t and busbw = algbw x the
 busbw factor are derived with collscale's definitions
-(:mod:`collectives.spec`), S from OSU's size by
-:func:`collectives.spec.s_from_foreign_size` (allgather and alltoall print
+(:mod:`facts.spec`), S from OSU's size by
+:func:`facts.spec.s_from_foreign_size` (allgather and alltoall print
 one rank's block), and the record says so in ``derived``.  OSU never prints
 the rank count: it is taken from a launcher command line in the log
 (``mpirun -np 144``), else given (``FILE:ranks=N``), else left unknown, which
@@ -38,7 +38,7 @@ from typing import List, Optional, Tuple
 
 from analysis.importers.common import (Bad, Given, Line, Parsed, bandwidths, build, dtype_name, itemsize, join,
                                        number, ranks_from_command, whole)
-from collectives import spec as specs
+from facts import spec as specs
 
 __all__ = ["sniff", "parse", "TESTS"]
 
@@ -195,7 +195,7 @@ def _row(ln: Line, tokens: List[str], test: _Test, path, given: Given, index: in
     algbw, busbw, factor = bandwidths(collective, s, avg, nranks)
     isize = itemsize(test.dtype)
     derived = ["algbw_gbs = S / time_us" if algbw is not None else None,
-               "busbw_gbs = algbw x collectives.spec's busbw factor" if busbw is not None else None,
+               "busbw_gbs = algbw x facts.spec's busbw factor" if busbw is not None else None,
                f"S = OSU size x {nranks} ranks" if s is not None and s != size else None]
     spec = specs.find(collective)
     return build("OSU micro-benchmarks", test.version, path, ln.number, "wrong" if failed else "ok",

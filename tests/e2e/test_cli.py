@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from collectives.spec import SPECS
+from facts.spec import SPECS
 from tests.conftest import cli_cmd, mpirun_cmd, parse_table, read_jsonl
 
 FAST = ["-b", "8", "-e", "256K", "-w", "1", "--time-budget", "0.005"]

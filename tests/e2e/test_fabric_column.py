@@ -2,7 +2,7 @@
 
 import pytest
 
-from analysis import fabrics, percent_of_model
+from facts import fabrics, percent_of_model
 from tests.conftest import read_jsonl
 
 

@@ -11,7 +11,8 @@ TINY = ["--model", "braggnn", "-n", "2", "-w", "1", "--steps", "2"]
 
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_phases_add_up_and_buckets_match_ddp(runner, tmp_path, n):
-    from analysis import replicate_runs, results, workloads
+    from analysis import replicate_runs, results
+    from facts import workloads
 
     out = tmp_path / "r.jsonl"
     res = runner.cli(n, "replicate", *TINY, "--batch", "2,4", "--json", out, "--csv", tmp_path / "r.csv",

@@ -15,7 +15,7 @@ from collections import Counter
 
 import pytest
 
-from collectives import spec as specs
+from facts import spec as specs
 from tests.conftest import ROOT
 from tests.conftest import test_env as base_env
 from tests.e2e.slurm_cluster import SlurmCluster, missing

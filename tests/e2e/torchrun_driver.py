@@ -11,7 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from collectives import cli  # noqa: E402
-from collectives.spec import SPECS  # noqa: E402
+from facts.spec import SPECS  # noqa: E402
 from ground.comm import world  # noqa: E402
 from ground.env import detect  # noqa: E402
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from collectives import cli
-from collectives.spec import SPECS
+from facts.spec import SPECS
 from ground.dtypes import DTYPES, ConfigError
 
 SMALL = ["--transport", "mpi", "-b", "8", "-e", "16K", "-n", "2", "-w", "1"]

@@ -8,7 +8,7 @@ Run by tests/e2e/test_pytest_mpi.py at 1, 2, 3 and 5 ranks; skipped in a plain `
 import pytest
 
 from collectives import cli
-from collectives.spec import SPECS
+from facts.spec import SPECS
 
 SMALL = ["-b", "8", "-e", "4K", "-f", "16", "-n", "3", "-w", "1", "-d", "float32,int8,bfloat16",
          "-o", "sum,avg"]

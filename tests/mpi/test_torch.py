@@ -3,7 +3,7 @@
 import pytest
 
 from collectives import cli
-from collectives.spec import SPECS
+from facts.spec import SPECS
 
 torch = pytest.importorskip("torch")
 

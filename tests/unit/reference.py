@@ -3,7 +3,7 @@ and every collective's semantics over all ranks at once."""
 
 import numpy as np
 
-from collectives import spec as specs
+from facts import spec as specs
 
 
 def bf16_to_f32(bits):

@@ -13,7 +13,7 @@ import json
 import pytest
 
 from analysis import cli_common, predict, report, results, scaling
-from collectives import record
+from facts import record
 from collectives.output import FIELDS
 
 pytest.importorskip("pandas")

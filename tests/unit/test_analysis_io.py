@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from analysis import fabrics, predict, results, scaling, workloads
+from analysis import predict, results, scaling
+from facts import fabrics, workloads
 
 pd = pytest.importorskip("pandas")
 

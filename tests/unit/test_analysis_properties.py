@@ -22,7 +22,8 @@ import tests.unit.hypothesis_profile  # noqa: F401  (the project's profile: dera
 import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
-from analysis import fabrics, predict, report, results, scaling
+from analysis import predict, report, results, scaling
+from facts import fabrics
 from collectives.output import FIELDS
 from tests.unit.test_analysis_errors import SIZES, rec, write_csv, write_jsonl
 

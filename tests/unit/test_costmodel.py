@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from analysis import costmodel
+from facts import costmodel
 
 A, B, G = 2e-6, 10e9, 0.1e-9  # alpha 2 us, beta 10 GB/s, gamma 0.1 ns/B
 N = 8 * 2 ** 20
@@ -53,10 +53,10 @@ def test_one_rank_costs_nothing():
 @pytest.mark.parametrize("collective", ["allreduce", "allgather", "reduce_scatter"])
 @pytest.mark.parametrize("p", [2, 3, 8])
 def test_ring_bus_bandwidth_is_the_link_bandwidth(collective, p):
-    # nccl-tests: busbw = algbw * factor (collectives.spec) tends to beta for a
+    # nccl-tests: busbw = algbw * factor (facts.spec) tends to beta for a
     # bandwidth-bound ring, whatever the collective: the cost model and the
     # spec's factors must agree.
-    from collectives.spec import SPECS
+    from facts.spec import SPECS
 
     n = 1 << 34
     busbw = n / costmodel.time(collective, "ring", n, p, 0.0, B) * SPECS[collective].busbw_factor(p)

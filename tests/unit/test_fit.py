@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from analysis import costmodel, fit
+from analysis import fit
+from facts import costmodel
 
 SIZES = [2 ** k for k in range(3, 27)]
 

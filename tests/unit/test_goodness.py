@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import tests.unit.hypothesis_profile  # noqa: F401  (the project's profile: derandomized, no deadline)
-from analysis import fabrics, percent_of_model, results
-from collectives import record
+from analysis import model_share, results
+from facts import fabrics, percent_of_model
+from facts import record
 
 NV3 = fabrics.get("nvlink3")
 MiB = 1 << 20
@@ -146,17 +147,17 @@ def test_annotate_names_given_and_guessed():
             _rec("cpu", 64 * MiB, 1.0),
             _rec("nvlink3", 64 * MiB, 200.0, kind="modelled", fabric="nvlink3")]
     df = results.frame(recs)
-    given, notes = percent_of_model.annotate(df, "eth-100g")
+    given, notes = model_share.annotate(df, "eth-100g")
     assert _names(given) == ["nvlink4", "eth-100g", "eth-100g", "nvlink3"] and notes == []
     assert given["pct_model"].iloc[0] == pytest.approx(percent_of_model.share(fabrics.get("nvlink4"), "allreduce",
                                                                       64 * MiB, 8, 100.0).pct_model)
     assert given["pct_model"].isna().iloc[3]  # a modelled row is not compared
-    auto, notes = percent_of_model.annotate(df, "auto")
+    auto, notes = model_share.annotate(df, "auto")
     assert _names(auto)[:3] == ["nvlink4", "nvlink3", None]
     assert notes == ["cpu allreduce at 8 ranks: no guess: the log names no GPU model",
                      "log allreduce at 8 ranks: nvlink3 from NVIDIA A100-SXM4-40GB "
                      "(A100 SXM: NVLink3 + NVSwitch), 1 host"]
-    plain, notes = percent_of_model.annotate(df, None)
+    plain, notes = model_share.annotate(df, None)
     assert _names(plain)[:3] == ["nvlink4", None, None] and notes == []
 
 
@@ -165,7 +166,7 @@ def test_headline_is_the_peak_busbw():
     assert percent_of_model.headline([8, MiB, 4 * MiB], [0.1, 9.0, 9.0]) == 2  # a tie: the larger size
     assert percent_of_model.headline([8], [float("nan")]) is None
     df = results.frame([_rec("log", s, b) for s, b in ((MiB, 50.0), (4 * MiB, 90.0), (8 * MiB, 80.0))])
-    (choice, s, size), = percent_of_model.headlines(df, "nvlink3").values()
+    (choice, s, size), = model_share.headlines(df, "nvlink3").values()
     assert choice.how == "given" and size == 4 * MiB and s.busbw_gbs == 90.0
 
 
@@ -207,15 +208,15 @@ def test_choices_made_once_give_what_annotate_and_headlines_choose(monkeypatch):
             _rec("cpu", 64 * MiB, 1.0)]
     df = results.frame(recs)
     for arg in ("auto", "eth-100g", None):
-        chosen, notes = percent_of_model.choices(df, arg)
-        plain, plain_notes = percent_of_model.annotate(df, arg)
-        given, given_notes = percent_of_model.annotate(df, arg, chosen)
+        chosen, notes = model_share.choices(df, arg)
+        plain, plain_notes = model_share.annotate(df, arg)
+        given, given_notes = model_share.annotate(df, arg, chosen)
         assert notes == plain_notes and given_notes == []
         assert given.equals(plain)
-        assert percent_of_model.headlines(df, arg, chosen) == percent_of_model.headlines(df, arg)
-    chosen, _ = percent_of_model.choices(df, "auto")
+        assert model_share.headlines(df, arg, chosen) == model_share.headlines(df, arg)
+    chosen, _ = model_share.choices(df, "auto")
     guessed = []
     monkeypatch.setattr(percent_of_model, "guess", lambda *a: guessed.append(a))
-    percent_of_model.annotate(df, "auto", chosen)
-    percent_of_model.headlines(df, "auto", chosen)
+    model_share.annotate(df, "auto", chosen)
+    model_share.headlines(df, "auto", chosen)
     assert guessed == []  # the choices made once are used, no guess made again

@@ -1,12 +1,12 @@
 """Nothing beyond the host: threads against the usable cores, a step's memory against what is
-available, checked with fake core and memory counts (analysis.host_limits, collectives.replicate)."""
+available, checked with fake core and memory counts (facts.host_limits, collectives.replicate)."""
 
 import json
 
 import pytest
 
-from analysis import host_limits as hl
-from analysis import workloads
+from facts import host_limits as hl
+from facts import workloads
 
 GB = 10**9
 
@@ -196,6 +196,6 @@ def test_scaling_cli_refusal_is_one_line(capsys, monkeypatch):
 
 
 def scaling_fabric():
-    from analysis import fabrics
+    from facts import fabrics
 
     return fabrics.names()[0]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from analysis import results
-from collectives import record, spec
+from facts import record, spec
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 

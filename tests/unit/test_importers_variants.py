@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import tests.unit.hypothesis_profile  # noqa: F401  (the project's hypothesis profile)
-from analysis import fabrics, importers, results
+from analysis import importers, results
+from facts import fabrics
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 SYN = DATA / "synthetic"

@@ -1,15 +1,16 @@
 """The layering rules of docs/ARCHITECTURE.md, checked on the source (an AST walk, lazy imports included).
 
-* The package order: ``ground`` at the bottom imports no other project package.
-* No import circle among the project's modules, counting imports inside
-  functions (a lazy import only hides a circle) and ``importlib.import_module("literal")``.
-* ``analysis`` imports no MPI, and of ``collectives`` only the pure modules
-  (the spec and the record builder, and what they import).
-* The pure modules of ``collectives`` import no MPI, no transport and no
-  launcher, so ``analysis`` may use them.
-* Every collective fact lives in ``collectives/spec.py``: no busbw-factor
-  function or table anywhere else.
-* No module reaches into another's privates (``module._name``).
+* The package order, bottom to top: ground -> facts -> transports ->
+  collectives -> analysis -> launch (-> benchmarks): a package imports only
+  those below it, counting imports inside functions (a lazy import only
+  hides a circle) and ``importlib.import_module("literal")``.
+* No import circle among the project's modules.
+* ``facts`` is pure: no MPI (and, by the order, no transport or runner).
+* ``analysis`` imports no MPI, and of ``collectives`` only modules that reach
+  no MPI and no transport.
+* Every collective fact lives in ``facts/spec.py``: no busbw-factor function
+  or table anywhere else.
+* No module reaches into another's privates (``module._name``), tests included.
 * No module over 500 lines.
 """
 
@@ -20,9 +21,9 @@ from pathlib import Path
 from typing import Dict, List, Set
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("ground", "collectives", "transports", "launch", "analysis")
-# What analysis may import from collectives (pure: no MPI, no transport); ground it may import freely.
-PURE_COLLECTIVES = {"collectives.spec", "collectives.record", "collectives.output", "collectives.validate"}
+# The package order of docs/ARCHITECTURE.md, bottom to top; benchmarks/ (scripts) sit above them all.
+ORDER = ("ground", "facts", "transports", "collectives", "analysis", "launch")
+PACKAGES = ORDER
 MPI = ("mpi4py", "mpich")
 MAX_LINES = 500
 
@@ -135,7 +136,7 @@ def _cycles() -> List[List[str]]:
 
 
 def test_the_walk_sees_the_project():
-    assert {"collectives.harness", "collectives.spec", "transports.mpi", "analysis.fit"} <= set(MODULES)
+    assert {"collectives.harness", "facts.spec", "transports.mpi", "analysis.fit"} <= set(MODULES)
     assert "collectives.runner" in GRAPH["collectives.harness"]
     # A lazy import counts: transports' registry imports modules inside functions.
     assert "ground.dtypes" in GRAPH["transports"]
@@ -147,36 +148,59 @@ def test_import_module_of_a_literal_counts():
     assert sorted(filter(None, map(_literal_import_module, ast.walk(tree)))) == ["analysis.fit", "ground.env"]
 
 
+def _package_edges() -> Dict[tuple, List[str]]:
+    """{(importer's package, imported package): ['module -> module', ...]} across packages."""
+    edges: Dict[tuple, List[str]] = {}
+    for name, targets in GRAPH.items():
+        for t in sorted(targets):
+            a, b = name.split(".")[0], t.split(".")[0]
+            if a != b:
+                edges.setdefault((a, b), []).append(f"{name} -> {t}")
+    return edges
+
+
+def test_every_import_points_down_the_package_order():
+    up = {k: v for k, v in _package_edges().items() if ORDER.index(k[1]) > ORDER.index(k[0])}
+    assert up == {}
+
+
+def test_the_order_check_sees_an_upward_import(monkeypatch):
+    monkeypatch.setitem(GRAPH, "facts.spec", GRAPH["facts.spec"] | {"collectives.harness"})
+    assert ("facts", "collectives") in _package_edges()
+    assert ORDER.index("collectives") > ORDER.index("facts")
+
+
 def test_ground_imports_no_other_project_package():
+    assert not [k for k in _package_edges() if k[0] == "ground"]
+
+
+def test_benchmarks_are_the_top():
+    # Nothing in a package imports a benchmark script.
     for name, path in MODULES.items():
-        if name.split(".")[0] != "ground":
-            continue
-        used = {_internal(m, name) for m in _raw_imports(name, path)} - {""}
-        assert {m.split(".")[0] for m in used} <= {"ground"}, (name, sorted(used))
+        assert not [m for m in _raw_imports(name, path) if m.split(".")[0] == "benchmarks"], name
 
 
 def test_no_import_circle():
     assert _cycles() == []
 
 
-def test_analysis_imports_no_mpi_and_only_pure_collectives():
-    for name, path in MODULES.items():
-        if not name.startswith("analysis"):
+def _reaches_mpi(module: str) -> List[str]:
+    return [m for m in _closure(module) | {module}
+            if [r for r in _raw_imports(m, MODULES[m]) if r.split(".")[0] in MPI]]
+
+
+def test_facts_are_pure():
+    for name in MODULES:
+        if name.split(".")[0] == "facts":
+            assert _reaches_mpi(name) == [], name
+
+
+def test_analysis_imports_no_mpi_and_no_transport():
+    for name in MODULES:
+        if name.split(".")[0] != "analysis":
             continue
-        raw = _raw_imports(name, path)
-        assert not [m for m in raw if m.split(".")[0] in MPI], name
-        used = {_internal(m, name) for m in raw} - {""}
-        assert {m for m in used if m.split(".")[0] == "collectives"} <= PURE_COLLECTIVES, name
-        assert not [m for m in used if m.split(".")[0] in ("transports", "launch")], name
-
-
-def test_pure_collectives_reach_no_mpi_transport_or_launcher():
-    for pure in PURE_COLLECTIVES:
-        reach = _closure(pure) | {pure}
-        assert not [m for m in reach if m.split(".")[0] in ("transports", "launch", "analysis")], pure
-        for m in reach:
-            raw = _raw_imports(m, MODULES[m])
-            assert not [r for r in raw if r.split(".")[0] in MPI], (pure, m)
+        assert _reaches_mpi(name) == [], name
+        assert not [m for m in _closure(name) if m.split(".")[0] in ("transports", "launch")], name
 
 
 def _assigned_names(tree: ast.AST) -> Set[str]:
@@ -196,7 +220,7 @@ def test_busbw_factors_live_only_in_spec():
     offenders = []
     for path in sorted(ROOT.rglob("*.py")):
         rel = path.relative_to(ROOT)
-        if rel.parts[0] not in PACKAGES + ("benchmarks",) or rel == Path("collectives/spec.py"):
+        if rel.parts[0] not in PACKAGES + ("benchmarks",) or rel == Path("facts/spec.py"):
             continue
         tree = ast.parse(path.read_text(), str(path))
         for name in _assigned_names(tree):
@@ -215,10 +239,10 @@ def test_busbw_factors_live_only_in_spec():
 
 def test_no_collective_name_checks_outside_spec():
     # spec.py says what differs between collectives through fields, never by name.
-    tree = ast.parse((ROOT / "collectives" / "spec.py").read_text())
+    tree = ast.parse((ROOT / "facts" / "spec.py").read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.Compare) and isinstance(node.left, ast.Attribute) and node.left.attr == "name":
-            raise AssertionError(f"collectives/spec.py:{node.lineno} tests a collective's name")
+            raise AssertionError(f"facts/spec.py:{node.lineno} tests a collective's name")
 
 
 def _module_names(path: Path, tree: ast.AST) -> Dict[str, str]:

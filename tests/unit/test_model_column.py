@@ -4,8 +4,9 @@ import io
 
 import pytest
 
-from analysis import fabrics, percent_of_model
-from collectives import cli, model_column, output, record
+from facts import fabrics, percent_of_model
+from collectives import cli, model_column, output
+from facts import record
 from collectives.output import TableWriter
 from ground.comm import SelfComm
 from tests.unit.fakes import register_fakes

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from collectives import cli
-from collectives.native import shm as native_shm, thread_hint
-from collectives.native.build import BuildError, build, load
-from collectives.native.timer import NativeLoop, NativeTimer
+from transports.native import shm as native_shm, thread_hint
+from transports.native.build import BuildError, build, load
+from transports.native.timer import NativeLoop, NativeTimer
 from ground.comm import FUNNELED_MAX_BYTES, SelfComm, choose_thread_level
 from ground.dtypes import DTYPES, ConfigError
 from transports.base import Bound
@@ -64,7 +64,7 @@ def test_two_processes_building_at_once_compile_once(tmp_path):
     cc = _counting_compiler(tmp_path, delay=0.5)  # the second one arrives while the first compiles
     code = textwrap.dedent(f"""
         import sys
-        from collectives.native.build import build
+        from transports.native.build import build
         b = build("answer", {str(src)!r}, [{str(cc)!r}])
         print(b.compiled, b.path)
     """)
@@ -317,7 +317,7 @@ def test_cuda_graph_timer_replays_chunks_and_reads_gpu_times():
 
 def test_library_lines_compare_equal_across_a_trailing_nul():
     """Open MPI's version text through mpi4py ends in a NUL; read from C it stops before it."""
-    from collectives.native.mpi import _first_line
+    from transports.native.mpi import _first_line
 
     text = "Open MPI v4.1.4, package: Debian OpenMPI, ident: 4.1.4, repo rev: v4.1.4, May 26, 2022"
     assert _first_line(text + "\x00") == _first_line(text) == text

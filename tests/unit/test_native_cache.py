@@ -25,8 +25,8 @@ import pytest
 from hypothesis import example, given, settings, strategies as st
 
 import tests.unit.hypothesis_profile  # noqa: F401  (derandomized, no deadline)
-from collectives.native import agree, verify
-from collectives.native.build import BuildError, build, load
+from transports.native import agree, verify
+from transports.native.build import BuildError, build, load
 
 ROOT = Path(__file__).resolve().parents[2]
 ANSWER = "int cs_answer(void) { return %d; }\n"
@@ -75,7 +75,7 @@ def cache(tmp_path, monkeypatch):
 
 
 def _load_shm_in_a_subprocess(cache_dir: Path) -> dict:
-    code = ("import json; from collectives.native import shm; l = shm.load(); "
+    code = ("import json; from transports.native import shm; l = shm.load(); "
             "print(json.dumps(dict(compiled=l.built.compiled, note=l.built.note, path=l.built.path, "
             "reduces=l.reduces('float32'))))")
     env = dict(os.environ, COLLSCALE_CACHE_DIR=str(cache_dir), PYTHONPATH=str(ROOT))
@@ -181,7 +181,7 @@ def test_an_untrusted_cache_directory_is_refused_with_one_line(cache, tmp_path, 
     msg = str(exc.value)
     assert msg.startswith(want) and "not used; set COLLSCALE_CACHE_DIR" in msg and "\n" not in msg
     assert os.listdir(cache) == []  # nothing written there
-    from collectives.native import shm
+    from transports.native import shm
 
     loops, loop, note = agree(lambda x: [x], "auto", lambda: (shm.load(), ""), "the shm transport")
     assert loops is None and loop == "python"
@@ -256,7 +256,7 @@ def test_ranks_finding_a_torn_object_at_once_rebuild_it_once(cache, tmp_path):
     log = tmp_path / "compiles.log"  # the same key needs the same command: count the compiles inside
     code = textwrap.dedent(f"""
         import hashlib, os
-        from collectives.native import build as b
+        from transports.native import build as b
         real = b._compile
         def logged(*a, **k):
             open({str(log)!r}, "a").write("run\\n")

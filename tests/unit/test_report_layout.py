@@ -6,8 +6,9 @@ import re
 
 import pytest
 
-from analysis import fabrics, percent_of_model, report, report_text
-from collectives import record
+from analysis import report, report_text
+from facts import fabrics, percent_of_model
+from facts import record
 
 pytest.importorskip("pandas")
 pytest.importorskip("matplotlib")

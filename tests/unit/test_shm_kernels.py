@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from collectives.validate import Key, count_wrong, rank_input, reduced
+from facts.validate import Key, count_wrong, rank_input, reduced
 from ground.dtypes import DTYPES, OPS
 from transports.shm import kernels
 

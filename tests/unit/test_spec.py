@@ -2,7 +2,7 @@
 
 import pytest
 
-from collectives import spec as specs
+from facts import spec as specs
 from ground.dtypes import DTYPES
 
 F32 = DTYPES["float32"]

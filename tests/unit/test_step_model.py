@@ -5,7 +5,8 @@ import statistics
 
 import pytest
 
-from analysis import calibrate, workloads
+from analysis import calibrate
+from facts import workloads
 from analysis.step_model import (ASSUMED, CALIBRATED, Phases, Term, Terms, buckets_with_readiness,
                                  even_readiness, predict)
 from collectives.replicate_summary import summarize
@@ -421,7 +422,7 @@ def _files(tmp_path):
     """Synthetic replicate records (made by a known model) and gloo allreduce points of a known line."""
     import json
 
-    from collectives import record
+    from facts import record
 
     allreduce = net(bw=2e8, lat=2e-4)
     truth = Terms(sharing=Term(0.05), sharing_opt=Term(0.2), skew=Term(0.02), interference=Term(0.5),

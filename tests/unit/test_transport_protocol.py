@@ -18,7 +18,7 @@ import pytest
 
 import transports
 from collectives import cli
-from collectives.spec import SPECS
+from facts.spec import SPECS
 from ground.comm import SelfComm
 from transports.base import Transport, TransportBase, TransportOptions
 

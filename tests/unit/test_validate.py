@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from collectives import spec as specs
-from collectives import validate
-from collectives.validate import Key, count_wrong, rank_input, reduced
+from facts import spec as specs
+from facts import validate
+from facts.validate import Key, count_wrong, rank_input, reduced
 from ground.dtypes import DTYPES, OPS
 
 from tests.unit.reference import reduce_in_order, reduce_tree, simulate

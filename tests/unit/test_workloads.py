@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis import workloads as W
+from facts import workloads as W
 
 # The published parameter counts (docs/reference.md, "Workloads", with their sources).
 REFERENCE = {
@@ -238,7 +238,7 @@ def test_imports_without_torch_or_mpi():
     code = textwrap.dedent("""
         import sys
         sys.modules["torch"] = None  # any `import torch` now fails
-        from analysis import workloads as W
+        from facts import workloads as W
         assert W.get("genslm-25b").params == 25_076_188_032
         assert W.gradient_buckets(W.get("unet"))
         assert "mpi4py" not in sys.modules
@@ -262,9 +262,10 @@ def test_imports_without_torch_or_mpi():
 def test_importing_never_imports_torch():
     code = textwrap.dedent("""
         import sys
-        from analysis import scaling, workloads as W
+        from analysis import scaling
+        from facts import workloads as W
         W.names(), W.gradient_buckets(W.get("gpt2")), W.get("unet").builder, W.get("unet").model_input
-        loaded = {"torch", "analysis.torch_models", "mpi4py"} & set(sys.modules)
+        loaded = {"torch", "facts.torch_models", "mpi4py"} & set(sys.modules)
         assert not loaded, loaded
     """)
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60,
@@ -400,7 +401,7 @@ def test_conv_models_train(name, shape, out):
 
 def test_transformers_train_on_reduced_configs():
     torch = pytest.importorskip("torch")
-    from analysis import torch_models as TM
+    from facts import torch_models as TM
 
     torch.manual_seed(0)
     gpt = TM.GPT2LMHeadModel(64, 2, 4, vocab=100, ctx=32)
@@ -428,7 +429,7 @@ def test_genslm_25m_runs():
 DDP_SCRIPT = """
 import json, sys, warnings
 import torch, torch.distributed as dist
-from analysis import workloads as W
+from facts import workloads as W
 warnings.filterwarnings("ignore")
 dist.init_process_group("gloo", init_method="file://" + sys.argv[1], rank=0, world_size=1)
 

@@ -13,7 +13,7 @@ import os
 import uuid
 from typing import Optional
 
-from collectives.native import agree
+from transports.native import agree
 
 __all__ = ["Compiled"]
 
@@ -26,7 +26,7 @@ class Compiled:
         self.loops, self.loop, self.note = agree(comm.allgather, mode, self._start, "the mpi transport")
 
     def _start(self):
-        from collectives.native import mpi as native_mpi
+        from transports.native import mpi as native_mpi
 
         token = self.comm.bcast(uuid.uuid4().hex if self.comm.Get_rank() == 0 else None)
         loops = native_mpi.load(self.comm, token)

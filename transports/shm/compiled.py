@@ -4,7 +4,7 @@ Every shm call is a short sequence of steps on the ranks' epoch flags and
 buffers: post, wait for a peer, arrive (post and wait for all), copy,
 reduce.  The transport's Python bodies run those steps one Python call at a
 time; here the same steps are written down once per bound call
-(:class:`Program`) and ``collectives/native/shm_loop.c`` runs them
+(:class:`Program`) and ``transports/native/shm_loop.c`` runs them
 ``iters`` times in C (:class:`ShmCompiled.native`), with acquire/release
 atomics and the flags' own wake-up protocol, so Python and C calls mix on
 the same counters.  The epoch and the eager allreduce's call count are
@@ -24,7 +24,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from collectives.native import agree
+from transports.native import agree
 from transports.shm.sync import WaitTimeout
 
 __all__ = ["Program", "ShmCompiled", "SPIN_NS", "broadcast_root", "broadcast_leaf", "pull", "pingpong"]
@@ -123,12 +123,12 @@ class ShmCompiled:
         self.lib, self.loop, self.note = agree(comm.allgather, mode, self._start, "the shm transport")
         self.codes = None
         if self.lib is not None:
-            from collectives.native import shm as codes
+            from transports.native import shm as codes
 
             self.codes = codes
 
     def _start(self):
-        from collectives.native import shm as native_shm
+        from transports.native import shm as native_shm
 
         lib = native_shm.load(token=self.job or uuid.uuid4().hex)
         how = (f"compiled in {lib.built.seconds:.1f} s" if lib.built.compiled else "cached") + (
@@ -145,8 +145,8 @@ class ShmCompiled:
         return self.lib is not None and self.lib.reduces(dtype_name)
 
     def native(self, program: Optional[Program]):
-        """The :class:`~collectives.native.timer.NativeLoop` of a finished program, or None."""
-        from collectives.native.timer import NativeLoop
+        """The :class:`~transports.native.timer.NativeLoop` of a finished program, or None."""
+        from transports.native.timer import NativeLoop
 
         if program is None or not program.ok:
             return None

@@ -466,7 +466,7 @@ class ShmTransport(ShmMemory):
 
 
 def _version() -> str:
-    from collectives import __version__
+    from ground.version import __version__
 
     return __version__
 

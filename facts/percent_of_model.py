@@ -1,11 +1,11 @@
 """"Is my number good?": a measured busbw as a percentage of a fabric's model, and a fabric guessed from a log.
 
 For a measured row (collective, S bytes, p ranks, busbw) and a fabric of
-:mod:`analysis.fabrics`:
+:mod:`facts.fabrics`:
 
 * ``model_busbw_gbs``: the busbw the fabric's model predicts for the same
-  call, t = :meth:`~analysis.fabrics.Fabric.collective_time` (n = S, p),
-  algbw = S / t, busbw = algbw x the busbw factor of ``collectives.spec``
+  call, t = :meth:`~facts.fabrics.Fabric.collective_time` (n = S, p),
+  algbw = S / t, busbw = algbw x the busbw factor of ``facts.spec``
   (nccl-tests' definitions, so it is read like the measured busbw);
 * ``pct_model`` = 100 x measured busbw / model busbw;
 * ``link_peak_gbs``: the same model with every latency alpha set to 0, i.e.
@@ -15,7 +15,7 @@ For a measured row (collective, S bytes, p ranks, busbw) and a fabric of
   bandwidth terms), and ``pct_link_peak`` the measured busbw as a share of it;
 * ``assumed_latency_share``: the part of the model's time that comes from
   latencies the fabric marks *assumed* (vendors publish no alpha; see each
-  :class:`~analysis.fabrics.Figure`).  When it is :data:`LATENCY_SHARE` or
+  :class:`~facts.fabrics.Figure`).  When it is :data:`LATENCY_SHARE` or
   more, the percentage rests on an assumption and :meth:`Share.label` says
   so ("(assumed latency)").
 
@@ -33,7 +33,8 @@ A100s where a DGX holds 8), so that the two-level model crosses nodes where
 the job did.  A guess is only made when asked (``--fabric auto``) and is
 always printed.
 
-Pure: no MPI, no plotting; pandas only in :func:`annotate` and :func:`headlines`.
+Pure: no MPI, no plotting, no pandas; the results frame is annotated by
+:mod:`analysis.model_share`.
 """
 
 from __future__ import annotations
@@ -42,13 +43,13 @@ import math
 import numbers
 import re
 from dataclasses import dataclass, replace
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
-from analysis import costmodel, fabrics
-from collectives import spec as specs
+from facts import costmodel, fabrics
+from facts import spec as specs
 
-__all__ = ["Share", "share", "Guess", "guess", "Choice", "choose", "Choices", "choices", "annotate", "headline",
-           "headlines", "verdict", "LATENCY_SHARE", "BELOW_HALF", "AUTO", "COLUMNS"]
+__all__ = ["Share", "share", "Guess", "guess", "Choice", "choose", "headline", "verdict", "finite", "check_arg",
+           "fabric_arg", "add_fabric_flag", "LATENCY_SHARE", "BELOW_HALF", "AUTO", "COLUMNS", "FOOTNOTE"]
 
 LATENCY_SHARE = 0.10  # an assumed alpha this large a part of the model's time: the percentage is labelled
 BELOW_HALF = 50.0
@@ -90,14 +91,14 @@ def _modelable(collective: str, size_bytes, nranks) -> Optional[specs.Collective
     spec = specs.find(collective) if isinstance(collective, str) else None
     if spec is None or not spec.sized or collective not in costmodel.ALGORITHMS:
         return None
-    if not _finite(size_bytes) or not _finite(nranks) or size_bytes <= 0 or nranks < 2:
+    if not finite(size_bytes) or not finite(nranks) or size_bytes <= 0 or nranks < 2:
         return None
     if spec.exact_ranks is not None and int(nranks) != spec.exact_ranks:
         return None
     return spec
 
 
-def _finite(v) -> bool:
+def finite(v) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -116,7 +117,7 @@ def share(fabric: fabrics.Fabric, collective: str, size_bytes, nranks, busbw_gbs
     model; None where there is nothing to compare (one rank, no size, no cost model for the collective,
     no measured busbw)."""
     spec = _modelable(collective, size_bytes, nranks)
-    if spec is None or not _finite(busbw_gbs) or busbw_gbs < 0:
+    if spec is None or not finite(busbw_gbs) or busbw_gbs < 0:
         return None
     n, p = float(size_bytes), int(nranks)
     factor = spec.busbw_factor(p)
@@ -165,7 +166,7 @@ _GPUS = (  # (pattern in the GPU model a log prints, fabric, what the fabric ass
 
 
 def _whole(v) -> Optional[int]:
-    return int(v) if _finite(v) and v >= 1 else None
+    return int(v) if finite(v) and v >= 1 else None
 
 
 def guess(gpu: Optional[str], nhosts=None, ranks_per_host=None, nranks=None) -> Guess:
@@ -233,127 +234,14 @@ def check_arg(arg: Optional[str]) -> Optional[str]:
     return arg.lower()
 
 
-# -- frames ------------------------------------------------------------------------------------
-
-_KEY = ("transport", "collective", "nranks")
-
-
-def _first(g, col):
-    if col not in g:
-        return None
-    vals = g[col].dropna()
-    return vals.mode().iloc[0] if len(vals) else None
-
-
-Choices = Dict[Tuple, Optional[Choice]]  # per measured series (transport, collective, nranks): its fabric
-
-
-def _series_key(key) -> Tuple:
-    """A series key with NaN as None, so that a series of unknown rank count can be looked up."""
-    return tuple(None if isinstance(v, float) and v != v else v for v in key)
-
-
-def _timed(df):
-    """The measured rows with a time (ok or wrong), the rows a fabric is chosen for."""
-    import pandas as pd
-
-    measured = df["kind"].eq("measured") if "kind" in df else pd.Series(True, index=df.index)
-    timed = df["status"].isin(["ok", "wrong"]) if "status" in df else measured
-    return df[measured & timed]
-
-
-def choices(df, arg: Optional[str]) -> Tuple[Choices, List[str]]:
-    """Each measured series' fabric choice (:func:`choose`), made once, and the notes of ``auto``: each
-    guess (or why none was made) with the series it holds for.  Pass the choices to :func:`annotate`
-    and :func:`headlines` so that a report chooses (and guesses) once."""
-    out: Choices = {}
-    said: Dict[str, List[str]] = {}
-    for key, g in _timed(df).groupby(list(_KEY), dropna=False, sort=True):
-        choice, note = choose(_first(g, "fabric"), arg, _first(g, "gpu"), _first(g, "nhosts"),
-                              _first(g, "ranks_per_host"), key[2])
-        if note:
-            said.setdefault(note, []).append(f"{key[0]} {key[1]} at {_ranks(key[2])}")
-        out[_series_key(key)] = choice
-    return out, [f"{'; '.join(series)}: {note}" for note, series in said.items()]
-
-
-def _chosen(chosen: Optional[Choices], key, g, arg: Optional[str]) -> Optional[Choice]:
-    """The series' choice from ``chosen``, else made here (a series ``chosen`` lacks)."""
-    k = _series_key(key)
-    if chosen is not None and k in chosen:
-        return chosen[k]
-    return choose(_first(g, "fabric"), arg, _first(g, "gpu"), _first(g, "nhosts"), _first(g, "ranks_per_host"),
-                  key[2])[0]
-
-
-def annotate(df, arg: Optional[str], chosen: Optional[Choices] = None) -> Tuple[object, List[str]]:
-    """``df`` with :data:`COLUMNS` for every measured row that has a model (others None), and the
-    notes of ``auto`` (:func:`choices`; none when ``chosen``, the choices already made, is given).
-    Modelled rows are left alone."""
-    import pandas as pd
-
-    out = df.copy()
-    values = {c: [None] * len(out) for c in COLUMNS}
-    notes: List[str] = []
-    if chosen is None:
-        chosen, notes = choices(out, arg)
-    measured = out["kind"].eq("measured") if "kind" in out else pd.Series(True, index=out.index)
-    pos = {ix: i for i, ix in enumerate(out.index)}
-    for key, g in _timed(out).groupby(list(_KEY), dropna=False, sort=True):
-        choice = _chosen(chosen, key, g, arg)
-        if choice is None:
-            continue
-        for ix, r in g.iterrows():
-            s = share(choice.fabric, r["collective"], r["size_bytes"], r["nranks"], r["busbw_gbs"])
-            i = pos[ix]
-            values["fabric"][i] = choice.fabric.name
-            if s is not None:
-                values["model_busbw_gbs"][i] = s.model_busbw_gbs
-                values["pct_model"][i] = s.pct_model
-                values["link_peak_gbs"][i] = s.link_peak_gbs
-                values["pct_link_peak"][i] = s.pct_link_peak
-                values["model_latency_assumed"][i] = s.latency_assumed
-    for c in COLUMNS:
-        keep = out[c] if c in out else pd.Series([None] * len(out), index=out.index)
-        out[c] = [v if v is not None else (k if c == "fabric" and not m else None)
-                  for v, k, m in zip(values[c], keep, measured)]
-    return out, notes
-
-
-def _ranks(p) -> str:
-    return f"{int(p)} ranks" if _finite(p) else "an unknown rank count"
-
-
 def headline(sizes: Sequence[float], busbw: Sequence[float]) -> Optional[int]:
     """The index of the headline point of a series: its highest busbw (the largest size on a tie)."""
     best = None
     for i, (n, b) in enumerate(zip(sizes, busbw)):
-        if _finite(b) and (best is None or (b, n) >= (busbw[best], sizes[best])):
+        if finite(b) and (best is None or (b, n) >= (busbw[best], sizes[best])):
             best = i
     return best
 
-
-def headlines(df, arg: Optional[str], chosen: Optional[Choices] = None
-              ) -> Dict[Tuple, Tuple[Optional[Choice], Optional[Share], int]]:
-    """Per measured series (transport, collective, nranks): (its fabric choice, from ``chosen`` where
-    given (:func:`choices`), the share at its headline size, that size).  Uses out-of-place rows of op
-    sum where there are any, median per size."""
-    from analysis import fit
-
-    out: Dict[Tuple, Tuple[Optional[Choice], Optional[Share], int]] = {}
-    for key, g in df.groupby(list(_KEY), sort=True):
-        rows = fit.fit_rows(g, min_ranks=1)
-        if rows.empty:
-            continue
-        per = rows.groupby("size_bytes")["busbw_gbs"].median()
-        i = headline(list(per.index), list(per.to_numpy()))
-        if i is None:
-            continue
-        size = int(per.index[i])
-        choice = _chosen(chosen, key, g, arg)
-        s = share(choice.fabric, key[1], size, key[2], float(per.iloc[i])) if choice else None
-        out[key] = (choice, s, size)
-    return out
 
 
 # -- command lines -----------------------------------------------------------------------------
@@ -377,16 +265,3 @@ def add_fabric_flag(parser) -> None:
                         help="compare every measured row's busbw with this fabric's model at its size and rank "
                         f"count ({', '.join(fabrics.names())}); auto: guess one from the GPU model and host "
                         "count a log names, and say the guess (records measured with --fabric keep theirs)")
-
-
-def shown(table, annotated):
-    """``table`` (rows of ``annotated``) with the fabric, %model and %peak columns for printing."""
-    def pct(col, mark):
-        return [("-" if v is None or v != v else f"{v:.1f}" + ("*" if mark and a is True else ""))
-                for v, a in zip(annotated[col], annotated["model_latency_assumed"])]
-
-    out = table.copy()
-    out["fabric"] = [v if isinstance(v, str) else "-" for v in annotated["fabric"]]
-    out["%model"] = pct("pct_model", True)
-    out["%peak"] = pct("pct_link_peak", False)  # the link peak has no latency in it
-    return out

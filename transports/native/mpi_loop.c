@@ -1,7 +1,7 @@
 /* collscale's compiled timed loop over an MPI library's own collectives.
  *
  * Built on first use with the mpicc of the MPI that mpi4py loaded (see
- * collectives/native/mpi.py) and called through ctypes, which releases the
+ * transports/native/mpi.py) and called through ctypes, which releases the
  * GIL: the iterations run here without returning to Python, while the
  * watchdog thread reads the per-iteration stamps (CLOCK_MONOTONIC, the clock
  * of Python's perf_counter on Linux) to see progress.

@@ -5,7 +5,7 @@ C loop around an 8 B MPI allreduce is several times faster than the same
 call from Python through mpi4py: docs/results/2026-12.md, "The latency
 floor").  Transports with a compiled path attach it to the
 calls they bind (``Bound.native``); the harness then runs warm-up, timed
-loop and validation through it (:class:`~collectives.native.timer.NativeTimer`).
+loop and validation through it (:class:`~transports.native.timer.NativeTimer`).
 
 * :mod:`.build`: compile on first use, cached by source, compiler and MPI
   library; one compiler at a time under a file lock.

@@ -1,14 +1,14 @@
-"""The workloads' real ``torch.nn.Module`` classes, for analysis.workloads.
+"""The workloads' real ``torch.nn.Module`` classes, for facts.workloads.
 
 Every class reproduces the upstream model named in its docstring with the
 same attribute names, so ``named_parameters()`` yields exactly the tensors
 (names, sizes and order) that the analytic ``Workload.layers`` of
-:mod:`analysis.workloads` lists; where each architecture and its count come
+:mod:`facts.workloads` lists; where each architecture and its count come
 from is documented there.  This module imports torch at the top and is
 itself imported only when a torch model is wanted: by
-:meth:`analysis.workloads.Builder.build` (behind
-:func:`analysis.workloads.build_torch_model`) and
-:func:`analysis.workloads.example_input`.  It imports nothing else of
+:meth:`facts.workloads.Builder.build` (behind
+:func:`facts.workloads.build_torch_model`) and
+:func:`facts.workloads.example_input`.  It imports nothing else of
 the project, so it closes no import circle.
 
 Each workload row names one class of :data:`MODELS` and its keyword

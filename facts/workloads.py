@@ -3,12 +3,12 @@
 One :class:`Workload` per model holds its exact parameter count, the list
 of parameter tensors in ``model.parameters()`` order, what one sample is,
 the training FLOPs per sample, how to build its real ``nn.Module`` (a
-class of :mod:`analysis.torch_models` and its arguments) and the shape of
+class of :mod:`facts.torch_models` and its arguments) and the shape of
 its input, so no code tells the models apart by name.  All of it is pure
-Python; torch is optional and imported (with analysis.torch_models) only
+Python; torch is optional and imported (with facts.torch_models) only
 by :func:`build_torch_model`, :func:`torch_param_count` and
 :func:`example_input`, never by importing this module.  The activation
-memory of a training step, measured per model: analysis.host_limits.
+memory of a training step, measured per model: facts.host_limits.
 
 Architectures and where the counts come from (docs/reference.md, "Workloads"):
 
@@ -106,7 +106,7 @@ class ModelInput:
 
 @dataclass(frozen=True)
 class Builder:
-    """``analysis.torch_models.MODELS[factory](**kwargs)``, as plain (picklable) data."""
+    """``facts.torch_models.MODELS[factory](**kwargs)``, as plain (picklable) data."""
 
     factory: str
     kwargs: Tuple[Tuple[str, Any], ...] = ()
@@ -445,7 +445,7 @@ def gradient_buckets(
     return buckets
 
 
-# --- torch models (optional; analysis.torch_models, imported on first use) ------
+# --- torch models (optional; facts.torch_models, imported on first use) ------
 
 
 def _torch_models():
@@ -454,8 +454,8 @@ def _torch_models():
     except ImportError as exc:  # pragma: no cover - exercised only without torch
         raise ImportError(
             "build_torch_model needs PyTorch (pip install 'collscale[torch]'); "
-            "the analytic Workload data in analysis.workloads works without it") from exc
-    from analysis import torch_models
+            "the analytic Workload data in facts.workloads works without it") from exc
+    from facts import torch_models
 
     return torch_models
 

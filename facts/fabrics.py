@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional
 
-from analysis import costmodel
+from facts import costmodel
 
 __all__ = ["Figure", "Fabric", "FABRICS", "get", "names", "from_fit", "SEED_TABLE", "MI250X_LINKS"]
 

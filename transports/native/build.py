@@ -42,8 +42,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Sequence
 
-from collectives.native import verify
-from collectives.native.verify import BuildError
+from transports.native import verify
+from transports.native.verify import BuildError
 
 __all__ = ["BuildError", "Built", "build", "load", "cache_dir", "CFLAGS", "compiler_env"]
 

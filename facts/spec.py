@@ -21,7 +21,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from collectives import validate
+from facts import validate
 from ground.dtypes import DType
 
 __all__ = ["Layout", "CollectiveSpec", "SPECS", "get", "names", "find", "layout_for", "FOREIGN_SIZES",

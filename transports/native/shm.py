@@ -1,7 +1,7 @@
 """The shm transport's compiled loop: ``shm_loop.c`` built with the C compiler, loaded with ctypes.
 
 No MPI is involved: the object is built with ``$CC`` (default ``cc``),
-cached and verified like the MPI loop (:mod:`collectives.native.build`), and
+cached and verified like the MPI loop (:mod:`transports.native.build`), and
 loaded from its verified bytes, never from the cached file.  What it runs
 (each call's steps) is written by :mod:`transports.shm.compiled`; this
 module only knows the codes the C side reads.
@@ -15,7 +15,7 @@ import shlex
 from pathlib import Path
 from typing import Optional
 
-from collectives.native.build import Built, build, load as load_built
+from transports.native.build import Built, build, load as load_built
 
 __all__ = ["ShmLoops", "load", "OPCODES", "TYPES", "REDUCE_OPS", "POLICIES", "CONFIG", "STEP"]
 
@@ -56,5 +56,5 @@ class ShmLoops:
 
 
 def load(token: Optional[str] = None) -> ShmLoops:
-    """Build (or find in the cache) the shm loop; :class:`~collectives.native.build.BuildError` if not."""
+    """Build (or find in the cache) the shm loop; :class:`~transports.native.build.BuildError` if not."""
     return ShmLoops(build("shm_loop", str(SOURCE), c_compiler(), token=token))
