@@ -1,6 +1,7 @@
 """What the analysis command lines share: one-line errors, checked flags, checked paths.
 
-Every ``python -m analysis.*`` main runs its body through :func:`run_main`,
+Every ``python -m analysis.*`` main runs its body through :func:`ground.errors.run_main`
+(with ``prints``),
 which turns each outcome into an exit status and never shows a traceback:
 
 * 0: done (warnings, if any, were one line each on stderr);
@@ -36,7 +37,7 @@ from ground import errors
 from ground.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, UsageError, one_line
 from ground.sizes import parse_size
 
-__all__ = ["UsageError", "Parser", "run_main", "usage_errors", "warner", "whole", "whole_list", "number",
+__all__ = ["UsageError", "Parser", "usage_errors", "warner", "whole", "whole_list", "number",
            "size", "output_dir", "output_file", "add_strict", "EXIT_USAGE", "EXIT_ERROR", "EXIT_INTERRUPTED",
            "MAX_RANKS", "MAX_BYTES"]
 
@@ -60,18 +61,6 @@ def warner(prog: str) -> Callable[[str], None]:
     def warn(message: str) -> None:
         print(f"{prog}: warning: {one_line(message)}", file=sys.stderr)
     return warn
-
-
-def run_main(prog: str, body: Callable[[], int]) -> int:
-    """Run a CLI's ``body()`` and return the exit status (see the module docstring); every analysis
-    command prints its result, so a closed stdout is refused first."""
-    def checked() -> int:
-        errors.refuse_closed_stdout()
-        return body()
-    try:
-        return errors.run_main(prog, checked)
-    except SystemExit as exc:  # --help: its status, returned
-        return exc.code if isinstance(exc.code, int) else 0
 
 
 @contextmanager

@@ -18,6 +18,7 @@ from __future__ import annotations
 import sys
 from typing import Dict, List, Optional, Sequence
 
+from ground import errors
 from analysis import cli_common
 from facts import costmodel, fabrics
 from facts import record, spec as specs
@@ -72,7 +73,7 @@ def _table(fabric: fabrics.Fabric, collective: str, ranks: int, rows: List[Dict]
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m analysis.predict``: the exit status (0; 2 with one line on stderr for bad input)."""
-    return cli_common.run_main(PROG, lambda: _main(argv))
+    return errors.run_main(PROG, lambda: _main(argv), prints="the results")
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:

@@ -47,6 +47,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ground import errors
 from analysis import (cli_common, fit, model_share, physical, report_appendix, report_html, report_replicate,
                       report_summary, results, sanitise, scaling)
 from facts import fabrics, percent_of_model, workloads
@@ -263,7 +264,7 @@ def build(paths: Sequence[str], outdir: str, measure_cpu: bool = False, strict: 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m analysis.report``: the exit status (0; 2 with one line on stderr for bad input)."""
-    return cli_common.run_main(PROG, lambda: _main(argv))
+    return errors.run_main(PROG, lambda: _main(argv), prints="the results")
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:

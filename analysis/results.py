@@ -436,9 +436,9 @@ _SHOWN = ("transport", "collective", "nranks", "placement", "size_bytes", "time_
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m analysis.results FILES... [--csv OUT] [--strict]``: the tidy table of any results or logs."""
-    from analysis import cli_common
+    from ground import errors
 
-    return cli_common.run_main(PROG, lambda: _main(argv))
+    return errors.run_main(PROG, lambda: _main(argv), prints="the results")
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:

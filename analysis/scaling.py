@@ -270,9 +270,9 @@ def strong_skipped(batches: Sequence[int], devices: Sequence[int]) -> Dict[int, 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m analysis.scaling``: the exit status (0; 2 with one line on stderr for bad input)."""
-    from analysis import cli_common
+    from ground import errors
 
-    return cli_common.run_main(PROG, lambda: _main(argv))
+    return errors.run_main(PROG, lambda: _main(argv), prints="the results")
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:

@@ -31,9 +31,9 @@ def listing() -> int:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help", "list"):
-        from ground.errors import refuse_closed_stdout, run_main
+        from ground.errors import run_main
 
-        return run_main("collscale", lambda: refuse_closed_stdout("the list") or listing())
+        return run_main("collscale", listing, prints="the list")
     name, rest = argv[0], argv[1:]
     if name == "weight_stream":
         from collectives import weight_stream

@@ -1,24 +1,21 @@
-"""The sweep: warm-up, iteration count, timed loop, validation, statistics.
+"""The collective sweep: every (datatype, op, root, size) point bound, timed, validated and recorded.
 
 For each (datatype, op, root, size) point and each placement (out-of-place,
 in-place) the harness
 
 1. binds the operation once (a transport that cannot do it raises
    Unsupported; all ranks agree before anything is reported),
-2. fills the inputs with the seeded pattern and runs ``-w`` warm-up
-   iterations,
-3. picks the iteration count: ``-n`` exactly, or from ``--time-budget``
-   by timing a doubling number of iterations until a probe lasts 1/8 of the
-   budget (IMB's -time idea; every rank uses the slowest rank's probe),
-4. after a barrier, times the loop with one clock stamp per iteration
-   (``time_us`` is the loop's total over its count; min/p50/p99/max come
-   from the per-iteration stamps), stopping the clock only after the
-   transport's device work is synchronised; where the transport bound a
-   compiled form of the call (``bound.native``, ``--loop auto|compiled``),
-   warm-up, timed loop and validation run through it, iterations in C
-   (:mod:`transports.native`), and each record says ``loop: compiled``,
-5. aggregates across ranks as ``-a`` says (rank 0, average, min, max),
-6. validates ``-c`` runs outside the timed loop: seeded inputs, output
+2. fills the inputs with the seeded pattern and times the call with the
+   runner core's timed loop (:class:`collectives.timed_loop.Timing`:
+   ``-w`` warm-up, the iteration count from ``-n`` or ``--time-budget``, a
+   barrier, one clock stamp per iteration; ``time_us`` is the loop's total
+   over its count, min/p50/p99/max come from the per-iteration stamps);
+   where the transport bound a compiled form of the call (``bound.native``,
+   ``--loop auto|compiled``), warm-up, timed loop and validation run
+   through it, iterations in C (:mod:`transports.native`), and each record
+   says ``loop: compiled``,
+3. aggregates across ranks as ``-a`` says (rank 0, average, min, max),
+4. validates ``-c`` runs outside the timed loop: seeded inputs, output
    buffers filled with poison, one run, a bit-exact compare against the
    closed-form result; ``#wrong`` is summed over ranks.
 
@@ -37,96 +34,20 @@ import numpy as np
 
 from collectives import context, model_column
 from facts import record, spec as specs, validate
-from collectives.config import MAX_ITERS, MIN_ITERS, Config
+from collectives.config import Config
 from collectives.header import header_lines
-from transports.native.timer import NativeTimer
 from collectives.output import Sink
 from collectives.runner import Run
+from collectives.timed_loop import Timing
 from collectives.watchdog import Watchdog
 from ground.dtypes import DTYPES, ConfigError
 from transports.base import Unsupported
 
-__all__ = ["run", "Timing", "iteration_stats", "aggregate", "CollectiveTimeout"]
+__all__ = ["run", "CollectiveTimeout"]
 
 
 class CollectiveTimeout(TimeoutError):
     """A transport's own wait gave up; the message names the point and the peer."""
-
-
-# -- statistics ----------------------------------------------------------------
-
-def iteration_stats(stamps: Sequence[float], divisor: float = 1.0) -> Dict[str, float]:
-    """This rank's loop statistics in microseconds, from ``iters + 1`` stamps."""
-    arr = np.asarray(stamps, dtype=np.float64)
-    per = np.diff(arr) * (1e6 / divisor)
-    total = (arr[-1] - arr[0]) * 1e6 / divisor / max(1, len(per))
-    return {
-        "mean": float(total),
-        "min": float(per.min()),
-        "p50": float(np.percentile(per, 50)),
-        "p99": float(np.percentile(per, 99)),
-        "max": float(per.max()),
-    }
-
-
-def aggregate(per_rank: Sequence[Dict[str, float]], average: int) -> Dict[str, float]:
-    """Combine ranks' statistics as nccl-tests' ``-a``: 0 rank 0, 1 avg, 2 min, 3 max."""
-    if average == 0:
-        out = dict(per_rank[0])
-    else:
-        fn = {1: np.mean, 2: np.min, 3: np.max}[average]
-        out = {k: float(fn([s[k] for s in per_rank])) for k in per_rank[0]}
-    means = [s["mean"] for s in per_rank]
-    out["rank_min"], out["rank_max"] = float(min(means)), float(max(means))
-    return out
-
-
-# -- one measured point ---------------------------------------------------------
-
-class Timing:
-    """Warm-up, iteration count, timed loop and cross-rank statistics for one call.
-
-    Shared by the collective sweep and by patterns built on it (weight
-    streaming): give it a zero-argument ``run`` and it returns the
-    iteration count and the aggregated statistics (microseconds).
-    """
-
-    def __init__(self, comm, transport, cfg: Config, watchdog: Watchdog):
-        self.comm, self.t, self.cfg, self.watchdog = comm, transport, cfg, watchdog
-
-    def loop(self, run, iters: int, what: str, before=None, native=None):
-        """``native``: a compiled form of ``run`` (:class:`~transports.native.timer.NativeLoop`)."""
-        timer = self.t.timer() if native is None else NativeTimer(native)
-        with self.watchdog.watch(what, timer):
-            return timer.loop(run, iters, self.t.synchronize, before)
-
-    def calibrate(self, run, what: str, before=None, native=None) -> int:
-        budget = self.cfg.time_budget
-        k = 1
-        while True:
-            stamps = self.loop(run, k, what, before, native)
-            with self.watchdog.watch(f"agreeing on the iteration count for {what}"):
-                elapsed = self.comm.allreduce(stamps[-1] - stamps[0], "max")
-            if elapsed >= budget / 8 or k >= MAX_ITERS:
-                break
-            grow = 2 if elapsed <= 0 else min(16, max(2, int(budget / 8 / elapsed) + 1))
-            k = min(MAX_ITERS, k * grow)
-        per_iter = max(elapsed / k, 1e-9)
-        return int(min(MAX_ITERS, max(MIN_ITERS, round(budget / per_iter))))
-
-    def time(self, run, what: str, divisor: float = 1.0, before=None, native=None):
-        """(iterations, statistics aggregated across ranks as -a says)."""
-        cfg = self.cfg
-        if cfg.warmup:
-            self.loop(run, cfg.warmup, what, before, native)
-        iters = cfg.iters or self.calibrate(run, what, before, native)
-        with self.watchdog.watch(f"the barrier before timing {what}"):
-            self.comm.barrier()
-        stamps = self.loop(run, iters, what, before, native)
-        mine = iteration_stats(stamps, divisor)
-        with self.watchdog.watch(f"gathering the times of {what}"):
-            stats = aggregate(self.comm.allgather(mine), cfg.average)
-        return iters, stats
 
 
 class _Point:

@@ -45,10 +45,10 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from collectives import cli
+from collectives import cli, lifecycle
 from facts import record
 from collectives.config import Config
-from collectives.harness import aggregate
+from collectives.timed_loop import aggregate
 from collectives.header import header_lines
 from collectives.replicate_steps import BucketLog, allocator, comm_fn, page_kib, repeat, step_fn
 from collectives.replicate_summary import SUMMARY_FIELDS, summarize
@@ -448,7 +448,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         cfg = parse_args(argv, quiet=comm.rank != 0)
         with Run(comm, cfg, table, tweaks, dog) as session:
             return _sweep(session)
-    return cli.process_main(body)
+    return lifecycle.process_main(body)
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ class Run:
 
     Attributes once entered: ``transport``, ``watchdog``, ``ctx`` (see
     :func:`collectives.context.gather`) and ``sinks``; a runner times its
-    calls with :class:`collectives.harness.Timing` over them.  Set
+    calls with :class:`collectives.timed_loop.Timing` over them.  Set
     :attr:`current` to the record being measured: if the watchdog fires,
     rank 0 writes it with ``status: timeout``.
     """

@@ -19,10 +19,10 @@ import sys
 from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence
 
-from collectives import cli
+from collectives import cli, lifecycle
 from facts import record
 from collectives.config import Config, parse_size
-from collectives.harness import Timing
+from collectives.timed_loop import Timing
 from collectives.header import header_lines
 from collectives.runner import Run
 from collectives.streaming import Stream, Tree
@@ -163,7 +163,7 @@ def _sweep(session: Run, tree: Tree) -> List[Dict]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m collectives.weight_stream``: print the table on rank 0, return the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    return cli.process_main(lambda comm, tweaks, table, dog: _run(comm, parse_args(argv, quiet=comm.rank != 0),
+    return lifecycle.process_main(lambda comm, tweaks, table, dog: _run(comm, parse_args(argv, quiet=comm.rank != 0),
                                                                    table, dog))
 
 

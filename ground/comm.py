@@ -116,7 +116,7 @@ class TorchComm:
     """
 
     mpi = None
-    exit_at_close = True  # see collectives.cli._close
+    exit_at_close = True  # see collectives.lifecycle (closing the job)
 
     def __init__(self, timeout: float = 300.0):
         from datetime import timedelta

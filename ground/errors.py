@@ -10,10 +10,10 @@ into a status:
 * 3: anything else (a bug): ``<prog>: error: TypeName: message (set
   COLLSCALE_DEBUG=1 for the traceback)``, the traceback only with
   ``COLLSCALE_DEBUG=1``;
-* 130: interrupted.  ``--help`` (``SystemExit``) passes its status through.
+* 130: interrupted.  ``--help`` (``SystemExit``): its status, returned.
 
 Streams (:func:`guard_stdio`, which :func:`run_main` and
-``collectives.cli.process_main`` call first): a closed stdout, stderr or
+``collectives.lifecycle.process_main`` call first): a closed stdout, stderr or
 stdin (``>&-``) is plugged with ``/dev/null`` at the fd level, so no file
 opened later takes its number; writing to a closed stdout, or one that
 fails (a broken pipe, ``/dev/full``), raises :class:`StreamError`, one line
@@ -80,11 +80,20 @@ def tell(line: str) -> None:
         _silence(2)
 
 
-def run_main(prog: str, body: Callable[[], int], expected: Tuple[Type[BaseException], ...] = ()) -> int:
-    """Run a CLI's ``body()`` and return its exit status (see the module docstring)."""
+def run_main(prog: str, body: Callable[[], int], expected: Tuple[Type[BaseException], ...] = (),
+             prints: Optional[str] = None) -> int:
+    """Run a CLI's ``body()`` and return its exit status (see the module docstring): the one ending of
+    every command line.  ``prints``: what the command prints (``"the results"``); a closed stdout is
+    then refused (exit 2) before the body runs."""
     restore = guard_stdio()
     try:
-        return _run(prog, body, expected)
+        def checked() -> int:
+            if prints:
+                refuse_closed_stdout(prints)
+            return body()
+        return _run(prog, checked, expected)
+    except SystemExit as exc:  # --help, or a body that exits: its status, returned
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)
     finally:
         restore()
 

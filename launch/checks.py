@@ -1,7 +1,7 @@
 """What launch's command lines share: one-line errors, and numbers, names and paths checked
 before anything is written.
 
-Every ``python -m launch.*`` main runs its body through :func:`run_main`:
+Every ``python -m launch.*`` main runs its body through :func:`ground.errors.run_main`:
 
 * 0 (or the body's own status): done;
 * 2: an expected error (:class:`UsageError`, one of the ``expected`` types a
@@ -27,12 +27,11 @@ import math
 import os
 import re
 import stat
-from typing import Callable, List, Optional, Sequence, Tuple, Type
+from typing import List, Optional, Sequence
 
-from ground import errors
 from ground.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, UsageError, one_line
 
-__all__ = ["UsageError", "Parser", "run_main", "one_line", "whole", "whole_list", "seconds", "identifier",
+__all__ = ["UsageError", "Parser", "one_line", "whole", "whole_list", "seconds", "identifier",
            "file_target", "dir_target", "EXIT_USAGE", "EXIT_ERROR", "EXIT_INTERRUPTED", "MAX_COUNT",
            "MAX_SECONDS", "MAX_LIST"]
 
@@ -48,11 +47,6 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message):
         raise UsageError(f"{message} (see {self.prog} --help)")
-
-
-def run_main(prog: str, body: Callable[[], int], expected: Tuple[Type[BaseException], ...] = ()) -> int:
-    """Run a CLI's ``body()`` and return its exit status (see the module docstring)."""
-    return errors.run_main(prog, body, expected)
 
 
 # -- numbers and names ------------------------------------------------------------------------

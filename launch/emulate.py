@@ -438,7 +438,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Exit status: the command's; 2 bad input, emulation refused or stdout closed (one line, before
     anything is built); 3 a bug (one line, the traceback with COLLSCALE_DEBUG=1); 124 --timeout; 128+N
     stopped by signal N."""
-    return checks.run_main("collscale emulate", lambda: _main(argv), expected=(EmulationError,))
+    return errors.run_main("collscale emulate", lambda: _main(argv), expected=(EmulationError,))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from typing import Dict, List, Optional, Sequence
 from facts import record
 from collectives.output import append_line
 from ground import errors, progress
-from launch import checks, jobscript, reaper
+from launch import jobscript, reaper
 from launch.checks import UsageError
 from launch.sweep_args import RECORD_FAILURE, Plan, check, check_record, new_sweep_id, parse_args
 
@@ -351,7 +351,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     say = lambda *a: print(*a, flush=True)  # noqa: E731
     previous: Dict = {}
     try:
-        return checks.run_main("collscale sweep", lambda: _run(sys.argv[1:] if argv is None else argv, say, previous))
+        return errors.run_main("collscale sweep", lambda: _run(sys.argv[1:] if argv is None else argv, say, previous))
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -10,9 +10,9 @@ def print_table() -> None:
 
 
 def main() -> int:
-    from ground.errors import refuse_closed_stdout, run_main
+    from ground.errors import run_main
 
-    return run_main("collscale", lambda: refuse_closed_stdout("the list") or print_table() or 0)
+    return run_main("collscale", lambda: print_table() or 0, prints="the list")
 
 
 if __name__ == "__main__":

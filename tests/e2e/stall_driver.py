@@ -38,11 +38,11 @@ def main() -> int:
         elif phase == "finalize":
             type(comm).finalize = _stall
         elif phase == "raise":  # an unexpected error on one rank only, mid-run
-            from collectives import harness
+            from collectives import timed_loop
 
             def boom(*_a, **_k):
                 raise RuntimeError("injected failure on rank 1")
-            harness.Timing.time = boom
+            timed_loop.Timing.time = boom
         else:
             raise SystemExit(f"unknown phase {phase}")
     return cli.main("allreduce", ["--transport", transport, *flags])

@@ -34,7 +34,7 @@ def main(out: str) -> int:
 
 if __name__ == "__main__":
     code = main(sys.argv[1])
-    # As the CLI ends under torchrun (collectives.cli._close): gloo's threads
+    # As the CLI ends under torchrun (collectives.lifecycle): gloo's threads
     # sometimes abort the interpreter's final teardown ("terminate called
     # without an active exception", SIGABRT) after every result is written.
     sys.stdout.flush()

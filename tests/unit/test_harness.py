@@ -6,7 +6,7 @@ import time
 import pytest
 
 from collectives import cli
-from collectives.harness import aggregate, iteration_stats
+from collectives.timed_loop import aggregate, iteration_stats
 from collectives.output import Sink
 from collectives.watchdog import Watchdog
 from ground.comm import SelfComm
