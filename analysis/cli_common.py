@@ -8,7 +8,7 @@ which turns each outcome into an exit status and never shows a traceback:
 * 2: an expected error: a bad flag, a bad path (an output name too long for
   its file system included, named before any work), a results file that
   cannot be read (:class:`UsageError`, which
-  :class:`analysis.results.ResultsError` is, or an ``OSError``), or a stdout
+  :class:`analysis.load.reader.ResultsError` is, or an ``OSError``), or a stdout
   that is closed (refused before any work), broken (``| head``) or full: ONE
   line, ``<prog>: error: <what>``; with stderr closed or broken, the status
   alone;

@@ -119,9 +119,10 @@ def _main(argv: Optional[Sequence[str]]) -> int:
 
 
 def _fit_fabric(paths, transport, collective, strict: bool = False, warn=None) -> fabrics.Fabric:
-    from analysis import fit, results
+    from analysis import fit
+    from analysis.load import points
 
-    df = results.load(paths, strict=strict, warn=warn)
+    df = points.load(paths, strict=strict, warn=warn)
     df = df[df["kind"] == "measured"]
     transports = sorted(set(df["transport"]))
     if transport is None:

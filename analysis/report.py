@@ -48,8 +48,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from ground import errors
-from analysis import (cli_common, fit, model_share, physical, report_appendix, report_html, report_replicate,
-                      report_summary, results, sanitise, scaling)
+from analysis import cli_common, fit, model_share, physical, report_appendix, report_html, report_replicate, report_summary, sanitise, scaling
+from analysis.load import points, reader
 from facts import fabrics, percent_of_model, workloads
 from analysis.report_plots import REPORT_FABRICS, draw as _draw_plots, short_compute as _short_compute
 from analysis.report_text import fmt, table
@@ -205,12 +205,12 @@ _PHASES = ("reading results", "fitting", "scaling curves", "plots", "replication
 
 
 def build(paths: Sequence[str], outdir: str, measure_cpu: bool = False, strict: bool = False,
-          warn: Optional[results.Warn] = None, fabric: Optional[str] = None,
+          warn: Optional[reader.Warn] = None, fabric: Optional[str] = None,
           note: Optional[Callable[[str], None]] = None) -> Dict[str, Path]:
     """Everything :func:`main` writes; returns the paths.
 
     The results are read first (``strict`` and ``warn`` as in
-    :func:`analysis.results.read_records`); then ``outdir`` is created with
+    :func:`analysis.load.reader.read_records`); then ``outdir`` is created with
     its parents (an existing file there is a :class:`~analysis.cli_common.UsageError`).
     ``fabric``: a fabric's name, or ``auto``, to compare every measured series with
     (:mod:`facts.percent_of_model`); ``note`` receives each guess ``auto`` made (default: stderr).
@@ -219,10 +219,10 @@ def build(paths: Sequence[str], outdir: str, measure_cpu: bool = False, strict: 
     fabric = percent_of_model.check_arg(fabric)
     with progress.bar(len(_PHASES), "report") as bar:
         bar.step(_PHASES[0])
-        records = results.read_records(list(paths), strict, bar.say(warn or cli_common.warner(PROG)))
+        records = reader.read_records(list(paths), strict, bar.say(warn or cli_common.warner(PROG)))
         out = cli_common.output_dir("-o", outdir)
-        df = results.frame(records)
-        allrec = results.frame(records, all_status=True)
+        df = points.frame(records)
+        allrec = points.frame(records, all_status=True)
         meas = _measured(df)
         chosen, notes = model_share.choices(meas, fabric)  # each series' fabric, chosen once per report
         guesses = notes if fabric == percent_of_model.AUTO else []

@@ -15,7 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from analysis import calibrate, replicate_runs, scaling, step_model
+from analysis import calibrate, scaling, step_model
+from analysis.load import replicate_runs
 from facts import workloads
 from analysis.report_plots import save_with_legend
 from analysis.sanitise import file_part, label

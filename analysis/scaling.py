@@ -384,7 +384,7 @@ def _checked_threads(threads: Optional[int], oversubscribe: bool, devices: Seque
 
 
 def _replicate_records(paths, strict: bool, warn) -> List[Dict]:
-    from analysis import replicate_runs
+    from analysis.load import replicate_runs
 
     recs = [r for r in replicate_runs.records(paths, strict, warn) if replicate_runs.has_efficiency(r)]
     if not any(int(r["nranks"]) > 1 for r in recs):
@@ -394,9 +394,10 @@ def _replicate_records(paths, strict: bool, warn) -> List[Dict]:
 
 
 def _allreduce_fit(paths, transport, strict: bool = False, warn=None):
-    from analysis import fit, results
+    from analysis import fit
+    from analysis.load import points
 
-    df = results.load(paths, strict=strict, warn=warn)
+    df = points.load(paths, strict=strict, warn=warn)
     df = df[df["kind"] == "measured"]
     transports = sorted(set(df[df["collective"] == "allreduce"]["transport"]))
     if transport is None:

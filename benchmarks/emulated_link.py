@@ -29,7 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from analysis import link_table, results  # noqa: E402
+from analysis import link_table
+from analysis.load import points
 from launch import netns  # noqa: E402
 
 
@@ -42,7 +43,7 @@ def one(rate: str, transport: str, max_size: str, out: Path) -> dict:
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     if res.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stderr[-2000:]}")
-    df = results.load(out)
+    df = points.load(out)
     (row,) = link_table.link_table(df)
     large = df[df["size_bytes"] >= 16 << 20]["algbw_gbs"]
     row["large_algbw_gbs"] = float(large.median())

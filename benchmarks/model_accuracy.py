@@ -33,7 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis import report, results  # noqa: E402
+from analysis import report
+from analysis.load import points
 
 
 def measure(out: Path, ranks, transports, budget: float) -> None:
@@ -68,7 +69,7 @@ def main(argv=None) -> int:
         tmp = Path(tempfile.mkdtemp()) / "model_accuracy.jsonl"
         measure(tmp, [int(x) for x in args.ranks.split(",")], args.transports.split(","), args.time_budget)
         paths = [str(tmp)]
-    df = results.load(paths)
+    df = points.load(paths)
     df = df[(df["kind"] == "measured") & (df["collective"] == "allreduce")]
     for column, label in (("time_us_p50", "per-iteration median (p50)"), ("time_us", "mean")):
         rows = report.holdout_accuracy(df, column=column)

@@ -140,11 +140,12 @@ def _comm_alone(r) -> str:
 
 
 def report(out: Path, ranks) -> None:
-    from analysis import calibrate, fit, replicate_runs, results, scaling
+    from analysis import calibrate, fit, scaling
+    from analysis.load import points, replicate_runs
 
     verdicts = []
     for n in ranks:
-        df = results.load([out / f"allreduce_{n}.jsonl"])
+        df = points.load([out / f"allreduce_{n}.jsonl"])
         fits = [f for f in fit.fit_transport(df, "gloo") if f.collective == "allreduce"]
         if not fits:
             raise SystemExit(f"no gloo allreduce fit at {n} ranks")

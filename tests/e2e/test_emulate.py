@@ -242,9 +242,10 @@ def test_pingpong_over_a_1gbit_link_measures_the_link(runner, clean, tmp_path):
                    sys.executable, "-m", "collectives.pingpong", "-b", "1M", "-e", "64M", "-n", "3", "-w", "1",
                    "--transport", "mpi", "--json", str(out), timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    from analysis import link_table, results
+    from analysis import link_table
+    from analysis.load import points
 
-    df = results.load(out)
+    df = points.load(out)
     large = df[df["size_bytes"] >= 16 << 20]
     assert len(large) >= 3
     link = 0.125  # GB/s: 1 Gbit/s

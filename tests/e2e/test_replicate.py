@@ -11,7 +11,7 @@ TINY = ["--model", "braggnn", "-n", "2", "-w", "1", "--steps", "2"]
 
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_phases_add_up_and_buckets_match_ddp(runner, tmp_path, n):
-    from analysis import replicate_runs, results
+    from analysis.load import points, replicate_runs
     from facts import workloads
 
     out = tmp_path / "r.jsonl"
@@ -60,7 +60,7 @@ def test_phases_add_up_and_buckets_match_ddp(runner, tmp_path, n):
             # The wake probe: a difference of two allreduce times (noise may make it negative, never huge).
             assert isinstance(r["wake_alone_ms"], float) and abs(r["wake_alone_ms"]) < 1000
     # The collective-points frame leaves training steps out; they load into their own.
-    assert results.load([str(out)], all_status=True).empty
+    assert points.load([str(out)], all_status=True).empty
     df = replicate_runs.load([str(out)])
     assert list(df["batch"]) == [2, 4] and (df["nranks"] == n).all() and df["efficiency"].notna().all()
     csv_df = replicate_runs.load([str(tmp_path / "r.csv")])

@@ -36,9 +36,9 @@ def test_local_rank_sweep_1_2_3(runner, tmp_path):
     assert len(logs) == 6 and "ranks3-allgather.log" in logs
     assert "# collscale " in (tmp_path / "sw" / "logs" / "ranks3-allgather.log").read_text()
     # Straight into the analysis.
-    from analysis import results
+    from analysis.load import points
 
-    df = results.load(tmp_path / "sw" / "results.jsonl")
+    df = points.load(tmp_path / "sw" / "results.jsonl")
     assert set(df["nranks"]) == {1, 2, 3} and df["sweep_id"].nunique() == 1
 
 
@@ -54,11 +54,11 @@ def test_a_failed_point_is_recorded_and_the_sweep_goes_on(runner, tmp_path):
     assert failed[0]["sweep_point"] == "ranks1-broadcast" and failed[0]["exit_code"] == 2
     assert "root 1 does not exist" in failed[0]["reason"]
     assert any(r["status"] == "ok" and r["nranks"] == 2 for r in recs)
-    from analysis import results
+    from analysis.load import points
 
-    every = results.load(tmp_path / "sw" / "results.jsonl", all_status=True)
+    every = points.load(tmp_path / "sw" / "results.jsonl", all_status=True)
     assert (every["status"] == "failed").sum() == 1
-    assert set(results.load(tmp_path / "sw" / "results.jsonl")["nranks"]) == {2}
+    assert set(points.load(tmp_path / "sw" / "results.jsonl")["nranks"]) == {2}
 
 
 def test_a_point_past_its_timeout_is_stopped_and_recorded(runner, tmp_path):

@@ -13,7 +13,8 @@ import warnings
 import numpy as np
 import pytest
 
-from analysis import fit, physical, predict, results
+from analysis import fit, physical, predict
+from analysis.load import points, reader
 from tests.unit.test_analysis_errors import rec, write_csv, write_jsonl
 
 pytest.importorskip("pandas")
@@ -28,7 +29,7 @@ def sane(ranks=(2, 4, 8)):
 
 def load(path, **kw):
     said = []
-    return results.load(path, warn=said.append, **kw), said
+    return points.load(path, warn=said.append, **kw), said
 
 
 @pytest.mark.parametrize("bad, words", [
@@ -51,8 +52,8 @@ def test_one_absurd_row_is_left_out_with_one_warning_naming_its_line(tmp_path, b
     notes = [s for s in said if "non-physical" in s]
     assert len(notes) == 1 and notes[0].startswith(f"{path}:7: 1 non-physical row left out") and words in notes[0]
     assert not any("derived" in s for s in said)  # the 1 TiB row's derived bandwidths left with it
-    with pytest.raises(results.ResultsError, match=r"results\.jsonl:7: non-physical row: .*--strict"):
-        results.load(path, strict=True, warn=said.append)
+    with pytest.raises(reader.ResultsError, match=r"results\.jsonl:7: non-physical row: .*--strict"):
+        points.load(path, strict=True, warn=said.append)
 
 
 def test_many_absurd_rows_one_warning_first_line_and_count(tmp_path):
@@ -100,8 +101,8 @@ def test_imported_rows_are_checked_and_named_by_their_source_line(tmp_path):
     assert sorted(set(df["size_bytes"])) == [1024, 2048, 4096]
     (note,) = [s for s in said if "non-physical" in s]
     assert note.startswith(f"{path}:6: 2 non-physical rows left out (size_bytes / time_us = 1.1e+09 GB/s")
-    with pytest.raises(results.ResultsError, match=r"nccl\.log:6: non-physical row"):
-        results.load(path, strict=True, warn=said.append)
+    with pytest.raises(reader.ResultsError, match=r"nccl\.log:6: non-physical row"):
+        points.load(path, strict=True, warn=said.append)
 
 
 def test_fits_refuse_non_finite_input_without_a_numpy_warning():
@@ -121,8 +122,8 @@ def test_fits_refuse_non_finite_input_without_a_numpy_warning():
 
 
 def test_a_frame_built_without_the_loader_still_keeps_absurd_rows_out_of_fits():
-    good = results.frame(sane())
-    bad = results.frame(sane() + [rec(8, **{**TIB_IN_1US, "algbw_gbs": 1.0, "busbw_gbs": 1.0}),
+    good = points.frame(sane())
+    bad = points.frame(sane() + [rec(8, **{**TIB_IN_1US, "algbw_gbs": 1.0, "busbw_gbs": 1.0}),
                                   rec(4, 4096, time_us=1e308)])
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -12,7 +12,8 @@ import json
 
 import pytest
 
-from analysis import cli_common, predict, report, results, scaling
+from analysis import cli_common, predict, report, scaling
+from analysis.load import points, reader
 from facts import record
 from collectives.output import FIELDS
 
@@ -72,7 +73,7 @@ def one_error(prog, code, err, *words):
 
 def test_report_of_a_one_rank_run(tmp_path, capsys):
     src = write_jsonl(tmp_path / "one.jsonl", [rec(1, s) for s in SIZES])
-    assert all(r["busbw_gbs"] == 0 for r in results.read_records([src]))
+    assert all(r["busbw_gbs"] == 0 for r in reader.read_records([src]))
     out = tmp_path / "a" / "b" / "rep"  # missing parents are created
     code, stdout, err = run(report.main, [src, "-o", out], capsys)
     assert code == 0, err
@@ -97,7 +98,7 @@ def test_csv_without_busbw_derives_it_and_says_so(tmp_path):
     recs = [rec(4, s) for s in SIZES]
     path = write_csv(tmp_path / "r.csv", recs, drop=("busbw_gbs",))
     said = []
-    df = results.load(path, warn=said.append)
+    df = points.load(path, warn=said.append)
     assert df["busbw_gbs"].tolist() == pytest.approx([r["busbw_gbs"] for r in recs])
     assert len(said) == 1 and "r.csv: busbw_gbs missing in 8 of 8" in said[0] and "derived" in said[0]
 
@@ -106,7 +107,7 @@ def test_busbw_and_algbw_derived_from_the_spec_factor(tmp_path):
     recs = [rec(4, s) for s in SIZES]
     path = write_csv(tmp_path / "r.csv", recs, drop=("busbw_gbs", "busbw_factor", "algbw_gbs"))
     said = []
-    df = results.load(path, warn=said.append)
+    df = points.load(path, warn=said.append)
     assert df["busbw_gbs"].tolist() == pytest.approx([r["busbw_gbs"] for r in recs])
     assert df["algbw_gbs"].tolist() == pytest.approx([r["algbw_gbs"] for r in recs])
     assert len(said) == 2
@@ -115,8 +116,8 @@ def test_busbw_and_algbw_derived_from_the_spec_factor(tmp_path):
 @pytest.mark.parametrize("drop, missing", [(("time_us",), "time_us"), (("status", "nranks"), "nranks, status")])
 def test_csv_without_a_required_column_is_refused(tmp_path, capsys, drop, missing):
     path = write_csv(tmp_path / "r.csv", [rec(2, s) for s in SIZES], drop=drop)
-    with pytest.raises(results.ResultsError, match=f"r.csv: missing required column.*{missing}"):
-        results.load(path)
+    with pytest.raises(reader.ResultsError, match=f"r.csv: missing required column.*{missing}"):
+        points.load(path)
     code, _, err = run(report.main, [path, "-o", tmp_path / "o"], capsys)
     one_error("report", code, err, "r.csv", missing)
     assert not (tmp_path / "o").exists()
@@ -124,8 +125,8 @@ def test_csv_without_a_required_column_is_refused(tmp_path, capsys, drop, missin
 
 def test_jsonl_without_any_time_is_refused(tmp_path):
     path = write_jsonl(tmp_path / "r.jsonl", [dict(rec(2, s), time_us=None) for s in SIZES])
-    with pytest.raises(results.ResultsError, match="r.jsonl: missing required column.*time_us"):
-        results.load(path)
+    with pytest.raises(reader.ResultsError, match="r.jsonl: missing required column.*time_us"):
+        points.load(path)
 
 
 # -- 3: paths ---------------------------------------------------------------------------
@@ -153,7 +154,7 @@ def test_non_utf8_line_is_read_around(tmp_path):
     path = measured(tmp_path)
     path.write_bytes(path.read_bytes() + b"\xff\xfe garbage\n")
     said = []
-    assert len(results.load(path, warn=said.append)) == 2 * len(SIZES)
+    assert len(points.load(path, warn=said.append)) == 2 * len(SIZES)
     assert len(said) == 1 and "not UTF-8" in said[0]
 
 
@@ -197,10 +198,10 @@ TORN = '{"schema":"collscale.row/1","kind":"measu'
 def test_torn_last_line_is_read_around_with_one_warning(tmp_path, capsys):
     path = write_jsonl(tmp_path / "r.jsonl", [rec(p, s) for p in (2, 4) for s in SIZES], tail=TORN)
     said = []
-    assert len(results.load(path, warn=said.append)) == 16
+    assert len(points.load(path, warn=said.append)) == 16
     assert len(said) == 1 and "r.jsonl:17: skipped" in said[0] and "torn last line" in said[0]
-    with pytest.raises(results.ResultsError, match=r"r.jsonl:17: not JSON.*--strict"):
-        results.load(path, strict=True)
+    with pytest.raises(reader.ResultsError, match=r"r.jsonl:17: not JSON.*--strict"):
+        points.load(path, strict=True)
     code, out, err = run(predict.main, ["--results", path, "-e", "1K"], capsys)
     assert code == 0 and "MODELLED" in out
     assert err.splitlines() == [line for line in err.splitlines() if line.startswith("analysis.predict: warning: ")]
@@ -218,7 +219,7 @@ def test_bad_lines_in_the_middle_one_warning_per_file(tmp_path):
     path = tmp_path / "r.jsonl"
     path.write_text("\n".join(lines) + "\n")
     said = []
-    assert len(results.load(path, warn=said.append)) == len(SIZES)
+    assert len(points.load(path, warn=said.append)) == len(SIZES)
     assert len(said) == 1 and "r.jsonl:3: skipped" in said[0] and "2 more (lines 4, 11)" in said[0]
 
 
@@ -227,14 +228,14 @@ def test_torn_csv_row_is_read_around(tmp_path):
     text = path.read_text()
     path.write_text(text + text.splitlines()[1][:40])
     said = []
-    assert len(results.load(path, warn=said.append)) == len(SIZES)
+    assert len(points.load(path, warn=said.append)) == len(SIZES)
     assert len(said) == 1 and "r.csv:10: skipped" in said[0] and "fields" in said[0]
 
 
 def test_newer_records_of_our_schema_load(tmp_path):
     newer = dict(rec(2, 64), schema="collscale.row/2", new_field={"nested": [1, 2]}, other=3)
     path = write_jsonl(tmp_path / "r.jsonl", [newer, rec(2, 128)])
-    df = results.load(path, strict=True)
+    df = points.load(path, strict=True)
     assert len(df) == 2 and "new_field" in df and set(df["schema"]) == {"collscale.row/1", "collscale.row/2"}
 
 
@@ -243,7 +244,7 @@ def test_numbers_beyond_any_float_are_read_around(tmp_path):
     recs = [rec(2, 8), dict(rec(2, 16), time_us=huge), dict(rec(2, 32), algbw_gbs=huge, count=huge),
             dict(rec(2, 64), nranks=huge), dict(rec(2, 128), time_us=5e-324)]
     said = []
-    df = results.load(write_jsonl(tmp_path / "r.jsonl", recs), warn=said.append)
+    df = points.load(write_jsonl(tmp_path / "r.jsonl", recs), warn=said.append)
     assert df["size_bytes"].tolist() == [8, 32] and df["count"].isna().all()  # 5e-324 us: below 1 ns
     assert any("r.jsonl:5: 1 non-physical row left out (time_us 4.94e-324" in s for s in said), said
     assert df["algbw_gbs"].tolist()[1] == pytest.approx(recs[2]["size_bytes"] / recs[2]["time_us"] / 1e3)

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from analysis import predict, results, scaling
+from analysis import predict, scaling
+from analysis.load import points, reader
 from facts import fabrics, workloads
 
 pd = pytest.importorskip("pandas")
@@ -27,9 +28,9 @@ def test_loads_jsonl_and_csv_together(tmp_path):
     w = CsvWriter(str(c))
     w.record({k: None for k in FIELDS} | _rec(in_place=True, size_bytes=2048))
     w.close()
-    df = results.load([j, c])
+    df = points.load([j, c])
     assert len(df) == 2 and set(df["placement"]) == {"out-of-place", "in-place"}
-    assert len(results.load([j, c], all_status=True)) == 3
+    assert len(points.load([j, c], all_status=True)) == 3
 
 
 @pytest.mark.parametrize("content, message, strict", [
@@ -43,20 +44,20 @@ def test_loads_jsonl_and_csv_together(tmp_path):
 def test_malformed_or_foreign_files_name_the_line(tmp_path, content, message, strict):
     p = tmp_path / "a.jsonl"
     p.write_text(content)
-    with pytest.raises(results.ResultsError, match=message):
-        results.load(p, strict=True)
+    with pytest.raises(reader.ResultsError, match=message):
+        points.load(p, strict=True)
     if not strict:
-        with pytest.raises(results.ResultsError, match=message):
-            results.load(p)
+        with pytest.raises(reader.ResultsError, match=message):
+            points.load(p)
 
 
 def test_foreign_csv_and_missing_file(tmp_path):
     p = tmp_path / "x.csv"
     p.write_text("a,b\n1,2\n")
-    with pytest.raises(results.ResultsError, match="x.csv:1: not a collscale CSV"):
-        results.load(p)
-    with pytest.raises(results.ResultsError, match="no such file"):
-        results.load(tmp_path / "nope.jsonl")
+    with pytest.raises(reader.ResultsError, match="x.csv:1: not a collscale CSV"):
+        points.load(p)
+    with pytest.raises(reader.ResultsError, match="no such file"):
+        points.load(tmp_path / "nope.jsonl")
 
 
 def test_every_fabric_figure_has_a_kind_and_a_source():
@@ -96,7 +97,7 @@ def test_predict_table_is_marked_modelled(capsys, tmp_path):
     assert "MODELLED" in text.splitlines()[0]
     recs = [json.loads(x) for x in out.read_text().splitlines()]
     assert all(r["kind"] == "modelled" for r in recs)
-    df = results.load(out)
+    df = points.load(out)
     assert set(df["kind"]) == {"modelled"}
 
 

@@ -22,7 +22,8 @@ import tests.unit.hypothesis_profile  # noqa: F401  (the project's profile: dera
 import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
-from analysis import predict, report, results, scaling
+from analysis import predict, report, scaling
+from analysis.load import points, reader
 from facts import fabrics
 from collectives.output import FIELDS
 from tests.unit.test_analysis_errors import SIZES, rec, write_csv, write_jsonl
@@ -198,13 +199,13 @@ def load_and_use(path: Path):
     """Load ``path`` (lenient and strict), then run every tool on it: all must end cleanly."""
     said = []
     try:
-        assert len(results.load(path, all_status=True, warn=said.append)) > 0
-    except results.ResultsError as exc:
+        assert len(points.load(path, all_status=True, warn=said.append)) > 0
+    except reader.ResultsError as exc:
         assert "\n" not in str(exc)
     assert all("\n" not in s and str(path) in s for s in said), said
     try:
-        results.load(path, strict=True, warn=said.append)
-    except results.ResultsError as exc:
+        points.load(path, strict=True, warn=said.append)
+    except reader.ResultsError as exc:
         assert str(path) in str(exc) or "no records" in str(exc)
     check("predict", *call(predict.main, ["--results", str(path), "-e", "64K"])[::2])
     check("scaling", *call(scaling.main, ["--results", str(path), "--samples-per-second", "100",

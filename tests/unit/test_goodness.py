@@ -7,6 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 import tests.unit.hypothesis_profile  # noqa: F401  (the project's profile: derandomized, no deadline)
 from analysis import model_share, results
+from analysis.load import points
 from facts import fabrics, percent_of_model
 from facts import record
 
@@ -146,7 +147,7 @@ def test_annotate_names_given_and_guessed():
             _rec("log", 64 * MiB, 100.0, gpu="NVIDIA A100-SXM4-40GB", nhosts=1, ranks_per_host=8),
             _rec("cpu", 64 * MiB, 1.0),
             _rec("nvlink3", 64 * MiB, 200.0, kind="modelled", fabric="nvlink3")]
-    df = results.frame(recs)
+    df = points.frame(recs)
     given, notes = model_share.annotate(df, "eth-100g")
     assert _names(given) == ["nvlink4", "eth-100g", "eth-100g", "nvlink3"] and notes == []
     assert given["pct_model"].iloc[0] == pytest.approx(percent_of_model.share(fabrics.get("nvlink4"), "allreduce",
@@ -165,7 +166,7 @@ def test_headline_is_the_peak_busbw():
     assert percent_of_model.headline([8, 1024, MiB, 4 * MiB], [0.1, 5.0, 9.0, 8.0]) == 2
     assert percent_of_model.headline([8, MiB, 4 * MiB], [0.1, 9.0, 9.0]) == 2  # a tie: the larger size
     assert percent_of_model.headline([8], [float("nan")]) is None
-    df = results.frame([_rec("log", s, b) for s, b in ((MiB, 50.0), (4 * MiB, 90.0), (8 * MiB, 80.0))])
+    df = points.frame([_rec("log", s, b) for s, b in ((MiB, 50.0), (4 * MiB, 90.0), (8 * MiB, 80.0))])
     (choice, s, size), = model_share.headlines(df, "nvlink3").values()
     assert choice.how == "given" and size == 4 * MiB and s.busbw_gbs == 90.0
 
@@ -206,7 +207,7 @@ def test_choices_made_once_give_what_annotate_and_headlines_choose(monkeypatch):
     recs = [_rec("mine", 64 * MiB, 100.0, fabric="nvlink4"),
             _rec("log", 64 * MiB, 100.0, gpu="NVIDIA A100-SXM4-40GB", nhosts=1, ranks_per_host=8),
             _rec("cpu", 64 * MiB, 1.0)]
-    df = results.frame(recs)
+    df = points.frame(recs)
     for arg in ("auto", "eth-100g", None):
         chosen, notes = model_share.choices(df, arg)
         plain, plain_notes = model_share.annotate(df, arg)

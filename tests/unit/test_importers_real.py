@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis import results
+from analysis.load import points, reader
 from facts import record, spec
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -18,7 +18,7 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 
 def load(name, strict=False):
     said = []
-    df = results.load([str(DATA / name) if ":" not in name else f"{DATA}/{name}"], strict=strict,
+    df = points.load([str(DATA / name) if ":" not in name else f"{DATA}/{name}"], strict=strict,
                       warn=said.append)
     return df, said
 
@@ -99,7 +99,7 @@ def test_srun_label_and_a_row_cut_short(tmp_path):
     assert (oop["size_bytes"].iloc[-1], oop["busbw_gbs"].iloc[-1]) == (1048576, 0.70)
     assert len(said) == 1 and said[0].startswith(f"{DATA}/rccl-mi250x-all_gather-srun-label-excerpt.txt:8: skipped")
     assert "cut short" in said[0]
-    with pytest.raises(results.ResultsError, match=r"excerpt.txt:8: 12 fields where the table has 13.*--strict"):
+    with pytest.raises(reader.ResultsError, match=r"excerpt.txt:8: 12 fields where the table has 13.*--strict"):
         load("rccl-mi250x-all_gather-srun-label-excerpt.txt:ranks=32", strict=True)
 
 
@@ -189,7 +189,7 @@ def test_foreign_size_facts_are_in_the_spec():
 
 
 def test_a_log_that_is_none_of_the_formats_is_one_line():
-    with pytest.raises(results.ResultsError) as exc:
+    with pytest.raises(reader.ResultsError) as exc:
         load("polaris-launch-failed.dat")
     text = str(exc.value)
     assert "\n" not in text and text.startswith(f"{DATA}/polaris-launch-failed.dat:1:")

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import tests.unit.hypothesis_profile  # noqa: F401  (the project's hypothesis profile)
-from analysis import importers, results
+from analysis import results
+from analysis.load import importers, points, reader
 from facts import fabrics
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -21,7 +22,7 @@ HEADER = ("#       size         count      type   redop    root     time   algbw
 
 def load(path, strict=False):
     said = []
-    return results.load([str(path)], strict=strict, warn=said.append), said
+    return points.load([str(path)], strict=strict, warn=said.append), said
 
 
 def write(tmp_path, name, text):
@@ -86,7 +87,7 @@ def test_per_file_ranks_option(tmp_path):
                                            (":transport=a b", "use letters")])
 def test_bad_per_file_options_are_one_line(tmp_path, suffix, words):
     p = write(tmp_path, "x.txt", _table(ROWS))
-    with pytest.raises(results.ResultsError, match=words):
+    with pytest.raises(reader.ResultsError, match=words):
         load(f"{p}{suffix}")
 
 
@@ -94,14 +95,14 @@ def test_ranks_option_on_collscale_results_is_refused(tmp_path):
     rec = {"schema": "collscale.row/1", "kind": "measured", "status": "ok", "collective": "allreduce",
            "transport": "mpi", "nranks": 2, "size_bytes": 8, "time_us": 1.0}
     p = write(tmp_path, "r.jsonl", json.dumps(rec) + "\n")
-    with pytest.raises(results.ResultsError, match="r.jsonl: ranks=/transport= are for other tools' logs"):
+    with pytest.raises(reader.ResultsError, match="r.jsonl: ranks=/transport= are for other tools' logs"):
         load(f"{p}:ranks=4")
 
 
 def test_unknown_collective_is_one_note_and_nothing_is_invented(tmp_path):
     text = ("# nThread 1 nGpus 1 minBytes 8 maxBytes 8 step: 2(factor) warmup iters: 5 iters: 20\n" + _table(
         ["           8       2   float   none   -1   10.00   0.00   0.00   0   10.00   0.00   0.00   0"]))
-    with pytest.raises(results.ResultsError, match="log.txt: a log of nccl-tests/rccl-tests, but no row could be read: "
+    with pytest.raises(reader.ResultsError, match="log.txt: a log of nccl-tests/rccl-tests, but no row could be read: "
                        ".*does not say which collective"):
         load(write(tmp_path, "log.txt", text))
 
@@ -128,7 +129,7 @@ def test_rccl_tests_json_list_and_json_lines_cut_short(tmp_path):
 
 
 def test_a_json_file_of_no_known_tool_keeps_the_collscale_message(tmp_path):
-    with pytest.raises(results.ResultsError, match="a.json:1: not a collscale record"):
+    with pytest.raises(reader.ResultsError, match="a.json:1: not a collscale record"):
         load(write(tmp_path, "a.json", '{"foo": 1}\n'))
 
 
@@ -186,7 +187,7 @@ def test_imb_unknown_benchmark_defects_and_a_cut_row(tmp_path):
     ("hello\nworld\n", "neither collscale results"),
 ])
 def test_damaged_files_are_one_line(tmp_path, text, words):
-    with pytest.raises(results.ResultsError) as exc:
+    with pytest.raises(reader.ResultsError) as exc:
         load(write(tmp_path, "f.log", text))
     assert words in str(exc.value) and "\n" not in str(exc.value)
 
@@ -194,7 +195,7 @@ def test_damaged_files_are_one_line(tmp_path, text, words):
 def test_a_binary_file_is_one_line(tmp_path):
     p = tmp_path / "b.log"
     p.write_bytes(b"# OSU MPI Allreduce Latency Test\x00\x01\x02")
-    with pytest.raises(results.ResultsError, match="a binary file"):
+    with pytest.raises(reader.ResultsError, match="a binary file"):
         load(p)
 
 
@@ -211,7 +212,7 @@ def test_any_mix_of_fragments_never_raises_anything_but_one_line(tmp_path_factor
     p.write_text("\n".join(fragments + [junk]))
     try:
         load(p)
-    except results.ResultsError as exc:
+    except reader.ResultsError as exc:
         assert "\n" not in str(exc)
 
 

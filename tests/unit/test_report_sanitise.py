@@ -15,7 +15,8 @@ import tests.unit.hypothesis_profile  # noqa: F401  (the project's profile: dera
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from analysis import report, report_appendix, report_html, report_summary, results, sanitise
+from analysis import report, report_appendix, report_html, report_summary, sanitise
+from analysis.load import points
 from analysis.report_text import table
 from tests.unit.test_analysis_errors import SIZES, rec, write_jsonl
 
@@ -85,7 +86,7 @@ def test_a_transport_with_a_newline_and_pipes_leaves_the_table_whole():
 def frame_of(transport, collective, dtype):
     recs = [rec(p, s, transport=transport, collective=collective, dtype=dtype, run_id=transport)
             for p in (1, 2) for s in SIZES[:4]]
-    return results.frame(recs), results.frame(recs, all_status=True)
+    return points.frame(recs), points.frame(recs, all_status=True)
 
 
 @settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow])

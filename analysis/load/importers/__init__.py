@@ -5,7 +5,7 @@ file's content (never from its name); :func:`read` runs it.  Each importer
 module has ``sniff(lines) -> bool`` and ``parse(lines, path, given) ->
 Parsed`` (text logs), or ``sniff_json``/``parse_json`` (JSON outputs).
 Every record comes from :func:`facts.record.new` through
-:func:`analysis.importers.common.build` (see there for the fields an import
+:func:`analysis.load.importers.common.build` (see there for the fields an import
 adds), so the analysis reads them like the harness's own.
 
 Order matters only where formats could look alike: JSON outputs first (a
@@ -18,8 +18,8 @@ from __future__ import annotations
 import json
 from typing import Callable, Optional, Tuple
 
-from analysis.importers import common, hccl_demo, imb, nccl_json, nccl_tests, osu
-from analysis.importers.common import Bad, Given, Parsed
+from analysis.load.importers import common, hccl_demo, imb, nccl_json, nccl_tests, osu
+from analysis.load.importers.common import Bad, Given, Parsed
 
 __all__ = ["detect", "read", "Given", "Parsed", "Bad", "TOOLS", "EXTRA_FIELDS"]
 

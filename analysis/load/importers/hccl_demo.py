@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 from typing import List, Optional, Tuple
 
-from analysis.importers.common import Bad, Given, Line, Parsed, bandwidths, build, dtype_name, itemsize, join, \
+from analysis.load.importers.common import Bad, Given, Line, Parsed, bandwidths, build, dtype_name, itemsize, join, \
     number, ranks_from_command, whole
 from facts import spec as specs
 

@@ -21,8 +21,8 @@ import re
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
-from analysis.importers.common import Bad, Given, Parsed, build, dtype_name, hosts_field, join, number
-from analysis.importers.nccl_tests import COLLECTIVES
+from analysis.load.importers.common import Bad, Given, Parsed, build, dtype_name, hosts_field, join, number
+from analysis.load.importers.nccl_tests import COLLECTIVES
 from facts import spec as specs
 
 __all__ = ["sniff_json", "parse_json"]

@@ -26,7 +26,7 @@ import re
 from datetime import datetime, timezone
 from typing import Dict, List, Optional
 
-from analysis.importers.common import Bad, Given, Line, Parsed, bandwidths, build, dtype_name, itemsize, join, \
+from analysis.load.importers.common import Bad, Given, Line, Parsed, bandwidths, build, dtype_name, itemsize, join, \
     number, whole
 from facts import spec as specs
 

@@ -1,7 +1,7 @@
 """``collectives.replicate`` records (JSON Lines or CSV) -> dicts and a DataFrame of their own.
 
 Replicate records are training steps, not points of a size sweep, so
-:func:`analysis.results.frame` leaves them out and they load here: one row
+:func:`analysis.load.points.frame` leaves them out and they load here: one row
 per (run, model, batch, ranks) with every summary field; in JSON Lines the
 nested fields (spreads, the bucket timeline, the per-round step times) come
 back as lists and dicts (CSV holds only the summary columns).
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Dict, Iterable, List, Optional, Sequence, Union
 
-from analysis import results
+from analysis.load import points, reader
 
 __all__ = ["records", "frame", "load", "decode", "NESTED"]
 
@@ -38,8 +38,8 @@ def records(paths: Union[str, Iterable[str]], strict: bool = False, warn=None,
     """The replicate records of ``paths`` (status ok unless ``measured_only`` is False), nested fields decoded."""
     if isinstance(paths, str) or hasattr(paths, "__fspath__"):
         paths = [paths]
-    every = results.read_records(list(paths), strict, warn)
-    reps = results.split_replicate(every)[1]
+    every = reader.read_records(list(paths), strict, warn)
+    reps = points.split_replicate(every)[1]
     return [decode(dict(r)) for r in reps if not measured_only or r.get("status") == "ok"]
 
 

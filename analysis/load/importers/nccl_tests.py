@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from analysis.importers.common import (Bad, Given, Line, Parsed, build, dtype_name, hosts_field, itemsize, join,
+from analysis.load.importers.common import (Bad, Given, Line, Parsed, build, dtype_name, hosts_field, itemsize, join,
                                        number, ranks_from_command, whole)
 from facts import spec as specs
 

@@ -1,0 +1,75 @@
+"""Records -> the points frame: one tidy pandas row per measured point of a size sweep.
+
+One row per measured point: run id, transport, collective, nranks, nhosts,
+size, dtype, op, placement, times, bandwidths, and ``kind`` (``measured``
+or ``modelled``).  Only rows that hold a time (status ``ok`` or ``wrong``)
+are kept unless ``all_status=True``; unsupported and timed-out rows stay
+available for the report's notes.  Every column of :data:`facts.record.FIELDS`
+is present.  Replication's training-step records are not points: they load
+with :mod:`analysis.load.replicate_runs`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, List, Optional, Tuple, Union
+
+from analysis.load import reader
+from facts import record
+
+__all__ = ["load", "frame", "placement", "split_replicate"]
+
+
+def placement(rec: dict) -> str:
+    """out-of-place / in-place, or down / up for weight streaming."""
+    if rec.get("phase"):
+        return str(rec["phase"])
+    return "in-place" if rec.get("in_place") else "out-of-place"
+
+
+def split_replicate(records: List[dict]) -> Tuple[List[dict], List[dict]]:
+    """(collective points, replicate training-step records): the latter are not points of a size sweep
+    and load with :func:`analysis.load.replicate_runs.load`."""
+    points = [r for r in records if r.get("collective") != reader.REPLICATE]
+    return points, [r for r in records if r.get("collective") == reader.REPLICATE]
+
+
+def frame(records: List[dict], all_status: bool = False):
+    """The DataFrame of :func:`read_records`' records; measured points only unless ``all_status``.
+
+    Replicate records (training steps, not collective points) are left out: see
+    :mod:`analysis.load.replicate_runs`."""
+    import numpy as np
+    import pandas as pd
+
+    records = split_replicate(records)[0]
+    df = pd.DataFrame.from_records(records)
+    for col in record.FIELDS:  # every record the project writes has them all: code may rely on them
+        if col not in df:
+            df[col] = None
+    df["kind"] = [k if isinstance(k, str) else "measured" for k in df["kind"]]
+    df["placement"] = [placement(r) for r in records]
+    for col in reader.NUMERIC:
+        if col in df:
+            try:
+                df[col] = pd.to_numeric(df[col], errors="coerce")
+            except OverflowError:  # an integer beyond any float (10**400)
+                df[col] = pd.Series([reader.as_float(v) for v in df[col]], index=df.index, dtype=float)
+            df[col] = df[col].replace([np.inf, -np.inf], np.nan)
+    # Text or None, so that any column can be grouped and sorted; True, False or None for yes/no.
+    for cols, keep in ((reader.TEXT, lambda v: str(v) if isinstance(v, (str, int, float)) and v == v else None),
+                       (reader.BOOLEAN, lambda v: v if isinstance(v, bool) else None)):
+        for col in cols:
+            if col in df:
+                df[col] = pd.Series([keep(v) for v in df[col]], index=df.index, dtype=object)
+    if not all_status:
+        df = df[df["status"].isin(reader.MEASURED)].reset_index(drop=True)
+    return df
+
+
+def load(paths: Union[str, Path, Iterable[Union[str, Path]]], all_status: bool = False, strict: bool = False,
+         warn: Optional[reader.Warn] = None):
+    """A DataFrame of the records in ``paths``; measured points only unless ``all_status``."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    return frame(reader.read_records(list(paths), strict, warn), all_status)
