@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from facts import architectures as arch
 from facts import workloads as W
 
 # The published parameter counts (docs/reference.md, "Workloads", with their sources).
@@ -75,12 +76,12 @@ def test_genslm_neox_formula():
         count = n_layer * (4 * h * h + 2 * h * inter + 9 * h + inter) + 2 * 69 * h + 2 * h
         assert count == W.get(name).params == REFERENCE[name]
     # The committed JSONs' hidden sizes 1840 and 8196 do not give the named counts.
-    assert sum(n for _, n in W._neox_layers(1840, 12, 2048).layers) == 253_429_376
-    assert sum(n for _, n in W._neox_layers(8196, 64, 8000).layers) == 25_595_734_832
+    assert sum(n for _, n in arch.neox_layers(1840, 12, 2048).layers) == 253_429_376
+    assert sum(n for _, n in arch.neox_layers(8196, 64, 8000).layers) == 25_595_734_832
 
 
 def test_gpt2_formula():
-    for name, (h, n_layer, _, _) in W._GPT2.items():
+    for name, (h, n_layer, _, _) in arch.GPT2.items():
         assert W.get(name).params == n_layer * (12 * h * h + 13 * h) + (50257 + 1024 + 2) * h
 
 
@@ -210,10 +211,10 @@ def test_flops_positive(name):
 
 
 def test_transformer_flops_are_6_p_tokens():
-    for name in W._GPT2:
+    for name in arch.GPT2:
         w = W.get(name)
         assert w.flops_per_sample == 6 * w.params * 1024
-    for name in W._GENSLM:
+    for name in arch.GENSLM:
         w = W.get(name)
         assert w.flops_per_sample == 6 * w.params * 2048
     assert W.get("gpt2-small").flops_per_sample == 6 * 124_439_808 * 1024
@@ -406,12 +407,12 @@ def test_transformers_train_on_reduced_configs():
     torch.manual_seed(0)
     gpt = TM.GPT2LMHeadModel(64, 2, 4, vocab=100, ctx=32)
     assert [(n, p.numel()) for n, p in gpt.named_parameters()] == \
-        W._gpt2_layers(64, 2, vocab=100, ctx=32).layers
+        arch.gpt2_layers(64, 2, vocab=100, ctx=32).layers
     # Hidden 60 with 8 heads configured: attends with 6 heads, as genslm-250m/25b do.
-    heads = W._attention_heads(60, 8)
-    assert heads == 6 and W._attention_heads(1800, 16) == 15 and W._attention_heads(8096, 64) == 46
+    heads = arch.attention_heads(60, 8)
+    assert heads == 6 and arch.attention_heads(1800, 16) == 15 and arch.attention_heads(8096, 64) == 46
     neox = TM.GPTNeoXForCausalLM(60, 2, heads, 120, vocab=69)
-    assert [(n, p.numel()) for n, p in neox.named_parameters()] == W._neox_layers(60, 2, 120).layers
+    assert [(n, p.numel()) for n, p in neox.named_parameters()] == arch.neox_layers(60, 2, 120).layers
     for model, vocab in ((gpt, 100), (neox, 69)):
         logits = model(torch.randint(0, vocab, (2, 16)))
         assert tuple(logits.shape) == (2, 16, vocab)
