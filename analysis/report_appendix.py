@@ -20,7 +20,7 @@ from analysis.report_plots import short_compute
 from analysis.report_summary import per_size
 from analysis.report_text import details, fmt, human_size, table
 
-__all__ = ["appendix"]
+__all__ = ["appendix", "scaling_tables"]
 
 
 def _by_size(meas, fabric: Optional[str], chosen: Optional[Choices] = None) -> List[str]:
@@ -59,7 +59,7 @@ def _links(meas) -> List[str]:
                           fmt(r["large_algbw_gbs"]), fmt(r["fitted_ratio"], True)] for r in rows])
 
 
-def _scaling(scaling_rows: Dict[str, List[Dict]]) -> List[str]:
+def scaling_tables(scaling_rows: Dict[str, List[Dict]]) -> List[str]:
     md: List[str] = []
     computes: Dict[str, str] = {}
     for model, rows in scaling_rows.items():
@@ -110,7 +110,7 @@ def appendix(meas, allrec, accuracy: List[Dict], scaling_rows: Dict[str, List[Di
     md += details("Measured: time and bus bandwidth at every size, per series", _by_size(meas, fabric, chosen))
     md += details("How well a fit predicts sizes it did not see", _accuracy(accuracy))
     md += details("Point-to-point links (measured)", _links(meas))
-    md += details("Data-parallel scaling tables (MODELLED) behind the scaling plots", _scaling(scaling_rows))
+    md += details("Data-parallel scaling tables (MODELLED) behind the scaling plots", scaling_tables(scaling_rows))
     md += details("Fabric models (MODELLED, from published figures): every figure and its source", _fabric_sources())
     md += details("Runs: sweeps and rows without a time", _bookkeeping(allrec))
     return md

@@ -35,6 +35,7 @@ from ground.errors import StreamError, path_too_long
 __all__ = [
     "FIELDS",
     "SCHEMA",
+    "write_all",
     "Sink",
     "TableWriter",
     "JsonlWriter",
@@ -225,7 +226,7 @@ def append_line(file, line: str, header: Optional[str] = None) -> None:
         if header is not None and not end:  # empty, or a pipe/device (its writer passes it once)
             line = header + line
         try:
-            _write_all(file.fileno(), line.encode("utf-8"))
+            write_all(file.fileno(), line.encode("utf-8"))
         except OSError:
             _truncate(file, end or 0)
             raise
@@ -246,7 +247,7 @@ def _last_byte(file, end: int) -> Optional[bytes]:
             return None
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
     """Straight to the file (no buffer that could hold a half-written line after a failure)."""
     view = memoryview(data)
     while view:

@@ -35,7 +35,7 @@ from typing import Callable, List, Optional, Tuple, Type
 __all__ = ["UsageError", "StreamError", "run_main", "one_line", "say", "tell", "guard_stdio", "stdout_closed",
            "flush_stdio", "refuse_closed_stdout", "require_stdout", "silence_stderr", "path_too_long", "length_checked",
            "check_path_length", "shorten", "EXIT_OK", "EXIT_WRONG", "EXIT_USAGE", "EXIT_ERROR", "EXIT_TIMEOUT",
-           "EXIT_INTERRUPTED"]
+           "EXIT_INTERRUPTED", "GuardedStdout", "GuardedStderr", "silence_fd"]
 
 EXIT_OK = 0
 EXIT_WRONG = 1  # a result was wrong
@@ -77,7 +77,7 @@ def tell(line: str) -> None:
         stream.write(line + "\n")
         stream.flush()
     except (OSError, ValueError):
-        _silence(2)
+        silence_fd(2)
 
 
 def run_main(prog: str, body: Callable[[], int], expected: Tuple[Type[BaseException], ...] = (),
@@ -134,15 +134,15 @@ def silence_stderr() -> None:
             sys.stderr.flush()
     except (OSError, ValueError):
         pass
-    _silence(2)
+    silence_fd(2)
 
 
 def _silence_stdout() -> None:
     """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
-    _silence(1)
+    silence_fd(1)
 
 
-def _silence(fd: int) -> None:
+def silence_fd(fd: int) -> None:
     """Point ``fd`` (1 or 2) at /dev/null, as the Python docs advise after a broken pipe: what is
     still buffered, and the interpreter's final flush, then go nowhere instead of failing again."""
     try:
@@ -174,7 +174,7 @@ def _plug_closed_fds() -> List[int]:
     return closed
 
 
-class _Stdout:
+class GuardedStdout:
     """sys.stdout for a command line: a write that fails, or any write to a stdout that was closed
     when the process started, raises :class:`StreamError` (the first failure points fd 1 at
     /dev/null, so nothing fails twice at exit); flushing after a failure does nothing."""
@@ -206,7 +206,7 @@ class _Stdout:
 
     def _fail(self, exc):
         self.failed = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        _silence(1)
+        silence_fd(1)
         raise StreamError(f"cannot write stdout: {self.failed}", reason=self.failed) from None
 
     def isatty(self):
@@ -224,7 +224,7 @@ def _no_fileno():
     raise io.UnsupportedOperation("stdout is closed")
 
 
-class _Stderr:
+class GuardedStderr:
     """sys.stderr for a command line: closed or broken, it goes quiet (never raises)."""
 
     name = "<stderr>"
@@ -238,7 +238,7 @@ class _Stderr:
                 return self._stream.write(text)
             except (OSError, ValueError):
                 self._stream = None
-                _silence(2)
+                silence_fd(2)
         return len(text)
 
     def writelines(self, lines):
@@ -251,7 +251,7 @@ class _Stderr:
                 self._stream.flush()
             except (OSError, ValueError):
                 self._stream = None
-                _silence(2)
+                silence_fd(2)
 
     def isatty(self):
         return self._stream is not None and self._stream.isatty()
@@ -268,15 +268,15 @@ def guard_stdio() -> Callable[[], None]:
     are wrapped: a stream a caller put in their place (a test's capture) is left alone."""
     _plug_closed_fds()
     saved = (sys.stdout, sys.stderr)
-    if sys.stdout is None or (sys.stdout is sys.__stdout__ and not isinstance(sys.stdout, _Stdout)):
-        sys.stdout = _Stdout(sys.stdout)
-    if sys.stderr is None or (sys.stderr is sys.__stderr__ and not isinstance(sys.stderr, _Stderr)):
-        sys.stderr = _Stderr(sys.stderr)
+    if sys.stdout is None or (sys.stdout is sys.__stdout__ and not isinstance(sys.stdout, GuardedStdout)):
+        sys.stdout = GuardedStdout(sys.stdout)
+    if sys.stderr is None or (sys.stderr is sys.__stderr__ and not isinstance(sys.stderr, GuardedStderr)):
+        sys.stderr = GuardedStderr(sys.stderr)
 
     def restore() -> None:
-        if isinstance(sys.stdout, _Stdout) and sys.stdout is not saved[0]:
+        if isinstance(sys.stdout, GuardedStdout) and sys.stdout is not saved[0]:
             sys.stdout = saved[0]
-        if isinstance(sys.stderr, _Stderr) and sys.stderr is not saved[1]:
+        if isinstance(sys.stderr, GuardedStderr) and sys.stderr is not saved[1]:
             sys.stderr = saved[1]
     return restore
 
@@ -284,7 +284,7 @@ def guard_stdio() -> Callable[[], None]:
 def stdout_closed() -> bool:
     """True when this process's stdout was closed when it started (``>&-``)."""
     out = sys.stdout
-    return out is None or (isinstance(out, _Stdout) and out._stream is None)
+    return out is None or (isinstance(out, GuardedStdout) and out._stream is None)
 
 
 def _closed_message(what: str) -> str:

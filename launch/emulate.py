@@ -52,7 +52,7 @@ from ground import errors
 from launch import checks, netns, reaper
 from launch.netns import IFACE, EmulationError, Topology
 
-__all__ = ["main", "mpirun_args", "torchrun_args", "rank_env", "EmulationError"]
+__all__ = ["main", "mpirun_args", "torchrun_args", "rank_env", "EmulationError", "hydra_version", "launch_command"]
 
 # Hydra options that place ranks: the emulation owns them.
 _OWNED = {"-hosts", "-host", "-f", "-hostfile", "-machinefile", "-launcher", "-launcher-exec", "-iface",
@@ -184,7 +184,7 @@ def rank_env(topo: Topology, base: Optional[dict] = None, say=None) -> dict:
     return env
 
 
-def _hydra_version(mpirun: str) -> str:
+def hydra_version(mpirun: str) -> str:
     try:
         res = subprocess.run([mpirun, "--version"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -290,7 +290,7 @@ def prepare(command: Sequence[str], hosts: int, rate: Optional[str] = None, ppn:
         if not shutil.which(command[0]):
             # 'mpirun' without the venv on PATH: the one installed with collscale.
             command = [_find_mpirun(), *command[1:]]
-        _hydra_version(command[0])
+        hydra_version(command[0])
         mpirun_args(command, topo, ppn, "-")  # refuse bad arguments before building anything
     else:
         torchrun_args(command, topo, 0, ppn)
@@ -301,10 +301,10 @@ def run(command: Sequence[str], hosts: int, rate: Optional[str] = None, ppn: Opt
         timeout: Optional[float] = None, say=print) -> int:
     """Create the hosts, run ``command`` across them, tear down; returns its exit status."""
     command, mode, topo = prepare(command, hosts, rate, ppn, timeout)
-    return _launch(command, mode, topo, ppn, timeout, say)
+    return launch_command(command, mode, topo, ppn, timeout, say)
 
 
-def _launch(command: List[str], mode: str, topo: Topology, ppn: Optional[int], timeout: Optional[float],
+def launch_command(command: List[str], mode: str, topo: Topology, ppn: Optional[int], timeout: Optional[float],
             say) -> int:
     stale = netns.sweep_stale()
     if stale:

@@ -33,6 +33,7 @@ __all__ = [
     "probe",
     "known",
     "available",
+    "description",
     "create",
     "resolve",
     "describe_all",
@@ -129,6 +130,12 @@ def available() -> Dict[str, Optional[str]]:
 def _order(name: str):
     listed = list(_CATALOG) + list(NO_PUBLIC_API)
     return (listed.index(name) if name in listed else len(listed), name)
+
+
+def description(name: str) -> str:
+    """What the catalogue says transport ``name`` is ('' for a name it lacks)."""
+    entry = _CATALOG.get(name)
+    return entry.description if entry else _DESCRIPTIONS.get(name, "") or ""
 
 
 def describe_all():

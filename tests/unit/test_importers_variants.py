@@ -289,4 +289,4 @@ def test_amd_fabrics_name_their_topology_and_sources():
 def test_torch_nccl_backend_on_rocm_is_named_rccl():
     import transports
 
-    assert "RCCL" in transports._CATALOG["nccl"].description
+    assert "RCCL" in transports.description("nccl")

@@ -144,8 +144,8 @@ def no_emulation(monkeypatch):
     started = []
     monkeypatch.setattr(netns, "requirements_missing", lambda: None)
     monkeypatch.setattr(netns, "sweep_stale", lambda: [])
-    monkeypatch.setattr(emulate, "_hydra_version", lambda mpirun: "HYDRA")
-    monkeypatch.setattr(emulate, "_launch", lambda *a, **kw: started.append(a) or 0)
+    monkeypatch.setattr(emulate, "hydra_version", lambda mpirun: "HYDRA")
+    monkeypatch.setattr(emulate, "launch_command", lambda *a, **kw: started.append(a) or 0)
     return started
 
 
@@ -178,7 +178,7 @@ def test_emulate_passes_checked_numbers(no_emulation):
 
 
 def test_an_emulate_bug_is_exit_3(no_emulation, monkeypatch, capsys):
-    monkeypatch.setattr(emulate, "_launch", lambda *a, **kw: {}["missing"])
+    monkeypatch.setattr(emulate, "launch_command", lambda *a, **kw: {}["missing"])
     assert emulate.main(["--hosts", "2", "--", "mpirun", "-n", "2", "x"]) == 3
     err = capsys.readouterr().err
     assert err == "collscale emulate: error: KeyError: 'missing' (set COLLSCALE_DEBUG=1 for the traceback)\n"

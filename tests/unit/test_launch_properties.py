@@ -139,8 +139,8 @@ def nothing_launched():
         mp.setattr(subprocess, "Popen", refuse)
         mp.setattr(netns, "requirements_missing", lambda: None)
         mp.setattr(netns, "sweep_stale", lambda: [])
-        mp.setattr(emulate, "_hydra_version", lambda mpirun: "HYDRA")
-        mp.setattr(emulate, "_launch", lambda *a, **kw: 0)
+        mp.setattr(emulate, "hydra_version", lambda mpirun: "HYDRA")
+        mp.setattr(emulate, "launch_command", lambda *a, **kw: 0)
         yield
 
 

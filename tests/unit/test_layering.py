@@ -282,13 +282,36 @@ def test_the_reach_in_walk_sees_one():
     assert sorted(f"{n.value.id}.{n.attr}" for n in _reach_ins(tree, bound)) == ["E._x", "fit._rows"]
 
 
+def _private_setattrs(tree: ast.AST, bound: Dict[str, str]) -> List[ast.Call]:
+    """``monkeypatch.setattr(module, "_name", ...)`` (or ``setattr``): a test replacing a private."""
+    out = []
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and len(node.args) >= 2 and isinstance(node.args[0], ast.Name)
+                and node.args[0].id in bound and isinstance(node.args[1], ast.Constant)
+                and isinstance(node.args[1].value, str) and node.args[1].value.startswith("_")
+                and not node.args[1].value.startswith("__")
+                and (getattr(node.func, "attr", None) or getattr(node.func, "id", None)) == "setattr"):
+            out.append(node)
+    return out
+
+
+def test_the_setattr_walk_sees_one():
+    tree = ast.parse('from analysis import fit\nmonkeypatch.setattr(fit, "_rows", 1)\nsetattr(fit, "rows", 1)\n')
+    bound = _module_names(ROOT / "tests" / "unit" / "t.py", tree)
+    assert [n.args[1].value for n in _private_setattrs(tree, bound)] == ["_rows"]
+
+
 def test_no_module_reaches_into_another_modules_privates():
+    # The packages, the benchmarks and the tests alike: a test uses what a module offers.
     offenders = []
     for path in sorted(ROOT.rglob("*.py")):
-        if path.relative_to(ROOT).parts[0] in PACKAGES + ("benchmarks",):
+        if path.relative_to(ROOT).parts[0] in PACKAGES + ("benchmarks", "tests"):
             tree = ast.parse(path.read_text(), str(path))
+            bound = _module_names(path, tree)
             offenders += [f"{path.relative_to(ROOT)}:{n.lineno}: {n.value.id}.{n.attr}"
-                          for n in _reach_ins(tree, _module_names(path, tree))]
+                          for n in _reach_ins(tree, bound)]
+            offenders += [f"{path.relative_to(ROOT)}:{n.lineno}: setattr({n.args[0].id}, {n.args[1].value!r})"
+                          for n in _private_setattrs(tree, bound)]
     assert offenders == []
 
 

@@ -104,6 +104,6 @@ def test_no_compute_column_cut_off(tmp_path):
     rows = {"unet": [{"devices": 8, "network": "n", "batch": 32, "step_ms": 1.0, "exposed_ms": 0.1,
                       "efficiency": 0.9, "note": "", "compute": "72 GFLOP/sample at 312 TFLOP/s x 35% utilisation "
                       "(NVIDIA A100 SXM: 312 TFLOP/s dense FP16/BF16, a long source text that the old table cut)"}]}
-    md = "\n".join(report_appendix._scaling(rows))
+    md = "\n".join(report_appendix.scaling_tables(rows))
     assert "| 312 TFLOP/s x 35% utilisation |" in md
     assert "a long source text that the old table cut)" in md

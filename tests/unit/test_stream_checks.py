@@ -152,7 +152,7 @@ def test_a_file_whose_first_row_does_not_fit_is_removed(tmp_path, monkeypatch):
 
     def full(fd, data):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    monkeypatch.setattr(output, "_write_all", full)
+    monkeypatch.setattr(output, "write_all", full)
     with pytest.raises(errors.StreamError, match="after 0 rows were written to it: No space left on device"):
         sink.record({"schema": "collscale.row/1"})
     sink.close()
@@ -163,12 +163,12 @@ def test_a_file_keeps_its_whole_rows_when_a_later_one_does_not_fit(tmp_path, mon
     path = tmp_path / "r.jsonl"
     sink = output.JsonlWriter(str(path))
     sink.record({"schema": "collscale.row/1", "n": 1})
-    real = output._write_all
+    real = output.write_all
 
     def half(fd, data):
         real(fd, data[:5])
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    monkeypatch.setattr(output, "_write_all", half)
+    monkeypatch.setattr(output, "write_all", half)
     with pytest.raises(errors.StreamError) as exc:
         sink.record({"schema": "collscale.row/1", "n": 2})
     sink.close()
@@ -178,15 +178,15 @@ def test_a_file_keeps_its_whole_rows_when_a_later_one_does_not_fit(tmp_path, mon
 
 def test_the_stdout_wrapper_fails_once_then_stays_quiet(monkeypatch):
     silenced = []
-    monkeypatch.setattr(errors, "_silence", silenced.append)
-    out = errors._Stdout(_Broken())
+    monkeypatch.setattr(errors, "silence_fd", silenced.append)
+    out = errors.GuardedStdout(_Broken())
     with pytest.raises(errors.StreamError, match="^cannot write stdout: Broken pipe$"):
         out.write("x")
     assert silenced == [1]
     out.flush()  # nothing raised at exit
     with pytest.raises(errors.StreamError):
         out.write("y")
-    closed = errors._Stdout(None)
+    closed = errors.GuardedStdout(None)
     with pytest.raises(errors.StreamError, match="stdout is closed"):
         print("x", file=closed)
     assert not closed.isatty()
@@ -196,8 +196,8 @@ def test_the_stdout_wrapper_fails_once_then_stays_quiet(monkeypatch):
 
 def test_the_stderr_wrapper_and_tell_never_raise(monkeypatch):
     silenced = []
-    monkeypatch.setattr(errors, "_silence", silenced.append)
-    err = errors._Stderr(_Broken())
+    monkeypatch.setattr(errors, "silence_fd", silenced.append)
+    err = errors.GuardedStderr(_Broken())
     err.write("lost\n")
     err.flush()
     assert silenced == [2]
@@ -217,7 +217,7 @@ def test_run_main_stream_errors_are_2_before_the_first_row_3_after(capsys, rows,
 
 
 def test_refuse_closed_stdout(monkeypatch):
-    monkeypatch.setattr("sys.stdout", errors._Stdout(None))
+    monkeypatch.setattr("sys.stdout", errors.GuardedStdout(None))
     assert errors.stdout_closed()
     with pytest.raises(errors.StreamError, match="stdout is closed: nowhere to print the results"):
         errors.refuse_closed_stdout()
@@ -235,6 +235,6 @@ def test_refuse_closed_stdout(monkeypatch):
 
         def bcast(self, obj, root=0):
             return True
-    monkeypatch.setattr("sys.stdout", errors._Stdout(io.StringIO()))
+    monkeypatch.setattr("sys.stdout", errors.GuardedStdout(io.StringIO()))
     with pytest.raises(ValueError, match="nowhere to print the table"):
         errors.require_stdout(Rank1(), ValueError)
