@@ -12,10 +12,10 @@ From each record of the interleaved rounds (N > 1):
   bucket is ready), summed, over the network model's time for them;
   overlap = comm x the model's time over the in-step time of the buckets
   that ran wholly inside it, summed; both only with a network model, and
-  only from buckets of at least MIN_COMM_S (10 ms) by it (else they stay
+  only from buckets of at least ev.MIN_COMM_S (10 ms) by it (else they stay
   assumed);
 - interference: where a record's ranks fill its host's cores (CPU), the
-  estimate 1 (:func:`record_estimates`); else the one value, in [0, 20],
+  estimate 1 (:func:`analysis.step_evidence.record_estimates`); else the one value, in [0, 20],
   that minimises the squared relative error of the predicted DDP step over
   the records, the other terms fixed (without a network model, each
   record's buckets take the time they took inside its step);
@@ -28,7 +28,7 @@ From each record of the interleaved rounds (N > 1):
 
 The network model (``allreduce(bytes, n)`` seconds) is either one given for
 every record (a microbenchmark fit: ``network="sweep"``) or each record's
-own comm-only phase (``network="job"``, :func:`job_network`: the gradient
+own comm-only phase (``network="job"``, :func:`analysis.step_evidence.job_network`: the gradient
 allreduce timed alone, bucket by bucket, in the same job's rounds), which
 removes the drift between a separate sweep and the job, as
 the alone phase does for compute.
@@ -50,237 +50,42 @@ so the model predicted contributes nothing to its own prediction).
 from __future__ import annotations
 
 import statistics
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from analysis.step_model import (ASSUMED, CALIBRATED, ESTIMATED, MEASURED, TERM_NAMES, Compute, Phases,
-                                 Prediction, Term, Terms, buckets_with_readiness, even_readiness,
-                                 interference_estimate, oversubscription_estimate, predict, skew_estimate)
+from analysis import step_evidence as ev
+from analysis.step_model import (ASSUMED, CALIBRATED, ESTIMATED, MEASURED, TERM_NAMES, Compute, Prediction, Term,
+                                 Terms, predict)
 
-__all__ = ["phases_of", "record_estimates", "with_estimates", "measured_shares", "instep_comm",
-           "model_buckets", "record_buckets", "copies_per_byte", "fit_terms", "job_network", "NETWORKS",
-           "MIN_COMM_S", "predict_record", "evaluate", "predicted_parts", "measured_parts", "carrier",
+__all__ = ["fit_terms", "NETWORKS", "predict_record", "evaluate", "predicted_parts", "carrier",
            "compute_from_records", "curve_readiness", "terms_lines"]
 
-Allreduce = Callable[[float, int], float]
-Estimate = Callable[[str, Optional[int]], Dict[str, float]]
 NETWORKS = ("sweep", "job")
 
 
-def job_network(rec: Dict) -> Optional[Allreduce]:
-    """allreduce(bytes, n) from the record's comm-only phase: each bucket size's own median time, other
-    sizes by the phase's time per byte; None for records without that phase."""
-    total_ms = rec.get("comm_alone_ms")
-    own = rec.get("comm_alone_buckets") or []
-    sizes = [b["bytes"] for b in own or rec.get("bucket_timeline") or []]
-    if not isinstance(total_ms, (int, float)) or total_ms <= 0 or not sizes:
-        return None
-    per_byte = total_ms * 1e-3 / float(sum(sizes))
-    by_size: Dict[int, List[float]] = {}
-    for b in own:
-        by_size.setdefault(b["bytes"], []).append(b["ms"] * 1e-3)
-    med = {k: statistics.median(v) for k, v in by_size.items()}
-    return lambda b, n: med.get(b, b * per_byte)
-
-
-def _networks(recs: Sequence[Dict], allreduce: Optional[Allreduce], network: str) -> List[Optional[Allreduce]]:
+def _networks(recs: Sequence[Dict], allreduce: Optional[ev.Allreduce], network: str) -> List[Optional[ev.Allreduce]]:
     if network not in NETWORKS:
         raise ValueError(f"network {network!r}: one of {', '.join(NETWORKS)}")
     if network == "job":
-        return [job_network(r) or allreduce for r in recs]
+        return [ev.job_network(r) or allreduce for r in recs]
     return [allreduce for _ in recs]
 
 
-def _default_estimate(model: str, seq: Optional[int]) -> Dict[str, float]:
-    from analysis import ready_from_flops
-
-    return ready_from_flops.layer_ready_fractions(model, seq)
-
-
-def phases_of(rec: Dict) -> Phases:
-    """Rank 0 alone, from the record's median alone step (seconds)."""
-    return Phases(rec["alone_forward_ms"] * 1e-3, rec["alone_backward_ms"] * 1e-3,
-                  rec["alone_optimizer_ms"] * 1e-3)
-
-
-def measured_shares(rec: Dict) -> Optional[Tuple[float, ...]]:
-    """Each bucket's ready time as a share of the same step's backward computation, which ends when the
-    last bucket becomes ready (DDP's backward then waits for the allreduce), or None."""
-    tl = rec.get("bucket_timeline")
-    if not tl:
-        return None
-    end = max(b["ready_ms"] for b in tl)
-    if end <= 0:
-        return None
-    return tuple(min(1.0, max(0.0, b["ready_ms"] / end)) for b in tl)
-
-
-MIN_COMM_S = 0.01  # buckets the network model gives less time than this tell comm and overlap nothing
-
-
-def comm_samples(rec: Dict, allreduce: Allreduce) -> Tuple[Tuple[float, float], Tuple[float, float]]:
-    """((in-step, model) seconds summed over buckets that ran wholly after the backward computation,
-    (in-step, model) summed over those that ran wholly inside it), of buckets the network model gives at
-    least MIN_COMM_S: a shorter bucket's in-step time is mostly a fixed delay (the backend's thread
-    waking on a core that computes), which as a ratio would wrongly scale every bucket of another model
-    (docs/results/2026-12.md has the figures).  The record's wake delay, a term of its own, is taken off
-    the first bucket after the backward pass."""
-    tl = rec.get("bucket_timeline") or []
-    got = instep_comm(rec) or []
-    after, inside = [0.0, 0.0], [0.0, 0.0]
-    if not tl:
-        return (0.0, 0.0), (0.0, 0.0)
-    end = max(_ready(b) for b in tl)
-    wake = max(0.0, _wake_s(rec) or 0.0)
-    for b, dur in zip(tl, got):
-        nominal = allreduce(b["bytes"], int(rec["nranks"]))
-        start = b["done_ms"] - dur * 1e3
-        is_after = start >= end - 1e-9
-        if is_after:  # the first after the backward pass carries the wake delay, a term of its own
-            dur, wake = max(0.0, dur - wake), 0.0
-        if dur <= 0 or nominal < MIN_COMM_S:
-            continue
-        into = after if is_after else inside if b["done_ms"] <= end else None
-        if into is not None:
-            into[0] += dur
-            into[1] += nominal
-    return (after[0], after[1]), (inside[0], inside[1])
-
-
-def _ready(b: Dict) -> float:
-    """When every rank had the bucket ready (records before peers_ready_ms: this rank's time)."""
-    return max(b["ready_ms"], b.get("peers_ready_ms") or 0.0)
-
-
-def instep_comm(rec: Dict) -> Optional[List[float]]:
-    """Each bucket's own allreduce time inside the step (s): from the later of the moment every rank
-    had it ready and the previous bucket's end, to its done time."""
-    tl = rec.get("bucket_timeline")
-    if not tl:
-        return None
-    out, prev = [], float("-inf")
-    for b in tl:
-        start = max(_ready(b), prev)
-        out.append(max(0.0, b["done_ms"] - start) * 1e-3)
-        prev = b["done_ms"]
-    return out
-
-
-def _bytes_per_element(rec: Dict) -> int:
-    return 2 if rec.get("dtype") == "bfloat16" else 4
-
-
-def model_buckets(model: str, seq: Optional[int], bytes_per_element: int = 4,
-                  estimate: Optional[Estimate] = None) -> Tuple[List[Tuple[int, float]], str]:
-    """DDP's buckets of ``model`` with ready shares estimated from layer FLOPs, and how they are known
-    (``estimated``; ``assumed`` = spread evenly over bytes where the estimate cannot be made)."""
-    from facts import workloads
-
-    w = workloads.get(model)
-    try:
-        ready = (estimate or _default_estimate)(model, seq)
-        return buckets_with_readiness(w.layers, ready, bytes_per_element), ESTIMATED
-    except (ImportError, ValueError, RuntimeError):
-        sizes = workloads.gradient_buckets(w, bytes_per_element=bytes_per_element)
-        return list(zip(sizes, even_readiness(sizes))), ASSUMED
-
-
-def record_buckets(rec: Dict, terms: Terms, estimate: Optional[Estimate] = None) -> Tuple[List[Tuple[int, float]], str]:
-    """The buckets to predict ``rec`` with: the shares measured for its model when the terms hold them
-    (and the bucket count agrees), else the model's FLOPs estimate."""
-    buckets, how = model_buckets(rec["model"], rec.get("seq"), _bytes_per_element(rec), estimate)
-    shares = terms.readiness.get(rec["model"])
-    if shares and len(shares) == len(buckets):
-        return [(b, s) for (b, _), s in zip(buckets, shares)], MEASURED
-    return buckets, how
-
-
-def record_estimates(rec: Dict, nranks: Optional[int] = None) -> Dict[str, Term]:
-    """The terms a record's own one-rank measurements and host give (step_model's estimates): skew from
-    the spread of its alone steps (each step's own time where a phase was a group), interference 1 where
-    the ranks' threads fill the cores, sharing (both) as threads / cores - 1 where they oversubscribe
-    them; DDP's copies as its comm-only phase timed them and the wake delay as its wake probe did.
-    ``nranks``: the rank count to estimate for (a curve's), default the record's."""
-    out: Dict[str, Term] = {}
-    alone = []  # every alone step's own time where a phase was a group of steps, else each phase's
-    for x in rec.get("rounds") or []:
-        if isinstance(x.get("alone_each_ms"), list) and x["alone_each_ms"]:
-            alone += x["alone_each_ms"]
-        elif isinstance(x.get("alone_ms"), (int, float)):
-            alone.append(x["alone_ms"])
-    n = int(nranks or rec["nranks"])
-    skew = skew_estimate(alone, n)
-    if skew is not None:
-        out["skew"] = Term(skew, ESTIMATED, f"the spread of {len(alone)} alone steps (robust sigma over their "
-                           f"median) x the expected maximum of {n} normal draws")
-    wake = _wake_s(rec)
-    if wake is not None:
-        out["wake"] = Term(wake, MEASURED, f"the same job's wake probe: an allreduce right after compute "
-                           f"took {wake * 1e3:.2f} ms longer than back to back")
-    copies = copies_per_byte(rec)
-    if copies is not None:
-        out["copies"] = Term(copies, MEASURED, f"the same job's comm-only phase: DDP's copies of the gradients "
-                             f"into its buckets and back out, {rec['copy_alone_ms']:.1f} ms a step")
-    ranks_here = rec.get("ranks_per_host") or rec.get("nranks")
-    if nranks and int(ranks_here or 0) == int(rec["nranks"]):  # one host: a curve's N ranks all on it
-        ranks_here = n
-    over = oversubscription_estimate(rec.get("device"), rec.get("host_cores"), ranks_here, rec.get("threads"))
-    if over is not None:
-        why = (f"{ranks_here} ranks x {rec.get('threads')} threads on {rec.get('host_cores')} cores: "
-               "time-sliced, threads / cores - 1")
-        out["sharing"] = Term(over, ESTIMATED, why)
-        out["sharing_opt"] = Term(over, ESTIMATED, why)
-    inter = interference_estimate(rec.get("device"), rec.get("host_cores"), ranks_here, rec.get("threads"))
-    if inter is not None:
-        out["interference"] = Term(inter, ESTIMATED, f"{ranks_here} ranks x {rec.get('threads')} threads fill the "
-                                   f"host's {rec.get('host_cores')} cores: the backend's threads take their time "
-                                   "from compute")
-    return out
-
-
-def _wake_s(rec: Dict) -> Optional[float]:
-    """The record's wake probe delay (s), or None (no probe: an older record, or off the CPU)."""
-    ms = rec.get("wake_alone_ms")
-    return ms * 1e-3 if isinstance(ms, (int, float)) and ms == ms else None
-
-
-def copies_per_byte(rec: Dict) -> Optional[float]:
-    """DDP's copies into and out of its buckets, seconds per byte of gradients, from the record's comm-only
-    phase (None for records without one)."""
-    ms = rec.get("copy_alone_ms")
-    sizes = [b["bytes"] for b in rec.get("comm_alone_buckets") or rec.get("bucket_timeline") or []]
-    if not isinstance(ms, (int, float)) or not ms >= 0 or not sum(sizes):  # (not >= 0: NaN too)
-        return None
-    return ms * 1e-3 / float(sum(sizes))
-
-
-def with_estimates(rec: Dict, terms: Terms) -> Terms:
-    """``terms`` with the record's own estimates and measurements in place of skew, interference, copies
-    and wake, and of sharing on an oversubscribed host (see record_estimates)."""
-    return terms.with_(**record_estimates(rec))
-
-
-def predict_record(rec: Dict, terms: Terms, allreduce: Allreduce,
-                   estimate: Optional[Estimate] = None) -> Tuple[Prediction, str]:
+def predict_record(rec: Dict, terms: Terms, allreduce: ev.Allreduce,
+                   estimate: Optional[ev.Estimate] = None) -> Tuple[Prediction, str]:
     """The record's step predicted with ``terms``, its own estimates (skew, interference, copies, wake) in
     their place."""
-    buckets, how = record_buckets(rec, terms, estimate)
-    return predict(phases_of(rec), buckets, int(rec["nranks"]), allreduce, with_estimates(rec, terms)), how
+    buckets, how = ev.record_buckets(rec, terms, estimate)
+    return predict(ev.phases_of(rec), buckets, int(rec["nranks"]), allreduce, ev.with_estimates(rec, terms)), how
 
 
 def predicted_parts(rec: Dict, terms: Terms, pred: Prediction) -> Dict[str, float]:
     """The prediction's loss split as replicate measures it (ms): sharing = M' - A, skew = S' - M',
     exposed = D' - S' (M', S', D': predicted no-sync mean, slowest no-sync, DDP step)."""
-    ph = phases_of(rec)
-    terms = with_estimates(rec, terms)
+    ph = ev.phases_of(rec)
+    terms = ev.with_estimates(rec, terms)
     m = ((ph.forward + ph.backward) * (1 + terms.sharing.value) + ph.optimizer * (1 + terms.sharing_opt.value))
     s = m * (1 + terms.skew.value) if int(rec["nranks"]) > 1 else m
     return {"sharing": (m - ph.total) * 1e3, "skew": (s - m) * 1e3, "exposed": (pred.step_s - s) * 1e3}
-
-
-def measured_parts(rec: Dict) -> Dict[str, float]:
-    """The run's loss split (ms): sharing = M - A, skew = S - M, exposed = D - S."""
-    return {"sharing": rec["nosync_ms"] - rec["alone_ms"], "skew": rec["nosync_max_ms"] - rec["nosync_ms"],
-            "exposed": rec["ddp_ms"] - rec["nosync_max_ms"]}
 
 
 def carrier(measured: Dict[str, float], predicted: Dict[str, float]) -> str:
@@ -293,19 +98,8 @@ def _rel(pred: float, real: float) -> float:
     return pred / real - 1.0
 
 
-def _instep_network(rec: Dict) -> Allreduce:
-    """allreduce(bytes, n) as this record's buckets took inside its step: a bucket's own time by its size,
-    else the record's in-step time per byte (0 when it has no timeline)."""
-    got = instep_comm(rec) or []
-    tl = rec.get("bucket_timeline") or []
-    by_size = {b["bytes"]: t for b, t in zip(tl, got)}
-    total = sum(b["bytes"] for b in tl)
-    per_byte = sum(got) / total if total else 0.0
-    return lambda b, n: by_size.get(b, b * per_byte)
-
-
-def fit_terms(recs: Sequence[Dict], allreduce: Optional[Allreduce] = None,
-              estimate: Optional[Estimate] = None, network: str = "sweep") -> Terms:
+def fit_terms(recs: Sequence[Dict], allreduce: Optional[ev.Allreduce] = None,
+              estimate: Optional[ev.Estimate] = None, network: str = "sweep") -> Terms:
     """Terms calibrated on ``recs`` (replicate records with E(N), N > 1); see the module docstring."""
     recs = [r for r in recs if int(r["nranks"]) > 1]
     given = _networks(recs, allreduce, network)
@@ -330,7 +124,7 @@ def fit_terms(recs: Sequence[Dict], allreduce: Optional[Allreduce] = None,
                   skew=Term(skew, CALIBRATED, f"median slowest / mean no-sync step - 1 over {what}"))
     readiness: Dict[str, Tuple[float, ...]] = {}
     for model in sorted({r["model"] for r in recs}):
-        rows = [s for s in (measured_shares(r) for r in recs if r["model"] == model) if s]
+        rows = [s for s in (ev.measured_shares(r) for r in recs if r["model"] == model) if s]
         counts = {len(s) for s in rows}
         if rows and len(counts) == 1:
             readiness[model] = tuple(statistics.median(col) for col in zip(*rows))
@@ -338,15 +132,15 @@ def fit_terms(recs: Sequence[Dict], allreduce: Optional[Allreduce] = None,
     # Copies and wake are the runs' host and transport: for curves of the same (a network of the runs' own
     # transport), with no record of their own (a record's own measurement goes first).
     own_net = all(g is not None for g in given)
-    copies = [c for c in (copies_per_byte(r) for r in recs) if c is not None]
-    wakes = [w for w in (_wake_s(r) for r in recs) if w is not None]
+    copies = [c for c in (ev.copies_per_byte(r) for r in recs) if c is not None]
+    wakes = [w for w in (ev.wake_s(r) for r in recs) if w is not None]
     if copies and own_net:
         terms = terms.with_(copies=Term(statistics.median(copies), CALIBRATED, "median over the comm-only phases "
                                         f"of {what}: DDP's copies into and out of its buckets, per byte"))
     if wakes and own_net:
         terms = terms.with_(wake=Term(statistics.median(wakes), CALIBRATED, f"median over the wake probes of {what}"))
     if own_net:
-        samples = [comm_samples(r, g) for r, g in zip(recs, given)]
+        samples = [ev.comm_samples(r, g) for r, g in zip(recs, given)]
         after = [sum(a[0][i] for a in samples) for i in (0, 1)]
         inside = [sum(a[1][i] for a in samples) for i in (0, 1)]
         # Summed over buckets (weighted by their time), so that small buckets, whose in-step time is
@@ -355,18 +149,18 @@ def fit_terms(recs: Sequence[Dict], allreduce: Optional[Allreduce] = None,
             terms = terms.with_(comm=Term(after[0] / after[1], CALIBRATED, "in-step / network model time of the "
                                           f"buckets that ran after the backward pass, summed, {what}"))
         else:
-            terms = terms.with_(comm=Term(1.0, ASSUMED, f"{what} ran no bucket of {MIN_COMM_S * 1e3:.0f} ms or more "
+            terms = terms.with_(comm=Term(1.0, ASSUMED, f"{what} ran no bucket of {ev.MIN_COMM_S * 1e3:.0f} ms or more "
                                           "after the backward pass to fit it on: as fast as the network model"))
         if inside[0] == 0:
-            terms = terms.with_(overlap=Term(1.0, ASSUMED, f"{what} ran no bucket of {MIN_COMM_S * 1e3:.0f} ms or "
+            terms = terms.with_(overlap=Term(1.0, ASSUMED, f"{what} ran no bucket of {ev.MIN_COMM_S * 1e3:.0f} ms or "
                                              "more inside the backward pass to fit it on: full speed"))
         else:
             overlap = min(1.0, inside[1] * terms.comm.value / inside[0])
             terms = terms.with_(overlap=Term(overlap, CALIBRATED, "speed of the buckets that ran inside the "
                                              f"backward pass over the comm-scaled model, summed, {what}"))
     # Without a network model, each record's own in-step allreduce times stand in for one (comm = 1).
-    nets = [g or _instep_network(r) for r, g in zip(recs, given)]
-    estimated = [record_estimates(r).get("interference") for r in recs]
+    nets = [g or ev.instep_network(r) for r, g in zip(recs, given)]
+    estimated = [ev.record_estimates(r).get("interference") for r in recs]
     if all(estimated):  # every record's own host says it (predict_record uses each record's): nothing to fit
         return terms.with_(interference=Term(1.0, ESTIMATED, f"the hosts of {what} had no core to spare (CPU): "
                                              "the backend's threads took their time from compute"))
@@ -391,7 +185,7 @@ def _pooled(recs: Sequence[Dict], slow: Tuple[str, ...], base: Tuple[str, ...]) 
     return sum(r[k] for r in recs for k in slow) / total - 1.0 if total > 0 else 0.0
 
 
-def evaluate(recs: Sequence[Dict], allreduce: Allreduce, estimate: Optional[Estimate] = None,
+def evaluate(recs: Sequence[Dict], allreduce: ev.Allreduce, estimate: Optional[ev.Estimate] = None,
              network: str = "sweep") -> List[Dict]:
     """Per record: measured step and E(N); uncalibrated and leave-one-model-out calibrated predictions,
     with ``allreduce`` for every record (``network="sweep"``) or each record's comm-only phase where it
@@ -405,7 +199,7 @@ def evaluate(recs: Sequence[Dict], allreduce: Allreduce, estimate: Optional[Esti
                "batch": r.get("batch"), "nranks": int(r["nranks"]), "step_ms": r["ddp_ms"],
                "efficiency": real_e, "run_id": r.get("run_id")}
         unc, how = predict_record(r, Terms(), allreduce_r, estimate)
-        meas = measured_parts(r)
+        meas = ev.measured_parts(r)
         row["measured_parts_ms"] = meas
         row["uncal_carrier"] = carrier(meas, predicted_parts(r, Terms(), unc))
         row.update(uncal_step_ms=unc.step_s * 1e3, uncal_err=_rel(unc.step_s, real_step),
@@ -420,9 +214,9 @@ def evaluate(recs: Sequence[Dict], allreduce: Allreduce, estimate: Optional[Esti
             cal, how = predict_record(r, terms, allreduce_r, estimate)
             row.update(cal_step_ms=cal.step_s * 1e3, cal_err=_rel(cal.step_s, real_step), cal_eff=cal.efficiency,
                        cal_eff_pts=100 * (cal.efficiency - real_e), cal_ready=how,
-                       terms={n: getattr(with_estimates(r, terms), n).value for n in TERM_NAMES},
+                       terms={n: getattr(ev.with_estimates(r, terms), n).value for n in TERM_NAMES},
                        cal_carrier=carrier(meas, predicted_parts(r, terms, cal)))
-        got = instep_comm(r)
+        got = ev.instep_comm(r)
         row["instep_comm_ms"] = sum(got) * 1e3 if got else None
         out.append(row)
     return out
@@ -446,10 +240,10 @@ def compute_from_records(recs: Sequence[Dict], model: str):
 
 
 def curve_readiness(workload, grad_bytes: int, terms: Terms, seq: Optional[int] = None,
-                    estimate: Optional[Estimate] = None) -> Tuple[List[float], str]:
+                    estimate: Optional[ev.Estimate] = None) -> Tuple[List[float], str]:
     """Each DDP bucket's ready share for a scaling curve: measured (calibration records of this model,
     same bucket count), else estimated from layer FLOPs, else even over bytes (assumed)."""
-    buckets, how = model_buckets(workload.name, seq, grad_bytes, estimate)
+    buckets, how = ev.model_buckets(workload.name, seq, grad_bytes, estimate)
     shares = terms.readiness.get(workload.name)
     if shares and len(shares) == len(buckets):
         return list(shares), MEASURED

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from analysis import calibrate, scaling, step_model
+from analysis import calibrate, scaling, step_evidence, step_model
 from analysis.load import replicate_runs
 from facts import workloads
 from analysis.report_plots import save_with_legend
@@ -62,7 +62,7 @@ def _curves(model: str, recs: List[Dict], network: scaling.Network, all_recs: Li
         net = scaling.Network(f"{network.label}, {label}", network.kind, network.allreduce,
                               valid_up_to=network.valid_up_to, short=f"{network.short}, {label}")
         at = (terms if own is None else
-              (lambda n, t=terms: t.with_(**calibrate.record_estimates(own, n)) if n > 1 else t))
+              (lambda n, t=terms: t.with_(**step_evidence.record_estimates(own, n)) if n > 1 else t))
         rows += scaling.curve(w, batches, DEVICES, compute, net, 4, 1, False, True, at, ready)
     return rows
 

@@ -140,7 +140,7 @@ def _comm_alone(r) -> str:
 
 
 def report(out: Path, ranks) -> None:
-    from analysis import calibrate, fit, scaling
+    from analysis import calibrate, fit, scaling, step_evidence
     from analysis.load import points, replicate_runs
 
     verdicts = []
@@ -155,7 +155,7 @@ def report(out: Path, ranks) -> None:
         print(f"# {n} ranks{over}: gloo allreduce fit {fits[0].algorithm}, alpha {fits[0].alpha * 1e6:.0f} us, "
               f"beta {fits[0].beta / 1e9:.2f} GB/s; gradient allreduce alone in the jobs: "
               + ", ".join(_comm_alone(r) for r in recs if isinstance(r.get("comm_alone_ms"), (int, float))))
-        networks = ["job", "sweep"] if any(calibrate.job_network(r) for r in recs) else ["sweep"]
+        networks = ["job", "sweep"] if any(step_evidence.job_network(r) for r in recs) else ["sweep"]
         for network in networks:
             rows = calibrate.evaluate(recs, net.allreduce, network=network)
             print(f"# {NETWORK_LABEL[network]}")

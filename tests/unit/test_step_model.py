@@ -5,7 +5,7 @@ import statistics
 
 import pytest
 
-from analysis import calibrate
+from analysis import calibrate, step_evidence
 from facts import workloads
 from analysis.step_model import (ASSUMED, CALIBRATED, Phases, Term, Terms, buckets_with_readiness,
                                  even_readiness, predict)
@@ -203,7 +203,7 @@ def _record(model, terms, allreduce, alone=(0.1, 0.2, 0.05)):
     rec = {"model": model, "nranks": 2, "batch": 2, "seq": None, "dtype": "float32",
            "alone_forward_ms": ph.forward * 1e3, "alone_backward_ms": ph.backward * 1e3,
            "alone_optimizer_ms": ph.optimizer * 1e3, "alone_ms": ph.total * 1e3}
-    buckets, _ = calibrate.record_buckets(rec, terms, _estimate)
+    buckets, _ = step_evidence.record_buckets(rec, terms, _estimate)
     p = predict(ph, buckets, 2, allreduce, terms)
     fb, o = (ph.forward + ph.backward) * (1 + terms.sharing.value), ph.optimizer * (1 + terms.sharing_opt.value)
     m = fb + o
@@ -231,7 +231,7 @@ def _record(model, terms, allreduce, alone=(0.1, 0.2, 0.05)):
 def test_calibration_recovers_the_terms_that_made_the_records():
     truth = Terms(sharing=Term(0.08), sharing_opt=Term(0.3), skew=Term(0.03), interference=Term(0.7),
                   comm=Term(1.5), overlap=Term(0.4), copies=Term(2e-10))
-    allreduce = net(bw=2e8, lat=calibrate.MIN_COMM_S)  # every bucket long enough to fit comm and overlap on
+    allreduce = net(bw=2e8, lat=step_evidence.MIN_COMM_S)  # every bucket long enough to fit comm and overlap on
     recs = [_record(m, truth, allreduce, alone) for m, alone in
             (("unet", (0.4, 0.9, 0.1)), ("gpt2-small", (0.3, 0.6, 0.3)), ("braggnn", (0.002, 0.004, 0.001)))]
     got = calibrate.fit_terms(recs, allreduce, _estimate)
@@ -253,20 +253,20 @@ def test_the_job_network_stands_in_for_the_sweep():
     truth = Terms(sharing=Term(0.05), skew=Term(0.02), interference=Term(0.5))
     # A latency: a bucket's own time is not its share of the total by bytes (and, a third of it, every
     # bucket still long enough to fit comm and overlap on).
-    real = net(bw=2e8, lat=3 * calibrate.MIN_COMM_S)
+    real = net(bw=2e8, lat=3 * step_evidence.MIN_COMM_S)
     recs = [_record(m, truth, real, alone) for m, alone in
             (("unet", (0.4, 0.9, 0.1)), ("gpt2-small", (0.3, 0.6, 0.3)), ("braggnn", (0.002, 0.004, 0.001)))]
     for r in recs:
         sizes = [b["bytes"] for b in r["bucket_timeline"]]
         r["comm_alone_ms"] = sum(real(b, 2) for b in sizes) * 1e3
         r["comm_alone_buckets"] = [{"bytes": b, "ms": real(b, 2) * 1e3} for b in sizes]
-        got = calibrate.job_network(r)
+        got = step_evidence.job_network(r)
         assert [got(b, 2) for b in sizes] == pytest.approx([real(b, 2) for b in sizes])
         if len(sizes) > 1:
             by_bytes = r["comm_alone_ms"] * 1e-3 * min(sizes) / sum(sizes)
             assert got(min(sizes), 2) != pytest.approx(by_bytes)
         assert got(12345, 2) == pytest.approx(12345 * r["comm_alone_ms"] * 1e-3 / sum(sizes))  # other sizes
-    fast = net(bw=6e8, lat=calibrate.MIN_COMM_S)  # a third of the real one
+    fast = net(bw=6e8, lat=step_evidence.MIN_COMM_S)  # a third of the real one
     job = calibrate.evaluate(recs, fast, _estimate, network="job")
     sweep = calibrate.evaluate(recs, fast, _estimate, network="sweep")
     assert {r["network"] for r in job} == {"job"} and {r["network"] for r in sweep} == {"sweep"}
@@ -277,7 +277,7 @@ def test_the_job_network_stands_in_for_the_sweep():
     assert sum(abs(r["uncal_err"]) for r in job) < sum(abs(r["uncal_err"]) for r in sweep)
     # Calibrated, either way the comm term absorbs a constant factor: both predict the held-out model.
     assert max(abs(r["cal_err"]) for r in job) < 0.01 and max(abs(r["cal_err"]) for r in sweep) < 0.01
-    assert calibrate.job_network({"comm_alone_ms": None}) is None
+    assert step_evidence.job_network({"comm_alone_ms": None}) is None
     with pytest.raises(ValueError, match="network"):
         calibrate.evaluate(recs, fast, _estimate, network="guess")
 
@@ -302,12 +302,12 @@ def test_skew_and_interference_estimated_from_one_rank_and_the_host():
     plain = calibrate.predict_record(rec, truth, allreduce, _estimate)[0]
     rec.update(rounds=[{"alone_ms": 1000 * x} for x in steps], host_cores=2, threads=1, ranks_per_host=2,
                device="cpu")
-    got = calibrate.record_estimates(rec)
+    got = step_evidence.record_estimates(rec)
     assert got["skew"].how == ESTIMATED and got["skew"].value == pytest.approx(skew_estimate(steps, 2))
     assert got["interference"].value == 1.0 and got["interference"].how == ESTIMATED
     # The record's estimates replace the terms' own, calibrated or not.
     with_est = calibrate.predict_record(rec, truth, allreduce, _estimate)[0]
-    by_hand = predict(calibrate.phases_of(rec), calibrate.record_buckets(rec, truth, _estimate)[0], 2, allreduce,
+    by_hand = predict(step_evidence.phases_of(rec), step_evidence.record_buckets(rec, truth, _estimate)[0], 2, allreduce,
                       truth.with_(skew=got["skew"], interference=got["interference"]))
     assert with_est.step_s == pytest.approx(by_hand.step_s) and with_est.step_s > plain.step_s
     # Calibrating on records whose hosts all give interference leaves it estimated, not fitted.
@@ -322,20 +322,20 @@ def test_comm_is_fitted_on_buckets_long_enough_to_say_it():
                                             {"bytes": 2, "ready_ms": 100.0, "done_ms": 108.0},
                                             {"bytes": 3, "ready_ms": 100.0, "done_ms": 160.0}]}
     model = {1: 0.040, 2: 0.002, 3: 0.050}  # seconds: the 2-byte bucket took 4x its time, by 6 ms
-    after, inside = calibrate.comm_samples(rec, lambda b, n: model[b])
+    after, inside = step_evidence.comm_samples(rec, lambda b, n: model[b])
     assert after == pytest.approx((0.052, 0.050)) and inside == pytest.approx((0.050, 0.040))
-    model[2] = calibrate.MIN_COMM_S  # long enough: it counts
-    assert calibrate.comm_samples(rec, lambda b, n: model[b])[0] == pytest.approx((0.060, 0.060))
+    model[2] = step_evidence.MIN_COMM_S  # long enough: it counts
+    assert step_evidence.comm_samples(rec, lambda b, n: model[b])[0] == pytest.approx((0.060, 0.060))
 
 
 def test_the_wake_delay_is_taken_off_the_first_bucket_after_the_backward_pass():
     rec = {"nranks": 2, "wake_alone_ms": 4.0,
            "bucket_timeline": [{"bytes": 1, "ready_ms": 100.0, "done_ms": 130.0},
                                {"bytes": 2, "ready_ms": 100.0, "done_ms": 160.0}]}
-    after, _ = calibrate.comm_samples(rec, lambda b, n: 0.030)
+    after, _ = step_evidence.comm_samples(rec, lambda b, n: 0.030)
     assert after == pytest.approx((0.026 + 0.030, 0.060))  # counted once, by its own term
     rec["wake_alone_ms"] = float("nan")
-    assert calibrate.comm_samples(rec, lambda b, n: 0.030)[0] == pytest.approx((0.060, 0.060))
+    assert step_evidence.comm_samples(rec, lambda b, n: 0.030)[0] == pytest.approx((0.060, 0.060))
 
 
 def test_curves_take_terms_per_rank_count():
@@ -361,18 +361,18 @@ def test_copies_come_from_the_records_own_comm_only_phase():
     plain = calibrate.predict_record(rec, Terms(), allreduce, _estimate)[0]
     grad = sum(b["bytes"] for b in rec["bucket_timeline"])
     rec["copy_alone_ms"] = 110.0
-    got = calibrate.record_estimates(rec)["copies"]
+    got = step_evidence.record_estimates(rec)["copies"]
     assert got.how == MEASURED and got.value == pytest.approx(0.110 / grad) and "110.0 ms" in got.source
     # Uncalibrated or not, the record's copies are in its prediction: half in the backward pass (which then
     # hides more of the allreduce), half after it.
     with_copies = calibrate.predict_record(rec, Terms(), allreduce, _estimate)[0]
     assert with_copies.backward_s == pytest.approx(plain.backward_s + 0.055)
     assert plain.step_s + 0.055 <= with_copies.step_s <= plain.step_s + 0.110 + 1e-9
-    assert calibrate.copies_per_byte({"copy_alone_ms": None, "bucket_timeline": rec["bucket_timeline"]}) is None
-    assert calibrate.copies_per_byte({"copy_alone_ms": 5.0}) is None  # no bucket sizes to divide by
+    assert step_evidence.copies_per_byte({"copy_alone_ms": None, "bucket_timeline": rec["bucket_timeline"]}) is None
+    assert step_evidence.copies_per_byte({"copy_alone_ms": 5.0}) is None  # no bucket sizes to divide by
     # The wake probe's delay: the record's own, exposed once a step.
     rec["wake_alone_ms"] = 3.0
-    wake = calibrate.record_estimates(rec)["wake"]
+    wake = step_evidence.record_estimates(rec)["wake"]
     assert wake.how == MEASURED and wake.value == pytest.approx(0.003) and "3.00 ms" in wake.source
     woken = calibrate.predict_record(rec, Terms(), allreduce, _estimate)[0]
     assert woken.exposed_s == pytest.approx(with_copies.exposed_s + 0.003)
@@ -380,7 +380,7 @@ def test_copies_come_from_the_records_own_comm_only_phase():
     # Without a network of the runs' transport (a fabric's curve), the runs' copies and wake are not its.
     other = calibrate.fit_terms([rec], None, _estimate)
     assert other.copies.how == ASSUMED and other.wake.how == ASSUMED
-    assert calibrate.copies_per_byte(dict(rec, copy_alone_ms=float("nan"))) is None
+    assert step_evidence.copies_per_byte(dict(rec, copy_alone_ms=float("nan"))) is None
 
 
 def test_sharing_is_pooled_so_a_model_weighs_by_its_time():
@@ -400,12 +400,12 @@ def test_an_oversubscribed_host_time_slices_its_cores():
     allreduce = net(bw=2e8)
     rec = dict(_record("unet", Terms(), allreduce, (0.4, 0.9, 0.1)), nranks=3, ranks_per_host=3, host_cores=2,
                threads=1, device="cpu")
-    got = calibrate.record_estimates(rec)
+    got = step_evidence.record_estimates(rec)
     assert got["sharing"].how == ESTIMATED and got["sharing"].value == pytest.approx(0.5)
     assert got["sharing_opt"].value == pytest.approx(0.5) and "time-sliced" in got["sharing"].source
     # A curve's N: all its ranks on the record's one host (2 ranks fill 2 cores: no time-slicing).
-    assert "sharing" not in calibrate.record_estimates(rec, 2)
-    assert calibrate.record_estimates(rec, 4)["sharing"].value == pytest.approx(1.0)
+    assert "sharing" not in step_evidence.record_estimates(rec, 2)
+    assert step_evidence.record_estimates(rec, 4)["sharing"].value == pytest.approx(1.0)
     # Replaces calibrated sharing in the record's prediction: the alone compute runs at 2/3 speed.
     slow = calibrate.predict_record(rec, Terms(sharing=Term(0.05)), allreduce, _estimate)[0]
     assert slow.compute_s > 1.4 * 1.4
