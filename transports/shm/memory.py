@@ -5,7 +5,8 @@ communicator, the control segment with every rank's flags), places buffers
 in this rank's own segments (``--buffer shared``) or stages ordinary ones
 (``--buffer host``), swaps descriptors so every rank maps its peers'
 buffers, and releases everything on close or before an abort.  The
-collectives built on it are :class:`transports.shm.transport.ShmTransport`.
+collectives built on it are :class:`transports.shm.reductions.ShmReductions` and
+:class:`transports.shm.transport.ShmTransport`.
 """
 
 from __future__ import annotations
