@@ -48,7 +48,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from ground import errors
-from analysis import cli_common, fit, model_share, physical, report_appendix, report_html, report_replicate, report_summary, sanitise, scaling
+from analysis import (cli_common, compare, fit, model_share, physical, report_appendix, report_html, report_replicate,
+                      report_summary, sanitise, scaling)
 from analysis.load import points, reader
 from facts import fabrics, percent_of_model, workloads
 from analysis.report_plots import REPORT_FABRICS, draw as _draw_plots, short_compute as _short_compute
@@ -206,7 +207,7 @@ _PHASES = ("reading results", "fitting", "scaling curves", "plots", "replication
 
 def build(paths: Sequence[str], outdir: str, measure_cpu: bool = False, strict: bool = False,
           warn: Optional[reader.Warn] = None, fabric: Optional[str] = None,
-          note: Optional[Callable[[str], None]] = None) -> Dict[str, Path]:
+          note: Optional[Callable[[str], None]] = None, baseline: Optional[str] = None) -> Dict[str, Path]:
     """Everything :func:`main` writes; returns the paths.
 
     The results are read first (``strict`` and ``warn`` as in
@@ -214,6 +215,7 @@ def build(paths: Sequence[str], outdir: str, measure_cpu: bool = False, strict: 
     its parents (an existing file there is a :class:`~analysis.cli_common.UsageError`).
     ``fabric``: a fabric's name, or ``auto``, to compare every measured series with
     (:mod:`facts.percent_of_model`); ``note`` receives each guess ``auto`` made (default: stderr).
+    ``baseline``: results to compare with, point by point (:func:`analysis.compare.section`).
     On a terminal, a progress bar on stderr names the phase (:mod:`ground.progress`).
     """
     fabric = percent_of_model.check_arg(fabric)
@@ -223,6 +225,8 @@ def build(paths: Sequence[str], outdir: str, measure_cpu: bool = False, strict: 
         out = cli_common.output_dir("-o", outdir)
         df = points.frame(records)
         allrec = points.frame(records, all_status=True)
+        base = points.frame(reader.read_records([baseline], strict, bar.say(warn or cli_common.warner(PROG)))
+                            ) if baseline else None
         meas = _measured(df)
         chosen, notes = model_share.choices(meas, fabric)  # each series' fabric, chosen once per report
         guesses = notes if fabric == percent_of_model.AUTO else []
@@ -249,6 +253,8 @@ def build(paths: Sequence[str], outdir: str, measure_cpu: bool = False, strict: 
         md += [f"![{p.stem}]({p.name})" for p in plots]
         if plot_notes:
             md += ["", "Left out of the plots:", ""] + [f"- {n}" for n in plot_notes]
+        if base is not None:
+            md += [""] + compare.section(base, df, baseline)
         md += [""] + _fits_section(model_fits) + _scaling_section(seed)
         if rep_md:
             md += rep_md + [""] + [f"![{p.stem}]({p.name})" for p in rep_plots] + [""]
@@ -275,12 +281,15 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     ap.add_argument("--measure-cpu", action="store_true",
                     help="for measured networks, time UNet's forward+backward on this CPU instead of "
                     "assuming A100-class compute")
+    ap.add_argument("--baseline", metavar="FILE", help="results to compare with, point by point (a section "
+                    "of NEW/BASE times with intervals; python -m analysis.compare judges them, exit 4)")
     cli_common.add_strict(ap)
     a = ap.parse_args(argv)
     cli_common.output_dir("-o", a.output, create=False)  # before the slow part
     if a.measure_cpu and importlib.util.find_spec("torch") is None:
         raise cli_common.UsageError("--measure-cpu needs torch (pip install torch)")
-    written = build(a.results, a.output, a.measure_cpu, a.strict, cli_common.warner(PROG), a.fabric)
+    written = build(a.results, a.output, a.measure_cpu, a.strict, cli_common.warner(PROG), a.fabric,
+                    baseline=a.baseline)
     print(f"wrote {len(written)} files to {a.output}/: " + ", ".join(sorted(written)))
     return 0
 

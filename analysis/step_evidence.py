@@ -15,8 +15,8 @@ from __future__ import annotations
 import statistics
 from typing import Callable, Dict, List, Optional, Tuple
 
-from analysis.step_model import (ASSUMED, ESTIMATED, MEASURED, Phases, Term, Terms, buckets_with_readiness, even_readiness,
-                                 interference_estimate, oversubscription_estimate, skew_estimate)
+from analysis.step_model import (ASSUMED, ESTIMATED, MEASURED, Phases, Term, Terms, buckets_with_readiness,
+                                 even_readiness, interference_estimate, oversubscription_estimate, skew_estimate)
 
 __all__ = ["Allreduce", "Estimate", "job_network", "default_estimate", "phases_of", "measured_shares", "MIN_COMM_S",
            "comm_samples", "instep_comm", "bytes_per_element", "model_buckets", "record_buckets",

@@ -34,13 +34,14 @@ from typing import Callable, List, Optional, Tuple, Type
 
 __all__ = ["UsageError", "StreamError", "run_main", "one_line", "say", "tell", "guard_stdio", "stdout_closed",
            "flush_stdio", "refuse_closed_stdout", "require_stdout", "silence_stderr", "path_too_long", "length_checked",
-           "check_path_length", "shorten", "EXIT_OK", "EXIT_WRONG", "EXIT_USAGE", "EXIT_ERROR", "EXIT_TIMEOUT",
-           "EXIT_INTERRUPTED", "GuardedStdout", "GuardedStderr", "silence_fd"]
+           "check_path_length", "shorten", "EXIT_OK", "EXIT_WRONG", "EXIT_USAGE", "EXIT_ERROR", "EXIT_BELOW",
+           "EXIT_TIMEOUT", "EXIT_INTERRUPTED", "GuardedStdout", "GuardedStderr", "silence_fd"]
 
 EXIT_OK = 0
 EXIT_WRONG = 1  # a result was wrong
 EXIT_USAGE = 2  # bad input
 EXIT_ERROR = 3  # a rank failed (the job was aborted), or a bug
+EXIT_BELOW = 4  # below expectation: a gate, a regression against a baseline, a triage suspect
 EXIT_TIMEOUT = 124  # a collective (or start-up, or the end of the job) exceeded its limit
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
