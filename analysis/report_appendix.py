@@ -18,7 +18,8 @@ from facts import fabrics, workloads
 from analysis.model_share import Choices
 from analysis.report_plots import short_compute
 from analysis.report_summary import per_size
-from analysis.report_text import details, fmt, human_size, table
+from analysis.report_text import details, fmt, table
+from ground.sizes import human_size
 
 __all__ = ["appendix", "scaling_tables"]
 

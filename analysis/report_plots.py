@@ -24,7 +24,7 @@ import numpy as np
 from analysis import fit
 from facts import costmodel, fabrics, workloads
 from analysis.sanitise import file_part, label as _label
-from analysis.report_text import human_size
+from ground.sizes import human_size
 from facts import spec as specs
 
 __all__ = ["draw", "short_compute", "REPORT_FABRICS"]

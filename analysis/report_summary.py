@@ -17,7 +17,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from analysis import fit, model_share
 from facts import percent_of_model
-from analysis.report_text import human_size, size_range, table
+from analysis.report_text import size_range, table
+from ground.sizes import human_size
 
 __all__ = ["summary", "GLANCE_HEADERS"]
 

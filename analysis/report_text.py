@@ -10,10 +10,10 @@ import math
 from typing import Iterable, List, Sequence
 
 from analysis import sanitise
+from ground.sizes import human_size
 
-__all__ = ["fmt", "table", "human_size", "size_range", "details"]
+__all__ = ["fmt", "table", "size_range", "details"]
 
-_UNITS = (("PiB", 1 << 50), ("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10))
 
 
 def fmt(v, pct: bool = False, digits: int = 3) -> str:
@@ -34,19 +34,6 @@ def table(headers: Sequence[str], rows: Iterable[Sequence]) -> List[str]:
     out = ["| " + " | ".join(map(cell, headers)) + " |", "|" + "---|" * len(headers)]
     out += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
     return out
-
-
-def human_size(n) -> str:
-    """Bytes as nccl-tests users read them: ``8 B``, ``64 KiB``, ``1.5 MiB``, ``1 GiB``, up to ``PiB`` (powers
-    of 1024)."""
-    if n is None or (isinstance(n, float) and not math.isfinite(n)):
-        return "-"
-    n = float(n)
-    for unit, scale in _UNITS:
-        if n >= scale:
-            v = n / scale
-            return f"{v:.0f} {unit}" if v == int(v) else f"{v:.3g} {unit}"
-    return f"{n:.0f} B"
 
 
 def size_range(sizes) -> str:

@@ -20,7 +20,7 @@ import re
 import sys
 from typing import List, Optional, Sequence
 
-from collectives import harness, model_column
+from collectives import gates, harness, model_column
 from collectives.lifecycle import process_main
 from facts import spec as specs
 from collectives.config import (DEFAULT_MAX, DEFAULT_MIN, DEFAULT_STARTUP_TIMEOUT, MAX_CHECKS, MAX_GIVEN_ITERS,
@@ -208,6 +208,7 @@ def build_parser(collective: str, quiet: bool = False) -> argparse.ArgumentParse
                    "validation catches errors (the run then exits 1)")
     add_loop_flags(g)
     model_column.add_fabric_flag(g)
+    gates.add_gate_flags(p.add_argument_group("gates (exit 4 below expectation)"))
     return p
 
 
@@ -260,7 +261,7 @@ def parse_args(collective: str, argv: Sequence[str], quiet: bool = False) -> Con
         root=root,
         placements=placements,
         fresh_inputs=a.fresh_inputs,
-        inject_fault=a.inject_fault, fabric=a.fabric,
+        inject_fault=a.inject_fault, fabric=a.fabric, gate=gates.from_args(a, sizes, spec.sized),
         transport_options=TransportOptions(algo=a.algo, buffer=a.buffer, device=a.device, iface=a.iface, loop=a.loop, cuda_graph=a.cuda_graph),
         **run_fields(a),
     )
@@ -302,11 +303,17 @@ def main(collective: str, argv: Optional[Sequence[str]] = None) -> int:
     the exit status (after a clean start; see :func:`process_main`; use :func:`run` in-process)."""
     argv = sys.argv[1:] if argv is None else list(argv)
 
+    parsed: List[Config] = []
+
     def body(comm, tweaks, table, watchdog):
         cfg = parse_args(collective, argv, quiet=comm.rank != 0)
+        parsed.append(cfg)
         check_against_ranks(cfg, comm.size)
         return harness.run(comm, cfg, table, env_tweaks=tweaks, watchdog=watchdog)
-    return process_main(body, thread_hint(argv, getattr(specs.find(collective), "sized", True)))
+
+    def judge(records) -> List[str]:
+        return gates.below(parsed[0].gate, records) if parsed and parsed[0].gate else []
+    return process_main(body, thread_hint(argv, getattr(specs.find(collective), "sized", True)), judge)
 
 
 def entry_points(collective: str):

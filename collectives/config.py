@@ -69,6 +69,8 @@ class Config:
     startup_timeout: float = DEFAULT_STARTUP_TIMEOUT
     # --fabric: each row's busbw beside this fabric's model (collectives.model_column); None: not compared.
     fabric: Optional[str] = None
+    # --min-busbw / --min-pct-model: the bars of collectives.gates; None: not judged (exit 4 below them).
+    gate: Optional[object] = None
 
     @property
     def collective(self) -> str:

@@ -20,17 +20,19 @@ import signal
 import traceback
 
 from collectives.config import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TIMEOUT, EXIT_USAGE, EXIT_WRONG
+from ground.errors import EXIT_BELOW
 from ground import errors
 from ground.dtypes import ConfigError
 
 __all__ = ["process_main", "guarded", "FINALIZE_GRACE_S"]
 
 
-def process_main(body, mpi_init=(None, None)) -> int:
+def process_main(body, mpi_init=(None, None), judge=None) -> int:
     """Own the process for one runner: guard its streams (:mod:`ground.errors`: a closed stdout
     is exit 2), start the job's communicator, call ``body(comm, env_tweaks, sinks, watchdog)`` (``sinks``:
     the stdout table on rank 0; ``watchdog``: the process's, armed until it ends) and turn its outcome into
-    the exit status (:func:`guarded`, :func:`_close`); ``mpi_init``: (--thread-level, largest size)."""
+    the exit status (:func:`guarded`, :func:`_close`); ``mpi_init``: (--thread-level, largest size);
+    ``judge(records)``: what falls below the run's expectation (:mod:`collectives.gates`), one phrase each."""
     from collectives.output import stdout_table
     from collectives.watchdog import Watchdog
     from ground.comm import world
@@ -44,15 +46,16 @@ def process_main(body, mpi_init=(None, None)) -> int:
         return EXIT_USAGE if isinstance(exc, LaunchMismatch) else EXIT_ERROR
     dog = Watchdog(0.0, comm.rank)
     return guarded(comm, lambda: errors.require_stdout(comm, ConfigError)
-                   or body(comm, tweaks, [stdout_table()] if comm.rank == 0 else [], dog), dog)
+                   or body(comm, tweaks, [stdout_table()] if comm.rank == 0 else [], dog), dog, judge)
 
 
-def guarded(comm, body, watchdog=None) -> int:
+def guarded(comm, body, watchdog=None, judge=None) -> int:
     """Run ``body()`` (which returns the records) and turn its outcome into an exit status.
 
     Bad input and failures every rank agrees on end cleanly on all ranks (one message from rank
     0); anything else on one rank aborts the job, so no rank is left waiting.  Rank 0's output
-    failing (:class:`~ground.errors.StreamError`) is exit 2 before the first row, 3 after.
+    failing (:class:`~ground.errors.StreamError`) is exit 2 before the first row, 3 after.  Wrong
+    results are exit 1; else a run ``judge`` finds below expectation is exit 4 (rank 0 says why).
     """
     from collectives.runner import StartupError
 
@@ -89,7 +92,12 @@ def guarded(comm, body, watchdog=None) -> int:
                        f"({'; '.join(reasons)})")
         return _close(comm, EXIT_USAGE, watchdog)
     wrong = sum(r["wrong"] or 0 for r in records)
-    return _close(comm, EXIT_WRONG if wrong else 0, watchdog)
+    if wrong:
+        return _close(comm, EXIT_WRONG, watchdog)
+    low = judge(records) if judge is not None and records else []
+    if low and rank == 0:
+        errors.say("collscale", "below expectation: " + "; ".join(low))
+    return _close(comm, EXIT_BELOW if low else 0, watchdog)
 
 
 FINALIZE_GRACE_S = 7  # past the watchdog's longest grace (5 s), so a stalled rank reports first

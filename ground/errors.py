@@ -10,6 +10,7 @@ into a status:
 * 3: anything else (a bug): ``<prog>: error: TypeName: message (set
   COLLSCALE_DEBUG=1 for the traceback)``, the traceback only with
   ``COLLSCALE_DEBUG=1``;
+* 4: below expectation (:data:`EXIT_BELOW`), which a command returns itself;
 * 130: interrupted.  ``--help`` (``SystemExit``): its status, returned.
 
 Streams (:func:`guard_stdio`, which :func:`run_main` and

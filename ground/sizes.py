@@ -6,17 +6,19 @@ harness.  Errors are :class:`~ground.dtypes.ConfigError`, a ValueError.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Optional, Tuple
 
 from ground.dtypes import ConfigError
 
-__all__ = ["parse_size", "sweep_sizes", "DEFAULT_MIN", "DEFAULT_MAX", "MAX_SIZES"]
+__all__ = ["parse_size", "sweep_sizes", "human_size", "DEFAULT_MIN", "DEFAULT_MAX", "MAX_SIZES"]
 
 DEFAULT_MIN = 8
 DEFAULT_MAX = 64 << 20
 MAX_SIZES = 10_000
 
+_UNITS = (("PiB", 1 << 50), ("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10))
 _SUFFIX = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -46,3 +48,16 @@ def sweep_sizes(min_bytes: int, max_bytes: int, step_factor: Optional[float],
         else:
             size += step_bytes
     return tuple(sizes)
+
+
+def human_size(n) -> str:
+    """Bytes as nccl-tests users read them: ``8 B``, ``64 KiB``, ``1.5 MiB``, ``1 GiB``, up to ``PiB`` (powers
+    of 1024)."""
+    if n is None or (isinstance(n, float) and not math.isfinite(n)):
+        return "-"
+    n = float(n)
+    for unit, scale in _UNITS:
+        if n >= scale:
+            v = n / scale
+            return f"{v:.0f} {unit}" if v == int(v) else f"{v:.3g} {unit}"
+    return f"{n:.0f} B"

@@ -6,9 +6,10 @@ import re
 
 import pytest
 
-from analysis import report, report_text
+from analysis import report
 from facts import fabrics, percent_of_model
 from facts import record
+from ground import sizes
 
 pytest.importorskip("pandas")
 pytest.importorskip("matplotlib")
@@ -94,7 +95,7 @@ def test_the_html_page(built):
 @pytest.mark.parametrize("n, text", [(0, "0 B"), (8, "8 B"), (1023, "1023 B"), (1024, "1 KiB"), (1536, "1.5 KiB"),
                                      (64 << 20, "64 MiB"), (3 << 30, "3 GiB"), (1000000, "977 KiB")])
 def test_human_size(n, text):
-    assert report_text.human_size(n) == text
+    assert sizes.human_size(n) == text
 
 
 def test_no_compute_column_cut_off(tmp_path):
