@@ -21,7 +21,15 @@ ready and the moment its allreduce was done, and the hook's own cost
 return minus the moment the last bucket became ready (DDP's backward
 returns only after the last allreduce).
 
-One table line and one summary record per batch size; the per-round step
+The rounds are not :class:`collectives.timed_loop.Timing` loops: each interleaves four phases (alone, no
+sync, DDP, the allreduce alone with its copies and wake probe timed apart), one call each between barriers,
+summarised as medians over rounds per phase, rank and bucket, not as one repeated call's stamps.
+
+One table line and one summary record per batch size (:func:`facts.record.new`): ``time_us`` is the DDP
+step (the slowest rank's median), ``size_bytes`` and ``count`` the gradients DDP reduces; a size sweep's
+loop statistics (per-iteration min/p50/p99/max, the ranks' means) and a sized message's algbw/busbw are
+not measured here and stay None, and what is has fields of its own
+(:data:`collectives.replicate_summary.SUMMARY_FIELDS`).  The per-round step
 times and the median DDP step's bucket timeline are in the JSON only (the
 CSV gets the summary columns).  Each rank runs ``--threads`` torch threads
 (default: its host's usable cores over its ranks; under ``launch.emulate``
@@ -48,23 +56,23 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from collectives import cli, lifecycle
 from facts import record
 from collectives.config import Config
-from collectives.timed_loop import aggregate
 from collectives.header import header_lines
+from collectives.replicate_host import host_limits, machine_key, share_of, threads_line
 from collectives.replicate_steps import BucketLog, allocator, comm_fn, page_kib, repeat, step_fn
 from collectives.replicate_summary import SUMMARY_FIELDS, summarize
 from collectives.runner import Run
-from facts.spec import SPECS
 from ground.dtypes import ConfigError, parse_dtypes
+from transports.base import TorchTransport, missing_members
 
-__all__ = ["run", "main", "parse_args", "ReplicateConfig"]
+__all__ = ["run", "main", "parse_args", "ReplicateConfig", "torch_transport", "not_torch", "DDP_TRANSPORTS"]
 
 NAME = "replicate"
+DDP_TRANSPORTS = ("gloo", "nccl", "hccl")  # the torch transports replicate runs DDP over
 OPTIMIZERS = ("adam", "sgd")
 DTYPES = ("float32", "bfloat16")
 # Bytes per parameter a training rank holds: weights, gradients, DDP's
 # gradient buckets, the comm-only phase's buckets and the gradients it copies
 # them from and back to, and Adam's two moments (SGD: none, momentum off).
-_BYTES_PER_PARAM = {"adam": 4 * 7, "sgd": 4 * 5}
 FAULTS_NOTE = 10000  # page faults a step above which the table says the allocator hands memory back
 PHASE_S = 0.25  # --steps auto: steps per phase so that a phase lasts at least this long
 MAX_STEPS = 50
@@ -131,9 +139,8 @@ def parse_args(argv: Sequence[str], quiet: bool = False) -> ReplicateConfig:
     fields = cli.run_fields(a)
     if fields["transport"] in ("auto", ""):
         fields["transport"] = "gloo"
-    if fields["transport"] not in ("gloo", "nccl", "hccl"):
-        raise ConfigError(f"--transport {fields['transport']}: replicate runs DDP over a torch backend: "
-                          "gloo, nccl or hccl")
+    if fields["transport"] not in DDP_TRANSPORTS:
+        raise not_torch(fields["transport"])
     if fields["iters"] is None:
         fields["iters"] = 5  # steps, not a time budget: a step is seconds long
     batches = _batches(a.batch)
@@ -146,115 +153,36 @@ def parse_args(argv: Sequence[str], quiet: bool = False) -> ReplicateConfig:
     )
 
 
-def _machine_key() -> str:
-    """What identifies the machine whose cores and memory this rank shares: its host name, or under
-    launch.emulate the real machine (every emulated host's namespace has a host name of its own)."""
-    import socket
-
-    from ground import env as launch_env
-
-    emulated = launch_env.emulation()
-    if emulated:
-        return "emulated:" + str(emulated.get("machine_id") or emulated.get("machine") or "")
-    return socket.gethostname()
+def not_torch(transport: str, missing: Sequence[str] = ()) -> ConfigError:
+    """The one-line error for a transport DDP cannot run over (``missing``: the members of
+    :class:`transports.base.TorchTransport` it lacks)."""
+    lacks = (f" (it lacks {', '.join(missing)} of transports.base.TorchTransport)" if missing else "")
+    names = ", ".join(DDP_TRANSPORTS[:-1]) + " or " + DDP_TRANSPORTS[-1]
+    return ConfigError(f"--transport {transport}: replicate runs DDP over a torch backend: {names}{lacks}")
 
 
-@dataclass(frozen=True)
-class HostShare:
-    """This rank's view of the machine it shares: the ranks on it, the hosts they appear as (more
-    than one when emulated), the cores they can use together and the memory it has available."""
-
-    ranks: int
-    hosts: int
-    cores: int
-    available: Optional[int]
-    emulated: bool = False
-
-    @property
-    def where(self) -> str:
-        return "this machine" if self.emulated else "this host"
-
-
-def _share(ctx: Dict, keys: Sequence[str], rank: int, available: Optional[int]) -> HostShare:
-    """The ranks whose machine key is this rank's share its cores (their affinities' union, capped by
-    any quota) and its memory."""
-    from ground import env as launch_env
-
-    mine = [i for i, k in enumerate(keys) if k == keys[rank]]
-    cores = max(1, launch_env.usable_cores([ctx["ranks"][i]["affinity"] for i in mine]))
-    hosts = len({ctx["ranks"][i]["host"] for i in mine})
-    return HostShare(len(mine), hosts, cores, available, keys[rank].startswith("emulated:"))
-
-
-def _state_bytes(cfg: ReplicateConfig, params: int) -> int:
-    return params * _BYTES_PER_PARAM[cfg.optimizer] * _element_bytes(cfg) // 4
-
-
-def _element_bytes(cfg: ReplicateConfig) -> int:
-    return 2 if cfg.dtypes[0].name == "bfloat16" else 4
-
-
-def host_limits(cfg: ReplicateConfig, w, share: HostShare, cpu: bool = True) -> Tuple[int, List[str], List[str]]:
-    """(threads per rank, refusals, notes) for this rank's machine, before anything is built.
-
-    Threads: ``--threads`` above the usable cores is refused without ``--oversubscribe``; by default
-    the cores are shared among the ranks on the machine (every emulated host's ranks together).
-    Memory: model state and the largest batch's activations, times the ranks on the machine,
-    against what it has available."""
-    from facts import host_limits as hl
-
-    refusals: List[str] = []
-    notes: List[str] = []
-    threads = cfg.threads or max(1, share.cores // share.ranks)
-    if cpu and cfg.threads:
-        if not cfg.oversubscribe:
-            refusal = hl.threads_refusal(cfg.threads, share.cores, share.where)
-            if refusal:
-                refusals.append(refusal)
-        note = hl.threads_note(cfg.threads, share.ranks, share.cores, share.where)
-        if note:
-            notes.append(note)
-    if not cpu:  # model and activations live in the device's memory, which torch checks itself
-        return threads, refusals, notes
-    batch = max(cfg.sizes)
-    seq = cfg.seq or (128 if w.model_input.kind == "tokens" else None)
-    per_sample = hl.activation_bytes(w, 1, seq, _element_bytes(cfg))
-    refusal = hl.memory_refusal(w.name, batch, _state_bytes(cfg, w.params), per_sample, share.ranks,
-                                share.available, share.where, w.params,
-                                f"weights, gradients, DDP buckets and {cfg.optimizer} state")
-    if refusal:
-        refusals.append(refusal)
-    return threads, refusals, notes
-
-
-def threads_line(cfg: ReplicateConfig, share: HostShare, threads: int) -> str:
-    """The header's line on who shares which cores."""
-    def n(count: int, word: str) -> str:
-        return f"{count} {word}{'' if count == 1 else 's'}"
-
-    given = " (--threads)" if cfg.threads else ""
-    if share.emulated:
-        who = f"{n(share.ranks, 'rank')} on {n(share.hosts, 'emulated host')}"
-        cores = f"this machine's {n(share.cores, 'core')}"
-    else:
-        who, cores = f"{n(share.ranks, 'rank')} on this host", f"its {n(share.cores, 'usable core')}"
-    if share.ranks == 1:
-        return f"# threads: {who}, {cores}: {n(threads, 'thread')}{given}"
-    return f"# threads: {who} share {cores}: {n(threads, 'thread')} each{given}"
+def torch_transport(t, name: str) -> TorchTransport:
+    """``t`` if it provides :class:`transports.base.TorchTransport` (torch, dist, group, device), else the
+    one-line error (exit 2)."""
+    missing = missing_members(t, TorchTransport)
+    if missing:
+        raise not_torch(name, missing)
+    return t
 
 
 def _sweep(session: Run) -> List[Dict]:
     from facts import workloads
 
     cfg: ReplicateConfig = session.cfg
-    comm, t, dog = session.comm, session.transport, session.watchdog
-    torch, dist = t.torch, t.dist
+    comm, dog = session.comm, session.watchdog
+    t = torch_transport(session.transport, cfg.transport)
+    torch = t.torch
     w = workloads.get(cfg.model)
     # Before building anything: threads against the cores, the table's parameter count and measured
     # activations against the memory, of every rank's machine (agreed: the first refusal ends the job).
     from facts.host_limits import available_memory
 
-    share = _share(session.ctx, comm.allgather(_machine_key()), comm.rank, available_memory())
+    share = share_of(session.ctx, comm.allgather(machine_key()), comm.rank, available_memory())
     threads, refusals, notes = host_limits(cfg, w, share, t.device.type == "cpu")
     checked = comm.allgather((refusals, notes))
     refusals = [r for rs, _ in checked for r in rs]
@@ -275,7 +203,7 @@ def _sweep(session: Run) -> List[Dict]:
         params = sum(p.numel() for p in model.parameters())
     with dog.starting("wrapping the model in DistributedDataParallel"):
         ddp = torch.nn.parallel.DistributedDataParallel(model, process_group=t.group)
-        log = BucketLog(dist, t.group, t.size)
+        log = BucketLog(t.dist, t.group, t.size)
         ddp.register_comm_hook(None, log.hook)
         opt = (torch.optim.Adam(model.parameters(), lr=1e-4) if cfg.optimizer == "adam"
                else torch.optim.SGD(model.parameters(), lr=1e-3))
@@ -327,7 +255,7 @@ def _sweep(session: Run) -> List[Dict]:
                 rounds.append(one)
         with dog.watch(f"gathering the step times of batch {batch}"):
             per_rank = comm.allgather(rounds)
-        rec.update(_fields(summarize(per_rank, batch, t.size), grad_bytes, t.size, cfg.iters))
+        rec.update(_fields(summarize(per_rank, batch, t.size), cfg.iters))
         rec.update(status="ok")
         session.emit(rec)
         records.append(rec)
@@ -415,17 +343,13 @@ def _round(t, plain, synced, comm_only=None) -> Dict:
     return out
 
 
-def _fields(summary: Dict, grad_bytes: int, nranks: int, iters: int) -> Dict:
-    """The record's timing fields (the slowest rank's DDP step) and the summary."""
-    spread = summary["step_ms_spread"]
-    stats = aggregate([{"mean": summary["step_ms"] * 1e3, "min": spread[0] * 1e3, "p50": summary["ddp_ms"] * 1e3,
-                        "p99": spread[1] * 1e3, "max": spread[1] * 1e3}], 0)
-    out = record.timing_fields(iters, stats, 0, 0.0)
-    # algbw/busbw of the gradient allreduce as it ran inside the step (sum of the buckets' times).
-    allreduce_s = summary["allreduce_ms"] * 1e-3
-    algbw = grad_bytes / allreduce_s / 1e9 if allreduce_s > 0 else 0.0
-    factor = SPECS["allreduce"].busbw_factor(nranks)
-    out.update(algbw_gbs=algbw, busbw_factor=factor, busbw_gbs=algbw * factor, wrong=None, checks=0)
+def _fields(summary: Dict, rounds: int) -> Dict:
+    """The record's timing fields and the summary: ``time_us`` the DDP step (the slowest rank's median
+    step, its spread over rounds ``step_ms_spread``), ``iters`` the rounds timed.  Nothing here is a size
+    sweep's timed loop or a sized message's transfer: the fields of those (time_us_min/p50/p99/max and
+    rank_min/max, algbw/busbw and their factor) stay None; no result is validated (``checks`` 0)."""
+    out = {"iters": rounds, "time_us": summary["step_ms"] * 1e3, "wrong": None, "checks": 0,
+           "timestamp": record.now()}
     out.update(summary)
     return out
 

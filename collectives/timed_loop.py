@@ -58,9 +58,10 @@ def aggregate(per_rank: Sequence[Dict[str, float]], average: int) -> Dict[str, f
 class Timing:
     """Warm-up, iteration count, timed loop and cross-rank statistics for one call.
 
-    Every runner times through it (the collective sweep of
-    :mod:`collectives.harness`, weight streaming, replication's rounds): give
-    it a zero-argument ``run`` and it returns the iteration count and the
+    Every runner that times a repeated call times through it (the collective
+    sweep of :mod:`collectives.harness`, weight streaming; replication's
+    interleaved rounds are no repeated call: see :mod:`collectives.replicate`):
+    give it a zero-argument ``run`` and it returns the iteration count and the
     aggregated statistics (microseconds).
     """
 

@@ -25,6 +25,12 @@ Buffer conventions (``send is None`` means in place):
 
 A transport that cannot do something raises :class:`Unsupported` from the
 method; the harness reports it in the table, never fakes it.
+
+:class:`TorchTransport` extends the protocol for the runners that drive
+torch.distributed themselves (replicate's DistributedDataParallel): the
+torch module, ``torch.distributed``, the process group and the device.
+:func:`protocol_members` names what a protocol declares and
+:func:`missing_members` what an object lacks of it.
 """
 
 from __future__ import annotations
@@ -33,15 +39,15 @@ import gc
 import time
 import weakref
 from dataclasses import dataclass, fields
-from typing import (Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Protocol, Union,
-                    runtime_checkable)
+from typing import (Any, Callable, Dict, FrozenSet, List, Mapping, NamedTuple, Optional, Protocol, Union,
+                    get_type_hints, runtime_checkable)
 
 import numpy as np
 
 from ground.dtypes import DType
 
-__all__ = ["Bound", "Unsupported", "Transport", "TransportOptions", "HostTimer", "TransportBase",
-           "local_divide", "cleanup_all"]
+__all__ = ["Bound", "Unsupported", "Transport", "TorchTransport", "TransportOptions", "HostTimer", "TransportBase",
+           "protocol_members", "missing_members", "local_divide", "cleanup_all"]
 
 _LIVE: "weakref.WeakSet" = weakref.WeakSet()
 
@@ -213,6 +219,52 @@ class Transport(Protocol):
     def describe(self) -> Dict[str, Any]: ...
     def cleanup(self) -> None: ...
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class TorchTransport(Transport, Protocol):
+    """A :class:`Transport` over torch.distributed, for runners that drive torch themselves.
+
+    :mod:`collectives.replicate` wraps a model in DistributedDataParallel,
+    hooks its gradient buckets and times the allreduce alone; it needs, beyond
+    the :class:`Transport` members (``rank``, ``size`` among them):
+
+    * ``torch``: the imported ``torch`` module (tensors, optimizers, ``nn.parallel``,
+      ``cuda``/``hpu`` synchronisation, ``set_num_threads``);
+    * ``dist``: the imported ``torch.distributed`` module (``all_reduce``, ``barrier``);
+    * ``group``: the ``ProcessGroup`` the transport's own collectives run in,
+      of ``size`` ranks over the measured backend; DDP, its communication
+      hook and the runner's barriers use it;
+    * ``device``: the ``torch.device`` the transport's tensors live on (cpu,
+      ``cuda:<local rank>``, hpu), where the model and its inputs are built.
+
+    The torch.distributed transports (gloo, nccl, hccl, torch-mpi:
+    :mod:`transports.torch_dist`) provide it.
+    """
+
+    torch: Any
+    dist: Any
+    group: Any
+    device: Any
+
+
+def protocol_members(protocol: type) -> FrozenSet[str]:
+    """Every member ``protocol`` declares, its bases' included: annotated attributes and public methods."""
+    names = set(get_type_hints(protocol))
+    for cls in protocol.__mro__:
+        if Protocol not in cls.__bases__:  # a protocol class names Protocol among its bases
+            continue
+        names |= {n for n, v in vars(cls).items() if callable(v) and not n.startswith("_")}
+    return frozenset(names)
+
+
+def missing_members(obj: Any, protocol: type) -> List[str]:
+    """The members of ``protocol`` that ``obj`` lacks, sorted (empty: it provides them all).
+
+    Looked up with ``hasattr``, so a proxy's ``__getattr__`` counts (from
+    Python 3.12, ``isinstance`` against a runtime protocol looks members up
+    statically and would not see them)."""
+    return sorted(n for n in protocol_members(protocol) if not hasattr(obj, n))
 
 
 class TransportBase:

@@ -1,18 +1,8 @@
 """torch.distributed transports: ``gloo`` (TCP, the Ethernet path), ``nccl``,
 ``torch-mpi`` and ``hccl`` (Habana Gaudi, RoCE).
 
-Rendezvous.  Under torchrun, torchrun's variables are used: the harness's
-control communicator already owns the default (gloo) group, and the
-transport creates its own group with the measured backend.  Under mpirun
-(or any MPI launcher) rank 0 opens a TCPStore on a free port (or on
-``MASTER_PORT`` if set) at its address (``MASTER_ADDR``, the address of
-``--iface``, or its host name; 127.0.0.1 when every rank shares the host),
-and sends address and port to the others over MPI.
-
-``--iface`` sets GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME / HCCL_SOCKET_IFNAME
-(unless already set) so the data goes over that interface.  ``--device``
-chooses where tensors live (cpu, cuda, hpu; default by backend); the GPU is
-picked by local rank.
+Start-up (the backends, the device, the rendezvous under torchrun or an MPI
+launcher, ``--iface``): :mod:`transports.torch_start`.
 
 What torch.distributed cannot do is reported, never emulated:
 ``all_reduce``, ``broadcast`` and ``reduce`` work in place only,
@@ -31,77 +21,20 @@ hardware).
 
 from __future__ import annotations
 
-import fcntl
-import importlib.util
 import os
-import socket
-import struct
 import time
-from datetime import timedelta
 from functools import partial
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import numpy as np
 
 from ground.dtypes import ConfigError, DType
 from transports.base import Bound, HostTimer, TransportBase, TransportOptions, Unsupported
+from transports.torch_start import BACKENDS, SOCKET_ENV, pick_device, probe, rendezvous
 
-__all__ = ["TorchTransport", "BACKENDS", "probe", "create", "interface_address"]
+__all__ = ["TorchDistTransport", "probe", "create"]
 
-# collscale name -> (torch backend name, default device)
-BACKENDS = {
-    "gloo": ("gloo", "cpu"),
-    "nccl": ("nccl", "cuda"),
-    "torch-mpi": ("mpi", "cpu"),
-    "hccl": ("hccl", "hpu"),
-}
-_SOCKET_ENV = {"gloo": "GLOO_SOCKET_IFNAME", "nccl": "NCCL_SOCKET_IFNAME", "hccl": "HCCL_SOCKET_IFNAME"}
 _NO_UNSIGNED_WIDE = {"gloo", "nccl", "mpi", "hccl"}
-
-
-def _torch_reason() -> Optional[str]:
-    if importlib.util.find_spec("torch") is None:
-        return "PyTorch is not installed (pip install torch==2.13.0, or collscale[torch])"
-    return None
-
-
-def probe(name: str) -> Optional[str]:
-    """None when backend ``name`` is usable here, else why not (no device is touched)."""
-    reason = _torch_reason()
-    if reason:
-        return reason
-    import torch.distributed as dist
-
-    if not dist.is_available():
-        return "this PyTorch build has no torch.distributed"
-    if name == "gloo":
-        return None if dist.is_gloo_available() else "this PyTorch build has no gloo"
-    if name == "torch-mpi":
-        return None if dist.is_mpi_available() else \
-            "this PyTorch build has no MPI backend (torch must be built from source with MPI)"
-    if name == "nccl":
-        import torch
-
-        if not dist.is_nccl_available():
-            return "this PyTorch build has no NCCL/RCCL (a CPU build)"
-        if not torch.cuda.is_available():  # ROCm builds answer for HIP devices here too
-            return "no CUDA or ROCm device visible"
-        return None
-    if name == "hccl":
-        if importlib.util.find_spec("habana_frameworks") is None:
-            return "habana_frameworks is not installed (Intel Gaudi software stack; untested here)"
-        return None
-    return f"unknown torch backend {name}"
-
-
-def interface_address(iface: str) -> str:
-    """IPv4 address of network interface ``iface`` (Linux)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            packed = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", iface[:15].encode()))
-        except OSError as exc:
-            raise ConfigError(f"--iface {iface}: no IPv4 address on that interface ({exc.strerror})") from None
-    return socket.inet_ntoa(packed[20:24])
 
 
 def _torch_dtype(torch, dtype: DType):
@@ -153,7 +86,19 @@ class _SyncTimer(HostTimer):
         return super()._loop(run_synced, iters, lambda: None, before)
 
 
-class TorchTransport(TransportBase):
+class TorchDistTransport(TransportBase):
+    """One torch.distributed backend as a transport.
+
+    Beyond :class:`~transports.base.Transport` it provides
+    :class:`~transports.base.TorchTransport` (``torch``, ``dist``, ``group``,
+    ``device``, set in ``__init__``), which replicate's DDP runs over.
+    """
+
+    torch: Any  # the torch module
+    dist: Any  # torch.distributed
+    group: Any  # the process group this transport's collectives run in
+    device: Any  # the torch.device its tensors live on
+
     def __init__(self, comm, options: TransportOptions, name: str):
         import torch
         import torch.distributed as dist
@@ -169,90 +114,17 @@ class TorchTransport(TransportBase):
             # The documented Gaudi path: importing this registers backend "hccl".
             import habana_frameworks.torch.distributed.hccl  # noqa: F401
         iface = options.iface
-        if iface and backend in _SOCKET_ENV:
-            os.environ.setdefault(_SOCKET_ENV[backend], iface)
-        self.device = self._pick_device(options.device or default_device, comm)
+        if iface and backend in SOCKET_ENV:
+            os.environ.setdefault(SOCKET_ENV[backend], iface)
+        self.device = pick_device(torch, backend, options.device or default_device, comm)
         timeout = float(options.timeout or 0) or 1800.0
         self.cuda_graph = bool(options.cuda_graph)
         if self.cuda_graph and self.device.type != "cuda":
             raise ConfigError(f"--cuda-graph captures CUDA graphs: it needs --device cuda ({name} runs on "
                               f"{self.device.type} here)")
         self._graphs: dict = {}
-        self.group, self._own_default = self._rendezvous(comm, iface, timeout)
+        self.group, self._own_default, self._store = rendezvous(dist, backend, comm, iface, timeout)
         self._closed = False
-
-    # -- set-up --------------------------------------------------------------------------
-    def _pick_device(self, kind: str, comm):
-        torch = self.torch
-        if kind not in ("cpu", "cuda", "hpu"):
-            raise ConfigError(f"--device {kind}: choose cpu, cuda or hpu")
-        if kind == "cpu":
-            if self.backend == "nccl":
-                raise ConfigError("--transport nccl needs --device cuda (NCCL moves GPU memory)")
-            return torch.device("cpu")
-        from ground.env import detect
-
-        local = detect().local_rank
-        local = comm.rank if local is None else local
-        if kind == "cuda":
-            if not torch.cuda.is_available():
-                raise Unsupported("--device cuda: no CUDA device is visible")
-            index = local % torch.cuda.device_count()
-            torch.cuda.set_device(index)
-            return torch.device("cuda", index)
-        try:
-            import habana_frameworks.torch.core  # noqa: F401  (the documented way to get torch.hpu)
-        except ImportError:
-            pass
-        if not hasattr(torch, "hpu"):
-            raise Unsupported("--device hpu: habana_frameworks.torch is not installed (no Gaudi here)")
-        return torch.device("hpu")
-
-    def _rendezvous(self, comm, iface: Optional[str], timeout: float):
-        dist = self.dist
-        pg_timeout = timedelta(seconds=timeout)
-        if dist.is_initialized():
-            # torchrun (our control group) or the caller's own group: reuse it when
-            # it runs the same backend (its connections are warm), else make ours.
-            if dist.get_backend() == self.backend:
-                return dist.group.WORLD, False
-            return dist.new_group(backend=self.backend, timeout=pg_timeout), False
-        store = None
-        error = None
-        one_host = len(set(comm.allgather(socket.gethostname()))) == 1
-        if comm.rank == 0:
-            host = self._address(one_host, iface)
-            port = int(os.environ.get("MASTER_PORT") or 0)
-            try:
-                store = dist.TCPStore(host, port, comm.size, True, timeout=pg_timeout,
-                                      wait_for_workers=False)
-                where = (host, store.port)
-            except Exception as exc:  # the port is taken, or the address is not ours
-                where = None
-                error = (f"rank 0 cannot listen on {host}:{port} for the torch.distributed rendezvous "
-                         f"({str(exc).splitlines()[0]})"
-                         + ("; unset MASTER_PORT to let collscale pick a free port" if port else ""))
-        else:
-            where = None
-        where, error = comm.bcast((where, error))
-        if error:
-            raise Unsupported(error)
-        if comm.rank != 0:
-            store = dist.TCPStore(where[0], where[1], comm.size, False, timeout=pg_timeout)
-        dist.init_process_group(self.backend, store=store, rank=comm.rank, world_size=comm.size,
-                                timeout=pg_timeout)
-        self._store = store
-        return dist.group.WORLD, True
-
-    @staticmethod
-    def _address(one_host: bool, iface: Optional[str]) -> str:
-        if iface:
-            return interface_address(iface)
-        if os.environ.get("MASTER_ADDR"):
-            return os.environ["MASTER_ADDR"]
-        if one_host:
-            return "127.0.0.1"
-        return socket.gethostbyname(socket.gethostname())
 
     # -- buffers -----------------------------------------------------------------------------
     def _dtype(self, dtype: DType):
@@ -441,7 +313,7 @@ class TorchTransport(TransportBase):
         settings = {"device": str(self.device)}
         if self.device.type == "cuda":
             settings["gpu"] = torch.cuda.get_device_name(self.device)
-        for key in _SOCKET_ENV.values():
+        for key in SOCKET_ENV.values():
             if os.environ.get(key):
                 settings[key] = os.environ[key]
         impl = {}
@@ -475,6 +347,6 @@ class TorchTransport(TransportBase):
 
 
 def create(name: str):
-    def make(comm, options: TransportOptions) -> TorchTransport:
-        return TorchTransport(comm, options, name)
+    def make(comm, options: TransportOptions) -> TorchDistTransport:
+        return TorchDistTransport(comm, options, name)
     return make

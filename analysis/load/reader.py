@@ -139,6 +139,8 @@ def _complete(rec: dict, derived: Dict[str, List[dict]]) -> dict:
         return rec
     if not as_float(rec.get("time_us")) >= 0:
         raise _Bad(f"measured record without a usable time_us ({_short(rec.get('time_us'))})")
+    if rec["collective"] == REPLICATE:  # a training step, not a sized transfer: no bandwidth to derive
+        return rec
     seconds = as_float(rec["time_us"]) * 1e-6
     if not as_float(rec.get("algbw_gbs")) >= 0:
         rec["algbw_gbs"] = rec["size_bytes"] / seconds / 1e9 if seconds > 0 else 0.0

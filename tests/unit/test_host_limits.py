@@ -105,13 +105,13 @@ def _cfg(*argv):
 
 
 def _share(ranks=2, hosts=1, cores=2, available=20 * GB, emulated=False):
-    from collectives.replicate import HostShare
+    from collectives.replicate_host import HostShare
 
     return HostShare(ranks, hosts, cores, available, emulated)
 
 
 def test_replicate_refuses_threads_above_the_cores_unless_oversubscribed():
-    from collectives.replicate import host_limits
+    from collectives.replicate_host import host_limits
 
     w = workloads.get("braggnn")
     threads, refusals, notes = host_limits(_cfg("--threads", "999"), w, _share())
@@ -127,7 +127,7 @@ def test_replicate_refuses_threads_above_the_cores_unless_oversubscribed():
 
 
 def test_emulated_hosts_share_the_machines_cores():
-    from collectives.replicate import _share as share_of, host_limits, threads_line
+    from collectives.replicate_host import host_limits, share_of, threads_line
 
     ctx = {"ranks": [{"host": "emu0", "affinity": [0, 1]}, {"host": "emu1", "affinity": [0, 1]}]}
     share = share_of(ctx, ["emulated:m1", "emulated:m1"], 1, 20 * GB)
@@ -158,7 +158,7 @@ def test_emulate_tells_its_ranks_which_machine_they_share():
 
 
 def test_replicate_refuses_a_batch_that_cannot_fit_before_building():
-    from collectives.replicate import host_limits
+    from collectives.replicate_host import host_limits
 
     w = workloads.get("unet")
     per_sample = hl.ACTIVATION_BYTES["unet"][0]
