@@ -49,8 +49,8 @@ import numpy as np
 
 from ground import errors
 from analysis import (cli_common, compare, fit, model_share, physical, report_appendix, report_html, report_replicate,
-                      report_summary, sanitise, scaling)
-from analysis.load import points, reader
+                      report_summary, sanitise, scaling, stragglers)
+from analysis.load import points, ranks, reader
 from facts import fabrics, percent_of_model, workloads
 from analysis.report_plots import REPORT_FABRICS, draw as _draw_plots, short_compute as _short_compute
 from analysis.report_text import fmt, table
@@ -253,6 +253,7 @@ def build(paths: Sequence[str], outdir: str, measure_cpu: bool = False, strict: 
         md += [f"![{p.stem}]({p.name})" for p in plots]
         if plot_notes:
             md += ["", "Left out of the plots:", ""] + [f"- {n}" for n in plot_notes]
+        md += [""] + stragglers.section(ranks.frame(records))
         if base is not None:
             md += [""] + compare.section(base, df, baseline)
         md += [""] + _fits_section(model_fits) + _scaling_section(seed)

@@ -25,12 +25,14 @@ from collectives.lifecycle import process_main
 from facts import spec as specs
 from collectives.config import (DEFAULT_MAX, DEFAULT_MIN, DEFAULT_STARTUP_TIMEOUT, MAX_CHECKS, MAX_GIVEN_ITERS,
                                 Config, TransportOptions, parse_size, sweep_sizes)
+from facts.per_rank import DEFAULT_CAP
 from transports.native import add_loop_flags, thread_hint
 from ground import errors
 from ground.dtypes import ConfigError, parse_dtypes, parse_ops
 
-__all__ = ["Parser", "build_parser", "add_timing_flags", "add_run_flags", "run_fields", "parse_args",
-           "check_against_ranks", "run", "main", "entry_points", "nonneg_int", "pos_int", "pos_float", "nonneg_float"]
+__all__ = ["Parser", "build_parser", "add_timing_flags", "add_iter_flags", "add_run_flags", "run_fields",
+           "parse_args", "check_against_ranks", "run", "main", "entry_points", "nonneg_int", "pos_int", "pos_float",
+           "nonneg_float"]
 
 class Parser(argparse.ArgumentParser):
     """argparse that raises instead of exiting, and prints help on rank 0 only."""
@@ -137,6 +139,16 @@ def add_timing_flags(g, warmup: int) -> None:
                    f"{DEFAULT_STARTUP_TIMEOUT:g})")
 
 
+def add_iter_flags(g) -> None:
+    """``--iter-times[=CAP]`` and ``--iter-skip K``: per-iteration samples per rank (facts.per_rank)."""
+    g.add_argument("--iter-times", nargs="?", type=pos_int, const=DEFAULT_CAP, metavar="CAP",
+                   help="keep each rank's per-iteration times in the JSON (at most CAP per rank and size, "
+                   f"a uniform sample beyond; default {DEFAULT_CAP}) with p50/p95/p99, stdev and CV per rank")
+    g.add_argument("--iter-skip", type=nonneg_int, metavar="K",
+                   help="with --iter-times: leave each rank's first K iterations out of its samples and "
+                   "statistics (time_us still counts every iteration)")
+
+
 def add_run_flags(g, transport_help: str = "shm, mpi, gloo, nccl, hccl, torch-mpi, poplar, or auto "
                   "(default: shm when all ranks share a host, else mpi); see python -m transports") -> None:
     """collscale's flags shared by every runner: transport, device, outputs, budget, seed."""
@@ -160,7 +172,10 @@ def run_fields(a) -> dict:
     """The Config fields that :func:`add_timing_flags` and :func:`add_run_flags` gave."""
     if a.json and a.csv and os.path.realpath(a.json) == os.path.realpath(a.csv):
         raise ConfigError(f"--json and --csv name the same file ({a.json}): give two files")
-    return dict(iters=a.iters, warmup=a.warmup_iters, check=a.check, average=a.average,
+    if getattr(a, "iter_skip", None) is not None and not getattr(a, "iter_times", None):
+        raise ConfigError("--iter-skip drops samples of --iter-times: give --iter-times too")
+    iter_fields = dict(iter_times=a.iter_times, iter_skip=a.iter_skip or 0) if hasattr(a, "iter_times") else {}
+    return dict(**iter_fields, iters=a.iters, warmup=a.warmup_iters, check=a.check, average=a.average,
                 transport=a.transport.strip().lower(), json=a.json, csv=a.csv, time_budget=a.time_budget,
                 timeout=a.timeout, startup_timeout=a.startup_timeout, seed=a.seed)
 
@@ -187,6 +202,7 @@ def build_parser(collective: str, quiet: bool = False) -> argparse.ArgumentParse
     g.add_argument("-o", "--op", default="sum", help="sum prod min max avg, a comma list, or all (default sum)")
     g.add_argument("-r", "--root", default="0", help="root rank for broadcast and reduce, or all (default 0)")
     add_timing_flags(p.add_argument_group("timing (nccl-tests)"), warmup=5)
+    add_iter_flags(p.add_argument_group("per-rank truth"))
     g = p.add_argument_group("collscale")
     add_run_flags(g)
     g.add_argument("--algo", help="algorithm, where the transport has several (shm: flat, direct, ring)")

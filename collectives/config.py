@@ -71,6 +71,9 @@ class Config:
     fabric: Optional[str] = None
     # --min-busbw / --min-pct-model: the bars of collectives.gates; None: not judged (exit 4 below them).
     gate: Optional[object] = None
+    # --iter-times[=CAP] / --iter-skip K: per-iteration samples per rank (facts.per_rank); None: not kept.
+    iter_times: Optional[int] = None
+    iter_skip: int = 0
 
     @property
     def collective(self) -> str:

@@ -33,7 +33,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from collectives import context, model_column
-from facts import record, spec as specs, validate
+from facts import per_rank, record, spec as specs, validate
 from collectives.config import Config
 from collectives.header import header_lines
 from collectives.output import Sink
@@ -186,7 +186,8 @@ class _Runner:
         if pt.spec.sized:
             wrong = session.validate(what, lambda key: self._fill(pt, in_place, send, recv, key), execute,
                                      count)
-        rec.update(record.timing_fields(iters, stats, pt.size_bytes, pt.spec.busbw_factor(t.size)))
+        rec.update(record.timing_fields(iters, stats, pt.size_bytes, pt.spec.busbw_factor(t.size),
+                                       per_rank.host_of_rank(session.ctx["hosts"])))
         rec.update(status="ok" if not wrong else "wrong", wrong=wrong,
                    checks=cfg.check if pt.spec.sized else 0)
         return rec

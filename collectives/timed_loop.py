@@ -20,6 +20,7 @@ import numpy as np
 
 from collectives.config import MAX_ITERS, MIN_ITERS, Config
 from collectives.watchdog import Watchdog
+from facts import per_rank
 from transports.native.timer import NativeTimer
 
 __all__ = ["Timing", "iteration_stats", "aggregate"]
@@ -89,7 +90,11 @@ class Timing:
         return int(min(MAX_ITERS, max(MIN_ITERS, round(budget / per_iter))))
 
     def time(self, run, what: str, divisor: float = 1.0, before=None, native=None):
-        """(iterations, statistics aggregated across ranks as -a says)."""
+        """(iterations, statistics aggregated across ranks as -a says).
+
+        The statistics also hold the per-rank truth (:mod:`facts.per_rank`): ``rank_means``, every rank's
+        mean (us, by rank), and with ``--iter-times`` ``iterations``, every rank's summary and sample of
+        its iteration times (None without)."""
         cfg = self.cfg
         if cfg.warmup:
             self.loop(run, cfg.warmup, what, before, native)
@@ -98,6 +103,15 @@ class Timing:
             self.comm.barrier()
         stamps = self.loop(run, iters, what, before, native)
         mine = iteration_stats(stamps, divisor)
+        cap = getattr(cfg, "iter_times", None)
+        its = None
+        if cap:
+            per = np.diff(np.asarray(stamps, dtype=np.float64)) * (1e6 / divisor)
+            its = per_rank.rank_iterations(per.tolist(), getattr(cfg, "iter_skip", 0), cap,
+                                           cfg.seed * 100003 + self.t.rank)
         with self.watchdog.watch(f"gathering the times of {what}"):
-            stats = aggregate(self.comm.allgather(mine), cfg.average)
+            every = self.comm.allgather((mine, its))
+        stats = aggregate([m for m, _ in every], cfg.average)
+        stats["rank_means"] = [m["mean"] for m, _ in every]
+        stats["iterations"] = [i for _, i in every] if cap else None
         return iters, stats

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence
 
 from collectives import cli, lifecycle
-from facts import record
+from facts import per_rank, record
 from collectives.config import Config, parse_size
 from collectives.timed_loop import Timing
 from collectives.header import header_lines
@@ -62,6 +62,7 @@ def parse_args(argv: Sequence[str], quiet: bool = False) -> StreamConfig:
     p.add_argument("--layers", default="1M,4M,4M,1M", help="layer sizes in bytes (default 1M,4M,4M,1M)")
     p.add_argument("-d", "--datatype", default="float32", help="weights and gradients type (default float32)")
     cli.add_timing_flags(p, warmup=3)
+    cli.add_iter_flags(p)
     cli.add_run_flags(p, transport_help="mpi, gloo, nccl, ... (needs point-to-point), or auto (default: "
                       "mpi under mpirun, else gloo)")
     a = p.parse_args(list(argv))
@@ -143,7 +144,7 @@ def _sweep(session: Run, tree: Tree) -> List[Dict]:
             seed_fn(key.seed, key.iteration, layers)
             return key
         wrong = session.validate(what, seed, bound, lambda key: check_fn(key.seed, key.iteration, layers))
-        rec.update(record.timing_fields(iters, stats, size, 1.0))
+        rec.update(record.timing_fields(iters, stats, size, 1.0, per_rank.host_of_rank(session.ctx["hosts"])))
         rec.update(status="ok" if not wrong else "wrong", wrong=wrong, checks=cfg.check)
         session.emit(rec)
         records.append(rec)

@@ -16,6 +16,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Dict, Mapping, Optional
 
+from facts import per_rank
+
 __all__ = ["SCHEMA", "FIELDS", "KINDS", "now", "new", "timing_fields", "context_fields", "transport_fields"]
 
 # Every record says what it is, so the loader can refuse foreign files.
@@ -24,14 +26,15 @@ SCHEMA = "collscale.row/1"
 # Column order of CSV and of each JSON object.  Records may carry more keys
 # (JSON keeps them); these are always present.  ``loop``: which timed loop ran
 # (compiled: iterations in C; python; cuda-graph); ``thread_level``: the MPI
-# thread level of the measured calls (mpi transport only).
+# thread level of the measured calls (mpi transport only); ``slowest_rank``
+# and ``slowest_host``: facts.per_rank, whose nested fields are JSON only.
 FIELDS = (
     "schema", "kind", "status", "run_id", "timestamp", "collective", "transport", "algo",
     "buffer", "nranks", "nhosts", "ranks_per_host", "oversubscribed", "size_bytes", "count",
     "dtype", "op", "op_impl", "root", "in_place", "iters", "warmup", "fresh_inputs", "loop", "thread_level",
     "aggregation", "time_us",
     "time_us_min", "time_us_p50", "time_us_p99", "time_us_max", "time_us_rank_min",
-    "time_us_rank_max", "algbw_gbs", "busbw_gbs", "busbw_factor", "wrong", "checks", "reason",
+    "time_us_rank_max", "slowest_rank", "slowest_host", "algbw_gbs", "busbw_gbs", "busbw_factor", "wrong", "checks", "reason",
     "hosts", "emulated", "emulated_link_gbs", "sweep_id", "sweep_point", "transport_version", "collscale_version",
     "python_version", "numpy_version", "mpi4py_version",
 )
@@ -56,14 +59,19 @@ def new(kind: str, status: str, **fields) -> Dict:
     return rec
 
 
-def timing_fields(iters: int, stats: Mapping[str, float], size_bytes: int, factor: float) -> Dict:
-    """The timing part of a record: times (us), algbw = S/t, busbw = algbw * factor.
+def timing_fields(iters: int, stats: Mapping, size_bytes: int, factor: float,
+                  hosts: Optional[Mapping[int, str]] = None) -> Dict:
+    """The timing part of a record: times (us), algbw = S/t, busbw = algbw * factor, and the per-rank truth.
 
     ``stats`` holds the cross-rank statistics of the timed loop: mean, min,
-    p50, p99, max and the slowest/fastest rank's mean (rank_min, rank_max).
+    p50, p99, max and the slowest/fastest rank's mean (rank_min, rank_max);
+    with ``rank_means`` (and ``iterations``) the fields of
+    :func:`facts.per_rank.fields` are added, ``hosts`` naming each rank's host.
     """
     algbw = size_bytes / (stats["mean"] * 1e-6) / 1e9 if size_bytes else 0.0
-    return {
+    ranks = per_rank.fields(stats["rank_means"], hosts or {}, stats.get("iterations")) \
+        if stats.get("rank_means") is not None else {}
+    return {**ranks,
         "iters": iters,
         "time_us": stats["mean"],
         "time_us_min": stats["min"],

@@ -1,0 +1,80 @@
+"""Records -> the ranks frame: one row per (measured point, rank), from the records' per-rank fields.
+
+The points frame (:mod:`analysis.load.points`) keeps one row per point, its
+nested per-rank fields as JSON text; this frame unfolds them
+(:mod:`facts.per_rank`): the point's key (run, transport, collective, ranks,
+dtype, op, placement, algo, size), ``rank``, ``host``, ``time_us`` (that
+rank's mean per iteration), ``slowest`` (the point's slowest rank) and, where
+the run kept ``--iter-times``, the rank's ``iter_n``, ``iter_p50``,
+``iter_p95``, ``iter_p99``, ``iter_stdev`` and ``iter_cv``.  A record of more
+ranks than it lists (``rank_time_us`` left out above
+:data:`facts.per_rank.RANK_LIST_MAX`) gives one row per host: its slowest rank.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Dict, Iterable, List, Optional, Union
+from pathlib import Path
+
+from analysis.load import points, reader
+
+__all__ = ["POINT", "frame", "load", "decode"]
+
+POINT = ("run_id", "transport", "collective", "nranks", "dtype", "op", "placement", "algo", "size_bytes")
+_ITER = ("n", "p50", "p95", "p99", "stdev", "cv")
+
+
+def decode(value):
+    """A nested field as the loader keeps it (JSON text) back as lists and dicts; None if unusable."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return None
+    return value if isinstance(value, (list, dict)) else None
+
+
+def _rows(rec: Dict) -> List[Dict]:
+    key = {k: rec.get(k) for k in POINT}
+    key["placement"] = points.placement(rec)
+    slowest = rec.get("slowest_rank")
+    times, hosts = decode(rec.get("rank_time_us")), decode(rec.get("rank_host"))
+    stats = decode(rec.get("iter_stats")) or {}
+    if isinstance(times, list):
+        pairs = [(r, (hosts[r] if isinstance(hosts, list) and r < len(hosts) else None), t)
+                 for r, t in enumerate(times)]
+    else:
+        per_host = decode(rec.get("host_time_us")) or {}
+        pairs = [(v[0], h, v[1]) for h, v in per_host.items() if isinstance(v, list) and len(v) == 2]
+    out = []
+    for r, host, t in pairs:
+        row = dict(key, rank=int(r), host=host, time_us=t, slowest=(r == slowest))
+        s = stats.get(str(r)) if isinstance(stats, dict) else None
+        for k in _ITER:
+            row[f"iter_{k}"] = s.get(k) if isinstance(s, dict) else None
+        out.append(row)
+    return out
+
+
+def frame(records: List[Dict]):
+    """The ranks frame of :func:`analysis.load.reader.read_records`' records (measured points, status ok or
+    wrong; replicate's training steps are not points)."""
+    import pandas as pd
+
+    rows = [row for rec in points.split_replicate(records)[0]
+            if rec.get("status") in reader.MEASURED and rec.get("kind", "measured") == "measured"
+            for row in _rows(rec)]
+    cols = list(POINT) + ["rank", "host", "time_us", "slowest"] + [f"iter_{k}" for k in _ITER]
+    df = pd.DataFrame(rows, columns=cols)
+    for c in ("nranks", "size_bytes", "rank", "time_us") + tuple(f"iter_{k}" for k in _ITER):
+        df[c] = pd.to_numeric(df[c], errors="coerce")
+    return df
+
+
+def load(paths: Union[str, Path, Iterable[Union[str, Path]]], strict: bool = False,
+         warn: Optional[reader.Warn] = None):
+    """The ranks frame of the records in ``paths``."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    return frame(reader.read_records(list(paths), strict, warn))
