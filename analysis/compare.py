@@ -37,7 +37,7 @@ from ground.errors import EXIT_BELOW, UsageError
 __all__ = ["KEY", "compare", "interval", "regressions", "summary_lines", "section", "main", "PROG", "DEFAULT_THRESHOLD"]
 
 PROG = "analysis.compare"
-KEY = ("collective", "transport", "nranks", "dtype", "op", "placement", "algo", "size_bytes")
+KEY = ("collective", "transport", "nranks", "dtype", "op", "placement", "algo", "group_ranks", "size_bytes")
 DEFAULT_THRESHOLD = 5.0  # percent
 # Student's t, two-sided 95 %, by degrees of freedom (1..30); beyond, the normal 1.96.
 _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
@@ -97,6 +97,7 @@ def _groups(df) -> Dict[Tuple, object]:
         if col not in df:
             df[col] = None
     df["algo"] = df["algo"].fillna("-")
+    df["group_ranks"] = df["group_ranks"].fillna("all")  # a group of --split, or the whole job
     return {k: g for k, g in df.groupby(list(KEY), dropna=False, sort=True)}
 
 

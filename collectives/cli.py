@@ -20,7 +20,7 @@ import re
 import sys
 from typing import List, Optional, Sequence
 
-from collectives import gates, harness, model_column
+from collectives import gates, harness, model_column, split
 from collectives.lifecycle import process_main
 from facts import spec as specs
 from collectives.config import (DEFAULT_MAX, DEFAULT_MIN, DEFAULT_STARTUP_TIMEOUT, MAX_CHECKS, MAX_GIVEN_ITERS,
@@ -202,7 +202,12 @@ def build_parser(collective: str, quiet: bool = False) -> argparse.ArgumentParse
     g.add_argument("-o", "--op", default="sum", help="sum prod min max avg, a comma list, or all (default sum)")
     g.add_argument("-r", "--root", default="0", help="root rank for broadcast and reduce, or all (default 0)")
     add_timing_flags(p.add_argument_group("timing (nccl-tests)"), warmup=5)
-    add_iter_flags(p.add_argument_group("per-rank truth"))
+    g = p.add_argument_group("per-rank truth and groups")
+    add_iter_flags(g)
+    g.add_argument("--split", type=split.parse_spec, metavar="hosts|pairs|N",
+                   help="measure in groups at once, each row naming its ranks and hosts: hosts (one group per "
+                   "host), pairs (one rank per host, every pair of hosts in H-1 rounds, H for odd H), or N "
+                   "(consecutive groups of N ranks)")
     g = p.add_argument_group("collscale")
     add_run_flags(g)
     g.add_argument("--algo", help="algorithm, where the transport has several (shm: flat, direct, ring)")
@@ -277,15 +282,19 @@ def parse_args(collective: str, argv: Sequence[str], quiet: bool = False) -> Con
         root=root,
         placements=placements,
         fresh_inputs=a.fresh_inputs,
-        inject_fault=a.inject_fault, fabric=a.fabric, gate=gates.from_args(a, sizes, spec.sized),
+        inject_fault=a.inject_fault, fabric=a.fabric, split=a.split, gate=gates.from_args(a, sizes, spec.sized),
         transport_options=TransportOptions(algo=a.algo, buffer=a.buffer, device=a.device, iface=a.iface, loop=a.loop, cuda_graph=a.cuda_graph),
         **run_fields(a),
     )
 
 
 def check_against_ranks(cfg: Config, nranks: int) -> None:
-    """The checks that need the rank count; identical on every rank."""
+    """The checks that need the rank count; identical on every rank (under --split, a group's)."""
     spec = cfg.spec
+    if cfg.split is not None:  # the groups are what runs: pairs of 2, N, or a host's ranks (unknown here)
+        if cfg.split == "hosts":
+            return
+        nranks = 2 if cfg.split == "pairs" else int(cfg.split)
     if spec.exact_ranks is not None and nranks != spec.exact_ranks:
         raise ConfigError(
             f"{cfg.collective} needs exactly {spec.exact_ranks} ranks, this job has {nranks} "

@@ -74,6 +74,8 @@ class Config:
     # --iter-times[=CAP] / --iter-skip K: per-iteration samples per rank (facts.per_rank); None: not kept.
     iter_times: Optional[int] = None
     iter_skip: int = 0
+    # --split hosts|pairs|N: concurrent groups of ranks (collectives.split); None: the job is one group.
+    split: Optional[object] = None
 
     @property
     def collective(self) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 from ground.version import __version__
 from ground import env as launch_env
 
-__all__ = ["gather", "proc_start", "memory_here"]
+__all__ = ["gather", "rank_entry", "proc_start", "memory_here"]
 
 
 def _cpus() -> str:
@@ -62,9 +62,9 @@ def _pidns() -> Optional[str]:
         return None
 
 
-def gather(comm, transport, env_tweaks: Optional[Dict] = None) -> Dict:
-    """Placement, versions and settings, identical on every rank."""
-    me = {
+def rank_entry(comm) -> Dict:
+    """This rank as ``ctx["ranks"]`` lists it: rank, pid, host, affinity, cpus, start time, pid namespace."""
+    return {
         "rank": comm.rank,
         "pid": os.getpid(),
         "host": socket.gethostname(),
@@ -75,7 +75,11 @@ def gather(comm, transport, env_tweaks: Optional[Dict] = None) -> Dict:
         "start": proc_start(os.getpid()),
         "pidns": _pidns(),
     }
-    ranks = comm.allgather(me)
+
+
+def gather(comm, transport, env_tweaks: Optional[Dict] = None) -> Dict:
+    """Placement, versions and settings, identical on every rank."""
+    ranks = comm.allgather(rank_entry(comm))
     hosts: Dict[str, List[int]] = {}
     for r in ranks:
         hosts.setdefault(r["host"], []).append(r["rank"])

@@ -75,7 +75,8 @@ def from_args(a, sizes: Sequence[int], sized: bool = True) -> Optional[Gate]:
 
 def _what(r: Dict) -> str:
     place = "in-place" if r.get("in_place") else "out-of-place"
-    return f"{human_size(r['size_bytes'])} ({r.get('dtype')} {r.get('op') or ''} {place}".replace("  ", " ")
+    group = f" ranks {r['group_ranks']} on {r['group_hosts']}" if r.get("group_ranks") else ""
+    return f"{human_size(r['size_bytes'])} ({r.get('dtype')} {r.get('op') or ''} {place}{group}".replace("  ", " ")
 
 
 def below(gate: Gate, records: Sequence[Dict]) -> List[str]:

@@ -186,8 +186,9 @@ class _Runner:
         if pt.spec.sized:
             wrong = session.validate(what, lambda key: self._fill(pt, in_place, send, recv, key), execute,
                                      count)
+        group = session.group or {}
         rec.update(record.timing_fields(iters, stats, pt.size_bytes, pt.spec.busbw_factor(t.size),
-                                       per_rank.host_of_rank(session.ctx["hosts"])))
+                                       per_rank.host_of_rank(session.ctx["hosts"]), group.get("ranks")))
         rec.update(status="ok" if not wrong else "wrong", wrong=wrong,
                    checks=cfg.check if pt.spec.sized else 0)
         return rec
@@ -220,6 +221,7 @@ class _Runner:
             checks=0,
             **record.transport_fields(ctx),
             **record.context_fields(ctx),
+            **(self.session.group or {}).get("fields", {}),
         )
 
 
@@ -241,12 +243,17 @@ def _points(cfg: Config, spec, nranks: int):
 
 
 def run(comm, cfg: Config, sinks: Sequence[Sink], env_tweaks: Optional[Dict] = None,
-        watchdog: Optional[Watchdog] = None) -> List[Dict]:
+        watchdog: Optional[Watchdog] = None, group: Optional[Dict] = None) -> List[Dict]:
     """Measure every point of ``cfg``; return the records (the same on every rank).
 
-    ``watchdog``: a process's own (see :class:`collectives.runner.Run`)."""
+    ``watchdog``: a process's own (see :class:`collectives.runner.Run`).  With ``--split`` the job's
+    groups measure at once (:mod:`collectives.split`), each through this function with its ``group``."""
+    if getattr(cfg, "split", None) is not None and group is None:
+        from collectives import split
+
+        return split.run(comm, cfg, sinks, env_tweaks, watchdog, run)
     # --fabric: the model's figures join each record before the table and the files see it.
-    with Run(comm, cfg, [*model_column.sinks(cfg), *sinks], env_tweaks, watchdog) as session:
+    with Run(comm, cfg, [*model_column.sinks(cfg), *sinks], env_tweaks, watchdog, group) as session:
         # In-place sums repeated in a timed loop overflow by design; numpy must
         # not print about it (the check runs on fresh inputs).
         saved = np.seterr(all="ignore")

@@ -88,15 +88,19 @@ class Run:
     """One run: transport, watchdog, context and sinks, as a context manager.
 
     Attributes once entered: ``transport``, ``watchdog``, ``ctx`` (see
-    :func:`collectives.context.gather`) and ``sinks``; a runner times its
+    :func:`collectives.context.gather`), ``sinks`` and ``group`` (a group of
+    the job under ``--split``, else None); a runner times its
     calls with :class:`collectives.timed_loop.Timing` over them.  Set
     :attr:`current` to the record being measured: if the watchdog fires,
     rank 0 writes it with ``status: timeout``.
     """
 
     def __init__(self, comm, cfg: Config, sinks: Sequence[Sink] = (), env_tweaks: Optional[Dict] = None,
-                 watchdog: Optional[Watchdog] = None):
+                 watchdog: Optional[Watchdog] = None, group: Optional[Dict] = None):
         self.comm, self.cfg = comm, cfg
+        # A group of the job (--split, collectives.split): "fields" every record carries, "ranks" the
+        # job's rank of each of the group's ranks; None for the whole job.
+        self.group = group
         # A process's entry point passes its own watchdog, which then stays
         # armed after the run, through the end of the job; otherwise the run
         # has one of its own and closes it.

@@ -72,21 +72,25 @@ def host_of_rank(hosts: Mapping[str, Sequence[int]]) -> Dict[int, str]:
 
 
 def fields(rank_means: Sequence[float], hosts: Mapping[int, str],
-           iterations: Optional[Sequence[Dict]] = None) -> Dict:
+           iterations: Optional[Sequence[Dict]] = None, ranks: Optional[Sequence[int]] = None) -> Dict:
     """The per-rank fields of a record from every rank's mean time (us, indexed by rank), ``{rank: host}``
-    and, with ``--iter-times``, every rank's :func:`rank_iterations`."""
+    and, with ``--iter-times``, every rank's :func:`rank_iterations`.  ``ranks``: the job's rank of each
+    position when the measurement ran in a group of the job (``--split``; the lists stay indexed by
+    position, ``group_ranks`` names them); rank numbers in the other fields are the job's."""
     means = [float(t) for t in rank_means]
-    slowest = int(np.argmax(means)) if means else None
+    world = list(ranks) if ranks is not None else list(range(len(means)))
+    top = int(np.argmax(means)) if means else None
     per_host: Dict[str, List] = {}
-    for r, t in enumerate(means):
-        h = hosts.get(r, "?")
+    for i, t in enumerate(means):
+        h = hosts.get(i, "?")
         if h not in per_host or t > per_host[h][1]:
-            per_host[h] = [r, round(t, 4)]
-    out = {"slowest_rank": slowest, "slowest_host": hosts.get(slowest) if slowest is not None else None,
+            per_host[h] = [world[i], round(t, 4)]
+    out = {"slowest_rank": world[top] if top is not None else None,
+           "slowest_host": hosts.get(top) if top is not None else None,
            "host_time_us": per_host,
            "rank_time_us": [round(t, 4) for t in means] if len(means) <= RANK_LIST_MAX else None,
            "rank_host": [hosts.get(r, "?") for r in range(len(means))] if len(means) <= RANK_LIST_MAX else None}
     if iterations is not None:
-        out["iter_us"] = {str(r): it["samples"] for r, it in enumerate(iterations)}
-        out["iter_stats"] = {str(r): it["stats"] for r, it in enumerate(iterations)}
+        out["iter_us"] = {str(world[i]): it["samples"] for i, it in enumerate(iterations)}
+        out["iter_stats"] = {str(world[i]): it["stats"] for i, it in enumerate(iterations)}
     return out

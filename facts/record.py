@@ -34,7 +34,8 @@ FIELDS = (
     "dtype", "op", "op_impl", "root", "in_place", "iters", "warmup", "fresh_inputs", "loop", "thread_level",
     "aggregation", "time_us",
     "time_us_min", "time_us_p50", "time_us_p99", "time_us_max", "time_us_rank_min",
-    "time_us_rank_max", "slowest_rank", "slowest_host", "algbw_gbs", "busbw_gbs", "busbw_factor", "wrong", "checks", "reason",
+    "time_us_rank_max", "slowest_rank", "slowest_host", "split", "split_round", "group", "group_ranks",
+    "group_hosts", "algbw_gbs", "busbw_gbs", "busbw_factor", "wrong", "checks", "reason",
     "hosts", "emulated", "emulated_link_gbs", "sweep_id", "sweep_point", "transport_version", "collscale_version",
     "python_version", "numpy_version", "mpi4py_version",
 )
@@ -60,18 +61,19 @@ def new(kind: str, status: str, **fields) -> Dict:
 
 
 def timing_fields(iters: int, stats: Mapping, size_bytes: int, factor: float,
-                  hosts: Optional[Mapping[int, str]] = None) -> Dict:
+                  hosts: Optional[Mapping[int, str]] = None, ranks=None) -> Dict:
     """The timing part of a record: times (us), algbw = S/t, busbw = algbw * factor, and the per-rank truth.
 
     ``stats`` holds the cross-rank statistics of the timed loop: mean, min,
     p50, p99, max and the slowest/fastest rank's mean (rank_min, rank_max);
     with ``rank_means`` (and ``iterations``) the fields of
-    :func:`facts.per_rank.fields` are added, ``hosts`` naming each rank's host.
+    :func:`facts.per_rank.fields` are added, ``hosts`` naming each rank's host (``ranks``: the job's
+    rank of each position, for a group of ``--split``).
     """
     algbw = size_bytes / (stats["mean"] * 1e-6) / 1e9 if size_bytes else 0.0
-    ranks = per_rank.fields(stats["rank_means"], hosts or {}, stats.get("iterations")) \
+    truth = per_rank.fields(stats["rank_means"], hosts or {}, stats.get("iterations"), ranks) \
         if stats.get("rank_means") is not None else {}
-    return {**ranks,
+    return {**truth,
         "iters": iters,
         "time_us": stats["mean"],
         "time_us_min": stats["min"],

@@ -67,6 +67,10 @@ class SelfComm:
         flush_stdio()
         os._exit(code)
 
+    def split(self, color):
+        """This process alone (``color`` None: not in any group)."""
+        return None if color is None else self
+
 
 class MPIComm:
     """A :class:`Comm` over an mpi4py communicator (kept as ``.mpi``)."""
@@ -89,6 +93,18 @@ class MPIComm:
         # Small Python objects: gather and reduce locally, which keeps one
         # code path for ints, floats and tuples alike.
         return _REDUCERS[op](self.mpi.allgather(value))
+
+    def split(self, color):
+        """A communicator of the ranks that give the same ``color`` (a group index), ranked as here; None
+        for ``color`` None (this rank is in no group).  Collective: every rank calls it."""
+        from mpi4py import MPI
+
+        sub = self.mpi.Split(MPI.UNDEFINED if color is None else int(color), self.rank)
+        return None if sub == MPI.COMM_NULL else MPIComm(sub)
+
+    def free(self) -> None:
+        """Release a communicator made by :meth:`split`."""
+        self.mpi.Free()
 
     def finalize(self) -> None:
         """MPI_Finalize now (a process's entry point then ends at once)."""

@@ -21,7 +21,8 @@ from analysis.load import points, reader
 
 __all__ = ["POINT", "frame", "load", "decode"]
 
-POINT = ("run_id", "transport", "collective", "nranks", "dtype", "op", "placement", "algo", "size_bytes")
+POINT = ("run_id", "split_round", "group", "transport", "collective", "nranks", "dtype", "op", "placement", "algo",
+         "size_bytes")
 _ITER = ("n", "p50", "p95", "p99", "stdev", "cv")
 
 
@@ -41,16 +42,18 @@ def _rows(rec: Dict) -> List[Dict]:
     slowest = rec.get("slowest_rank")
     times, hosts = decode(rec.get("rank_time_us")), decode(rec.get("rank_host"))
     stats = decode(rec.get("iter_stats")) or {}
-    if isinstance(times, list):
-        pairs = [(r, (hosts[r] if isinstance(hosts, list) and r < len(hosts) else None), t)
-                 for r, t in enumerate(times)]
+    group = [int(x) for x in str(rec.get("group_ranks") or "").split(",") if x.strip().isdigit()]
+    if isinstance(times, list):  # indexed by position: in a group of --split, group_ranks names the ranks
+        world = group if len(group) == len(times) else list(range(len(times)))
+        pairs = [(world[i], (hosts[i] if isinstance(hosts, list) and i < len(hosts) else None), t)
+                 for i, t in enumerate(times)]
     else:
         per_host = decode(rec.get("host_time_us")) or {}
         pairs = [(v[0], h, v[1]) for h, v in per_host.items() if isinstance(v, list) and len(v) == 2]
     out = []
     for r, host, t in pairs:
         row = dict(key, rank=int(r), host=host, time_us=t, slowest=(r == slowest))
-        s = stats.get(str(r)) if isinstance(stats, dict) else None
+        s = stats.get(str(r)) if isinstance(stats, dict) else None  # keyed by the job's rank
         for k in _ITER:
             row[f"iter_{k}"] = s.get(k) if isinstance(s, dict) else None
         out.append(row)
