@@ -103,6 +103,7 @@ def run(comm, cfg, sinks, env_tweaks, watchdog, measure: Callable) -> List[Dict]
     group, the same on every rank.  ``measure(comm, cfg, sinks, env_tweaks, watchdog, group)`` runs one
     group's sweep (:func:`collectives.harness.run`)."""
     from collectives import context
+    from collectives.runner import StartupError
 
     if getattr(comm, "split", None) is None or getattr(comm, "mpi", None) is None and comm.size > 1:
         raise ConfigError("--split needs an MPI launcher (mpirun, srun): its groups are MPI communicators")
@@ -135,8 +136,8 @@ def run(comm, cfg, sinks, env_tweaks, watchdog, measure: Callable) -> List[Dict]
             try:
                 recs = measure(sub, group_cfg, sinks if comm.rank == 0 else [], env_tweaks, watchdog,
                                {"fields": fields, "ranks": ranks})
-            except ConfigError as exc:
-                failure = str(exc)
+            except (ConfigError, StartupError) as exc:  # agreed within the group: the job learns at the round's end
+                failure = (type(exc).__name__, f"group {mine} (ranks {fields['group_ranks']}): {exc}")
             finally:
                 if hasattr(sub, "free"):
                     sub.free()
@@ -145,7 +146,8 @@ def run(comm, cfg, sinks, env_tweaks, watchdog, measure: Callable) -> List[Dict]
                                        recs and _first(recs, comm.rank) else None))
         failures = [f for f, _ in gathered if f]
         if failures:
-            raise ConfigError(failures[0])
+            kind, message = failures[0]
+            raise (StartupError if kind == "StartupError" else ConfigError)(message)
         for _, r in gathered:
             if r:
                 every.extend(r)
