@@ -146,6 +146,10 @@ class _Runner:
         cfg, t, session = self.cfg, self.t, self.session
         dog = session.watchdog
         what = pt.describe(in_place)
+        if session.group:  # --split: say which group, so that a hang names its ranks and hosts
+            g = session.group["fields"]
+            what += (f" in split round {g['split_round']} group {g['group']} (ranks {g['group_ranks']} on "
+                     f"{g['group_hosts']})")
         rec = self._base_record(pt, in_place)
         session.current = rec
         send, recv = self._buffers(pt, in_place)

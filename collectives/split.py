@@ -141,7 +141,9 @@ def run(comm, cfg, sinks, env_tweaks, watchdog, measure: Callable) -> List[Dict]
             finally:
                 if hasattr(sub, "free"):
                     sub.free()
-        with watchdog.watch(f"the end of split round {index}") if watchdog else _nothing():
+        # Paused here: a group that hangs is ended by its own ranks' watchdogs, whose line names the
+        # point and the group (its ranks and hosts); the ranks that wait for it must not fire first.
+        with watchdog.local(f"waiting for the other groups of split round {index}") if watchdog else _nothing():
             gathered = comm.allgather((failure, recs if sub is not None and not failure and
                                        recs and _first(recs, comm.rank) else None))
         failures = [f for f, _ in gathered if f]

@@ -4,7 +4,8 @@
 
 PHASE: ``close`` (rank 1 never returns from closing its transport) or
 ``finalize`` (rank 1 never returns from finalising MPI, after the closing
-barrier): tests check that -T still ends the job, with exit 124; ``raise``
+barrier): tests check that -T still ends the job, with exit 124; ``hang``
+(rank 1 never finishes its first timed loop); ``raise``
 (rank 1 raises an unexpected error when it times its first call): the job
 is aborted.
 """
@@ -37,6 +38,10 @@ def main() -> int:
             runner.start_transport = start
         elif phase == "finalize":
             type(comm).finalize = _stall
+        elif phase == "hang":  # rank 1 never finishes its first timed loop (its peers wait in the call)
+            from collectives import timed_loop
+
+            timed_loop.Timing.loop = _stall
         elif phase == "raise":  # an unexpected error on one rank only, mid-run
             from collectives import timed_loop
 

@@ -2,6 +2,7 @@
 hosts; pairs of emulated hosts in H-1 rounds (H for odd H); what cannot be split is exit 2 before running."""
 
 import os
+import re
 import sys
 
 import pytest
@@ -66,3 +67,15 @@ def test_pairs_of_emulated_hosts_cover_every_pair(runner, tmp_path, hosts, round
     assert len(pairs) == hosts * (hosts - 1) // 2  # every pair of hosts
     assert {r["split_round"] for r in recs} == set(range(rounds))
     assert all(r["nranks"] == 2 and r["nhosts"] == 2 for r in recs)
+
+
+def test_a_hung_group_ends_the_job_naming_its_ranks(runner, tmp_path):
+    driver = os.path.join(os.path.dirname(__file__), "stall_driver.py")
+    from tests.conftest import mpirun_cmd
+
+    res = runner.run(mpirun_cmd(4, sys.executable, driver, "hang", "mpi", *FAST, "--out-of-place", "-T", "3",
+                                "--split", "2"), timeout=120)
+    # The watchdog ends the job (124; under Hydra the launcher reports the killed ranks instead).
+    assert res.returncode != 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert re.search(r"timeout: allreduce of \d+ B \(float32, out-of-place\) in split round 0 group 0 "
+                     r"\(ranks 0,1 on [^)]+\) did not complete within -T 3 s", res.stderr), res.stderr[-2000:]
