@@ -49,7 +49,7 @@ import numpy as np
 
 from ground import errors
 from analysis import (cli_common, compare, fit, model_share, physical, report_appendix, report_html, report_replicate,
-                      report_summary, sanitise, scaling, stragglers)
+                      report_summary, sanitise, scaling, stragglers, triage)
 from analysis.load import points, ranks, reader
 from facts import fabrics, percent_of_model, workloads
 from analysis.report_plots import REPORT_FABRICS, draw as _draw_plots, short_compute as _short_compute
@@ -246,6 +246,7 @@ def build(paths: Sequence[str], outdir: str, measure_cpu: bool = False, strict: 
         bar.done()
         bar.step(_PHASES[4])
         rep_md, rep_plots = report_replicate.section(records, model_fits, out, table)
+        tri_md, tri_plots = triage.section(records, out, fabric if fabric != percent_of_model.AUTO else None)
         bar.done()
         bar.step(_PHASES[5])
         md = report_summary.summary(paths, df, allrec, meas, fabric, guesses, chosen)
@@ -254,6 +255,7 @@ def build(paths: Sequence[str], outdir: str, measure_cpu: bool = False, strict: 
         if plot_notes:
             md += ["", "Left out of the plots:", ""] + [f"- {n}" for n in plot_notes]
         md += [""] + stragglers.section(ranks.frame(records))
+        md += tri_md + [f"![{p.stem}]({p.name})" for p in tri_plots] + ([""] if tri_plots else [])
         if base is not None:
             md += [""] + compare.section(base, df, baseline)
         md += [""] + _fits_section(model_fits) + _scaling_section(seed)
@@ -266,7 +268,7 @@ def build(paths: Sequence[str], outdir: str, measure_cpu: bool = False, strict: 
         html_path = out / "index.html"
         html_path.write_text(report_html.page(md, out), encoding="utf-8")
         bar.done()
-    return {"report.md": md_path, "index.html": html_path, **{p.name: p for p in plots + rep_plots}}
+    return {"report.md": md_path, "index.html": html_path, **{p.name: p for p in plots + rep_plots + tri_plots}}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

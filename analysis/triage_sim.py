@@ -10,7 +10,7 @@ variation ``cv``, with faults planted:
 * a slow host link: every pair it is in gets ``bw_factor`` (0.2x) bandwidth;
 * a slow link: that one pair gets ``bw_factor``.
 
-:func:`trial` runs :func:`analysis.triage.detect` on it and scores the
+:func:`trial` runs :func:`analysis.triage_detect.detect` on it and scores the
 verdicts against the truth: recall (planted faults named with the right
 kind) and false suspects.  The schedule is :func:`collectives.split.pair_rounds`'s:
 H-1 rounds (H for odd H) of H/2 pairs, two messages sizes per pair.
@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from analysis.triage import Evidence, detect
+from analysis.triage_detect import Evidence, detect
 
 __all__ = ["Planted", "simulate", "trial", "Score", "table", "main"]
 

@@ -29,8 +29,9 @@ def placement(rec: dict) -> str:
 
 def split_replicate(records: List[dict]) -> Tuple[List[dict], List[dict]]:
     """(collective points, replicate training-step records): the latter are not points of a size sweep
-    and load with :func:`analysis.load.replicate_runs.load`."""
-    points = [r for r in records if r.get("collective") != reader.REPLICATE]
+    and load with :func:`analysis.load.replicate_runs.load`.  The triage's CPU probe (``cpu_probe``) is
+    neither: :mod:`analysis.triage` reads it."""
+    points = [r for r in records if r.get("collective") not in (reader.REPLICATE, "cpu_probe")]
     return points, [r for r in records if r.get("collective") == reader.REPLICATE]
 
 

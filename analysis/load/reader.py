@@ -64,6 +64,7 @@ TEXT = ("schema", "kind", "status", "run_id", "timestamp", "collective", "transp
          "dtype", "op", "op_impl", "aggregation", "reason", "hosts", "emulated", "sweep_id", "sweep_point",
          "phase")
 REPLICATE = "replicate"  # collectives.replicate's training-step records: a frame of their own
+NO_BANDWIDTH = (REPLICATE, "cpu_probe")  # records of a time alone: replicate's steps, the triage's CPU probe
 _MAX_RANKS = 1 << 24
 _MAX_BYTES = 1 << 62
 Warn = Callable[[str], None]
@@ -139,7 +140,7 @@ def _complete(rec: dict, derived: Dict[str, List[dict]]) -> dict:
         return rec
     if not as_float(rec.get("time_us")) >= 0:
         raise _Bad(f"measured record without a usable time_us ({_short(rec.get('time_us'))})")
-    if rec["collective"] == REPLICATE:  # a training step, not a sized transfer: no bandwidth to derive
+    if rec["collective"] in NO_BANDWIDTH:  # a training step, a CPU probe: no sized transfer, no bandwidth
         return rec
     seconds = as_float(rec["time_us"]) * 1e-6
     if not as_float(rec.get("algbw_gbs")) >= 0:

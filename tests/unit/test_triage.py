@@ -1,11 +1,11 @@
-"""analysis.triage (the detector) and analysis.triage_sim (the schedule and faults on paper): pure."""
+"""analysis.triage_detect (the detector) and analysis.triage_sim (the schedule and faults on paper): pure."""
 
 import math
 
 import pytest
 
-from analysis import triage, triage_sim
-from analysis.triage import Evidence
+from analysis import triage_detect as triage, triage_sim
+from analysis.triage_detect import Evidence
 
 
 def _clean(hosts=8, bw=1.0):
@@ -84,3 +84,53 @@ def test_the_table_counts_rounds_and_messages():
     (row,) = triage_sim.table(sizes=(16,), cvs=(0.05,), trials=2)
     assert (row["rounds"], row["pairs"], row["messages"]) == (15, 120, 480)
     assert 0 <= row["recall"] <= 1 and math.isfinite(row["recall"])
+
+
+def _triage_records(bw_of, cpu_of, hosts=tuple(f"emu{i}" for i in range(8))):
+    from collectives import split
+    from facts import record
+
+    recs = [record.new("measured", "ok", collective="cpu_probe", transport="none", nranks=len(hosts), size_bytes=0,
+                       time_us=100.0, rank_time_us=[100.0 * cpu_of(h) for h in hosts], rank_host=list(hosts))]
+    for rnd in split.pair_rounds(len(hosts)):
+        for a, b in rnd:
+            for size, t in ((8, 10.0), (1 << 20, None)):
+                busbw = bw_of(hosts[a], hosts[b])
+                recs.append(record.new("measured", "ok", collective="sendrecv", transport="mpi", nranks=2,
+                                       size_bytes=size, time_us=t or size / busbw / 1e3, busbw_gbs=busbw,
+                                       split="pairs", group_hosts=f"{hosts[a]},{hosts[b]}"))
+    return recs
+
+
+def test_evidence_from_records_and_the_command(tmp_path, capsys):
+    from analysis import triage as cli
+    from tests.unit.test_analysis_errors import write_jsonl
+
+    slow = {"emu2"}
+    recs = _triage_records(lambda a, b: 0.2 if slow & {a, b} else 1.0 + 0.01 * len(a + b) % 3,
+                           lambda h: 2.0 if h == "emu1" else 1.0)
+    ev = cli.evidence(recs)
+    assert ev.hosts == [f"emu{i}" for i in range(8)] and len(ev.bw_gbs) == 28 and len(ev.lat_us) == 28
+    assert ev.cpu_s[1] == pytest.approx(200e-6)
+    path = write_jsonl(tmp_path / "t.jsonl", recs)
+    assert cli.main([str(path)]) == 4
+    out = capsys.readouterr().out
+    assert "slow host: emu1" in out and "slow host link: emu2" in out
+    clean = write_jsonl(tmp_path / "c.jsonl", _triage_records(lambda a, b: 1.0, lambda h: 1.0))
+    assert cli.main([str(clean)]) == 0 and "no suspect" in capsys.readouterr().out
+
+
+def test_the_command_refuses_files_without_triage_records(tmp_path, capsys):
+    from analysis import triage as cli
+    from tests.unit.test_analysis_errors import rec, write_jsonl
+
+    path = write_jsonl(tmp_path / "r.jsonl", [rec(2, 1024)])
+    assert cli.main([str(path)]) == 2 and "no triage records" in capsys.readouterr().err
+
+
+def test_the_heatmap_aggregates_many_hosts(tmp_path, monkeypatch):
+    from analysis import triage as cli
+
+    monkeypatch.setattr(cli, "HEATMAP_MAX", 4)
+    ev = triage_sim.simulate(10, triage_sim.Planted(), cv=0.05, seed=1)
+    assert cli.heatmap(ev, tmp_path / "h.png").stat().st_size > 0
