@@ -18,8 +18,10 @@ size); every measured record of a point is one observation of its time
   1 + threshold (with no interval: the ratio alone), ``faster`` when wholly
   below 1 / (1 + threshold), else ``same``.
 
-Exit status: 0 no regression, 4 a point ``slower`` (below expectation),
-2 bad input (a file that cannot be read, no point in both sets).  Pure: the
+Exit status: 0 no regression; 1 NEW has wrong results (named first, never
+hidden behind a comparison); 4 a point ``slower``, or one BASE measured that
+NEW failed, timed out on or could not run (below expectation); 2 bad input
+(a file that cannot be read, no point in both sets).  Pure: the
 comparison (:func:`compare`) takes two frames of :mod:`analysis.load.points`.
 """
 
@@ -32,12 +34,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from analysis import cli_common
 from analysis.load import points
-from ground.errors import EXIT_BELOW, UsageError
+from ground.errors import EXIT_BELOW, EXIT_WRONG, UsageError
 
 __all__ = ["KEY", "compare", "interval", "regressions", "summary_lines", "section", "main", "PROG", "DEFAULT_THRESHOLD"]
 
 PROG = "analysis.compare"
-KEY = ("collective", "transport", "nranks", "dtype", "op", "placement", "algo", "group_ranks", "size_bytes")
+KEY = ("collective", "transport", "nranks", "dtype", "op", "root", "placement", "algo", "group_ranks", "size_bytes")
+_TEXT_KEY = ("collective", "transport", "dtype", "op", "root", "placement", "algo", "group_ranks")
+FAILED = ("failed", "timeout", "unsupported")  # a point NEW could not measure
 DEFAULT_THRESHOLD = 5.0  # percent
 # Student's t, two-sided 95 %, by degrees of freedom (1..30); beyond, the normal 1.96.
 _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
@@ -77,28 +81,51 @@ def _median(v: Sequence[float]) -> float:
 
 
 def _samples(g) -> List[float]:
-    """The per-iteration samples of a point's single record (``iter_us``, a list or per-rank lists), else []."""
-    if "iter_us" not in g or len(g) != 1:
+    """A point's per-iteration samples (``iter_us``: per rank, the slowest rank's), pooled over its records."""
+    if "iter_us" not in g:
         return []
-    v = g["iter_us"].iloc[0]
-    if isinstance(v, str):  # nested values load as JSON text (analysis.load.reader)
-        try:
-            v = json.loads(v)
-        except ValueError:
-            return []
-    if isinstance(v, dict):  # per rank: the slowest rank's samples
-        v = max(v.values(), key=lambda s: _median(s) if s else 0.0, default=[])
-    return [float(x) for x in v] if isinstance(v, list) else []
+    out: List[float] = []
+    for v in g["iter_us"]:
+        if isinstance(v, str):  # nested values load as JSON text (analysis.load.reader)
+            try:
+                v = json.loads(v)
+            except ValueError:
+                continue
+        if isinstance(v, dict):  # per rank: the slowest rank's samples
+            v = max(v.values(), key=lambda s: _median(s) if s else 0.0, default=[])
+        if isinstance(v, list):
+            out += [float(x) for x in v if isinstance(x, (int, float))]
+    return out
 
 
-def _groups(df) -> Dict[Tuple, object]:
-    df = df[df["kind"].eq("measured") & df["status"].eq("ok")].copy()
+def _keyed(df, statuses: Sequence[str]):
+    """Measured rows of ``statuses``, key columns filled (text; "-" where a field does not apply, "all" for
+    the whole job), duplicates (the same record read twice) dropped."""
+    df = df[df["kind"].eq("measured") & df["status"].isin(list(statuses))].copy()
     for col in KEY:
         if col not in df:
             df[col] = None
-    df["algo"] = df["algo"].fillna("-")
-    df["group_ranks"] = df["group_ranks"].fillna("all")  # a group of --split, or the whole job
-    return {k: g for k, g in df.groupby(list(KEY), dropna=False, sort=True)}
+    for col in _TEXT_KEY:
+        df[col] = [("all" if col == "group_ranks" else "-") if v is None or v != v else
+                   (str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)) for v in df[col]]
+    return df.drop_duplicates(subset=[c for c in ("run_id", "timestamp", *KEY, "time_us") if c in df])
+
+
+def _groups(df, statuses: Sequence[str] = ("ok",)) -> Dict[Tuple, object]:
+    return {k: g for k, g in _keyed(df, statuses).groupby(list(KEY), dropna=False, sort=True)}
+
+
+def unmeasured(base, new) -> Tuple[List[str], List[str]]:
+    """(NEW's points with wrong results, NEW's points that failed, timed out or were unsupported where BASE
+    measured them): one phrase each."""
+    ok = set(_groups(base))
+    def name(k) -> str:
+        d = dict(zip(KEY, k))
+        return f"{d['transport']} {d['collective']} {int(d['nranks'])} ranks {d['dtype']} {d['placement']} " \
+               f"{int(d['size_bytes']) if d['size_bytes'] == d['size_bytes'] else '?'} B"
+    wrong = [name(k) for k in _groups(new, ("wrong",))]
+    failed = [f"{name(k)} ({g['status'].iloc[0]})" for k, g in _groups(new, FAILED).items() if k in ok]
+    return wrong, failed
 
 
 def compare(base, new, threshold: float = DEFAULT_THRESHOLD):
@@ -116,7 +143,7 @@ def compare(base, new, threshold: float = DEFAULT_THRESHOLD):
         tb, tn = [float(x) for x in b["time_us"]], [float(x) for x in n["time_us"]]
         ratio = _median(tn) / _median(tb) if _median(tb) > 0 else float("nan")
         iv, how = interval(tb, tn), "runs"
-        if iv is None:
+        if iv is None:  # fewer than two runs on a side: the iterations' spread, pooled over the runs
             iv, how = interval(_samples(b), _samples(n)), "iterations"
             if iv is not None:  # centred on the runs' ratio: the samples give its width
                 c = math.exp((math.log(iv[0]) + math.log(iv[1])) / 2)
@@ -171,8 +198,10 @@ def section(base, new, baseline_name: str, threshold: float = DEFAULT_THRESHOLD)
     out = ["## Against the baseline", "", f"Compared with `{baseline_name}`, point by point (NEW/BASE time; "
            "`python -m analysis.compare` gives the same, with exit status 4 on a regression).", ""]
     t = compare(base, new, threshold)
+    wrong, failed = unmeasured(base, new)
+    out += [f"- wrong results: {w}" for w in wrong] + [f"- not measured: {f}" for f in failed]
     if t.empty:
-        return out + ["No point of these results is in the baseline.", ""]
+        return out + ["", "No point of these results is in the baseline.", ""]
     kb, kn = set(_groups(base)), set(_groups(new))
     out += [f"- {line}" for line in summary_lines(t, len(kb - kn), len(kn - kb), threshold)]
     out += [f"- slower: {line}" for line in regressions(t)] + [""]
@@ -189,7 +218,7 @@ def section(base, new, baseline_name: str, threshold: float = DEFAULT_THRESHOLD)
 
 
 def _load(path: str, strict: bool):
-    return points.load(path, strict=strict, warn=cli_common.warner(PROG))
+    return points.load(path, all_status=True, strict=strict, warn=cli_common.warner(PROG))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -216,7 +245,14 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     base, new = _load(a.base, a.strict), _load(a.new, a.strict)
     table = compare(base, new, a.threshold)
     kb, kn = set(_groups(base)), set(_groups(new))
+    wrong, failed = unmeasured(base, new)
+    for w in wrong:  # wrong results come first: never hidden behind a comparison of times
+        print(f"{PROG}: wrong results: {w}", file=sys.stderr)
+    for f in failed:
+        print(f"{PROG}: not measured: {f} (BASE measured it)", file=sys.stderr)
     if table.empty:
+        if wrong or failed:
+            return EXIT_WRONG if wrong else EXIT_BELOW
         raise UsageError(f"no point is in both {a.base} and {a.new} (a point: {', '.join(KEY)})")
     for line in summary_lines(table, len(kb - kn), len(kn - kb), a.threshold):
         print(line)
@@ -234,7 +270,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     slow = regressions(table)
     for line in slow:
         print(f"{PROG}: slower: {line}", file=sys.stderr)
-    return EXIT_BELOW if slow else 0
+    return EXIT_WRONG if wrong else EXIT_BELOW if slow or failed else 0
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from typing import List, Optional, Sequence
 from collectives import gates, harness, model_column, split
 from collectives.lifecycle import process_main
 from facts import spec as specs
+from collectives.config import check_group
 from collectives.config import (DEFAULT_MAX, DEFAULT_MIN, DEFAULT_STARTUP_TIMEOUT, MAX_CHECKS, MAX_GIVEN_ITERS,
                                 Config, TransportOptions, parse_size, sweep_sizes)
 from facts.per_rank import DEFAULT_CAP
@@ -174,6 +175,10 @@ def run_fields(a) -> dict:
         raise ConfigError(f"--json and --csv name the same file ({a.json}): give two files")
     if getattr(a, "iter_skip", None) is not None and not getattr(a, "iter_times", None):
         raise ConfigError("--iter-skip drops samples of --iter-times: give --iter-times too")
+    if getattr(a, "iter_times", None) and not a.json:
+        raise ConfigError("--iter-times keeps the samples in the JSON Lines: give --json FILE")
+    if getattr(a, "iter_skip", None) and a.iters is not None and a.iter_skip >= a.iters:
+        raise ConfigError(f"--iter-skip {a.iter_skip} leaves none of -n {a.iters} iterations: skip fewer")
     iter_fields = dict(iter_times=a.iter_times, iter_skip=a.iter_skip or 0) if hasattr(a, "iter_times") else {}
     return dict(**iter_fields, iters=a.iters, warmup=a.warmup_iters, check=a.check, average=a.average,
                 transport=a.transport.strip().lower(), json=a.json, csv=a.csv, time_budget=a.time_budget,
@@ -289,23 +294,13 @@ def parse_args(collective: str, argv: Sequence[str], quiet: bool = False) -> Con
 
 
 def check_against_ranks(cfg: Config, nranks: int) -> None:
-    """The checks that need the rank count; identical on every rank (under --split, a group's)."""
-    spec = cfg.spec
-    if cfg.split is not None:  # the groups are what runs: pairs of 2, N, or a host's ranks (unknown here)
-        if cfg.split == "hosts":
-            return
-        nranks = 2 if cfg.split == "pairs" else int(cfg.split)
-    if spec.exact_ranks is not None and nranks != spec.exact_ranks:
-        raise ConfigError(
-            f"{cfg.collective} needs exactly {spec.exact_ranks} ranks, this job has {nranks} "
-            f"(mpirun -n {spec.exact_ranks} python -m collectives.{cfg.collective})"
-        )
-    if spec.rooted and cfg.root is not None and cfg.root >= nranks:
-        raise ConfigError(f"root {cfg.root} does not exist: this job has {nranks} ranks (0..{nranks - 1})")
-    if not set(cfg.placements) & set(spec.placements):
-        raise ConfigError(f"{cfg.collective} has no in-place form (drop --in-place)")
-    if cfg.inject_fault is not None and cfg.inject_fault >= nranks:
-        raise ConfigError(f"--inject-fault {cfg.inject_fault}: this job has {nranks} ranks")
+    """The checks that need the rank count; identical on every rank.  Under --split each group is checked
+    by :mod:`collectives.split` before anything runs; here the job (--inject-fault names a job rank)."""
+    if cfg.split is not None:
+        if cfg.inject_fault is not None and cfg.inject_fault >= nranks:
+            raise ConfigError(f"--inject-fault {cfg.inject_fault}: this job has {nranks} ranks")
+        return
+    check_group(cfg, nranks)
 
 
 def run(collective: str, comm=None, argv: Sequence[str] = (), sinks=None) -> List[dict]:

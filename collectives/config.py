@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
 from facts.spec import CollectiveSpec
-from ground.dtypes import DType, Op
+from ground.dtypes import ConfigError, DType, Op
 from ground.errors import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE,  # noqa: F401
                            EXIT_WRONG)
 from ground.sizes import DEFAULT_MAX, DEFAULT_MIN, MAX_SIZES, parse_size, sweep_sizes
@@ -25,7 +25,7 @@ from transports.base import TransportOptions
 __all__ = ["Config", "TransportOptions", "parse_size", "sweep_sizes",
            "EXIT_OK", "EXIT_WRONG", "EXIT_USAGE", "EXIT_ERROR", "EXIT_TIMEOUT", "EXIT_INTERRUPTED",
            "MAX_ITERS", "MIN_ITERS", "MAX_GIVEN_ITERS", "MAX_CHECKS", "MAX_SIZES", "DEFAULT_MIN", "DEFAULT_MAX",
-           "DEFAULT_STARTUP_TIMEOUT"]
+           "DEFAULT_STARTUP_TIMEOUT", "check_group"]
 
 
 MAX_ITERS = 100_000  # the most iterations --time-budget picks
@@ -91,3 +91,18 @@ class Config:
     @property
     def aggregation(self) -> str:
         return ("rank0", "avg", "min", "max")[self.average]
+
+
+def check_group(cfg: Config, nranks: int, who: str = "this job") -> None:
+    """The checks of ``cfg`` against the ranks that run it (``who``: "this job", or a group of --split)."""
+    spec = cfg.spec
+    if spec.exact_ranks is not None and nranks != spec.exact_ranks:
+        hint = "" if who != "this job" else \
+            f" (mpirun -n {spec.exact_ranks} python -m collectives.{cfg.collective})"
+        raise ConfigError(f"{cfg.collective} needs exactly {spec.exact_ranks} ranks, {who} has {nranks}{hint}")
+    if spec.rooted and cfg.root is not None and cfg.root >= nranks:
+        raise ConfigError(f"root {cfg.root} does not exist: {who} has {nranks} ranks (0..{nranks - 1})")
+    if not set(cfg.placements) & set(spec.placements):
+        raise ConfigError(f"{cfg.collective} has no in-place form (drop --in-place)")
+    if cfg.inject_fault is not None and cfg.inject_fault >= nranks and who == "this job":
+        raise ConfigError(f"--inject-fault {cfg.inject_fault}: this job has {nranks} ranks")

@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Sequence
 from ground.dtypes import ConfigError
 from ground.sizes import human_size, parse_size
 
-__all__ = ["Gate", "add_gate_flags", "from_args", "below", "GATE_FROM", "SHOWN"]
+__all__ = ["Gate", "add_gate_flags", "from_args", "below", "GATE_FROM", "SHOWN", "ROUNDING"]
 
 GATE_FROM = 1 << 20
 SHOWN = 6  # sizes named in the line; the rest counted
@@ -40,7 +40,7 @@ def _positive(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not v > 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text}: give a number above 0")
+        raise argparse.ArgumentTypeError(f"{text}: give a finite number above 0")
     return v
 
 
@@ -64,10 +64,13 @@ def from_args(a, sizes: Sequence[int], sized: bool = True) -> Optional[Gate]:
     if not sized:
         raise ConfigError("this collective moves no data: there is no bandwidth to gate (--min-busbw, "
                           "--min-pct-model)")
+    if getattr(a, "split", None) == 1:
+        raise ConfigError("--split 1 measures single ranks: there is no bandwidth to gate (--min-busbw, "
+                          "--min-pct-model)")
     if a.min_pct_model is not None and not a.fabric:
         raise ConfigError("--min-pct-model needs --fabric NAME (the model it is a percentage of)")
     start = parse_size(a.gate_from) if a.gate_from is not None else GATE_FROM
-    if not any(s >= start for s in sizes):
+    if not any(s >= start * ROUNDING for s in sizes):
         raise ConfigError(f"the gates judge sizes of at least {human_size(start)} (--gate-from) and this sweep "
                           f"ends at {human_size(max(sizes))}: nothing to judge (raise -e or lower --gate-from)")
     return Gate(a.min_busbw, a.min_pct_model, start)
@@ -79,10 +82,16 @@ def _what(r: Dict) -> str:
     return f"{human_size(r['size_bytes'])} ({r.get('dtype')} {r.get('op') or ''} {place}{group}".replace("  ", " ")
 
 
+ROUNDING = 0.99  # a size rounded down to whole elements per rank (alltoall of 1M at 3 ranks) still counts
+
+
 def below(gate: Gate, records: Sequence[Dict]) -> List[str]:
-    """One phrase per bar that some judged size misses: the bar and the sizes below it, with their values."""
+    """One phrase per bar that some judged size misses: the bar and the sizes below it, with their values;
+    a run in which no size was judged says so (an expectation that could not be checked is not met)."""
     judged = [r for r in records if r.get("status") == "ok" and isinstance(r.get("size_bytes"), int)
-              and r["size_bytes"] >= gate.gate_from]
+              and r["size_bytes"] >= gate.gate_from * ROUNDING]
+    if not judged:
+        return [f"nothing judged: no size of at least {human_size(gate.gate_from)} (--gate-from) was measured"]
     out = []
     for bar, field, unit, name in ((gate.min_busbw_gbs, "busbw_gbs", " GB/s", "busbw"),
                                    (gate.min_pct_model, "pct_model", " %", "% of the model")):

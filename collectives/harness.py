@@ -181,7 +181,7 @@ class _Runner:
             if bound.result is None or expected is None:
                 return 0
             got = t.to_host(bound.result)
-            if cfg.inject_fault == t.rank:
+            if cfg.inject_fault == (session.group["ranks"][t.rank] if session.group else t.rank):  # a job rank
                 got = got.copy()
                 got.view(np.uint8)[0] ^= 1
             return validate.count_wrong(got, expected)

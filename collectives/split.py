@@ -27,6 +27,7 @@ import socket
 from dataclasses import replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+from collectives.config import check_group
 from ground.dtypes import ConfigError
 from ground.sizes import human_size
 
@@ -109,6 +110,9 @@ def run(comm, cfg, sinks, env_tweaks, watchdog, measure: Callable) -> List[Dict]
         raise ConfigError("--split needs an MPI launcher (mpirun, srun): its groups are MPI communicators")
     hosts = comm.allgather(socket.gethostname())
     rounds = plan(cfg.split, hosts)
+    for ri, rnd in enumerate(rounds):  # every group against the flags, on every rank, before anything runs
+        for gi, g in enumerate(rnd):
+            check_group(cfg, len(g), f"group {gi} of split round {ri} (ranks {','.join(map(str, g))})")
     if str(cfg.transport).lower() == "shm" and any(len({hosts[r] for r in g}) > 1 for rnd in rounds for g in rnd):
         raise ConfigError(f"--split {cfg.split} puts ranks of several hosts in a group and shm works within a "
                           "host: use --transport mpi or gloo")

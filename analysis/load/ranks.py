@@ -52,6 +52,8 @@ def _rows(rec: Dict) -> List[Dict]:
         pairs = [(v[0], h, v[1]) for h, v in per_host.items() if isinstance(v, list) and len(v) == 2]
     out = []
     for r, host, t in pairs:
+        if not isinstance(r, int) or isinstance(r, bool) or not isinstance(t, (int, float)):
+            continue  # a damaged entry ([null, null]): left out, the rest kept
         row = dict(key, rank=int(r), host=host, time_us=t, slowest=(r == slowest))
         s = stats.get(str(r)) if isinstance(stats, dict) else None  # keyed by the job's rank
         for k in _ITER:

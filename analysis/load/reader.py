@@ -62,7 +62,7 @@ NUMERIC = ("nranks", "nhosts", "ranks_per_host", "size_bytes", "count", "iters",
 BOOLEAN = ("in_place", "oversubscribed", "fresh_inputs", "pipelined")
 TEXT = ("schema", "kind", "status", "run_id", "timestamp", "collective", "transport", "algo", "buffer",
          "dtype", "op", "op_impl", "aggregation", "reason", "hosts", "emulated", "sweep_id", "sweep_point",
-         "phase")
+         "phase", "split", "group_ranks", "group_hosts", "slowest_host")
 REPLICATE = "replicate"  # collectives.replicate's training-step records: a frame of their own
 NO_BANDWIDTH = (REPLICATE, "cpu_probe")  # records of a time alone: replicate's steps, the triage's CPU probe
 _MAX_RANKS = 1 << 24

@@ -44,7 +44,7 @@ def test_percent_of_model_gate(runner):
     (("-e", "8", "--min-busbw", "1"), "nothing to judge"),
     (("--min-pct-model", "50"), "--min-pct-model needs --fabric"),
     (("--gate-from", "1K"), "--gate-from needs a bar"),
-    (("--min-busbw", "-3"), "give a number above 0"),
+    (("--min-busbw", "-3"), "give a finite number above 0"),
 ])
 def test_a_gate_that_cannot_judge_is_exit_2_before_running(runner, args, message):
     res = runner.run([sys.executable, "-m", "collectives.allreduce", *args], timeout=60)

@@ -79,3 +79,13 @@ def test_a_hung_group_ends_the_job_naming_its_ranks(runner, tmp_path):
     assert res.returncode != 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert re.search(r"timeout: allreduce of \d+ B \(float32, out-of-place\) in split round 0 group 0 "
                      r"\(ranks 0,1 on [^)]+\) did not complete within -T 3 s", res.stderr), res.stderr[-2000:]
+
+
+@pytest.mark.parametrize("collective, args, message", [
+    ("pingpong", ("--split", "hosts"), "pingpong needs exactly 2 ranks, group 0 of split round 0 (ranks 0,1,2) has 3"),
+    ("broadcast", ("-r", "5", "--split", "hosts"), "root 5 does not exist: group 0 of split round 0"),
+    ("allreduce", ("--inject-fault", "7", "--split", "hosts"), "--inject-fault 7: this job has 3 ranks"),
+])
+def test_every_group_is_checked_against_the_flags_before_running(runner, collective, args, message):
+    res = runner.cli(3, collective, *FAST, *args, timeout=120)
+    assert res.returncode == 2 and message in res.stderr, res.stderr[-2000:]

@@ -126,3 +126,36 @@ def test_the_report_shows_the_comparison_with_a_baseline(tmp_path):
     assert md.count("| slower |") == 2
     plain = report.build([str(new)], str(tmp_path / "rep2"))["report.md"].read_text()
     assert "## Against the baseline" not in plain
+
+
+def test_wrong_results_in_new_come_first_and_failures_are_regressions(tmp_path, capsys):
+    base = _runs(tmp_path / "b.jsonl", runs=1)
+    wrong = [rec(3, s, run_id="w") for s in SIZES]
+    wrong[0].update(status="wrong", wrong=3)
+    assert compare.main([str(base), str(write_jsonl(tmp_path / "w.jsonl", wrong))]) == 1
+    assert "wrong results: shm allreduce 3 ranks float32 out-of-place 1024 B" in capsys.readouterr().err
+    failed = [rec(3, s, run_id="f") for s in SIZES]
+    failed[1].update(status="timeout", time_us=None, busbw_gbs=None, algbw_gbs=None)
+    assert compare.main([str(base), str(write_jsonl(tmp_path / "f.jsonl", failed))]) == 4
+    assert "not measured: shm allreduce 3 ranks float32 out-of-place 1048576 B (timeout)" in capsys.readouterr().err
+
+
+def test_points_without_an_op_or_with_roots_compare(tmp_path):
+    recs = []
+    for run in ("a", "b"):
+        for root in (0, 1):
+            r = rec(3, 1024, run_id=run, collective="broadcast", op=None, root=root)
+            r["time_us"] *= 1 + root  # root 1 is twice as slow: never averaged with root 0
+            recs.append(r)
+    path = write_jsonl(tmp_path / "bc.jsonl", recs)
+    t = compare.compare(points.load(path), points.load(path))
+    assert len(t) == 2 and set(t["runs_base"]) == {2} and set(t["verdict"]) == {"same"}
+
+
+def test_a_record_read_twice_is_one_run(tmp_path):
+    from tests.conftest import read_jsonl
+
+    recs = read_jsonl(_runs(tmp_path / "b.jsonl", runs=1))
+    twice = write_jsonl(tmp_path / "d.jsonl", recs + recs)
+    t = compare.compare(points.load(twice), points.load(twice))
+    assert set(t["runs_base"]) == {1} and len(recs) == 2

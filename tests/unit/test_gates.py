@@ -18,7 +18,10 @@ def test_only_sizes_from_the_gate_count():
     recs = [_rec(8, 0.001), _rec(1 << 20, 12.0), _rec(2 << 20, 9.5), _rec(4 << 20, 0.0, status="timeout")]
     (line,) = gates.below(g, recs)
     assert line.startswith("busbw below 10 GB/s at 1 of 2 judged sizes: 2 MiB (float32 sum out-of-place: 9.5 GB/s)")
-    assert gates.below(gates.Gate(min_busbw_gbs=10.0, gate_from=1 << 30), recs) == []
+    assert gates.below(gates.Gate(min_busbw_gbs=10.0, gate_from=1 << 30), recs) == [
+        "nothing judged: no size of at least 1 GiB (--gate-from) was measured"]
+    # A size rounded down to whole elements per rank (alltoall of 1M at 3 ranks) is still judged.
+    assert "at 1 of 1 judged sizes" in gates.below(g, [_rec((1 << 20) - 4, 1.0)])[0]
 
 
 def test_percent_of_model_and_a_missing_model():

@@ -67,3 +67,10 @@ def test_the_ranks_frame_unfolds_a_record_per_rank():
     t = stragglers.series_table(df)
     assert len(t) == 1 and t["rank"].iloc[0] == 1 and t["host"].iloc[0] == "h0" and t["share"].iloc[0] == 1.0
     assert abs(t["excess_pct"].iloc[0] - 125.0) < 1e-9  # 5/2 and 6/3 over the median rank: +150 %, +100 %
+
+
+def test_a_damaged_host_entry_is_left_out():
+    rec = _rec(1024, [1.0, 2.0, 3.0])
+    rec.update(rank_time_us=None, host_time_us={"h0": [None, None], "h1": [2, 3.0]})
+    df = ranks.frame([rec])
+    assert list(df["rank"]) == [2] and list(df["host"]) == ["h1"]
