@@ -27,8 +27,8 @@ def series_table(ranks):
     df = ranks[ranks["nranks"] > 1] if len(ranks) else ranks
     if df.empty:
         return pd.DataFrame(columns=cols)
-    point = [c for c in ("run_id", "transport", "collective", "nranks", "dtype", "op", "placement", "algo",
-                         "size_bytes")]
+    point = ["run_id", "split_round", "group", "transport", "collective", "nranks", "dtype", "op", "placement", "algo",
+             "size_bytes"]  # one point of one group (--split) of one run
     rows = []
     for key, g in df.groupby(_SERIES, sort=True, dropna=False):
         per_point = g.groupby(point, dropna=False, sort=False)
