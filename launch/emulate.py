@@ -7,8 +7,10 @@
 
 Each emulated host is a network namespace with its own host name (``emu0``,
 ``emu1``...), joined to the others through veth links and a bridge, each
-link optionally shaped by ``tc tbf`` (:mod:`launch.netns`).  Ranks start
-inside the namespaces through the launchers people already use:
+link optionally shaped by ``tc tbf`` (:mod:`launch.netns`); ``--host-rate
+emu1=100mbit`` shapes one host's link apart and ``--host-cpu emu2=0.5`` caps
+one host's processes at half their fair CPU with a cgroup (:mod:`launch.emuhost`).
+Ranks start inside the namespaces through the launchers people already use:
 
 * MPICH's Hydra ``mpirun``/``mpiexec`` runs in ``emu0`` and is given
   ``-hosts <addresses> -ppn P -iface csnet0`` and a launcher that enters the
@@ -29,8 +31,9 @@ Everything is torn down on every exit path the process can see (normal end,
 error, Ctrl-C, SIGTERM/SIGHUP, ``--timeout``).  After a SIGKILL of the
 emulation, what it launched gets SIGTERM from the kernel (a parent-death
 signal) and its reaper (:mod:`launch.reaper`) stops whatever is left and
-removes the namespaces; should the reaper be killed too, the next run, or
-``--cleanup``, removes what a dead emulation left.
+removes the namespaces (``--host-cpu``'s cgroups go with them); should the
+reaper be killed too, the next run, or ``--cleanup``, removes what a dead
+emulation left.
 """
 
 from __future__ import annotations
@@ -42,14 +45,14 @@ import os
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import time
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from ground import errors
-from launch import checks, netns, reaper
+from launch import checks, emuhost, netns, reaper
+from launch.emuhost import HostCPU
 from launch.netns import IFACE, EmulationError, Topology
 
 __all__ = ["main", "mpirun_args", "torchrun_args", "rank_env", "EmulationError", "hydra_version", "launch_command"]
@@ -164,8 +167,9 @@ def _machine_id() -> str:
     return socket.gethostname()
 
 
-def rank_env(topo: Topology, base: Optional[dict] = None, say=None) -> dict:
-    """The environment of everything started on the emulated hosts (see LINK_ENV)."""
+def rank_env(topo: Topology, base: Optional[dict] = None, say=None, cpu: Optional[HostCPU] = None) -> dict:
+    """The environment of everything started on the emulated hosts (see LINK_ENV); COLLSCALE_EMULATED
+    describes them, each host's own link rate (``host_rates``, bits/s) and CPU share (``host_cpu``) included."""
     env = dict(os.environ if base is None else base)
     for key, value in LINK_ENV.items():
         if env.get(key) not in (None, value) and say:
@@ -179,9 +183,17 @@ def rank_env(topo: Topology, base: Optional[dict] = None, say=None) -> dict:
         "machine": socket.gethostname(),
         "machine_id": _machine_id(),  # the emulated hosts share this machine's cores and memory
         "cores": os.cpu_count(),
-        "describe": topo.describe(),
+        "host_rates": dict(topo.host_rate_bits),
+        "host_cpu": dict(cpu.shares) if cpu else {},
+        "host_cpu_cores": {name: round(cpu.cores_of(name), 4) for name in cpu.shares} if cpu else {},
+        "describe": describe(topo, cpu),
     })
     return env
+
+
+def describe(topo: Topology, cpu: Optional[HostCPU] = None) -> str:
+    """The emulation in words: the hosts, their links and CPU shares (records carry it as ``emulated``)."""
+    return "; ".join(t for t in (topo.describe(), cpu.describe() if cpu else "") if t)
 
 
 def hydra_version(mpirun: str) -> str:
@@ -205,35 +217,6 @@ def _find_mpirun() -> str:
     if not found:
         raise EmulationError("no mpirun found: install collscale (pip install -e .) for MPICH's")
     return found
-
-
-def _write_launcher(topo: Topology, directory: str) -> str:
-    """Hydra's stand-in for ssh: ``-x HOST COMMAND`` runs COMMAND in HOST's namespace.
-
-    Hydra hands ssh one shell-quoted command string, so it is run with
-    ``sh -c`` as a remote shell would.
-    """
-    cases = "".join(f"  {topo.ip(i)}|{topo.hostname(i)}) ns={topo.ns(i)}; name={topo.hostname(i)};;\n"
-                    for i in range(topo.nhosts))
-    path = os.path.join(directory, "enter-host")
-    with open(path, "w") as f:
-        f.write(
-            "#!/bin/sh\n"
-            "# collscale emulate: enter an emulated host (network + UTS namespace) for Hydra\n"
-            "while [ $# -gt 0 ]; do case \"$1\" in -x|-q|-T|-n|-t) shift;; *) break;; esac; done\n"
-            "host=$1; shift\n"
-            "case \"$host\" in\n" + cases +
-            "  *) echo \"collscale emulate: unknown emulated host '$host'\" >&2; exit 255;;\n"
-            "esac\n"
-            "exec ip netns exec \"$ns\" unshare --uts sh -c \"hostname $name && exec $*\"\n")
-    os.chmod(path, stat.S_IRWXU)
-    return path
-
-
-def _on_host(topo: Topology, i: int, command: Sequence[str]) -> List[str]:
-    """``command`` started inside emulated host ``i``."""
-    return ["ip", "netns", "exec", topo.ns(i), "unshare", "--uts", "sh", "-c",
-            f'hostname {topo.hostname(i)} && exec "$@"', "sh", *command]
 
 
 def _report_links(topo: Topology, say) -> None:
@@ -269,18 +252,21 @@ def _wait_all(procs: List[subprocess.Popen], deadline: Optional[float], stop: Se
 
 
 def prepare(command: Sequence[str], hosts: int, rate: Optional[str] = None, ppn: Optional[int] = None,
-            timeout: Optional[float] = None):
-    """Check everything and build nothing: (the command, its mode, the topology).  Raises EmulationError."""
+            timeout: Optional[float] = None, host_rates: Optional[Dict[str, str]] = None,
+            host_cpu: Optional[Dict[str, float]] = None):
+    """Check everything and build nothing: (the command, its mode, the topology, the CPU shares or
+    None).  Raises EmulationError (or UsageError)."""
     if not command:
         raise EmulationError("no command: put it after '--', e.g. -- mpirun -n 2 python -m collectives.pingpong")
     if ppn is not None and ppn < 1:
         raise EmulationError(f"--ppn {ppn}: must be at least 1")
     if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
         raise EmulationError(f"--timeout {timeout}: must be a positive number of seconds")
-    topo = Topology(hosts, rate)
-    why = netns.requirements_missing()
+    topo = Topology(hosts, rate, host_rates=dict(host_rates or {}))
+    why = netns.requirements_missing() or (emuhost.cpu_missing() if host_cpu else None)
     if why:
         raise EmulationError(why)
+    cpu = HostCPU(host_cpu, hosts, topo.tag) if host_cpu else None
     base = os.path.basename(command[0])
     mode = "torchrun" if base == "torchrun" else "mpirun" if base.startswith(("mpirun", "mpiexec")) else "wrap"
     if mode == "wrap":
@@ -294,32 +280,33 @@ def prepare(command: Sequence[str], hosts: int, rate: Optional[str] = None, ppn:
         mpirun_args(command, topo, ppn, "-")  # refuse bad arguments before building anything
     else:
         torchrun_args(command, topo, 0, ppn)
-    return list(command), mode, topo
+    return list(command), mode, topo, cpu
 
 
 def run(command: Sequence[str], hosts: int, rate: Optional[str] = None, ppn: Optional[int] = None,
-        timeout: Optional[float] = None, say=print) -> int:
+        timeout: Optional[float] = None, say=print, host_rates: Optional[Dict[str, str]] = None,
+        host_cpu: Optional[Dict[str, float]] = None) -> int:
     """Create the hosts, run ``command`` across them, tear down; returns its exit status."""
-    command, mode, topo = prepare(command, hosts, rate, ppn, timeout)
-    return launch_command(command, mode, topo, ppn, timeout, say)
+    command, mode, topo, cpu = prepare(command, hosts, rate, ppn, timeout, host_rates, host_cpu)
+    return launch_command(command, mode, topo, ppn, timeout, say, cpu=cpu)
 
 
 def launch_command(command: List[str], mode: str, topo: Topology, ppn: Optional[int], timeout: Optional[float],
-            say) -> int:
+                   say, cpu: Optional[HostCPU] = None) -> int:
     stale = netns.sweep_stale()
     if stale:
         say(f"# emulate: removed what dead emulations left: {', '.join(stale)}")
 
     token = reaper.new_token()
     with reaper.Reaper(token, "emulate", emulation=topo.owner):  # even a kill -9 of this process ends it all
-        code, stop = _build_and_wait(command, mode, topo, ppn, timeout, say, token)
+        code, stop = _build_and_wait(command, mode, topo, ppn, timeout, say, token, cpu)
     if stop:
         code = 128 + stop[0]
     return code
 
 
 def _build_and_wait(command: List[str], mode: str, topo: Topology, ppn: Optional[int], timeout: Optional[float],
-                    say, token: str):
+                    say, token: str, cpu: Optional[HostCPU] = None):
     """Build the hosts, start the launch, wait, tear down: (exit status, the signals that stopped it)."""
     # Signals only set a flag that the wait loop reads: no exception can land
     # half-way through building or tearing down the network.
@@ -330,17 +317,19 @@ def _build_and_wait(command: List[str], mode: str, topo: Topology, ppn: Optional
     code = 1
     try:
         topo.create()
-        env = dict(rank_env(topo, say=say), **{reaper.TOKEN_VAR: token})
-        say(f"# emulate: {topo.describe()}; addresses {topo.ip(0)}..{topo.ip(topo.nhosts - 1)} on {IFACE}")
+        if cpu:
+            cpu.create()  # removed with the namespaces (topo.destroy), as they carry the same owner pid
+        env = dict(rank_env(topo, say=say, cpu=cpu), **{reaper.TOKEN_VAR: token})
+        say(f"# emulate: {describe(topo, cpu)}; addresses {topo.ip(0)}..{topo.ip(topo.nhosts - 1)} on {IFACE}")
         # The launchers get SIGTERM from the kernel if this process dies (they stop their ranks).
         start = dict(env=env, preexec_fn=reaper.parent_death_signal())
         if not stop:
             if mode == "mpirun":
-                launch = mpirun_args(command, topo, ppn, _write_launcher(topo, workdir))
-                procs.append(subprocess.Popen(_on_host(topo, 0, launch), **start))
+                launch = mpirun_args(command, topo, ppn, emuhost.write_launcher(topo, workdir, cpu))
+                procs.append(subprocess.Popen(emuhost.on_host(topo, 0, launch, cpu), **start))
             else:
                 for i in range(topo.nhosts):
-                    procs.append(subprocess.Popen(_on_host(topo, i, torchrun_args(command, topo, i, ppn)),
+                    procs.append(subprocess.Popen(emuhost.on_host(topo, i, torchrun_args(command, topo, i, ppn), cpu),
                                                   **start))
             code = _wait_all(procs, time.monotonic() + timeout if timeout else None, stop)
             if code == 124:
@@ -378,15 +367,24 @@ def _parser() -> argparse.ArgumentParser:
                "collectives.pingpong -b 1M -e 64M --transport mpi\n"
                "  python -m launch.emulate --hosts 3 -- torchrun --nproc-per-node 1 -m "
                "collectives.allreduce --transport gloo\n"
+               "  python -m launch.emulate --hosts 3 --host-rate emu1=100mbit --host-cpu emu2=0.5 -- "
+               "python -m collectives.allreduce --transport mpi\n"
                "  python -m launch.emulate --cleanup",
         formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     p.add_argument("--hosts", help=f"emulated hosts (network namespaces), 1 to {netns.MAX_HOSTS}")
     p.add_argument("--rate", help="shape every link to this rate in tc bit units: 100mbit, 1gbit, 10gbit")
+    p.add_argument("--host-rate", action="append", metavar="HOST=RATE",
+                   help="shape one host's link (both directions) to its own rate, e.g. emu3=200mbit (repeatable)")
+    p.add_argument("--host-cpu", action="append", metavar="HOST=SHARE",
+                   help="give one host's processes that share (0 to 1) of their fair CPU (usable cores / hosts) "
+                        "with a cgroup v1 CPU quota, e.g. emu5=0.5 (repeatable)")
+    p.add_argument("--host-delay", action="append", metavar="HOST=DELAY",
+                   help="not supported, refused (delay needs sch_netem, which the CI kernel lacks)")
     p.add_argument("--ppn", help="ranks per emulated host (default: ranks / hosts, rounded up; "
                                  "torchrun: its --nproc-per-node, else 1)")
     p.add_argument("--timeout", help="stop the command after this many seconds (exit 124)")
     p.add_argument("--cleanup", action="store_true",
-                   help="remove namespaces left by emulations whose process is gone, then exit")
+                   help="remove namespaces and cgroups left by emulations whose process is gone, then exit")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     return p
 
@@ -411,7 +409,12 @@ def _checked(args: argparse.Namespace) -> dict:
     timeout = None if args.timeout is None else checks.seconds("--timeout", args.timeout)
     if args.rate is not None:
         netns.parse_rate(args.rate)
-    return dict(hosts=hosts, rate=args.rate, ppn=ppn, timeout=timeout)
+    if args.host_delay:
+        raise EmulationError(emuhost.delay_refusal())
+    host_rates = emuhost.host_values("--host-rate", args.host_rate, hosts, lambda item, value: value)
+    Topology(hosts, args.rate, host_rates=host_rates)  # every rate checked
+    host_cpu = emuhost.host_values("--host-cpu", args.host_cpu, hosts, emuhost.parse_share)
+    return dict(hosts=hosts, rate=args.rate, ppn=ppn, timeout=timeout, host_rates=host_rates, host_cpu=host_cpu)
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:
@@ -422,7 +425,9 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         command = command[1:]
     if args.cleanup:
         given = [f for f, v in (("--hosts", args.hosts), ("--rate", args.rate), ("--ppn", args.ppn),
-                                ("--timeout", args.timeout)) if v is not None] + (["a command"] if command else [])
+                                ("--timeout", args.timeout), ("--host-rate", args.host_rate),
+                                ("--host-cpu", args.host_cpu), ("--host-delay", args.host_delay))
+                 if v is not None] + (["a command"] if command else [])
         if given:
             raise EmulationError(f"--cleanup runs alone: leave out {', '.join(given)}")
         why = netns.requirements_missing()

@@ -15,6 +15,8 @@ available on the CI machine: docs/results/2026-11.md): a host's egress is shaped
 its own namespace and its ingress on the bridge port, like a full-duplex
 Ethernet link of that speed.  The bucket holds one millisecond of traffic
 (at least 32 KiB), so bursts barely show in multi-megabyte transfers.
+``host_rates`` ({"emu1": "100mbit"}, ``--host-rate``) shapes one host's link
+at a rate of its own, in both directions, apart from the others.
 
 ``/etc/netns/<ns>/hosts`` maps the emulated host names (``emu0``...) to
 their addresses; ``ip netns exec`` mounts it over ``/etc/hosts`` for every
@@ -22,7 +24,9 @@ process started in the namespace.
 
 Root (CAP_NET_ADMIN and CAP_SYS_ADMIN) is required.  :meth:`Topology.destroy`
 removes everything it made and kills any process still inside; it is safe to
-call more than once and after a partial :meth:`Topology.create`.
+call more than once and after a partial :meth:`Topology.create`.  It also
+removes the emulation's CPU cgroups (``--host-cpu``, :mod:`launch.emuhost`),
+which carry the same owner pid: so do the reaper and :func:`sweep_stale`.
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Dict, List, Optional
+
+from launch import emuhost
 
 __all__ = ["EmulationError", "Topology", "parse_rate", "requirements_missing", "sweep_stale", "remove_dead",
            "namespaces", "IFACE", "SUBNET", "MAX_HOSTS"]
@@ -57,12 +63,14 @@ class EmulationError(RuntimeError):
     """Something the user can fix: not root, a tool missing, bad input, a failed step."""
 
 
-def parse_rate(text: str) -> float:
+def parse_rate(text: str, what: Optional[str] = None) -> float:
     """A link rate in tc's bit units (``100mbit``, ``1gbit``, ``10gbit``) as bits/s.
 
     tc's ``bps``/``gbps`` units mean *bytes* per second, a trap when people
     write "1gbps" for gigabit Ethernet, so they are refused with a hint.
+    ``what`` names the value in a refusal (default ``--rate 'TEXT'``).
     """
+    what = what or f"--rate {text!r}"
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]+)\s*", text or "")
     unit = match.group(2).lower() if match else None
     if not match or unit not in _UNITS:
@@ -70,11 +78,11 @@ def parse_rate(text: str) -> float:
         if unit and unit.endswith("bps"):
             hint = (f"; tc reads '{unit}' as bytes per second: write bits, "
                     f"e.g. '{match.group(1)}{unit[:-3]}bit'")
-        raise EmulationError(f"--rate {text!r}: expected a number and one of "
+        raise EmulationError(f"{what}: expected a number and one of "
                              f"{', '.join(_UNITS)} (e.g. 1gbit){hint}")
     bits = float(match.group(1)) * _UNITS[unit]
     if not 8e3 <= bits <= 4e11:
-        raise EmulationError(f"--rate {text!r}: must be between 8kbit and 400gbit")
+        raise EmulationError(f"{what}: must be between 8kbit and 400gbit")
     return bits
 
 
@@ -138,17 +146,26 @@ def _kill_inside(ns: str, grace: float = 2.0) -> None:
 
 @dataclass
 class Topology:
-    """``nhosts`` emulated hosts joined through one bridge, optionally rate-limited."""
+    """``nhosts`` emulated hosts joined through one bridge, optionally rate-limited (every link by
+    ``rate``, single hosts' links by ``host_rates``: {host name: rate})."""
 
     nhosts: int
     rate: Optional[str] = None
     owner: int = field(default_factory=os.getpid)
+    host_rates: Dict[str, str] = field(default_factory=dict)
     made: List[str] = field(default_factory=list, repr=False)
 
     def __post_init__(self):
         if not 1 <= self.nhosts <= MAX_HOSTS:
             raise EmulationError(f"--hosts {self.nhosts}: must be between 1 and {MAX_HOSTS}")
         self.rate_bits = parse_rate(self.rate) if self.rate else None
+        self.host_rate_bits: Dict[str, float] = emuhost.host_values(
+            "--host-rate", [f"{k}={v}" for k, v in self.host_rates.items()], self.nhosts,
+            lambda item, value: parse_rate(value, f"--host-rate {item!r}"))
+
+    def link_bits(self, i: int) -> Optional[float]:
+        """Host ``i``'s link rate in bits/s: its own (--host-rate), else every link's; None: unshaped."""
+        return self.host_rate_bits.get(self.hostname(i), self.rate_bits)
 
     # names
     @property
@@ -171,6 +188,10 @@ class Topology:
 
     def describe(self) -> str:
         link = f"{self.rate} links (tc tbf, both directions)" if self.rate else "unlimited veth links"
+        own = [f"{name}'s {self.host_rates[name]}" for name in sorted(self.host_rate_bits, key=lambda n: int(n[3:]))]
+        if own:
+            link = (f"{link} but {', '.join(own)}" if self.rate else
+                    f"unlimited veth links but {', '.join(own)} (tc tbf, both directions)")
         return (f"{self.nhosts} emulated hosts {self.hostname(0)}..{self.hostname(self.nhosts - 1)} "
                 f"(network namespaces on one machine), {link}")
 
@@ -206,15 +227,15 @@ class Topology:
         _run("ip", "-n", self.switch, "link", "set", port, "master", "br0", "up")
         _run("ip", "-n", ns, "addr", "add", f"{self.ip(i)}/24", "dev", IFACE)
         _run("ip", "-n", ns, "link", "set", IFACE, "up")
-        if self.rate_bits:
+        bits = self.link_bits(i)
+        if bits:
             for where, dev in ((ns, IFACE), (self.switch, port)):
                 _run("ip", "netns", "exec", where, "tc", "qdisc", "add", "dev", dev, "root", "tbf",
-                     "rate", f"{int(self.rate_bits)}bit", "burst", str(self.burst_bytes),
-                     "latency", "100ms")
+                     "rate", f"{int(bits)}bit", "burst", str(_burst(bits)), "latency", "100ms")
 
     @property
     def burst_bytes(self) -> int:
-        return max(32 * 1024, int(self.rate_bits / 8 * 1e-3)) if self.rate_bits else 0
+        return _burst(self.rate_bits) if self.rate_bits else 0
 
     def link_bytes(self) -> List[tuple]:
         """(bytes sent, bytes received) on each host's link so far: proof that traffic crossed it."""
@@ -231,6 +252,11 @@ class Topology:
     def destroy(self) -> List[str]:
         """Remove everything this topology made; returns what could not be removed."""
         return _remove(self.tag)
+
+
+def _burst(bits: float) -> int:
+    """The token bucket: one millisecond of traffic at ``bits``/s, at least 32 KiB."""
+    return max(32 * 1024, int(bits / 8 * 1e-3))
 
 
 def _remove(tag: str) -> List[str]:
@@ -251,7 +277,7 @@ def _remove(tag: str) -> List[str]:
             shutil.rmtree(os.path.join(_ETC_NETNS, entry), ignore_errors=True)
             if os.path.exists(os.path.join(_ETC_NETNS, entry)):
                 left.append(f"{_ETC_NETNS}/{entry}")
-    return left
+    return left + emuhost.remove_groups(tag)  # after the namespaces: their processes are stopped
 
 
 def make_workdir() -> str:
@@ -281,6 +307,7 @@ def remove_dead(owner: int) -> bool:
     if _pid_alive(owner):
         return False
     ours = [n for n in namespaces() if _NAME.match(n) and _NAME.match(n).group(1) == str(owner)]
+    ours += [str(owner)] if owner in emuhost.group_owners() else []
     _remove_workdirs(owner)
     _remove(tag)
     return bool(ours)
@@ -298,6 +325,7 @@ def sweep_stale() -> List[str]:
         match = _NAME.match(name)
         if match:
             owners.add(int(match.group(1)))
+    owners.update(emuhost.group_owners())
     removed = []
     for pid in sorted(owners):
         if not _pid_alive(pid):
