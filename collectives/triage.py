@@ -2,8 +2,10 @@
 
 Three phases, every record written as the harness writes it (``--json``):
 
-1. **CPU probe**: every rank times a fixed compute kernel (a 160x160 float64
-   matrix product, ``--probe-iters`` times) at once; one record
+1. **CPU probe**: every rank runs a fixed single-threaded kernel (elementwise
+   numpy over 64 Ki doubles) for ``--probe-seconds`` of wall time, all at
+   once, and counts its repetitions: a host held to part of its CPU share
+   completes fewer (time per repetition); one record
    (``collective: cpu_probe``) keeps every rank's time and host
    (:mod:`facts.per_rank`), so the analysis compares hosts.
 2. **Pairs**: ``sendrecv`` between one rank per host, hosts paired on the
@@ -38,7 +40,7 @@ from ground.version import __version__
 __all__ = ["main", "run", "cpu_probe", "PROBE_N"]
 
 NAME = "triage"
-PROBE_N = 160  # the probe's matrices: 160x160 float64 (200 KB each: in every cache level that matters)
+PROBE_N = 65536  # the probe's vector: 64 Ki doubles (512 KiB: in the caches of any current core)
 
 
 def _parser(quiet: bool = False):
@@ -49,7 +51,8 @@ def _parser(quiet: bool = False):
     p.quiet = quiet
     p.add_argument("--large", default="4M", help="the bandwidth message (default 4M)")
     p.add_argument("--small", default="8", help="the latency message (default 8)")
-    p.add_argument("--probe-iters", type=cli.pos_int, default=50, help="CPU probe repetitions (default 50)")
+    p.add_argument("--probe-seconds", type=cli.pos_float, default=1.0,
+                   help="how long every rank runs the CPU probe, all at once (default 1)")
     p.add_argument("-n", "--iters", type=cli.pos_int, default=20, help="timed iterations per size (default 20)")
     p.add_argument("-w", "--warmup_iters", type=cli.nonneg_int, default=2, help="warm-up iterations (default 2)")
     p.add_argument("-T", "--timeout", type=cli.seconds, default=60.0,
@@ -59,26 +62,30 @@ def _parser(quiet: bool = False):
     return p
 
 
-def cpu_probe(iters: int) -> List[float]:
-    """The fixed kernel's time per repetition on this rank (seconds)."""
-    rng = np.random.default_rng(0)
-    a = rng.random((PROBE_N, PROBE_N))
-    b = rng.random((PROBE_N, PROBE_N))
-    out = np.empty_like(a)
-    np.matmul(a, b, out=out)  # warm
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        np.matmul(a, b, out=out)
-        times.append(time.perf_counter() - t0)
-    return times
+def cpu_probe(seconds: float) -> float:
+    """This rank's time per repetition of a fixed single-threaded kernel (elementwise numpy over 64 Ki
+    doubles: no BLAS threads), counted over ``seconds`` of wall time (s per repetition).  Every rank probes
+    the same window at once, so none waits (and spins) while others still work, and a host held to part
+    of its CPU share completes fewer repetitions."""
+    a = np.arange(1, PROBE_N + 1, dtype=np.float64)
+    b = np.empty_like(a)
+    reps = 0
+    start = time.perf_counter()
+    end = start + seconds
+    now = start
+    while now < end:
+        np.sqrt(a, out=b)
+        np.multiply(b, b, out=a)
+        reps += 1
+        now = time.perf_counter()
+    return (now - start) / max(1, reps)
 
 
-def _probe_record(comm, iters: int, json_path: Optional[str], dog) -> Dict:
+def _probe_record(comm, seconds: float, json_path: Optional[str], dog) -> Dict:
     with dog.watch("the CPU probe's barrier"):
         comm.barrier()
     with dog.local("the CPU probe"):
-        mine = float(np.median(cpu_probe(iters))) * 1e6
+        mine = cpu_probe(seconds) * 1e6
     with dog.watch("gathering the CPU probe"):
         every = comm.allgather((mine, socket.gethostname()))
     means = [m for m, _ in every]
@@ -86,7 +93,7 @@ def _probe_record(comm, iters: int, json_path: Optional[str], dog) -> Dict:
     names = list(dict.fromkeys(h for _, h in every))
     rec = record.new("measured", "ok", collective="cpu_probe", transport="none", nranks=comm.size,
                      nhosts=len(names), hosts=",".join(f"{h}:{sum(1 for _, x in every if x == h)}" for h in names),
-                     size_bytes=0, iters=iters, time_us=float(np.median(means)), algbw_gbs=0.0, busbw_gbs=0.0,
+                     size_bytes=0, iters=None, time_us=float(np.median(means)), algbw_gbs=0.0, busbw_gbs=0.0,
                      busbw_factor=0.0, wrong=0, checks=0, aggregation="median",
                      **per_rank.fields(means, hosts), collscale_version=__version__)
     if comm.rank == 0 and json_path:
@@ -111,7 +118,7 @@ def run(comm, argv: Sequence[str], table, tweaks=None, dog=None) -> List[Dict]:
     if not 0 < small < large:
         raise ConfigError(f"--small {a.small} must be smaller than --large {a.large} (and at least 1 byte)")
     hosts = comm.allgather(socket.gethostname())
-    records = [_probe_record(comm, a.probe_iters, a.json, dog)]
+    records = [_probe_record(comm, a.probe_seconds, a.json, dog)]
     say = [s.note for s in table] if comm.rank == 0 else []
     for note in say:
         note(f"triage: CPU probe on {comm.size} ranks of {len(set(hosts))} hosts done")

@@ -12,7 +12,7 @@ from tests.conftest import mpirun_cmd, read_jsonl
 def test_one_host_has_no_pairs_but_a_probe_and_an_allreduce(runner, tmp_path):
     out = tmp_path / "t.jsonl"
     res = runner.run(mpirun_cmd(3, sys.executable, "-m", "collectives.triage", "--large", "64K", "-n", "3",
-                                "--probe-iters", "5", "--json", out), timeout=120)
+                                "--probe-seconds", "0.2", "--json", out), timeout=120)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert "one host: no pairs to measure" in res.stdout
     recs = read_jsonl(out)
@@ -32,7 +32,7 @@ def test_four_emulated_hosts_every_pair_in_three_rounds(runner, tmp_path):
     out = tmp_path / "t.jsonl"
     res = runner.run([sys.executable, "-m", "launch.emulate", "--hosts", "4", "--timeout", "150", "--", "mpirun",
                       "-n", "4", sys.executable, "-m", "collectives.triage", "--large", "256K", "-n", "3",
-                      "--probe-iters", "5", "--json", str(out)], timeout=200)
+                      "--probe-seconds", "0.2", "--json", str(out)], timeout=200)
     if res.returncode != 0 and "network namespace" in res.stderr:
         pytest.skip(f"this machine refuses network namespaces: {res.stderr.strip()[-200:]}")
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
