@@ -31,6 +31,7 @@ says which in a ``# note:`` line (if every row would be, it is an error).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time as _time
@@ -174,7 +175,7 @@ def step_time(buckets: Sequence[int], batch: float, n_devices: int, compute: Com
     """
     from analysis import step_model as sm
 
-    t_micro = batch * compute.seconds_per_sample
+    t_micro = compute.micro_s(batch)  # per-step cost + batch x per-sample (strong scaling shrinks only the latter)
     backward = compute.backward_fraction * t_micro
     phases = sm.Phases(accum * t_micro - backward, backward, compute.optimizer_s)
     if n_devices <= 1 or not buckets:
@@ -225,6 +226,7 @@ def curve(workload, batches: Sequence[int], devices: Sequence[int], compute: Com
                 "network_kind": network.kind, "compute": compute.source,
                 "compute_kind": compute.kind, "overlap": overlap, "note": network.note(n),
                 "optimizer_ms": compute.optimizer_s * 1e3, "optimizer_how": compute.optimizer_how,
+                "per_step_ms": compute.per_step_s * 1e3, "per_step_how": compute.per_step_how,
                 "terms": at_n.code(), "readiness": ready_how,
             })
     return rows
@@ -238,7 +240,7 @@ def format_table(rows: List[Dict], workload, network: Network, compute: Compute,
         f"# MODELLED data-parallel scaling of {workload.title} ({workload.params:,} parameters), "
         f"{scaling} scaling",
         f"# network: {network.label} ({network.kind})",
-        f"# compute: {compute.source}",
+        f"# compute: {compute.source}; per-step cost {compute.per_step_s * 1e3:g} ms: {compute.per_step_how}",
         "# step = (forward + backward + optimizer) x sharing x skew + exposed allreduce (DDP buckets "
         "overlapped with the backward pass, slowed by interference; DDP's copies in and out of its buckets; "
         "the wake delay; analysis.step_model); E(N) = X(N) / (N X(1))",
@@ -313,6 +315,9 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     ap.add_argument("--strong", action="store_true", help="keep the global batch fixed (device counts larger "
                     "than a batch are left out, with a note)")
     ap.add_argument("--no-overlap", action="store_true", help="expose every bucket's allreduce")
+    ap.add_argument("--per-step-ms", type=cc.number(0, 1e6, lo_open=False), metavar="MS",
+                    help="a per-step compute cost that does not shrink with the batch (launches, framework, small "
+                    "kernels), added to every micro-batch: t(b) = MS + b x per-sample time (default 0, assumed)")
     ap.add_argument("--json", metavar="PATH", help="append the rows as JSON lines")
     cc.add_strict(ap)
     a = ap.parse_args(argv)
@@ -340,6 +345,9 @@ def _main(argv: Optional[Sequence[str]]) -> int:
                                  "(this fabric publishes no device peak)")
             src = "given on the command line" if a.peak_tflops else fabric.peak_tflops.source
             compute = compute_from_peak(workload, tflops, a.mfu, src)
+    if a.per_step_ms is not None:
+        compute = dataclasses.replace(compute, per_step_s=a.per_step_ms * 1e-3,
+                                      per_step_how=f"{a.per_step_ms:g} ms given on the command line (--per-step-ms)")
     skipped = strong_skipped(a.batch, a.devices) if a.strong else {}
     if a.strong and all(len(skipped.get(b, ())) == len(set(a.devices)) for b in a.batch):
         raise cc.UsageError(f"--strong: every global batch ({', '.join(map(str, a.batch))}) is smaller than every "

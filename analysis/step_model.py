@@ -84,7 +84,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["schedule", "expected_max", "skew_estimate", "interference_estimate", "oversubscription_estimate",
-           "Compute",
+           "Compute", "fit_per_step",
            "BACKWARD_FRACTION", "Term", "Terms", "Phases", "Prediction", "predict", "buckets_with_readiness",
            "even_readiness", "ASSUMED", "CALIBRATED", "MEASURED", "ESTIMATED", "TERM_NAMES"]
 
@@ -95,7 +95,10 @@ TERM_NAMES = ("sharing", "sharing_opt", "skew", "interference", "comm", "overlap
 
 @dataclass(frozen=True)
 class Compute:
-    """Forward+backward seconds of one sample on one device, and where that figure comes from."""
+    """Forward+backward time of a micro-batch on one device, t(b) = per_step_s + b x seconds_per_sample, and
+    where the figures come from.  ``per_step_s`` is what does not shrink with the batch (launches, the
+    framework, small kernels that do not fill the device); 0 unless given or fitted from two or more
+    batches (:func:`fit_per_step`), and ``per_step_how`` says which."""
 
     seconds_per_sample: float
     source: str
@@ -103,6 +106,28 @@ class Compute:
     backward_fraction: float = BACKWARD_FRACTION
     optimizer_s: float = 0.0  # one optimizer step, on its own (not per sample)
     optimizer_how: str = "assumed"  # "assumed" (0: folded into the rate) | "measured"
+    per_step_s: float = 0.0
+    per_step_how: str = "assumed 0 (one batch size known: a per-step cost cannot be told from the per-sample one)"
+
+    def micro_s(self, batch: float) -> float:
+        """Forward+backward seconds of a micro-batch of ``batch`` samples."""
+        return self.per_step_s + batch * self.seconds_per_sample
+
+
+def fit_per_step(batches: Sequence[float], seconds: Sequence[float]) -> Tuple[float, float]:
+    """(per-step seconds, per-sample seconds) of t(b) = c + b s by least squares over two or more distinct
+    batches (c clipped at 0: a negative intercept is noise).  ValueError with fewer than two."""
+    pts = [(float(b), float(t)) for b, t in zip(batches, seconds) if b > 0 and t > 0]
+    if len({b for b, _ in pts}) < 2:
+        raise ValueError("a per-step cost needs compute times at two or more batch sizes")
+    n = len(pts)
+    mb = sum(b for b, _ in pts) / n
+    mt = sum(t for _, t in pts) / n
+    slope = sum((b - mb) * (t - mt) for b, t in pts) / sum((b - mb) ** 2 for b, _ in pts)
+    intercept = mt - slope * mb
+    if intercept < 0:  # through the origin instead
+        return 0.0, sum(b * t for b, t in pts) / sum(b * b for b, _ in pts)
+    return intercept, slope
 
 
 @dataclass(frozen=True)

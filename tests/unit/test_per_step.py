@@ -1,0 +1,42 @@
+"""The per-step compute cost (issue 24's first term): t(b) = per-step + b x per-sample, pure."""
+
+import dataclasses
+
+import pytest
+
+from analysis import scaling, step_model
+from facts import fabrics, workloads
+
+
+def test_fit_recovers_both_terms():
+    c, s = step_model.fit_per_step([1, 4, 16], [0.050 + b * 0.002 for b in (1, 4, 16)])
+    assert c == pytest.approx(0.050) and s == pytest.approx(0.002)
+
+
+def test_a_negative_intercept_is_noise_fit_through_the_origin():
+    c, s = step_model.fit_per_step([2, 4], [0.0039, 0.0081])
+    assert c == 0.0 and s == pytest.approx((2 * 0.0039 + 4 * 0.0081) / 20)
+
+
+def test_one_batch_cannot_tell_the_terms_apart():
+    with pytest.raises(ValueError, match="two or more batch sizes"):
+        step_model.fit_per_step([8, 8], [0.1, 0.11])
+
+
+def test_micro_batch_time_and_what_it_says():
+    compute = step_model.Compute(0.001, "given", "given")
+    assert compute.micro_s(32) == pytest.approx(0.032) and "assumed 0" in compute.per_step_how
+    assert dataclasses.replace(compute, per_step_s=0.05).micro_s(32) == pytest.approx(0.082)
+
+
+def test_strong_scaling_with_a_per_step_cost_has_the_seed_studys_shape():
+    # A per-step cost of 50 sample-times: 18.8 % measured at global batch 32 on 8 A100s implies ~46 % at 256.
+    w = workloads.get("unet")
+    compute = dataclasses.replace(scaling.compute_from_rate(1000.0), per_step_s=0.050)
+    network = scaling.network_from_fabric(fabrics.get("nvlink3"))
+    rows = scaling.curve(w, [32, 256], [1, 8], compute, network, strong=True)
+    eff = {r["batch"]: r["efficiency"] for r in rows if r["devices"] == 8}
+    assert eff[32] == pytest.approx(82 / 432, abs=0.005) and eff[256] == pytest.approx(306 / 656, abs=0.005)
+    assert all(r["per_step_ms"] == pytest.approx(50.0) for r in rows)
+    plain = scaling.curve(w, [32], [8], scaling.compute_from_rate(1000.0), network, strong=True)
+    assert plain[0]["efficiency"] > 0.95  # without the term, shrinking the batch costs nothing
