@@ -27,13 +27,13 @@ comparison (:func:`compare`) takes two frames of :mod:`analysis.load.points`.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from analysis import cli_common
 from analysis.load import points
+from analysis.load.ranks import decode
 from ground.errors import EXIT_BELOW, EXIT_WRONG, UsageError
 
 __all__ = ["KEY", "compare", "interval", "regressions", "summary_lines", "section", "main", "PROG", "DEFAULT_THRESHOLD"]
@@ -86,11 +86,7 @@ def _samples(g) -> List[float]:
         return []
     out: List[float] = []
     for v in g["iter_us"]:
-        if isinstance(v, str):  # nested values load as JSON text (analysis.load.reader)
-            try:
-                v = json.loads(v)
-            except ValueError:
-                continue
+        v = decode(v)  # nested values load as JSON text (analysis.load.reader)
         if isinstance(v, dict):  # per rank: the slowest rank's samples
             v = max(v.values(), key=lambda s: _median(s) if s else 0.0, default=[])
         if isinstance(v, list):

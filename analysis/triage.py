@@ -13,7 +13,6 @@ the same as a section with a host x host bandwidth heatmap (:func:`section`).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -21,6 +20,7 @@ import numpy as np
 
 from analysis import cli_common
 from analysis.load import reader
+from analysis.load.ranks import decode
 from analysis.triage_detect import Evidence, Finding, detect
 from ground.errors import EXIT_BELOW, UsageError
 
@@ -30,22 +30,13 @@ PROG = "analysis.triage"
 HEATMAP_MAX = 256  # hosts drawn one by one; beyond, blocks of hosts (their median)
 
 
-def _nested(v):
-    if isinstance(v, str):
-        try:
-            return json.loads(v)
-        except ValueError:
-            return None
-    return v
-
-
 def evidence(records: Sequence[Dict], model: Optional[str] = None) -> Optional[Evidence]:
     """The triage's evidence in ``records`` (None when they hold none); ``model``: a fabric's name whose
     link peak for one pair is the bandwidth expected."""
     cpu: Dict[str, List[float]] = {}
     for r in records:
         if r.get("collective") == "cpu_probe" and r.get("status") == "ok":
-            times, hosts = _nested(r.get("rank_time_us")), _nested(r.get("rank_host"))
+            times, hosts = decode(r.get("rank_time_us")), decode(r.get("rank_host"))
             if isinstance(times, list) and isinstance(hosts, list):
                 for t, h in zip(times, hosts):
                     cpu.setdefault(str(h), []).append(float(t))

@@ -120,6 +120,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m analysis.triage_sim [CV ...]``: the table of docs/triage.md (cv defaults 0.05 and 0.15)."""
     args = list(sys.argv[1:] if argv is None else argv)
     cvs = [float(a) for a in args] or [0.05, 0.15]
+    print("# SIMULATED (analysis.triage_sim): lognormal noise, planted faults; no measurement")
     print("| hosts | CV | rounds | pairs | messages | recall | false suspects (planted draws) | "
           "false suspects (clean draws) | draws |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import socket
+from contextlib import nullcontext
 from dataclasses import replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -106,7 +107,8 @@ def run(comm, cfg, sinks, env_tweaks, watchdog, measure: Callable) -> List[Dict]
     from collectives import context
     from collectives.runner import StartupError
 
-    if getattr(comm, "split", None) is None or getattr(comm, "mpi", None) is None and comm.size > 1:
+    splittable = getattr(comm, "split", None) is not None and (comm.size == 1 or getattr(comm, "mpi", None) is not None)
+    if not splittable:
         raise ConfigError("--split needs an MPI launcher (mpirun, srun): its groups are MPI communicators")
     hosts = comm.allgather(socket.gethostname())
     rounds = plan(cfg.split, hosts)
@@ -147,7 +149,7 @@ def run(comm, cfg, sinks, env_tweaks, watchdog, measure: Callable) -> List[Dict]
                     sub.free()
         # Paused here: a group that hangs is ended by its own ranks' watchdogs, whose line names the
         # point and the group (its ranks and hosts); the ranks that wait for it must not fire first.
-        with watchdog.local(f"waiting for the other groups of split round {index}") if watchdog else _nothing():
+        with watchdog.local(f"waiting for the other groups of split round {index}") if watchdog else nullcontext():
             gathered = comm.allgather((failure, recs if sub is not None and not failure and
                                        recs and _first(recs, comm.rank) else None))
         failures = [f for f, _ in gathered if f]
@@ -173,11 +175,3 @@ def _first(recs: Sequence[Dict], rank: int) -> bool:
     """Whether this rank is its group's first (the one that reports the group's records)."""
     ranks = str(recs[0].get("group_ranks") or "").split(",")
     return bool(ranks) and ranks[0] == str(rank)
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
