@@ -57,16 +57,21 @@ from analysis.step_model import (ASSUMED, CALIBRATED, ESTIMATED, MEASURED, TERM_
                                  Terms, predict)
 
 __all__ = ["fit_terms", "NETWORKS", "predict_record", "evaluate", "predicted_parts", "carrier",
-           "compute_from_records", "curve_readiness", "terms_lines"]
+           "compute_from_records", "curve_readiness", "terms_lines", "networks"]
 
-NETWORKS = ("sweep", "job")
+NETWORKS = ("sweep", "job", "each")
 
 
-def _networks(recs: Sequence[Dict], allreduce: Optional[ev.Allreduce], network: str) -> List[Optional[ev.Allreduce]]:
+def networks(recs: Sequence[Dict], allreduce, network: str) -> List[Optional[ev.Allreduce]]:
+    """Each record's network model: ``sweep``: ``allreduce`` for all; ``job``: the record's comm-only phase
+    (else ``allreduce``); ``each``: ``allreduce(record)``, a network per record (runs over different links,
+    each with a sweep of its own)."""
     if network not in NETWORKS:
         raise ValueError(f"network {network!r}: one of {', '.join(NETWORKS)}")
     if network == "job":
         return [ev.job_network(r) or allreduce for r in recs]
+    if network == "each":
+        return [allreduce(r) for r in recs]
     return [allreduce for _ in recs]
 
 
@@ -102,7 +107,7 @@ def fit_terms(recs: Sequence[Dict], allreduce: Optional[ev.Allreduce] = None,
               estimate: Optional[ev.Estimate] = None, network: str = "sweep") -> Terms:
     """Terms calibrated on ``recs`` (replicate records with E(N), N > 1); see the module docstring."""
     recs = [r for r in recs if int(r["nranks"]) > 1]
-    given = _networks(recs, allreduce, network)
+    given = networks(recs, allreduce, network)
     if not recs:
         raise ValueError("no replicate record at 2 ranks or more to calibrate from")
     what = f"{len(recs)} replicate record(s) of {', '.join(sorted({r['model'] for r in recs}))}"
@@ -193,9 +198,10 @@ def evaluate(recs: Sequence[Dict], allreduce: ev.Allreduce, estimate: Optional[e
     recs = [r for r in recs if int(r["nranks"]) > 1]
     out = []
     fitted: Dict[Tuple[str, int], Terms] = {}
-    for r, allreduce_r in zip(recs, _networks(recs, allreduce, network)):
+    for r, allreduce_r in zip(recs, networks(recs, allreduce, network)):
         real_step, real_e = r["ddp_ms"] * 1e-3, r["efficiency"]
-        row = {"network": "job" if allreduce_r is not allreduce else "sweep", "model": r["model"],
+        row = {"network": network if network == "each" else "job" if allreduce_r is not allreduce else "sweep",
+               "model": r["model"],
                "batch": r.get("batch"), "nranks": int(r["nranks"]), "step_ms": r["ddp_ms"],
                "efficiency": real_e, "run_id": r.get("run_id")}
         unc, how = predict_record(r, Terms(), allreduce_r, estimate)
@@ -225,18 +231,35 @@ def evaluate(recs: Sequence[Dict], allreduce: ev.Allreduce, estimate: Optional[e
 # -- for analysis.scaling's curves ----------------------------------------------------------
 
 def compute_from_records(recs: Sequence[Dict], model: str):
-    """The compute of ``model`` from replicate's alone phase (median over its records), or None."""
+    """The compute of ``model`` from replicate's alone phase, or None: per sample the median over its
+    records; with records at two or more per-rank batches (``--batch 1,4,16``), t(b) = per-step + b x
+    per-sample fitted to the medians at each batch (:func:`analysis.step_model.fit_per_step`), each term
+    saying how it is known."""
+    from analysis.step_model import fit_per_step
+
     mine = [r for r in recs if r.get("model") == model and r.get("batch")]
     if not mine:
         return None
+    fb = {}
+    for r in mine:
+        fb.setdefault(int(r["batch"]), []).append((r["alone_forward_ms"] + r["alone_backward_ms"]) * 1e-3)
     per = statistics.median((r["alone_forward_ms"] + r["alone_backward_ms"]) * 1e-3 / r["batch"] for r in mine)
+    per_step, per_step_how = 0.0, Compute.per_step_how
+    if len(fb) >= 2:
+        bs = sorted(fb)
+        per_step, per = fit_per_step(bs, [statistics.median(fb[b]) for b in bs])
+        per_step_how = (f"fitted with the per-sample time to replicate's alone phase at batches "
+                        f"{', '.join(map(str, bs))} (t(b) = per-step + b x per-sample, least squares"
+                        + (", the intercept clipped at 0" if per_step == 0 else "") + ")")
     bf = statistics.median(r["alone_backward_ms"] / (r["alone_forward_ms"] + r["alone_backward_ms"]) for r in mine)
     opt = statistics.median(r["alone_optimizer_ms"] * 1e-3 for r in mine)
     threads = sorted({r.get("threads") for r in mine if r.get("threads")})
     return Compute(per, f"measured by collectives.replicate: {model} alone on one rank "
                         f"({'/'.join(map(str, threads)) or '?'} thread(s)), median of {len(mine)} record(s): "
-                        f"{1 / per:.3g} samples/s, optimizer step {opt * 1e3:.3g} ms", "measured",
-                   backward_fraction=bf, optimizer_s=opt, optimizer_how=MEASURED)
+                        f"{1 / per:.3g} samples/s, per-step {per_step * 1e3:.3g} ms, optimizer step "
+                        f"{opt * 1e3:.3g} ms", "measured",
+                   backward_fraction=bf, optimizer_s=opt, optimizer_how=MEASURED, per_step_s=per_step,
+                   per_step_how=per_step_how)
 
 
 def curve_readiness(workload, grad_bytes: int, terms: Terms, seq: Optional[int] = None,

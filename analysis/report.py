@@ -48,7 +48,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from ground import errors
-from analysis import (cli_common, compare, fit, model_share, physical, report_appendix, report_html, report_replicate,
+from analysis import (cli_common, compare, compute_cost, fit, model_share, physical, report_appendix, report_html, report_replicate,
                       report_summary, sanitise, scaling, stragglers, triage)
 from analysis.load import points, ranks, reader
 from facts import fabrics, percent_of_model, workloads
@@ -132,9 +132,9 @@ def _scaling_rows(model_fits: List[fit.ModelFit], measure_cpu: bool) -> Dict[str
         rows: List[Dict] = []
         cpu = None
         for network, tflops, src in networks:
-            compute = scaling.compute_from_peak(w, tflops, scaling.DEFAULT_MFU, src)
+            compute = compute_cost.from_peak(w, tflops, compute_cost.DEFAULT_MFU, src)
             if measure_cpu and network.kind.endswith("fit") and model == "unet":
-                cpu = cpu or scaling.measure_cpu(w, threads=scaling.default_threads(DEVICES))
+                cpu = cpu or compute_cost.measure_cpu(w, threads=compute_cost.default_threads(DEVICES))
                 compute = cpu
             rows += scaling.curve(w, batches, DEVICES, compute, network)
         out[model] = rows
@@ -173,7 +173,7 @@ def _scaling_section(seed: List[Dict]) -> List[str]:
     md = ["## Data-parallel scaling (MODELLED)", "",
           "Step time = compute + the allreduce that DDP's gradient buckets leave exposed after the backward "
           "pass (analysis.scaling); E(N) = X(N) / (N X(1)), weak scaling (per-device batch fixed), fp32 "
-          f"gradients, compute at {int(scaling.DEFAULT_MFU * 100)} % of the device peak (assumed). The curves "
+          f"gradients, compute at {int(compute_cost.DEFAULT_MFU * 100)} % of the device peak (assumed). The curves "
           "are the scaling plots above; their tables are in the appendix.", "",
           "### UNet-2D at 8 devices, beside the seed study", ""]
     md += table(["network", "batch 32", "batch 256", "compute per device", "seed system", "seed batch 32",

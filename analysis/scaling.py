@@ -34,96 +34,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-import time as _time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["Compute", "Network", "Step", "step_time", "curve", "compute_from_peak",
-           "compute_from_rate", "measure_cpu", "network_from_fabric", "network_from_fit", "strong_skipped",
-           "format_table", "main", "default_threads", "terms_token"]
+__all__ = ["Compute", "Network", "Step", "step_time", "curve", "interval_from_runs", "network_from_fabric",
+           "network_from_fit", "strong_skipped", "format_table", "main", "terms_token"]
 
-from analysis.step_model import BACKWARD_FRACTION, Compute  # noqa: E402,F401  (re-exported)
-DEFAULT_MFU = 0.35
+from analysis.step_model import Compute  # noqa: E402
 PROG = "analysis.scaling"
 MAX_BATCH = 1 << 31
 MAX_ACCUM = 1 << 20
-
-
-def compute_from_rate(samples_per_second: float, source: str = "given on the command line") -> Compute:
-    if samples_per_second <= 0:
-        raise ValueError("samples per second must be positive")
-    return Compute(1.0 / samples_per_second, f"{samples_per_second:g} samples/s per device ({source})", "given")
-
-
-def compute_from_peak(workload, tflops: float, mfu: float = DEFAULT_MFU, source: str = "") -> Compute:
-    """t_sample = training FLOPs per sample / (peak x model-FLOP utilisation)."""
-    if tflops <= 0 or not 0 < mfu <= 1:
-        raise ValueError("peak TFLOP/s must be positive and the utilisation in (0, 1]")
-    t = workload.flops_per_sample / (tflops * 1e12 * mfu)
-    return Compute(t, f"{workload.flops_per_sample / 1e9:.1f} GFLOP/sample at {tflops:g} TFLOP/s x "
-                      f"{mfu:.0%} utilisation ({source or 'assumed'})", "assumed")
-
-
-def default_threads(devices: Sequence[int], cores: Optional[int] = None) -> int:
-    """The threads one rank gets when this host's usable ``cores`` (default: its CPU affinity, capped
-    by a cgroup quota) are shared by as many ranks as it can hold of the largest device count (at
-    least 1)."""
-    from facts.host_limits import usable_cores
-
-    cores = cores or usable_cores()
-    return max(1, cores // max(1, min(max(devices or [1]), cores)))
-
-
-def measure_cpu(workload, batch: int = 4, repeats: int = 3, threads: Optional[int] = None,
-                optimizer: str = "adam") -> Compute:
-    """Time a real training step of the workload's torch model on this machine's CPU, by phase.
-
-    Forward, backward and one optimizer step (Adam unless ``optimizer`` is
-    ``sgd``), with ``threads`` torch threads (a rank's share of the cores,
-    as :func:`default_threads`; torch's own default when None), best of
-    ``repeats`` after a warm-up.  The backward fraction is measured too.
-    The model and its input (shaped by ``workload.model_input``) come from
-    facts.workloads.build_torch_model and example_input (facts.torch_models).
-    """
-    import torch
-
-    from facts import workloads
-
-    if workload.params > 400_000_000:
-        raise ValueError(f"{workload.name} ({workload.params:,} parameters) is too big to time on a CPU here; "
-                         "give --samples-per-second or --peak-tflops")
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        model = workloads.build_torch_model(workload)
-        model.train()
-        opt = (torch.optim.SGD(model.parameters(), lr=1e-3) if optimizer == "sgd"
-               else torch.optim.Adam(model.parameters(), lr=1e-4))
-        x = workloads.example_input(workload, batch)  # random: only the time matters
-        best = None
-        for i in range(repeats + 1):
-            opt.zero_grad(set_to_none=True)
-            t0 = _time.perf_counter()
-            out = model(x)
-            out = out[0] if isinstance(out, (tuple, list)) else getattr(out, "logits", out)
-            loss = out.float().pow(2).mean()
-            t1 = _time.perf_counter()
-            loss.backward()
-            t2 = _time.perf_counter()
-            opt.step()
-            t3 = _time.perf_counter()
-            if i and (best is None or t3 - t0 < best[3] - best[0]):  # the first run warms up
-                best = (t0, t1, t2, t3)
-        used = torch.get_num_threads()
-    finally:
-        torch.set_num_threads(before)
-    t0, t1, t2, t3 = best
-    per = (t2 - t0) / batch
-    return Compute(per, f"measured here: forward+backward of {workload.name}, batch {batch}, on the CPU with "
-                        f"torch {torch.__version__} ({used} thread{'s' if used > 1 else ''}): {1 / per:.3g} "
-                        f"samples/s; {optimizer} step {1e3 * (t3 - t2):.3g} ms", "measured",
-                   backward_fraction=(t2 - t1) / (t2 - t0), optimizer_s=t3 - t2, optimizer_how="measured")
 
 
 @dataclass(frozen=True)
@@ -189,13 +109,17 @@ def step_time(buckets: Sequence[int], batch: float, n_devices: int, compute: Com
 
 def curve(workload, batches: Sequence[int], devices: Sequence[int], compute: Compute, network: Network,
           grad_bytes: int = 4, accum: int = 1, strong: bool = False, overlap: bool = True, terms=None,
-          readiness: Optional[Tuple[List[float], str]] = None) -> List[Dict]:
+          readiness: Optional[Tuple[List[float], str]] = None, interval=None) -> List[Dict]:
     """Rows of the scaling table: one per (batch, N); every row is modelled.
 
     ``terms``: the step model's terms, or a function of N giving them (terms
     estimated per rank count, as the slowest-rank term is).  ``readiness``:
     (each bucket's ready share of the backward pass, how it is known);
-    default: spread evenly over bytes (assumed)."""
+    default: spread evenly over bytes (assumed).  ``interval``: step seconds
+    -> :class:`analysis.intervals.Interval` (:func:`interval_from_runs`), put
+    on every row at N > 1 with E's (``step_lo_ms``, ``step_hi_ms``,
+    ``eff_lo``, ``eff_hi``); None leaves them None."""
+    from analysis import intervals
     from analysis import step_model as sm
     from facts import workloads
 
@@ -214,6 +138,8 @@ def curve(workload, batches: Sequence[int], devices: Sequence[int], compute: Com
             at_n = terms_at(n)
             s = step_time(buckets, per, n, compute, network, accum, overlap, at_n, shares)
             x = n * per * accum / s.step_s
+            iv = interval(s.step_s) if interval is not None and n > 1 else None
+            e_iv = intervals.efficiency_interval(base.step_s, iv, n if strong else 1) if iv else None
             rows.append({
                 "kind": "modelled", "model": workload.name, "params": workload.params,
                 "scaling": "strong" if strong else "weak",
@@ -228,6 +154,9 @@ def curve(workload, batches: Sequence[int], devices: Sequence[int], compute: Com
                 "optimizer_ms": compute.optimizer_s * 1e3, "optimizer_how": compute.optimizer_how,
                 "per_step_ms": compute.per_step_s * 1e3, "per_step_how": compute.per_step_how,
                 "terms": at_n.code(), "readiness": ready_how,
+                "step_lo_ms": iv.lo * 1e3 if iv else None, "step_hi_ms": iv.hi * 1e3 if iv else None,
+                "eff_lo": e_iv.lo if e_iv else None, "eff_hi": e_iv.hi if e_iv else None,
+                "interval_level": iv.level if iv else None,
             })
     return rows
 
@@ -247,13 +176,22 @@ def format_table(rows: List[Dict], workload, network: Network, compute: Compute,
     ] + list(terms_lines) + [f"# note: {n}" for n in notes] + [
         "# terms: how the model's sharing, sharing_opt, skew, interference, comm, overlap, copies, wake / bucket "
         "readiness are known (c calibrated, m measured, e estimated, a assumed)",
-        "#  batch   per-dev  devices   step(ms)  compute(ms)  allreduce(ms)  exposed(ms)   samples/s  efficiency"
-        "    terms",
     ]
+    level = next((r["interval_level"] for r in rows if r.get("interval_level")), None)
+    if level is None:
+        lines.append("# interval: none: nothing measured to build one from (give --calibrate RUNS: the step model's "
+                     "errors on replicate runs make the interval)")
+    lines.append("#  batch   per-dev  devices   step(ms)  compute(ms)  allreduce(ms)  exposed(ms)   samples/s  efficiency"
+                 "    terms" + (f"  step {level:.0%} interval (ms)   E {level:.0%} interval" if level else ""))
     for r in rows:
-        lines.append("%8s %9.3g %8d %10.3f %12.3f %14.3f %12.3f %11.4g %10.1f%%  %7s  MODELLED%s" % (
+        extra = ""
+        if level:
+            extra = ("  %27s  %17s" % (f"{r['step_lo_ms']:.4g}-{r['step_hi_ms']:.4g}",
+                                       f"{100 * r['eff_lo']:.1f}-{100 * r['eff_hi']:.1f}%")
+                     if r.get("step_lo_ms") is not None else "  %27s  %17s" % ("-", "-"))
+        lines.append("%8s %9.3g %8d %10.3f %12.3f %14.3f %12.3f %11.4g %10.1f%%  %7s%s  MODELLED%s" % (
             r["batch"], r["batch_per_device"], r["devices"], r["step_ms"], r["compute_ms"], r["comm_ms"],
-            r["exposed_ms"], r["throughput"], 100 * r["efficiency"], terms_token(r),
+            r["exposed_ms"], r["throughput"], 100 * r["efficiency"], terms_token(r), extra,
             ("  " + r["note"]) if r["note"] else ""))
     return "\n".join(lines) + "\n"
 
@@ -278,7 +216,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:
-    from analysis import calibrate, cli_common as cc, step_model
+    from analysis import calibrate, cli_common as cc, compute_cost, step_model
     from facts import fabrics, workloads
 
     ap = cc.Parser(prog="python -m analysis.scaling", description=__doc__.split("\n\n")[0])
@@ -308,8 +246,8 @@ def _main(argv: Optional[Sequence[str]]) -> int:
                     "and take the compute of --model from them when it is there")
     ap.add_argument("--seq", type=cc.whole(1, 1 << 20), help="tokens per sample for GPT-style models' bucket "
                     "readiness (default 128)")
-    ap.add_argument("--mfu", type=cc.number(1e-4, 1, lo_open=False), default=DEFAULT_MFU,
-                    help=f"utilisation of the peak, in [0.0001, 1] (default {DEFAULT_MFU}, assumed)")
+    ap.add_argument("--mfu", type=cc.number(1e-4, 1, lo_open=False), default=compute_cost.DEFAULT_MFU,
+                    help=f"utilisation of the peak, in [0.0001, 1] (default {compute_cost.DEFAULT_MFU}, assumed)")
     ap.add_argument("--grad-dtype", choices=("fp32", "bf16"), default="fp32")
     ap.add_argument("--accum", type=cc.whole(1, MAX_ACCUM), default=1, help="gradient-accumulation steps (default 1)")
     ap.add_argument("--strong", action="store_true", help="keep the global batch fixed (device counts larger "
@@ -318,6 +256,11 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     ap.add_argument("--per-step-ms", type=cc.number(0, 1e6, lo_open=False), metavar="MS",
                     help="a per-step compute cost that does not shrink with the batch (launches, framework, small "
                     "kernels), added to every micro-batch: t(b) = MS + b x per-sample time (default 0, assumed)")
+    ap.add_argument("--measure-batches", type=cc.whole_list(1, 4096), metavar="B,B",
+                    help="--measure-cpu: time these batch sizes (default 4); two or more fit a per-step cost "
+                    "t(b) = per-step + b x per-sample")
+    ap.add_argument("--level", type=cc.number(0.5, 0.99, lo_open=False), default=0.8,
+                    help="with --calibrate: the prediction interval's level, in [0.5, 0.99] (default 0.8)")
     ap.add_argument("--json", metavar="PATH", help="append the rows as JSON lines")
     cc.add_strict(ap)
     a = ap.parse_args(argv)
@@ -333,9 +276,10 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         reps = _replicate_records(a.calibrate, a.strict, cc.warner(PROG)) if a.calibrate else []
         from_runs = calibrate.compute_from_records(reps, workload.name) if reps else None
         if a.samples_per_second:
-            compute = compute_from_rate(a.samples_per_second)
+            compute = compute_cost.from_rate(a.samples_per_second)
         elif a.measure_cpu:
-            compute = measure_cpu(workload, threads=_checked_threads(a.threads, a.oversubscribe, a.devices))
+            compute = compute_cost.measure_cpu_batches(workload, a.measure_batches or [4],
+                                          threads=compute_cost.checked_threads(a.threads, a.oversubscribe, a.devices))
         elif from_runs is not None:
             compute = from_runs
         else:
@@ -344,7 +288,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
                 raise ValueError("no compute speed: give --samples-per-second, --peak-tflops or --measure-cpu "
                                  "(this fabric publishes no device peak)")
             src = "given on the command line" if a.peak_tflops else fabric.peak_tflops.source
-            compute = compute_from_peak(workload, tflops, a.mfu, src)
+            compute = compute_cost.from_peak(workload, tflops, a.mfu, src)
     if a.per_step_ms is not None:
         compute = dataclasses.replace(compute, per_step_s=a.per_step_ms * 1e-3,
                                       per_step_how=f"{a.per_step_ms:g} ms given on the command line (--per-step-ms)")
@@ -363,11 +307,15 @@ def _main(argv: Optional[Sequence[str]]) -> int:
                      "fit of the transport the replicate runs used"]
     seq = a.seq or (128 if workload.model_input and workload.model_input.kind == "tokens" else None)
     readiness = calibrate.curve_readiness(workload, grad_bytes, terms, seq)
+    band = (interval_from_runs(reps, workload.name, network.allreduce if same else None, compute is from_runs,
+                               a.level) if reps else None)
     rows = curve(workload, a.batch, a.devices, compute, network, grad_bytes, a.accum, a.strong, not a.no_overlap,
-                 terms, readiness)
+                 terms, readiness, band[0] if band else None)
     notes = (notes if reps and not same else []) + [
         f"--strong: global batch {b} is smaller than {', '.join(map(str, n))} devices (less than one "
         "sample each): those rows are left out" for b, n in skipped.items()]
+    if band:
+        notes.append(band[1])
     sys.stdout.write(format_table(rows, workload, network, compute, notes,
                                   calibrate.terms_lines(terms, compute, readiness[1])))
     if json_path:
@@ -377,18 +325,28 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     return 0
 
 
-def _checked_threads(threads: Optional[int], oversubscribe: bool, devices: Sequence[int],
-                     cores: Optional[int] = None) -> int:
-    """--threads, refused above this host's usable cores unless --oversubscribe; else the default."""
-    from facts import host_limits
+def interval_from_runs(reps: Sequence[Dict], model: str, allreduce, compute_from_runs: bool, level: float):
+    """(step seconds -> Interval, a note saying what it is built from) for curves calibrated on ``reps``
+    (``allreduce``: the network model, None where it is not of the runs' transport): the step model's
+    leave-one-model-out errors over them (analysis.held_out.residuals) and, where the compute comes from
+    them, the round-to-round noise of the model's alone phases (analysis.intervals)."""
+    import statistics
 
-    cores = cores or host_limits.usable_cores()
-    if threads is None:
-        return default_threads(devices, cores)
-    refusal = None if oversubscribe else host_limits.threads_refusal(threads, cores)
-    if refusal:
-        raise ValueError(refusal)
-    return threads
+    from analysis import held_out, intervals
+
+    errors, how = held_out.residuals(reps, allreduce)
+    if not errors:
+        return None
+    s_model = intervals.rms(errors)
+    noise = [x for x in (intervals.rounds_se(r) for r in reps if r.get("model") == model) if x is not None]
+    s_input = statistics.median(noise) if noise and compute_from_runs else 0.0
+    iv = intervals.step_interval(1.0, s_model, len(errors), s_input, level)
+    note = (f"{level:.0%} interval: the step x [{iv.lo:.3f}, {iv.hi:.3f}] from the {how} (rms {100 * s_model:.1f} %)"
+            + (f" and the alone phases' noise ({100 * s_input:.1f} %)" if s_input else "")
+            + "; measured at the runs' rank counts, so further out it says less"
+            + ("" if compute_from_runs else "; the compute (given, measured apart or assumed) has an error of its "
+               "own that is not in it"))
+    return (lambda step_s: intervals.step_interval(step_s, s_model, len(errors), s_input, level, how)), note
 
 
 def _replicate_records(paths, strict: bool, warn) -> List[Dict]:

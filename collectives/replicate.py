@@ -25,6 +25,11 @@ The rounds are not :class:`collectives.timed_loop.Timing` loops: each interleave
 sync, DDP, the allreduce alone with its copies and wake probe timed apart), one call each between barriers,
 summarised as medians over rounds per phase, rank and bucket, not as one repeated call's stamps.
 
+With ``--batch b,Nb`` at N ranks the job also measures strong scaling: a
+``# strong scaling:`` line gives E(N) at global batch N b = one rank alone
+at N b over N x the DDP step at b per rank
+(:func:`collectives.replicate_summary.strong_pairs`).
+
 One table line and one summary record per batch size (:func:`facts.record.new`): ``time_us`` is the DDP
 step (the slowest rank's median), ``size_bytes`` and ``count`` the gradients DDP reduces; a size sweep's
 loop statistics (per-iteration min/p50/p99/max, the ranks' means) and a sized message's algbw/busbw are
@@ -59,7 +64,7 @@ from collectives.config import Config
 from collectives.header import header_lines
 from collectives.replicate_host import host_limits, machine_key, share_of, threads_line
 from collectives.replicate_steps import BucketLog, allocator, comm_fn, page_kib, repeat, step_fn
-from collectives.replicate_summary import SUMMARY_FIELDS, summarize
+from collectives.replicate_summary import SUMMARY_FIELDS, strong_line, strong_pairs, summarize
 from collectives.runner import Run
 from ground.dtypes import ConfigError, parse_dtypes
 from transports.base import TorchTransport, missing_members
@@ -275,6 +280,8 @@ def _sweep(session: Run) -> List[Dict]:
                          "large buffers back to the system every step and the kernel zeroes them again, which "
                          "ranks on a host contend for (see docs/replicate.md, 'Host memory allocator')")
     session.current = None
+    for pair in strong_pairs(records):  # --batch b,N b: strong scaling measured in the same job
+        session.text("# " + strong_line(pair))
     session.footer({"wrong": None, "avg_busbw": None})
     return records
 

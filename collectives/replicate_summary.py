@@ -41,7 +41,7 @@ from __future__ import annotations
 import statistics
 from typing import Dict, List, Optional, Sequence
 
-__all__ = ["summarize", "SUMMARY_FIELDS"]
+__all__ = ["summarize", "SUMMARY_FIELDS", "efficiency_line", "strong_pairs", "strong_line"]
 
 # The scalar summary fields (the --csv columns a replicate record adds).
 SUMMARY_FIELDS = (
@@ -218,3 +218,38 @@ def efficiency_line(rec: Dict) -> Optional[str]:
     return ("E(%d) = %.1f %%: sharing %.1f, skew %.1f, exposed communication %.1f points" % (
         rec.get("nranks") or 0, 100 * rec["efficiency"], 100 * rec["loss_sharing"], 100 * rec["loss_skew"],
         100 * rec["loss_exposed"]))
+
+
+def strong_pairs(records: Sequence[Dict]) -> List[Dict]:
+    """Strong scaling measured in one job: for every pair of a job's records (same run, model and rank
+    count N > 1) at per-rank batches b and N x b, the efficiency at global batch B = N b
+
+        E = alone(B) / (N x DDP(b))
+
+    (one rank alone takes the whole global batch; N ranks under DDP take b each).  One dict per pair:
+    model, run_id, nranks, global_batch, batch_per_rank, alone_ms (at B), ddp_ms (at b), efficiency."""
+    out = []
+    by_key: Dict[tuple, Dict[int, Dict]] = {}
+    for r in records:
+        n, b = r.get("nranks"), r.get("batch")
+        if not n or int(n) < 2 or not b or not isinstance(r.get("ddp_ms"), (int, float)) \
+                or not isinstance(r.get("alone_ms"), (int, float)):
+            continue
+        by_key.setdefault((r.get("run_id"), r.get("model"), r.get("seq"), int(n)), {})[int(b)] = r
+    for (run, model, _, n), at in by_key.items():
+        for b in sorted(at):
+            big = at.get(b * n)
+            if big is None or at[b]["ddp_ms"] <= 0:
+                continue
+            out.append({"model": model, "run_id": run, "nranks": n, "global_batch": b * n, "batch_per_rank": b,
+                        "alone_ms": big["alone_ms"], "ddp_ms": at[b]["ddp_ms"],
+                        "efficiency": big["alone_ms"] / (n * at[b]["ddp_ms"])})
+    return out
+
+
+def strong_line(pair: Dict) -> str:
+    """``strong E(2) at global batch 4 = 91.2 %: ...`` for one of :func:`strong_pairs`."""
+    n, big, b = pair["nranks"], pair["global_batch"], pair["batch_per_rank"]
+    return (f"strong scaling: E({n}) at global batch {big} = {100 * pair['efficiency']:.1f} %: one rank alone at "
+            f"batch {big} {pair['alone_ms']:.1f} ms a step over {n} x the DDP step at batch {b} per rank "
+            f"({pair['ddp_ms']:.1f} ms)")

@@ -177,13 +177,13 @@ def test_replicate_refuses_a_batch_that_cannot_fit_before_building():
 # -- analysis.scaling --measure-cpu -----------------------------------------------------------------
 
 def test_scaling_refuses_threads_above_the_cores_unless_oversubscribed():
-    from analysis.scaling import _checked_threads
+    from analysis.compute_cost import checked_threads
 
     with pytest.raises(ValueError, match=r"^--threads 999: this host has 2 usable cores; add --oversubscribe"):
-        _checked_threads(999, False, [1, 2], cores=2)
-    assert _checked_threads(999, True, [1, 2], cores=2) == 999
-    assert _checked_threads(None, False, [1, 2], cores=8) == 4
-    assert _checked_threads(2, False, [1], cores=2) == 2
+        checked_threads(999, False, [1, 2], cores=2)
+    assert checked_threads(999, True, [1, 2], cores=2) == 999
+    assert checked_threads(None, False, [1, 2], cores=8) == 4
+    assert checked_threads(2, False, [1], cores=2) == 2
 
 
 def test_scaling_cli_refusal_is_one_line(capsys, monkeypatch):

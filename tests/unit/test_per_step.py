@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from analysis import scaling, step_model
+from analysis import compute_cost, scaling, step_model
 from facts import fabrics, workloads
 
 
@@ -32,11 +32,11 @@ def test_micro_batch_time_and_what_it_says():
 def test_strong_scaling_with_a_per_step_cost_has_the_seed_studys_shape():
     # A per-step cost of 50 sample-times: 18.8 % measured at global batch 32 on 8 A100s implies ~46 % at 256.
     w = workloads.get("unet")
-    compute = dataclasses.replace(scaling.compute_from_rate(1000.0), per_step_s=0.050)
+    compute = dataclasses.replace(compute_cost.from_rate(1000.0), per_step_s=0.050)
     network = scaling.network_from_fabric(fabrics.get("nvlink3"))
     rows = scaling.curve(w, [32, 256], [1, 8], compute, network, strong=True)
     eff = {r["batch"]: r["efficiency"] for r in rows if r["devices"] == 8}
     assert eff[32] == pytest.approx(82 / 432, abs=0.005) and eff[256] == pytest.approx(306 / 656, abs=0.005)
     assert all(r["per_step_ms"] == pytest.approx(50.0) for r in rows)
-    plain = scaling.curve(w, [32], [8], scaling.compute_from_rate(1000.0), network, strong=True)
+    plain = scaling.curve(w, [32], [8], compute_cost.from_rate(1000.0), network, strong=True)
     assert plain[0]["efficiency"] > 0.95  # without the term, shrinking the batch costs nothing

@@ -10,10 +10,8 @@ from facts import workloads
 from analysis.step_model import (ASSUMED, CALIBRATED, Phases, Term, Terms, buckets_with_readiness,
                                  even_readiness, predict)
 from collectives.replicate_summary import summarize
-
-
-def net(bw=1e9, lat=1e-4):
-    return lambda b, n: lat * (n - 1) + 2 * (n - 1) / n * b / bw
+from tests.unit.synthetic_replicate import estimate, net
+from tests.unit.synthetic_replicate import record as synthetic
 
 
 PH = Phases(0.1, 0.2, 0.05)
@@ -192,54 +190,18 @@ def test_repeated_steps_are_averaged_whole():
 
 # -- calibration ----------------------------------------------------------------------------
 
-def _estimate(model, seq):
-    w = workloads.get(model)
-    return {n: (i + 1) / len(w.layers) for i, (n, _) in enumerate(reversed(w.layers))}
-
-
-def _record(model, terms, allreduce, alone=(0.1, 0.2, 0.05)):
-    """A replicate record that the model with ``terms`` predicts exactly."""
-    ph = Phases(*alone)
-    rec = {"model": model, "nranks": 2, "batch": 2, "seq": None, "dtype": "float32",
-           "alone_forward_ms": ph.forward * 1e3, "alone_backward_ms": ph.backward * 1e3,
-           "alone_optimizer_ms": ph.optimizer * 1e3, "alone_ms": ph.total * 1e3}
-    buckets, _ = step_evidence.record_buckets(rec, terms, _estimate)
-    p = predict(ph, buckets, 2, allreduce, terms)
-    fb, o = (ph.forward + ph.backward) * (1 + terms.sharing.value), ph.optimizer * (1 + terms.sharing_opt.value)
-    m = fb + o
-    ends, end = [], 0.0
-    bwd, rate = p.backward_s, terms.overlap.value
-    for b, share in buckets:
-        work = allreduce(b, 2) * terms.comm.value
-        start = max(share * bwd, end)
-        if start < bwd and work <= (bwd - start) * rate:
-            end = start + work / rate
-        elif start < bwd:
-            end = bwd + work - (bwd - start) * rate
-        else:
-            end = start + work
-        ends.append((b, share * bwd * 1e3, end * 1e3))
-    rec.update(nosync_ms=m * 1e3, nosync_forward_ms=ph.forward * (1 + terms.sharing.value) * 1e3,
-               nosync_backward_ms=ph.backward * (1 + terms.sharing.value) * 1e3, nosync_optimizer_ms=o * 1e3, nosync_max_ms=m * (1 + terms.skew.value) * 1e3, ddp_ms=p.step_s * 1e3,
-               efficiency=ph.total / p.step_s, backward_ms=p.backward_s * 1e3,
-               bucket_timeline=[{"bytes": b, "ready_ms": r, "done_ms": d} for b, r, d in ends])
-    if terms.copies.value:  # as replicate's comm-only phase times them
-        rec["copy_alone_ms"] = terms.copies.value * sum(b for b, _ in buckets) * 1e3
-    return rec
-
-
 def test_calibration_recovers_the_terms_that_made_the_records():
     truth = Terms(sharing=Term(0.08), sharing_opt=Term(0.3), skew=Term(0.03), interference=Term(0.7),
                   comm=Term(1.5), overlap=Term(0.4), copies=Term(2e-10))
     allreduce = net(bw=2e8, lat=step_evidence.MIN_COMM_S)  # every bucket long enough to fit comm and overlap on
-    recs = [_record(m, truth, allreduce, alone) for m, alone in
+    recs = [synthetic(m, truth, allreduce, alone) for m, alone in
             (("unet", (0.4, 0.9, 0.1)), ("gpt2-small", (0.3, 0.6, 0.3)), ("braggnn", (0.002, 0.004, 0.001)))]
-    got = calibrate.fit_terms(recs, allreduce, _estimate)
+    got = calibrate.fit_terms(recs, allreduce, estimate)
     for name in ("sharing", "sharing_opt", "skew", "interference", "comm", "overlap", "copies"):
         assert getattr(got, name).value == pytest.approx(getattr(truth, name).value, rel=0.02, abs=0.005), name
         assert getattr(got, name).how == CALIBRATED
     assert set(got.readiness) == {"unet", "gpt2-small", "braggnn"}
-    rows = calibrate.evaluate(recs, allreduce, _estimate)
+    rows = calibrate.evaluate(recs, allreduce, estimate)
     assert len(rows) == 3
     for r in rows:
         assert abs(r["cal_err"]) < 0.01 and abs(r["cal_eff_pts"]) < 1  # the held-out model too
@@ -254,7 +216,7 @@ def test_the_job_network_stands_in_for_the_sweep():
     # A latency: a bucket's own time is not its share of the total by bytes (and, a third of it, every
     # bucket still long enough to fit comm and overlap on).
     real = net(bw=2e8, lat=3 * step_evidence.MIN_COMM_S)
-    recs = [_record(m, truth, real, alone) for m, alone in
+    recs = [synthetic(m, truth, real, alone) for m, alone in
             (("unet", (0.4, 0.9, 0.1)), ("gpt2-small", (0.3, 0.6, 0.3)), ("braggnn", (0.002, 0.004, 0.001)))]
     for r in recs:
         sizes = [b["bytes"] for b in r["bucket_timeline"]]
@@ -267,8 +229,8 @@ def test_the_job_network_stands_in_for_the_sweep():
             assert got(min(sizes), 2) != pytest.approx(by_bytes)
         assert got(12345, 2) == pytest.approx(12345 * r["comm_alone_ms"] * 1e-3 / sum(sizes))  # other sizes
     fast = net(bw=6e8, lat=step_evidence.MIN_COMM_S)  # a third of the real one
-    job = calibrate.evaluate(recs, fast, _estimate, network="job")
-    sweep = calibrate.evaluate(recs, fast, _estimate, network="sweep")
+    job = calibrate.evaluate(recs, fast, estimate, network="job")
+    sweep = calibrate.evaluate(recs, fast, estimate, network="sweep")
     assert {r["network"] for r in job} == {"job"} and {r["network"] for r in sweep} == {"sweep"}
     # Uncalibrated, the allreduce is what the job measured (the sweep's is a third of it).
     for rec, j, w in zip(recs, job, sweep):
@@ -279,7 +241,7 @@ def test_the_job_network_stands_in_for_the_sweep():
     assert max(abs(r["cal_err"]) for r in job) < 0.01 and max(abs(r["cal_err"]) for r in sweep) < 0.01
     assert step_evidence.job_network({"comm_alone_ms": None}) is None
     with pytest.raises(ValueError, match="network"):
-        calibrate.evaluate(recs, fast, _estimate, network="guess")
+        calibrate.evaluate(recs, fast, estimate, network="guess")
 
 
 def test_skew_and_interference_estimated_from_one_rank_and_the_host():
@@ -298,22 +260,22 @@ def test_skew_and_interference_estimated_from_one_rank_and_the_host():
 
     truth = Terms(sharing=Term(0.05))
     allreduce = net(bw=2e8)
-    rec = _record("unet", truth, allreduce, (0.4, 0.9, 0.1))
-    plain = calibrate.predict_record(rec, truth, allreduce, _estimate)[0]
+    rec = synthetic("unet", truth, allreduce, (0.4, 0.9, 0.1))
+    plain = calibrate.predict_record(rec, truth, allreduce, estimate)[0]
     rec.update(rounds=[{"alone_ms": 1000 * x} for x in steps], host_cores=2, threads=1, ranks_per_host=2,
                device="cpu")
     got = step_evidence.record_estimates(rec)
     assert got["skew"].how == ESTIMATED and got["skew"].value == pytest.approx(skew_estimate(steps, 2))
     assert got["interference"].value == 1.0 and got["interference"].how == ESTIMATED
     # The record's estimates replace the terms' own, calibrated or not.
-    with_est = calibrate.predict_record(rec, truth, allreduce, _estimate)[0]
-    by_hand = predict(step_evidence.phases_of(rec), step_evidence.record_buckets(rec, truth, _estimate)[0], 2, allreduce,
+    with_est = calibrate.predict_record(rec, truth, allreduce, estimate)[0]
+    by_hand = predict(step_evidence.phases_of(rec), step_evidence.record_buckets(rec, truth, estimate)[0], 2, allreduce,
                       truth.with_(skew=got["skew"], interference=got["interference"]))
     assert with_est.step_s == pytest.approx(by_hand.step_s) and with_est.step_s > plain.step_s
     # Calibrating on records whose hosts all give interference leaves it estimated, not fitted.
-    others = [dict(_record(m, truth, allreduce, a), host_cores=2, threads=1, ranks_per_host=2, device="cpu")
+    others = [dict(synthetic(m, truth, allreduce, a), host_cores=2, threads=1, ranks_per_host=2, device="cpu")
               for m, a in (("gpt2-small", (0.3, 0.6, 0.3)), ("braggnn", (0.002, 0.004, 0.001)))]
-    assert calibrate.fit_terms(others, allreduce, _estimate).interference.how == ESTIMATED
+    assert calibrate.fit_terms(others, allreduce, estimate).interference.how == ESTIMATED
 
 
 def test_comm_is_fitted_on_buckets_long_enough_to_say_it():
@@ -357,15 +319,15 @@ def test_copies_come_from_the_records_own_comm_only_phase():
     from analysis.step_model import MEASURED
 
     allreduce = net(bw=2e8)
-    rec = _record("gpt2-small", Terms(), allreduce, (0.3, 0.6, 0.3))
-    plain = calibrate.predict_record(rec, Terms(), allreduce, _estimate)[0]
+    rec = synthetic("gpt2-small", Terms(), allreduce, (0.3, 0.6, 0.3))
+    plain = calibrate.predict_record(rec, Terms(), allreduce, estimate)[0]
     grad = sum(b["bytes"] for b in rec["bucket_timeline"])
     rec["copy_alone_ms"] = 110.0
     got = step_evidence.record_estimates(rec)["copies"]
     assert got.how == MEASURED and got.value == pytest.approx(0.110 / grad) and "110.0 ms" in got.source
     # Uncalibrated or not, the record's copies are in its prediction: half in the backward pass (which then
     # hides more of the allreduce), half after it.
-    with_copies = calibrate.predict_record(rec, Terms(), allreduce, _estimate)[0]
+    with_copies = calibrate.predict_record(rec, Terms(), allreduce, estimate)[0]
     assert with_copies.backward_s == pytest.approx(plain.backward_s + 0.055)
     assert plain.step_s + 0.055 <= with_copies.step_s <= plain.step_s + 0.110 + 1e-9
     assert step_evidence.copies_per_byte({"copy_alone_ms": None, "bucket_timeline": rec["bucket_timeline"]}) is None
@@ -374,20 +336,20 @@ def test_copies_come_from_the_records_own_comm_only_phase():
     rec["wake_alone_ms"] = 3.0
     wake = step_evidence.record_estimates(rec)["wake"]
     assert wake.how == MEASURED and wake.value == pytest.approx(0.003) and "3.00 ms" in wake.source
-    woken = calibrate.predict_record(rec, Terms(), allreduce, _estimate)[0]
+    woken = calibrate.predict_record(rec, Terms(), allreduce, estimate)[0]
     assert woken.exposed_s == pytest.approx(with_copies.exposed_s + 0.003)
-    assert calibrate.fit_terms([rec], allreduce, _estimate).wake.value == pytest.approx(0.003)
+    assert calibrate.fit_terms([rec], allreduce, estimate).wake.value == pytest.approx(0.003)
     # Without a network of the runs' transport (a fabric's curve), the runs' copies and wake are not its.
-    other = calibrate.fit_terms([rec], None, _estimate)
+    other = calibrate.fit_terms([rec], None, estimate)
     assert other.copies.how == ASSUMED and other.wake.how == ASSUMED
     assert step_evidence.copies_per_byte(dict(rec, copy_alone_ms=float("nan"))) is None
 
 
 def test_sharing_is_pooled_so_a_model_weighs_by_its_time():
     allreduce = net(bw=2e8)
-    long_ = _record("unet", Terms(sharing=Term(0.02)), allreduce, (0.4, 0.9, 0.1))
-    short = _record("braggnn", Terms(sharing=Term(0.20)), allreduce, (0.002, 0.004, 0.001))
-    got = calibrate.fit_terms([long_, short], allreduce, _estimate).sharing.value
+    long_ = synthetic("unet", Terms(sharing=Term(0.02)), allreduce, (0.4, 0.9, 0.1))
+    short = synthetic("braggnn", Terms(sharing=Term(0.20)), allreduce, (0.002, 0.004, 0.001))
+    got = calibrate.fit_terms([long_, short], allreduce, estimate).sharing.value
     assert got == pytest.approx((1.3 * 1.02 + 0.006 * 1.2) / 1.306 - 1) and got < 0.025
 
 
@@ -398,7 +360,7 @@ def test_an_oversubscribed_host_time_slices_its_cores():
     assert oversubscription_estimate("cpu", 2, 2, 1) is None and oversubscription_estimate("cpu", 8, 2, 4) is None
     assert oversubscription_estimate("cuda", 2, 3, 1) is None and oversubscription_estimate("cpu", None, 3, 1) is None
     allreduce = net(bw=2e8)
-    rec = dict(_record("unet", Terms(), allreduce, (0.4, 0.9, 0.1)), nranks=3, ranks_per_host=3, host_cores=2,
+    rec = dict(synthetic("unet", Terms(), allreduce, (0.4, 0.9, 0.1)), nranks=3, ranks_per_host=3, host_cores=2,
                threads=1, device="cpu")
     got = step_evidence.record_estimates(rec)
     assert got["sharing"].how == ESTIMATED and got["sharing"].value == pytest.approx(0.5)
@@ -407,7 +369,7 @@ def test_an_oversubscribed_host_time_slices_its_cores():
     assert "sharing" not in step_evidence.record_estimates(rec, 2)
     assert step_evidence.record_estimates(rec, 4)["sharing"].value == pytest.approx(1.0)
     # Replaces calibrated sharing in the record's prediction: the alone compute runs at 2/3 speed.
-    slow = calibrate.predict_record(rec, Terms(sharing=Term(0.05)), allreduce, _estimate)[0]
+    slow = calibrate.predict_record(rec, Terms(sharing=Term(0.05)), allreduce, estimate)[0]
     assert slow.compute_s > 1.4 * 1.4
 
 
@@ -430,7 +392,7 @@ def _files(tmp_path):
     runs = tmp_path / "runs.jsonl"
     with open(runs, "w") as f:
         for m, alone in (("unet", (0.4, 0.9, 0.1)), ("gpt2-small", (0.3, 0.6, 0.3)), ("braggnn", (0.002, 0.004, 0.001))):
-            rec = _record(m, truth, allreduce, alone)
+            rec = synthetic(m, truth, allreduce, alone)
             rec.update(loss_sharing=0.01, loss_skew=0.01, loss_exposed=0.1)
             f.write(json.dumps(record.new("measured", "ok", collective="replicate", transport="gloo",
                                           size_bytes=4 * workloads.get(m).params, time_us=rec["ddp_ms"] * 1e3,

@@ -360,9 +360,9 @@ def test_builder_and_example_input_run(name, size):
 
 def test_measure_cpu_uses_the_example_input():
     pytest.importorskip("torch")
-    from analysis import scaling
+    from analysis import compute_cost
 
-    compute = scaling.measure_cpu(W.get("braggnn"), batch=2, repeats=1)
+    compute = compute_cost.measure_cpu(W.get("braggnn"), batch=2, repeats=1)
     assert compute.kind == "measured" and compute.seconds_per_sample > 0
     assert "braggnn" in compute.source
 
