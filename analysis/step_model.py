@@ -116,7 +116,8 @@ class Compute:
 
 def fit_per_step(batches: Sequence[float], seconds: Sequence[float]) -> Tuple[float, float]:
     """(per-step seconds, per-sample seconds) of t(b) = c + b s by least squares over two or more distinct
-    batches (c clipped at 0: a negative intercept is noise).  ValueError with fewer than two."""
+    batches; a negative intercept or a slope <= 0 is noise (a larger batch cannot cost less), and then the
+    line goes through the origin (c = 0).  ValueError with fewer than two."""
     pts = [(float(b), float(t)) for b, t in zip(batches, seconds) if b > 0 and t > 0]
     if len({b for b, _ in pts}) < 2:
         raise ValueError("a per-step cost needs compute times at two or more batch sizes")
@@ -125,7 +126,7 @@ def fit_per_step(batches: Sequence[float], seconds: Sequence[float]) -> Tuple[fl
     mt = sum(t for _, t in pts) / n
     slope = sum((b - mb) * (t - mt) for b, t in pts) / sum((b - mb) ** 2 for b, _ in pts)
     intercept = mt - slope * mb
-    if intercept < 0:  # through the origin instead
+    if intercept < 0 or slope <= 0:  # through the origin instead
         return 0.0, sum(b * t for b, t in pts) / sum(b * b for b, _ in pts)
     return intercept, slope
 

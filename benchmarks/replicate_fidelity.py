@@ -1,8 +1,15 @@
-"""How well the step model predicts real data-parallel training (issue 12).
+"""How well the step model predicts real data-parallel training (issues 12 and 24).
 
-    python benchmarks/replicate_fidelity.py [--ranks 2,3] [--rounds 7] [--repeat 1] [--out DIR] [--reuse DIR]
+    python benchmarks/replicate_fidelity.py [--cases strong,link] [--budget 30] [--rounds 5] [--out DIR] [--reuse DIR]
+    python benchmarks/replicate_fidelity.py --cases weak [--ranks 2,3] [--rounds 7] [--repeat 1]
 
-For each rank count: a gloo allreduce sweep (``collectives.allreduce
+``--cases``: ``strong`` (strong scaling at 2 ranks, per-step compute fitted
+at other batches), ``link`` (2 emulated hosts over shaped links, root
+only) and the interval coverage over every point of both
+(:mod:`benchmarks.replicate_cases` has the method and targets; the
+default, about 25 minutes here); ``weak``, the original case below.
+
+The weak case.  For each rank count: a gloo allreduce sweep (``collectives.allreduce
 --transport gloo``, 64 KiB .. 64 MiB) and its alpha-beta fit; then
 ``collectives.replicate`` of UNet-2D (32 filters, batch 2), GPT-2 small
 (128 tokens, batch 1) and BraggNN (batch 32) over gloo on this CPU, E(N)
@@ -170,8 +177,12 @@ def report(out: Path, ranks) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--ranks", default="2,3")
-    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--cases", default="strong,link", help="comma list of strong, link (their interval coverage "
+                    "comes with them) and weak (default strong,link)")
+    ap.add_argument("--budget", type=float, default=30.0, help="strong/link: minutes of jobs; none is started "
+                    "after (default 30)")
+    ap.add_argument("--ranks", default="2,3", help="weak: rank counts")
+    ap.add_argument("--rounds", type=int, default=None, help="replicate's timed rounds (default 5; weak 7)")
     ap.add_argument("--repeat", type=int, default=1, help="jobs per model (interleaved): the spread between them "
                     "is printed, and the errors are medians over a model's jobs")
     ap.add_argument("--out", default=None, help="keep the JSON Lines here (default: a new directory)")
@@ -180,6 +191,13 @@ def main(argv=None) -> int:
                     help="keep (default): glibc keeps freed memory for reuse (MALLOC_* settings, printed); "
                     "system: the C library's defaults, as a plain run gets them")
     a = ap.parse_args(argv)
+    cases = [c.strip() for c in a.cases.split(",") if c.strip()]
+    bad = [c for c in cases if c not in ("strong", "link", "weak")]
+    if bad or not cases or ("weak" in cases and len(cases) > 1):
+        ap.error(f"--cases {a.cases!r}: a comma list of strong and link, or weak on its own")
+    if cases != ["weak"]:
+        return _issue24(a, [c for c in cases if c != "weak"])
+    a.rounds = a.rounds or 7
     ranks = [int(x) for x in a.ranks.split(",")]
     if a.reuse:
         out = Path(a.reuse)
@@ -191,6 +209,37 @@ def main(argv=None) -> int:
               + (", ".join(f"{k}={v}" for k, v in env.items()) or "the C library's defaults"), flush=True)
         measure(out, ranks, a.rounds, a.repeat, env)
     report(out, ranks)
+    print(f"# data: {out}/")
+    return 0
+
+
+def _issue24(a, cases) -> int:
+    from benchmarks import replicate_cases as rc
+    from launch import netns
+
+    out = Path(a.reuse or a.out or f"replicate_cases_{time.strftime('%Y%m%dT%H%M%S')}")
+    if "link" in cases and not a.reuse and netns.requirements_missing():
+        print(f"# link: cannot run here: {netns.requirements_missing()}; running the other cases")
+        cases = [c for c in cases if c != "link"]
+    if not a.reuse:
+        out.mkdir(parents=True, exist_ok=True)
+        env = KEEP if a.allocator == "keep" else {}
+        print("# host memory allocator for the training jobs: "
+              + (", ".join(f"{k}={v}" for k, v in env.items()) or "the C library's defaults"), flush=True)
+        budget = rc.Budget(a.budget)
+        t0 = time.monotonic()
+        if "strong" in cases:
+            rc.measure_strong(out, a.rounds or 5, budget, env)
+        if "link" in cases:
+            rc.measure_link(out, a.rounds or 5, budget, env)
+        print(f"# measured in {(time.monotonic() - t0) / 60:.1f} min"
+              + (f"; not run (budget): {', '.join(budget.skipped)}" if budget.skipped else ""), flush=True)
+    points = []
+    if "strong" in cases:
+        points += rc.report_strong(out)
+    if "link" in cases:
+        points += rc.report_link(out)
+    rc.report_coverage(points)
     print(f"# data: {out}/")
     return 0
 

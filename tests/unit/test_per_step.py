@@ -18,6 +18,11 @@ def test_a_negative_intercept_is_noise_fit_through_the_origin():
     assert c == 0.0 and s == pytest.approx((2 * 0.0039 + 4 * 0.0081) / 20)
 
 
+def test_a_larger_batch_costing_less_is_noise_fit_through_the_origin():
+    c, s = step_model.fit_per_step([16, 32], [0.020, 0.018])
+    assert c == 0.0 and s == pytest.approx((16 * 0.020 + 32 * 0.018) / (16 ** 2 + 32 ** 2)) and s > 0
+
+
 def test_one_batch_cannot_tell_the_terms_apart():
     with pytest.raises(ValueError, match="two or more batch sizes"):
         step_model.fit_per_step([8, 8], [0.1, 0.11])
