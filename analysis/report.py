@@ -48,11 +48,11 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from ground import errors
-from analysis import (cli_common, compare, compute_cost, fit, model_share, physical, report_appendix, report_html, report_replicate,
-                      report_summary, sanitise, scaling, stragglers, triage)
+from analysis import (cli_common, compare, compute_cost, fit, model_share, physical, report_appendix, report_html,
+                      report_replicate, report_seed, report_summary, sanitise, scaling, stragglers, triage)
 from analysis.load import points, ranks, reader
 from facts import fabrics, percent_of_model, workloads
-from analysis.report_plots import REPORT_FABRICS, draw as _draw_plots, short_compute as _short_compute
+from analysis.report_plots import REPORT_FABRICS, draw as _draw_plots
 from analysis.report_text import fmt, table
 from ground import progress
 
@@ -141,53 +141,7 @@ def _scaling_rows(model_fits: List[fit.ModelFit], measure_cpu: bool) -> Dict[str
     return out
 
 
-def _seed_table(scaling_rows: Dict[str, List[Dict]]) -> List[Dict]:
-    rows = []
-    unet = scaling_rows.get("unet", [])
-    by_network: Dict[str, Dict] = {}
-    for r in unet:
-        if r["devices"] == 8:
-            by_network.setdefault(r["network"], {"network": r["network"], "kind": r["network_kind"],
-                                                 "compute": r["compute"]})[str(r["batch"])] = r["efficiency"]
-    seed_by_fabric = {v["fabric"]: k for k, v in fabrics.SEED_TABLE.items() if v["fabric"]}
-    for name in REPORT_FABRICS:
-        title = fabrics.get(name).title
-        if title in by_network:
-            row = dict(by_network.pop(title))
-            seed = fabrics.SEED_TABLE.get(seed_by_fabric.get(name, ""), {})
-            row["seed_system"] = seed_by_fabric.get(name, "")
-            row["seed_32"], row["seed_256"] = seed.get("32"), seed.get("256")
-            rows.append(row)
-    for rest in by_network.values():
-        rows.append(dict(rest, seed_system="", seed_32=None, seed_256=None))
-    rows.append({"network": "SambaNova SN10 RDU (no public link bandwidth: not modelled)", "kind": "-",
-                 "compute": "-", "32": None, "256": None, "seed_system": "SN10 RDU",
-                 "seed_32": fabrics.SEED_TABLE["SN10 RDU"]["32"], "seed_256": fabrics.SEED_TABLE["SN10 RDU"]["256"]})
-    return rows
-
-
 # -- writing ----------------------------------------------------------------------------------
-
-
-def _scaling_section(seed: List[Dict]) -> List[str]:
-    md = ["## Data-parallel scaling (MODELLED)", "",
-          "Step time = compute + the allreduce that DDP's gradient buckets leave exposed after the backward "
-          "pass (analysis.scaling); E(N) = X(N) / (N X(1)), weak scaling (per-device batch fixed), fp32 "
-          f"gradients, compute at {int(compute_cost.DEFAULT_MFU * 100)} % of the device peak (assumed). The curves "
-          "are the scaling plots above; their tables are in the appendix.", "",
-          "### UNet-2D at 8 devices, beside the seed study", ""]
-    md += table(["network", "batch 32", "batch 256", "compute per device", "seed system", "seed batch 32",
-                 "seed batch 256"],
-                [[r["network"], fmt(r.get("32"), True), fmt(r.get("256"), True), _short_compute(r["compute"]),
-                  r["seed_system"] or "-", fmt(r["seed_32"], True), fmt(r["seed_256"], True)] for r in seed])
-    return md + ["", "Why they differ. Ours is a model of communication alone: compute runs at a fixed fraction of "
-                 "the device's peak and every sample costs the same, so E(8) falls only by the allreduce the "
-                 "backward pass cannot hide, and for a 7.8 M-parameter UNet on NVLink that is little. The seed's "
-                 "efficiency definition is not published; its figures come from full training runs, where input "
-                 "pipelines, framework overheads and small per-device batches that leave a fast device idle count "
-                 "too. That is why its A100 figure (18.8 % at batch 32, 52 % at 256) rises so steeply with batch, "
-                 "while slower compute per device (GC200) hides more communication and scales better (79.5 %): a "
-                 "faster device makes any fixed overhead a larger share of the step.", ""]
 
 
 def _fits_section(model_fits: List[fit.ModelFit]) -> List[str]:
@@ -207,7 +161,8 @@ _PHASES = ("reading results", "fitting", "scaling curves", "plots", "replication
 
 def build(paths: Sequence[str], outdir: str, measure_cpu: bool = False, strict: bool = False,
           warn: Optional[reader.Warn] = None, fabric: Optional[str] = None,
-          note: Optional[Callable[[str], None]] = None, baseline: Optional[str] = None) -> Dict[str, Path]:
+          note: Optional[Callable[[str], None]] = None, baseline: Optional[str] = None,
+          per_step_ms: Optional[float] = None) -> Dict[str, Path]:
     """Everything :func:`main` writes; returns the paths.
 
     The results are read first (``strict`` and ``warn`` as in
@@ -239,7 +194,7 @@ def build(paths: Sequence[str], outdir: str, measure_cpu: bool = False, strict: 
         bar.done()
         bar.step(_PHASES[2])
         scaling_rows = _scaling_rows(model_fits, measure_cpu)
-        seed = _seed_table(scaling_rows)
+        seed = report_seed.rows(scaling_rows, per_step_ms)
         bar.done()
         bar.step(_PHASES[3])
         plots, plot_notes = _draw_plots(df, scaling_rows, out)
@@ -258,7 +213,7 @@ def build(paths: Sequence[str], outdir: str, measure_cpu: bool = False, strict: 
         md += tri_md + [f"![{p.stem}]({p.name})" for p in tri_plots] + ([""] if tri_plots else [])
         if base is not None:
             md += [""] + compare.section(base, df, baseline)
-        md += [""] + _fits_section(model_fits) + _scaling_section(seed)
+        md += [""] + _fits_section(model_fits) + report_seed.section(seed)
         if rep_md:
             md += rep_md + [""] + [f"![{p.stem}]({p.name})" for p in rep_plots] + [""]
         md += report_appendix.appendix(meas, allrec, accuracy, scaling_rows, fabric, chosen)
@@ -284,6 +239,9 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     ap.add_argument("--measure-cpu", action="store_true",
                     help="for measured networks, time UNet's forward+backward on this CPU instead of "
                     "assuming A100-class compute")
+    ap.add_argument("--per-step-ms", type=cli_common.number(0, 1e6, lo_open=False), metavar="MS",
+                    help="the seed table's strong-scaling columns: this per-step compute cost (default: fitted so "
+                    "that batch 32 gives the seed's own figure)")
     ap.add_argument("--baseline", metavar="FILE", help="results to compare with, point by point (a section "
                     "of NEW/BASE times with intervals; python -m analysis.compare judges them, exit 4)")
     cli_common.add_strict(ap)
@@ -292,7 +250,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     if a.measure_cpu and importlib.util.find_spec("torch") is None:
         raise cli_common.UsageError("--measure-cpu needs torch (pip install torch)")
     written = build(a.results, a.output, a.measure_cpu, a.strict, cli_common.warner(PROG), a.fabric,
-                    baseline=a.baseline)
+                    baseline=a.baseline, per_step_ms=a.per_step_ms)
     print(f"wrote {len(written)} files to {a.output}/: " + ", ".join(sorted(written)))
     return 0
 

@@ -12,10 +12,11 @@ Per model, a plot of E(N): the measured points on the modelled curves.
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from analysis import calibrate, scaling, step_evidence, step_model
+from analysis import calibrate, held_out, intervals, scaling, step_evidence, step_model
 from analysis.load import replicate_runs
 from facts import workloads
 from analysis.report_plots import save_with_legend
@@ -30,6 +31,12 @@ def _fmt_pct(v: Optional[float], signed: bool = False) -> str:
     if v is None or v != v:
         return "-"
     return f"{100 * v:+.1f} %" if signed else f"{100 * v:.1f} %"
+
+
+def _fmt_iv(iv, measured_ms: float) -> str:
+    if iv is None:
+        return "-"
+    return f"{1e3 * iv.lo:.1f}-{1e3 * iv.hi:.1f} ({'in' if iv.contains(measured_ms * 1e-3) else 'out'})"
 
 
 def _network(model_fits, transport: str) -> Optional[scaling.Network]:
@@ -50,20 +57,24 @@ def _curves(model: str, recs: List[Dict], network: scaling.Network, all_recs: Li
     seq = next((r.get("seq") for r in recs if r.get("seq")), None)
     rows: List[Dict] = []
     others = [r for r in all_recs if r["model"] != model and int(r["nranks"]) > 1]
-    variants = [("uncalibrated", step_model.Terms())]
+    variants = [("uncalibrated", step_model.Terms(), None)]
     if others:
-        variants.append(("calibrated on the other models", calibrate.fit_terms(others, network.allreduce)))
+        cal = held_out.Calibration(others, network.allreduce)
+        noise = [x for x in (intervals.rounds_se(r) for r in recs) if x is not None]
+        s_in = statistics.median(noise) if noise else 0.0
+        variants.append(("calibrated on the other models", cal.terms,
+                         lambda step_s, c=cal, s=s_in: c.interval(step_s, s, intervals.LEVEL)))
     # The run whose own terms the curves take: not oversubscribed where there is one, the fewest ranks, the
     # most rounds (one run for every batch of the model: the terms are the host's, not the batch's).
     own = min((r for r in recs if int(r["nranks"]) > 1), default=None,
               key=lambda r: (bool(r.get("oversubscribed")), int(r["nranks"]), -len(r.get("rounds") or [])))
-    for label, terms in variants:
+    for name, terms, band in variants:
         ready = calibrate.curve_readiness(w, 4, terms, seq)
-        net = scaling.Network(f"{network.label}, {label}", network.kind, network.allreduce,
-                              valid_up_to=network.valid_up_to, short=f"{network.short}, {label}")
+        net = scaling.Network(f"{network.label}, {name}", network.kind, network.allreduce,
+                              valid_up_to=network.valid_up_to, short=f"{network.short}, {name}")
         at = (terms if own is None else
               (lambda n, t=terms: t.with_(**step_evidence.record_estimates(own, n)) if n > 1 else t))
-        rows += scaling.curve(w, batches, DEVICES, compute, net, 4, 1, False, True, at, ready)
+        rows += scaling.curve(w, batches, DEVICES, compute, net, 4, 1, False, True, at, ready, band)
     return rows
 
 
@@ -80,8 +91,13 @@ def _plot(model: str, rows: List[Dict], recs: List[Dict], path: Path) -> Path:
         for ax, b in zip(axes[0], batches):
             for i, network in enumerate(dict.fromkeys(r["network"] for r in rows)):
                 pts = [r for r in rows if r["batch"] == b and r["network"] == network]
-                ax.plot([r["devices"] for r in pts], [100 * r["efficiency"] for r in pts], "--" if i else ":",
-                        lw=1.5, label=label(f"MODELLED: {pts[0]['network_short']}"))
+                line, = ax.plot([r["devices"] for r in pts], [100 * r["efficiency"] for r in pts], "--" if i else ":",
+                                lw=1.5, label=label(f"MODELLED: {pts[0]['network_short']}"))
+                band = [r for r in pts if r.get("eff_lo") is not None]
+                if band:
+                    ax.fill_between([r["devices"] for r in band], [100 * r["eff_lo"] for r in band],
+                                    [100 * min(1.0, r["eff_hi"]) for r in band], color=line.get_color(), alpha=0.2,
+                                    lw=0, label=f"{100 * band[0]['interval_level']:.0f} % interval (calibrated)")
             meas = [r for r in recs if int(r["batch"]) == b]
             ax.plot([int(r["nranks"]) for r in meas], [100 * r["efficiency"] for r in meas], "ko", ms=6,
                     label="measured (collectives.replicate)")
@@ -118,24 +134,46 @@ def section(records: Sequence[Dict], model_fits, outdir: Path, table) -> Tuple[L
     by_key: Dict[Tuple[str, int], List[Dict]] = {}
     for r in recs:
         by_key.setdefault((r.get("transport"), int(r["nranks"])), []).append(r)
+    strong_rows = []
     for (transport, n), group in sorted(by_key.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
         network = _network(model_fits, transport)
-        evals = {id(r): e for r, e in zip([g for g in group if n > 1],
-                                          calibrate.evaluate(group, network.allreduce) if network and n > 1
+        multi = [g for g in group if n > 1]
+        evals = {id(r): e for r, e in zip(multi, calibrate.evaluate(group, network.allreduce) if network and n > 1
                                           else [])}
         if network is None:
             missing.add(transport)
+        cache: Dict = {}
+        bands = {(h["run_id"], h["model"], h["batch"]): h["interval"] for h in
+                 (held_out.weak(group, network.allreduce, cache=cache) if network and n > 1 else [])}
+        if network and n > 1:
+            strong_rows += held_out.strong(group, network.allreduce, cache=cache)
         for r in group:
             e = evals.get(id(r), {})
+            iv = bands.get((r.get("run_id"), r["model"], int(r["batch"])))
             rows.append([r["model"], r["batch"], n, f"{r['ddp_ms']:.1f}", _fmt_pct(r["efficiency"]),
                          f"{100 * r['loss_sharing']:.1f} / {100 * r['loss_skew']:.1f} / {100 * r['loss_exposed']:.1f}",
                          f"{e['uncal_step_ms']:.1f}" if e else "-", _fmt_pct(e.get("uncal_err"), True),
                          _fmt_pct(e.get("uncal_eff")),
                          f"{e['cal_step_ms']:.1f}" if e.get("cal_step_ms") else "-", _fmt_pct(e.get("cal_err"), True),
-                         _fmt_pct(e.get("cal_eff")), "yes" if r.get("oversubscribed") else ""])
+                         _fmt_pct(e.get("cal_eff")), _fmt_iv(iv, r["ddp_ms"]), "yes" if r.get("oversubscribed") else ""])
     md += table(["model", "batch/rank", "ranks", "step (ms)", "E(N)", "loss: sharing / skew / exposed (pts)",
-                 "uncal. step (ms)", "error", "uncal. E", "cal. step (ms)", "error", "cal. E", "oversubscribed"],
-                rows)
+                 "uncal. step (ms)", "error", "uncal. E", "cal. step (ms)", "error", "cal. E",
+                 f"cal. {intervals.LEVEL:.0%} interval (ms)", "oversubscribed"], rows)
+    md += ["", f"The {intervals.LEVEL:.0%} interval: from the errors of the other models' runs, each predicted by "
+           "terms fitted on the rest of them, and the run's own alone-phase noise (analysis.intervals); `in` when "
+           "the measured step falls inside it."]
+    if strong_rows:
+        md += ["", "### Strong scaling, measured in one job (`--batch b,Nb`) beside the model", "",
+               "E(N) at global batch N b = one rank alone at N b over N x the DDP step at b per rank. Predicted: the "
+               "DDP step at b from compute t(b) = per-step + b x per-sample fitted to the job's other batches "
+               "(leave the batch out), terms calibrated on the other models.", ""]
+        md += table(["model", "ranks", "global batch", "DDP step at b (ms)", "predicted (ms)",
+                     f"{intervals.LEVEL:.0%} interval (ms)", "strong E", "predicted E", "E interval", "compute"],
+                    [[h["model"], h["nranks"], h["global_batch"], f"{1e3 * h['measured']:.1f}",
+                      f"{1e3 * h['predicted']:.1f}", _fmt_iv(h["interval"], 1e3 * h["measured"]),
+                      _fmt_pct(h["efficiency"]), _fmt_pct(h["pred_efficiency"]),
+                      f"{100 * h['eff_interval'].lo:.1f}-{100 * h['eff_interval'].hi:.1f} %", h["compute"]]
+                     for h in strong_rows])
     if missing:
         md += ["", f"No allreduce fit of {', '.join(sorted(map(str, missing)))} in the inputs, so those runs are "
                "not predicted: add `collectives.allreduce --transport T` results of the same machine."]

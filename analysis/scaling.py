@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["Compute", "Network", "Step", "step_time", "curve", "interval_from_runs", "network_from_fabric",
-           "network_from_fit", "strong_skipped", "format_table", "main", "terms_token"]
+           "network_from_fit", "strong_skipped", "format_table", "main", "terms_token", "per_step_matching"]
 
 from analysis.step_model import Compute  # noqa: E402
 PROG = "analysis.scaling"
@@ -159,6 +159,25 @@ def curve(workload, batches: Sequence[int], devices: Sequence[int], compute: Com
                 "interval_level": iv.level if iv else None,
             })
     return rows
+
+
+def per_step_matching(workload, compute: Compute, network: Network, batch: int, devices: int, efficiency: float,
+                      strong: bool = True, grad_bytes: int = 4) -> Optional[float]:
+    """The per-step cost (s) that makes the modelled E(devices) at ``batch`` equal ``efficiency`` (bisection:
+    E falls as the per-step cost grows under strong scaling), or None when no cost in [0, 1000 x the batch's
+    compute] reaches it (the model without one is already below it, or it needs more)."""
+    def eff(c: float) -> float:
+        rows = curve(workload, [batch], [devices], dataclasses.replace(compute, per_step_s=c), network, grad_bytes,
+                     strong=strong)
+        return rows[0]["efficiency"] if rows else float("nan")
+
+    lo, hi = 0.0, 1000.0 * batch * compute.seconds_per_sample
+    if not eff(hi) <= efficiency <= eff(lo):
+        return None
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if eff(mid) > efficiency else (lo, mid)
+    return 0.5 * (lo + hi)
 
 
 def format_table(rows: List[Dict], workload, network: Network, compute: Compute,

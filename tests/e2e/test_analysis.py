@@ -69,9 +69,12 @@ def test_report_from_harness_results(runner, measured, tmp_path):
     assert all(r[3] == "2,3" for r in fits)
     for r in fits:
         assert float(r[4]) >= 0 and float(r[5]) > 0
-    seed = next(rows for h, rows in tables if h[:2] == ["network", "batch 32"])
+    head, seed = next((h, rows) for h, rows in tables if h[:2] == ["network", "weak, batch 32"])
     assert any(r[0].startswith("measured") or "shm" in r[0] for r in seed), seed
-    assert any("NVLink3" in r[0] for r in seed)
+    a100 = next(r for r in seed if "NVLink3" in r[0])
+    got = dict(zip(head, a100))  # strong scaling with the per-step cost fitted to the seed's batch 32
+    assert got["strong, batch 32"] == "18.8 %" and 40 < float(got["strong, batch 256"][:-2]) < 55, got
+    assert "fitted" in got["strong: per-step cost"] and got["seed batch 256"] == "52.0 %"
     for _, rows in tables:
         for row in rows:
             for cell in row:

@@ -45,3 +45,26 @@ def test_strong_scaling_with_a_per_step_cost_has_the_seed_studys_shape():
     assert all(r["per_step_ms"] == pytest.approx(50.0) for r in rows)
     plain = scaling.curve(w, [32], [8], compute_cost.from_rate(1000.0), network, strong=True)
     assert plain[0]["efficiency"] > 0.95  # without the term, shrinking the batch costs nothing
+
+
+def test_the_per_step_cost_that_reproduces_a_figure_and_what_it_predicts():
+    w = workloads.get("unet")
+    fab = fabrics.get("nvlink3")
+    net = scaling.network_from_fabric(fab)
+    comp = compute_cost.from_peak(w, fab.peak_tflops.value)
+    c = scaling.per_step_matching(w, comp, net, 32, 8, 0.188)
+    assert 40 < c / comp.seconds_per_sample < 60  # about 50 sample-times
+    e = scaling.curve(w, [32], [8], dataclasses.replace(comp, per_step_s=c), net, strong=True)[0]["efficiency"]
+    assert e == pytest.approx(0.188, abs=1e-4)
+    assert scaling.per_step_matching(w, comp, net, 32, 8, 0.999999) is None  # above what no cost gives
+
+
+def test_the_seed_table_fits_or_takes_the_per_step_cost_and_says_which():
+    from analysis import report_seed
+
+    fitted = report_seed.strong_row("nvlink3")
+    assert fitted["32"] == pytest.approx(0.188, abs=1e-3) and 0.40 < fitted["256"] < 0.55
+    assert "fitted so that batch 32 gives the seed's figure" in fitted["how"]
+    given = report_seed.strong_row("nvlink3", per_step_ms=0.0)
+    assert given["32"] > 0.95 and "given" in given["how"]
+    assert report_seed.strong_row("gaudi2-roce")["32"] is None  # no seed figure, no cost given
