@@ -42,11 +42,14 @@ sys.path.insert(0, str(ROOT))
 
 STRONG_JOBS = (("unet", ["--batch", "1,2,4"]), ("gpt2-small", ["--batch", "1,2,4", "--seq", "128"]),
                ("braggnn", ["--batch", "16,32,64"]))
-# (model, [(rate level, rate)], flags): rates chosen so that the exposed allreduce is 20-60 % of the step.
-LINK_JOBS = (("unet", (("fast", "500mbit"), ("slow", "200mbit")), ["--batch", "1,2"]),
-             ("gpt2-small", (("fast", "2gbit"), ("slow", "1gbit")), ["--batch", "1,2", "--seq", "128"]),
-             ("braggnn", (("fast", "200mbit"), ("slow", "100mbit")), ["--batch", "32,64"]))
-SWEEP_MAX = {"100mbit": "2M"}  # the largest size of a link's allreduce sweep (default 32M: GPT-2's buckets)
+# (model, [(rate level, rate)], flags): rates chosen so that the exposed allreduce is 20-60 % of the step
+# (pilot runs, one round each: UNet at 150 Mbit/s 63 % and 46 %, GPT-2 at 1.2 Gbit/s 60 % and 56 %, BraggNN at
+# 75 Mbit/s about 50 % and 40 %, at the two batches).
+LINK_JOBS = (("unet", (("fast", "300mbit"), ("slow", "200mbit")), ["--batch", "1,2"]),
+             ("gpt2-small", (("fast", "3gbit"), ("slow", "1500mbit")), ["--batch", "1,2", "--seq", "128"]),
+             ("braggnn", (("fast", "150mbit"), ("slow", "75mbit")), ["--batch", "32,64"]))
+SWEEP_MAX = {"75mbit": "2M", "150mbit": "2M"}  # a link sweep's largest size (default 32M: GPT-2's buckets);
+# BraggNN's one bucket is 133 KB
 TARGET_STRONG_STEP, TARGET_STRONG_PTS = 0.05, 3.0
 TARGET_LINK_STEP, TARGET_LINK_PTS = 0.10, 5.0
 TARGET_COVER, TARGET_POINTS, TARGET_HALF = 0.75, 20, 0.10
