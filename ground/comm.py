@@ -23,7 +23,8 @@ from ground import mismatch
 from ground.errors import flush_stdio
 
 __all__ = ["Comm", "MPIComm", "SelfComm", "TorchComm", "world", "as_comm", "mpi_available",
-           "release_mpich_segments", "choose_thread_level", "THREAD_LEVELS", "FUNNELED_MAX_BYTES"]
+           "release_mpich_segments", "choose_thread_level", "is_auto", "THREAD_LEVELS", "FUNNELED_MAX_BYTES",
+           "COLLECTIVE_TUNING"]
 
 THREAD_LEVELS = ("single", "funneled", "serialized", "multiple")
 FUNNELED_MAX_BYTES = 256 * 1024  # auto: FUNNELED for sweeps up to here (measured; see choose_thread_level)
@@ -187,26 +188,34 @@ def mpi_available() -> bool:
 _WORLD = None
 
 
-def choose_thread_level(requested: Optional[str], oversubscribed: bool, largest: Optional[int] = None) -> str:
+def is_auto(requested: Optional[str]) -> bool:
+    """True when the thread level is left to collscale (no --thread-level, no COLLSCALE_THREAD_LEVEL)."""
+    return (requested or os.environ.get("COLLSCALE_THREAD_LEVEL") or "auto").strip().lower() == "auto"
+
+
+def choose_thread_level(requested: Optional[str], oversubscribed: bool, largest: Optional[int] = None,
+                        tuned: bool = False) -> str:
     """The MPI thread level to request at MPI_Init: ``requested`` (``--thread-level``), else
     ``COLLSCALE_THREAD_LEVEL``, else by situation (``auto``).
 
     ``largest``: the largest message size the run will measure (None: not
     known).  With a core per rank, FUNNELED makes small calls cheaper than
-    MULTIPLE but large ones slower (with the MPICH wheel the crossing lies
-    between 256 KiB and 1 MiB: docs/results/2026-12.md, "The MPI thread
-    level"), so no one level is best for a whole 8 B-64 MiB sweep: auto
-    takes FUNNELED when the sweep ends at :data:`FUNNELED_MAX_BYTES` or
-    below and MULTIPLE otherwise (mpi4py's default).  With more ranks than
-    cores, FUNNELED's busy-polling progress starves the ranks waiting for a
-    core (milliseconds against microseconds per small call), so MULTIPLE
-    there.  FUNNELED is the honest level below MULTIPLE: only the main
-    thread calls MPI (the watchdog thread never does).
+    MULTIPLE.  With MPICH, large ones were slower at FUNNELED only because
+    MPICH then picks its shared-memory release_gather algorithm at every
+    size; ``tuned`` (:func:`ground.mpich_tuning.apply` succeeded) means it
+    no longer does above 256 KiB, and auto takes FUNNELED for any sweep.
+    Untuned (another MPI, or the user's own MPICH selection), auto takes
+    FUNNELED when the sweep ends at :data:`FUNNELED_MAX_BYTES` or below and
+    MULTIPLE otherwise.  With more ranks than cores, FUNNELED's
+    busy-polling progress starves the ranks waiting for a core
+    (milliseconds against microseconds per small call), so MULTIPLE there.
+    FUNNELED is the honest level below MULTIPLE: only the main thread calls
+    MPI (the watchdog thread never does).  Measured: docs/results/2026-12.md.
     """
     level = (requested or os.environ.get("COLLSCALE_THREAD_LEVEL") or "auto").strip().lower()
     if level == "auto":
         small = largest is not None and largest <= FUNNELED_MAX_BYTES
-        return "funneled" if small and not oversubscribed else "multiple"
+        return "funneled" if (small or tuned) and not oversubscribed else "multiple"
     if level not in THREAD_LEVELS:
         raise ValueError(f"COLLSCALE_THREAD_LEVEL={level}: choose {', '.join(THREAD_LEVELS)} or auto")
     return level
@@ -237,7 +246,7 @@ def world(thread_level: Optional[str] = None, largest: Optional[int] = None):
         import mpi4py
 
         if "mpi4py.MPI" not in sys.modules:  # the level is fixed at MPI_Init, for the whole run
-            _init_mpi(mpi4py, choose_thread_level(thread_level, oversubscribed, largest), launched)
+            _init_mpi(mpi4py, thread_level, oversubscribed, largest, launched)
         from mpi4py import MPI
 
         comm = MPIComm(MPI.COMM_WORLD)
@@ -257,18 +266,30 @@ def world(thread_level: Optional[str] = None, largest: Optional[int] = None):
     return _WORLD
 
 
-def _init_mpi(mpi4py, level: str, launched) -> None:
-    """MPI_Init_thread at ``level``, after a look at the library that refuses a launcher of another MPI
-    family (Open MPI's mpirun over MPICH, say: MPICH's own MPI_Init would abort with an error stack
-    about PMIx).  The library's version is readable before MPI_Init; mpi4py finalises at exit."""
-    mpi4py.rc.thread_level = level
+COLLECTIVE_TUNING: Optional[str] = None  # what ground.mpich_tuning did at MPI_Init (for the header), or None
+
+
+def _init_mpi(mpi4py, requested: Optional[str], oversubscribed: bool, largest: Optional[int], launched) -> None:
+    """MPI_Init_thread at the level :func:`choose_thread_level` gives, after a look at the library that
+    refuses a launcher of another MPI family (Open MPI's mpirun over MPICH, say: MPICH's own MPI_Init
+    would abort with an error stack about PMIx) and, with the level left to auto and a core per rank,
+    points MPICH at collscale's intra-node selection (:mod:`ground.mpich_tuning`).  The library's
+    version is readable before MPI_Init; mpi4py finalises at exit."""
+    global COLLECTIVE_TUNING
+    from ground import mpich_tuning
+
     mpi4py.rc.initialize = False
     mpi4py.rc.finalize = True
     from mpi4py import MPI
 
-    refused = mismatch.before_init(MPI.Get_library_version(), launched=launched)
+    library = MPI.Get_library_version()
+    refused = mismatch.before_init(library, launched=launched)
     if refused:
         raise mismatch.LaunchMismatch(refused)
+    if is_auto(requested) and not oversubscribed:
+        COLLECTIVE_TUNING = mpich_tuning.apply(library)
+    level = choose_thread_level(requested, oversubscribed, largest, tuned=COLLECTIVE_TUNING is not None)
+    mpi4py.rc.thread_level = level
     MPI.Init_thread({"single": MPI.THREAD_SINGLE, "funneled": MPI.THREAD_FUNNELED,
                      "serialized": MPI.THREAD_SERIALIZED, "multiple": MPI.THREAD_MULTIPLE}[level])
 

@@ -67,6 +67,14 @@ def test_header_and_records_say_which_loop_and_thread_level(runner, tmp_path, tr
                             timeout=120)
         assert forced.returncode == 0 and "thread level: multiple" in forced.stdout
         assert read_jsonl(out)[-1]["thread_level"] == "multiple" and read_jsonl(out)[-1]["loop"] == "compiled"
+        assert "collective selection" not in forced.stdout  # a level given: the library's own selection
+        # A sweep past 256 KiB, level left to auto: with MPICH, FUNNELED and its large collectives re-routed.
+        big = runner.cli(2, "allreduce", "--transport", "mpi", "-b", "8", "-e", "4M", "-f", "512", "-n", "3",
+                         "--json", out, timeout=120)
+        assert big.returncode == 0, big.stderr
+        if str(read_jsonl(out)[-1]["transport_version"]).startswith("MPICH "):
+            assert read_jsonl(out)[-1]["thread_level"] == want
+            assert ("collective selection: MPICH intra-node" in big.stdout) == (want == "funneled")
     else:
         assert {r["thread_level"] for r in recs} == {None}  # shm's calls never touch MPI
 

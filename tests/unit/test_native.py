@@ -225,8 +225,54 @@ def test_thread_level_by_situation():
     assert choose_thread_level(None, False, None) == "multiple"  # the default sweep reaches 64 MiB
     assert choose_thread_level(None, True, 8) == "multiple"  # oversubscribed
     assert choose_thread_level("single", True, None) == "single"
+    # MPICH tuned (large intra-node collectives off release_gather): FUNNELED for any sweep, not oversubscribed
+    assert choose_thread_level(None, False, None, tuned=True) == "funneled"
+    assert choose_thread_level(None, True, None, tuned=True) == "multiple"
+    assert choose_thread_level("multiple", False, 8, tuned=True) == "multiple"
     with pytest.raises(ValueError):
         choose_thread_level("lots", False, 8)
+
+
+MPICH = "MPICH Version:      5.0.2\nMPICH Release date: Fri Sep 25 2026\n"
+
+
+def test_mpich_tuning_applies_to_mpich_only_and_never_over_the_users_choice():
+    from ground import mpich_tuning as mt
+
+    env = {}
+    note = mt.apply(MPICH, env)
+    assert env == {mt.TUNING_VAR: str(mt.TUNING_FILE)} and "256 KiB" in note
+    assert mt.apply("Open MPI v4.1.4, package: Debian", {}) is None
+    assert mt.why_not("Open MPI v4.1.4", {}) == "not MPICH"
+    assert mt.why_not("Intel(R) MPI Library 2021.10", {}) == "not MPICH"
+    for var in mt.USER_VARS:
+        mine = {var: "mpir"}
+        assert mt.apply(MPICH, mine) is None and mine == {var: "mpir"}
+        assert var in mt.why_not(MPICH, mine)
+
+
+def test_mpich_tuning_file_is_a_tree_mpich_accepts():
+    """Every size test has an "any" sibling (MPICH asserts at MPI_Init otherwise), its bound is
+    RELEASE_GATHER_MAX_BYTES, and above it no branch can match a job that is not multi-threaded."""
+    import json
+
+    from ground import mpich_tuning as mt
+
+    tree = json.loads(mt.TUNING_FILE.read_text())
+    assert set(tree) == {"collective=allreduce", "collective=bcast", "collective=reduce"}
+
+    def walk(node):
+        keys = list(node)
+        sizes = [k for k in keys if k.startswith("avg_msg_size")]
+        if sizes:
+            assert sizes == [f"avg_msg_size<={mt.RELEASE_GATHER_MAX_BYTES}", "avg_msg_size=any"], sizes
+            above = node["avg_msg_size=any"]
+            assert list(above) == ["is_multi_threaded=yes"]  # never true where the parent said "no"
+        for k in keys:
+            walk(node[k])
+    for name, sub in tree.items():
+        walk(sub)
+        assert "is_multi_threaded=no" in sub["comm_type=intra"], name
 
 
 class _FakeCuda:

@@ -193,14 +193,19 @@ class MPITransport(TransportBase):
             MPI.THREAD_SERIALIZED: "serialized",
             MPI.THREAD_MULTIPLE: "multiple",
         }
+        from ground import comm as ground_comm
+
+        settings = {"MPI": "%d.%d" % MPI.Get_version(), "thread level": levels.get(MPI.Query_thread(), "?"),
+                    "loop": self.compiled.loop}
+        if ground_comm.COLLECTIVE_TUNING:
+            settings["collective selection"] = ground_comm.COLLECTIVE_TUNING
         return {
             "transport": self.name,
             "transport_version": " ".join(library.split()),
             "mpi4py_version": mpi4py.__version__,
             "mpi_standard": "%d.%d" % MPI.Get_version(),
             "thread_level": levels.get(MPI.Query_thread(), "?"),
-            "settings": {"MPI": "%d.%d" % MPI.Get_version(),
-                         "thread level": levels.get(MPI.Query_thread(), "?"), "loop": self.compiled.loop},
+            "settings": settings,
             "loop": self.compiled.loop,
             "notes": [self.compiled.note],
             "op_impl": {"avg": "MPI_SUM then a local division by the rank count (MPI has no MPI_AVG)"},

@@ -38,9 +38,12 @@ def add_loop_flags(g) -> None:
                    "mpi with host buffers and shm), python, or auto: compiled where the transport has "
                    "it, else python (default auto; the header and each record's loop field say which ran)")
     g.add_argument("--thread-level", choices=THREAD_LEVELS, default="auto",
-                   help="MPI thread level requested at MPI_Init: auto picks funneled when every rank has a "
-                   "core and multiple when ranks outnumber cores (measured; see docs/timing.md, small "
-                   "messages)")
+                   help="MPI thread level requested at MPI_Init. auto: funneled when every rank has a core "
+                   "(with MPICH at any size: its intra-node allreduce/bcast/reduce then use its shared-memory "
+                   "algorithm up to 256 KiB and its generic ones above, as MULTIPLE would; with another MPI, "
+                   "only for sweeps ending at 256 KiB or below), multiple when ranks outnumber cores or "
+                   "larger sizes run on another MPI. A level given here is requested as it is, with the "
+                   "library's own selection (see docs/timing.md)")
     g.add_argument("--cuda-graph", action="store_true",
                    help="nccl on CUDA: capture the timed iterations as CUDA graphs and replay them "
                    "(nccl-tests' -G); untested on hardware")
