@@ -192,14 +192,27 @@ def _fmt_size(n: float) -> str:
     return f"{n:.0f}"
 
 
-def _segment_fits(n: np.ndarray, t: np.ndarray, cuts: Sequence[int]) -> Optional[List[Segment]]:
+def _segment_fits(n: np.ndarray, t: np.ndarray, cuts: Sequence[int], skip: Optional[int] = None,
+                  memo: Optional[Dict] = None) -> Optional[List[Segment]]:
+    """Each regime's fit of the points between ``cuts``, point ``skip`` left out (its regime one shorter).
+    ``memo`` keeps each regime's fit by (first, end, point left out of it): the same points give the same
+    fit, and leave-one-out asks for most regimes many times."""
     bounds = [0, *cuts, len(n)]
     segs = []
     for lo, hi in zip(bounds, bounds[1:]):
-        nn, tt = n[lo:hi], t[lo:hi]
-        if len(set(nn.tolist())) < 2:
+        left = skip if skip is not None and lo <= skip < hi else None
+        key = (lo, hi, left)
+        seg = memo.get(key, False) if memo is not None else False
+        if seg is False:
+            nn, tt = n[lo:hi], t[lo:hi]
+            if left is not None:
+                nn, tt = np.delete(nn, left - lo), np.delete(tt, left - lo)
+            seg = Segment(float(nn[0]), float(nn[-1]), fit_affine(nn, tt)) if len(set(nn.tolist())) >= 2 else None
+            if memo is not None:
+                memo[key] = seg
+        if seg is None:
             return None
-        segs.append(Segment(float(nn[0]), float(nn[-1]), fit_affine(nn, tt)))
+        segs.append(seg)
     return segs
 
 
@@ -227,17 +240,17 @@ def fit_segmented(sizes: Sequence[float], times_s: Sequence[float], max_breaks: 
     if len(set(n.tolist())) < 2:
         raise ValueError("a fit needs at least two distinct sizes")
     best = None
+    memo: Dict = {}
     for cuts in _candidate_cuts(len(n), max_breaks, min_points):
-        segs = _segment_fits(n, t, cuts)
+        segs = _segment_fits(n, t, cuts, None, memo)
         if segs is None:
             continue
         errs = []
         for i in range(len(n)):
-            keep = np.arange(len(n)) != i
             shift = [c - (1 if c > i else 0) for c in cuts]
             if any(b - a < 2 for a, b in zip((0, *shift), (*shift, len(n) - 1))):
                 continue  # leaving this point out empties a regime
-            sub = _segment_fits(n[keep], t[keep], shift)
+            sub = _segment_fits(n, t, cuts, i, memo)  # the fit of the other points, regimes as cut
             if sub is None:
                 continue
             pred = SegmentedFit._one(float(n[i]), sub)

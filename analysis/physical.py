@@ -39,8 +39,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Type
 
 import numpy as np
 
-__all__ = ["MIN_TIME_US", "MAX_TIME_US", "MAX_BYTES", "MAX_GBS", "TIMED", "check", "screen", "frame_mask",
-           "line_of"]
+__all__ = ["MIN_TIME_US", "MAX_TIME_US", "MAX_BYTES", "MAX_GBS", "TIMED", "check", "check_columns", "screen",
+           "screen_columns", "frame_mask", "line_of"]
 
 MIN_TIME_US = 1e-3  # 1 ns
 MAX_TIME_US = 1e12  # 1e6 s, 11.6 days
@@ -71,8 +71,7 @@ def _values(records: Sequence[dict], key: str) -> list:
         return [r.get(key) for r in records]
 
 
-def _col(records: Sequence[dict], key: str) -> np.ndarray:
-    values = _values(records, key)
+def _col(values: list) -> np.ndarray:
     if set(map(type, values)) <= _PLAIN:  # the usual case, converted in C (None -> NaN)
         try:
             return np.array(values, dtype=float)
@@ -108,10 +107,15 @@ def _why(what: str, v: float) -> str:
 
 def check(records: Sequence[dict]) -> Tuple[np.ndarray, Dict[str, int], Optional[Tuple[int, str]]]:
     """(True for each record within the bounds, rows out of each bound, (index, why) of the first bad one)."""
-    n = len(records)
-    timed = np.fromiter(map(TIMED.__contains__, _values(records, "status")), bool, n)
-    masks = _masks(timed, _col(records, "time_us"), _col(records, "size_bytes"), _col(records, "algbw_gbs"),
-                   _col(records, "busbw_gbs"), _col(records, "nranks"))
+    return check_columns(lambda key: _values(records, key), len(records))
+
+
+def check_columns(column: Callable[[str], list], n: int
+                  ) -> Tuple[np.ndarray, Dict[str, int], Optional[Tuple[int, str]]]:
+    """:func:`check` of ``n`` rows held as columns: ``column(key)`` is the list of that field's values."""
+    timed = np.fromiter(map(TIMED.__contains__, column("status")), bool, n)
+    masks = _masks(timed, _col(column("time_us")), _col(column("size_bytes")), _col(column("algbw_gbs")),
+                   _col(column("busbw_gbs")), _col(column("nranks")))
     bad = np.zeros(n, bool)
     counts: Dict[str, int] = {}
     for what, mask, _ in masks:
@@ -137,11 +141,23 @@ def screen(path, records: List[dict], lines: Optional[Sequence[int]], strict: bo
     naming the first one's ``file:line`` (``lines[i]`` is record i's line; None: its ``source_line``)."""
     if not records:
         return records
-    keep, counts, first = check(records)
+    keep = screen_columns(path, lambda key: _values(records, key), len(records),
+                          lines if lines is not None else [line_of(r) for r in records], strict, warn, error)
+    return records if keep is None else [r for r, k in zip(records, keep.tolist()) if k]
+
+
+def screen_columns(path, column: Callable[[str], list], n: int, lines: Sequence[int], strict: bool,
+                   warn: Callable[[str], None], error: Type[Exception] = ValueError) -> Optional[np.ndarray]:
+    """:func:`screen` of ``n`` rows held as columns (``column`` as in :func:`check_columns`, ``lines[i]``
+    row i's line): None when every row is within the bounds, else True for each row to keep (after the
+    one warning; ``strict``: ``error``)."""
+    if not n:
+        return None
+    keep, counts, first = check_columns(column, n)
     if first is None:
-        return records
+        return None
     bad = np.flatnonzero(~keep)
-    numbers = [lines[i] if lines is not None else line_of(records[i]) for i in bad[:6]]
+    numbers = [lines[i] for i in bad[:6]]
     index, why = first
     if strict:
         raise error(f"{path}:{numbers[0]}: non-physical row: {why} (--strict)")
@@ -151,8 +167,8 @@ def screen(path, records: List[dict], lines: Optional[Sequence[int]], strict: bo
         more = f", first at line {numbers[0]}; also line{'s' if len(bad) > 2 else ''} {also}"
         more += "; out of bounds: " + ", ".join(f"{k} {c}" for k, c in counts.items()) if len(counts) > 1 else ""
     warn(f"{path}:{numbers[0]}: {len(bad)} non-physical row{'s' if len(bad) > 1 else ''} left out ({why}{more}); "
-         f"{len(records) - len(bad)} records kept (--strict refuses such files)")
-    return [r for r, k in zip(records, keep.tolist()) if k]
+         f"{n - len(bad)} records kept (--strict refuses such files)")
+    return keep
 
 
 def frame_mask(df) -> np.ndarray:

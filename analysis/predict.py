@@ -120,9 +120,12 @@ def _main(argv: Optional[Sequence[str]]) -> int:
 
 def _fit_fabric(paths, transport, collective, strict: bool = False, warn=None) -> fabrics.Fabric:
     from analysis import fit
-    from analysis.load import points
+    from analysis.load import points, reader
+    from facts import per_rank
 
-    df = points.load(paths, strict=strict, warn=warn)
+    # The fields a fit reads (fit.fit_transport, fit_rows), not the per-rank ones: results of any size
+    df = points.frame(reader.read_table(paths, strict, warn, drop=per_rank.FIELDS_JSON,
+                                        keep=("phase", "op", "oversubscribed")))
     df = df[df["kind"] == "measured"]
     transports = sorted(set(df["transport"]))
     if transport is None:

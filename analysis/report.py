@@ -51,7 +51,7 @@ from ground import errors
 from analysis import (cli_common, compare, compute_cost, fit, model_share, physical, report_appendix, report_html,
                       report_replicate, report_seed, report_summary, sanitise, scaling, stragglers, triage)
 from analysis.load import points, ranks, reader
-from facts import fabrics, percent_of_model, workloads
+from facts import fabrics, per_rank, percent_of_model, workloads
 from analysis.report_plots import REPORT_FABRICS, draw as _draw_plots
 from analysis.report_text import fmt, table
 from ground import progress
@@ -156,6 +156,15 @@ def _fits_section(model_fits: List[fit.ModelFit]) -> List[str]:
                        for f in model_fits]) + [""]
 
 
+_RANKS = "ranks_summary"  # the column of analysis.load.ranks.summary
+
+
+def _read_whole(rec: dict) -> bool:
+    """Records the report reads whole: replicate runs, the triage's CPU probes and host pairs."""
+    return rec["collective"] in (reader.REPLICATE, "cpu_probe") or (rec["collective"] == "sendrecv"
+                                                                     and rec.get("split") == "pairs")
+
+
 _PHASES = ("reading results", "fitting", "scaling curves", "plots", "replication", "writing")
 
 
@@ -176,10 +185,16 @@ def build(paths: Sequence[str], outdir: str, measure_cpu: bool = False, strict: 
     fabric = percent_of_model.check_arg(fabric)
     with progress.bar(len(_PHASES), "report") as bar:
         bar.step(_PHASES[0])
-        records = reader.read_records(list(paths), strict, bar.say(warn or cli_common.warner(PROG)))
+        # Columns, not a dict per record (results of a cluster's sweeps hold millions); whole records only for
+        # the sections that read them (replication, triage), the per-rank fields in brief (stragglers).
+        tab = reader.read_table(list(paths), strict, bar.say(warn or cli_common.warner(PROG)),
+                                drop=() if baseline else per_rank.FIELDS_JSON, hooks={_RANKS: ranks.summary},
+                                whole=_read_whole)
+        records = tab.records
         out = cli_common.output_dir("-o", outdir)
-        df = points.frame(records)
-        allrec = points.frame(records, all_status=True)
+        allrec = points.frame(tab, all_status=True)
+        del tab
+        df = allrec[allrec["status"].isin(reader.MEASURED)].reset_index(drop=True)
         base = points.frame(reader.read_records([baseline], strict, bar.say(warn or cli_common.warner(PROG)))
                             ) if baseline else None
         meas = _measured(df)
@@ -209,7 +224,7 @@ def build(paths: Sequence[str], outdir: str, measure_cpu: bool = False, strict: 
         md += [f"![{p.stem}]({p.name})" for p in plots]
         if plot_notes:
             md += ["", "Left out of the plots:", ""] + [f"- {n}" for n in plot_notes]
-        md += [""] + stragglers.section(ranks.frame(records))
+        md += [""] + stragglers.section(stragglers.points_table(df, _RANKS))
         md += tri_md + [f"![{p.stem}]({p.name})" for p in tri_plots] + ([""] if tri_plots else [])
         if base is not None:
             md += [""] + compare.section(base, df, baseline)

@@ -46,7 +46,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     cli_common.add_strict(ap)
     a = ap.parse_args(argv)
     out = cli_common.output_file("--csv", a.csv)
-    df = points.frame(reader.read_records(a.files, a.strict, cli_common.warner(PROG)), all_status=True)
+    df = points.frame(reader.read_table(a.files, a.strict, cli_common.warner(PROG)), all_status=True)
     if a.fabric:
         df, notes = model_share.annotate(df, a.fabric)
         for note in notes:

@@ -13,9 +13,25 @@ from __future__ import annotations
 
 from typing import List
 
-__all__ = ["series_table", "section"]
+__all__ = ["series_table", "points_table", "section"]
 
 _SERIES = ["transport", "collective", "nranks"]
+
+
+_POINT = ["run_id", "split_round", "group", "transport", "collective", "nranks", "dtype", "op", "placement", "algo",
+          "size_bytes"]  # one point of one group (--split) of one run
+_COLS = _SERIES + ["points", "rank", "host", "share", "host_share", "excess_pct"]
+
+
+def _row(key, n: int, slow, excess) -> dict:
+    """The table's row of one series: ``slow`` the (rank, host) rows of its slowest ranks, in order."""
+    top = slow["rank"].value_counts()
+    hosts = slow["host"].fillna("?").value_counts()
+    r = int(top.index[0])
+    host = slow.loc[slow["rank"] == r, "host"].dropna()
+    return dict(zip(_SERIES, key), points=n, rank=r, host=host.iloc[0] if len(host) else None,
+                share=top.iloc[0] / n, host_share=hosts.get(host.iloc[0], 0) / n if len(host) else None,
+                excess_pct=100 * float(excess.median()))
 
 
 def series_table(ranks):
@@ -23,35 +39,57 @@ def series_table(ranks):
     points, and the median excess of the slowest rank over the median rank (%)."""
     import pandas as pd
 
-    cols = _SERIES + ["points", "rank", "host", "share", "host_share", "excess_pct"]
     df = ranks[ranks["nranks"] > 1] if len(ranks) else ranks
     if df.empty:
-        return pd.DataFrame(columns=cols)
-    point = ["run_id", "split_round", "group", "transport", "collective", "nranks", "dtype", "op", "placement", "algo",
-             "size_bytes"]  # one point of one group (--split) of one run
+        return pd.DataFrame(columns=_COLS)
     rows = []
     for key, g in df.groupby(_SERIES, sort=True, dropna=False):
-        per_point = g.groupby(point, dropna=False, sort=False)
-        excess = per_point["time_us"].agg(lambda t: t.max() / t.median() - 1 if t.median() > 0 else float("nan"))
+        per_point = g.groupby(_POINT, dropna=False, sort=False)["time_us"]
+        top, mid = per_point.max(), per_point.median()
+        excess = (top / mid - 1).where(mid > 0)
         slow = g[g["slowest"]]
-        n = per_point.ngroups
-        if slow.empty:
-            continue
-        top = slow["rank"].value_counts()
-        hosts = slow["host"].fillna("?").value_counts()
-        r = int(top.index[0])
-        host = slow.loc[slow["rank"] == r, "host"].dropna()
-        rows.append(dict(zip(_SERIES, key), points=n, rank=r, host=host.iloc[0] if len(host) else None,
-                         share=top.iloc[0] / n, host_share=hosts.get(host.iloc[0], 0) / n if len(host) else None,
-                         excess_pct=100 * float(excess.median())))
-    return pd.DataFrame(rows, columns=cols)
+        if not slow.empty:
+            rows.append(_row(key, per_point.ngroups, slow, excess))
+    return pd.DataFrame(rows, columns=_COLS)
+
+
+def points_table(points, column: str = "ranks"):
+    """:func:`series_table` from one row per record, ``points[column]`` holding
+    :func:`analysis.load.ranks.summary` (None where the record lists no rank): the same table without a
+    row per rank.  Records of one point (the same key twice) are pooled, as in the ranks frame."""
+    import numpy as np
+    import pandas as pd
+
+    df = points[points[column].notna() & (points["nranks"] > 1)] if len(points) and column in points else points
+    if df.empty or column not in df:
+        return pd.DataFrame(columns=_COLS)
+    rows = []
+    for key, g in df.groupby(_SERIES, sort=True, dropna=False):
+        summ = g[column].tolist()
+        top = pd.Series([s[1] for s in summ], index=g.index)
+        mid = pd.Series([s[2] for s in summ], index=g.index)
+        ids = g.groupby(_POINT, dropna=False, sort=False).ngroup()
+        n = int(ids.max()) + 1
+        if n < len(g):  # a point in several records: its ranks pooled
+            pooled = {}
+            for i, s in zip(ids.tolist(), summ):
+                pooled.setdefault(i, []).append(np.frombuffer(s[3]))
+            times = [np.concatenate(v) for _, v in sorted(pooled.items())]
+            top = pd.Series([t.max() for t in times])
+            mid = pd.Series([float(np.median(t)) for t in times])
+        excess = (top / mid - 1).where(mid > 0)
+        slow = pd.DataFrame([pair for s in summ for pair in s[0]], columns=["rank", "host"])
+        if not slow.empty:
+            rows.append(_row(key, n, slow, excess))
+    return pd.DataFrame(rows, columns=_COLS)
 
 
 def section(ranks) -> List[str]:
-    """The report's "Slowest ranks and hosts" section (Markdown lines); [] without per-rank data."""
+    """The report's "Slowest ranks and hosts" section (Markdown lines) of a ranks frame or of
+    :func:`points_table`'s table; [] without per-rank data."""
     from analysis.report_text import table
 
-    t = series_table(ranks)
+    t = ranks if "excess_pct" in ranks else series_table(ranks)
     if t.empty:
         return []
     out = ["## Slowest ranks and hosts", "",

@@ -12,9 +12,9 @@ with :mod:`analysis.load.replicate_runs`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, List, Optional, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Tuple, Union
 
-from analysis.load import reader
+from analysis.load import reader, table
 from facts import record
 
 __all__ = ["load", "frame", "placement", "split_replicate"]
@@ -35,21 +35,40 @@ def split_replicate(records: List[dict]) -> Tuple[List[dict], List[dict]]:
     return points, [r for r in records if r.get("collective") == reader.REPLICATE]
 
 
-def frame(records: List[dict], all_status: bool = False):
-    """The DataFrame of :func:`read_records`' records; measured points only unless ``all_status``.
+def _without(tab, collectives) -> Dict[str, list]:
+    """The table's columns without the rows of ``collectives``."""
+    from itertools import compress
+
+    coll = tab.columns.get("collective", [])
+    if not any(map(set(collectives).__contains__, set(coll))):
+        return tab.columns
+    flags = [c not in collectives for c in coll]
+    return {k: list(compress(v, flags)) for k, v in tab.columns.items()}
+
+
+def frame(records, all_status: bool = False):
+    """The DataFrame of :func:`read_records`' records (or :func:`~analysis.load.reader.read_table`'s
+    table); measured points only unless ``all_status``.
 
     Replicate records (training steps, not collective points) are left out: see
     :mod:`analysis.load.replicate_runs`."""
     import numpy as np
     import pandas as pd
 
-    records = split_replicate(records)[0]
-    df = pd.DataFrame.from_records(records)
+    if isinstance(records, table.Table):
+        df = pd.DataFrame(_without(records, (reader.REPLICATE, "cpu_probe")))
+    else:
+        records = split_replicate(records)[0]
+        df = pd.DataFrame.from_records(records)
     for col in record.FIELDS:  # every record the project writes has them all: code may rely on them
         if col not in df:
             df[col] = None
-    df["kind"] = [k if isinstance(k, str) else "measured" for k in df["kind"]]
-    df["placement"] = [placement(r) for r in records]
+    kinds = df["kind"].tolist()
+    if not all(map(str.__instancecheck__, kinds)):
+        df["kind"] = [k if isinstance(k, str) else "measured" for k in kinds]
+    df["placement"] = [str(ph) if ph and ph == ph else "in-place" if ip and ip == ip else "out-of-place"
+                       for ph, ip in zip(df["phase"].tolist() if "phase" in df else [None] * len(df),
+                                         df["in_place"].tolist())]  # placement() of each record (NaN: none)
     for col in reader.NUMERIC:
         if col in df:
             try:
@@ -58,11 +77,15 @@ def frame(records: List[dict], all_status: bool = False):
                 df[col] = pd.Series([reader.as_float(v) for v in df[col]], index=df.index, dtype=float)
             df[col] = df[col].replace([np.inf, -np.inf], np.nan)
     # Text or None, so that any column can be grouped and sorted; True, False or None for yes/no.
-    for cols, keep in ((reader.TEXT, lambda v: str(v) if isinstance(v, (str, int, float)) and v == v else None),
-                       (reader.BOOLEAN, lambda v: v if isinstance(v, bool) else None)):
+    for cols, keep, fine in ((reader.TEXT, lambda v: str(v) if isinstance(v, (str, int, float)) and v == v else None,
+                              {str, type(None)}),
+                             (reader.BOOLEAN, lambda v: v if isinstance(v, bool) else None, {bool, type(None)})):
         for col in cols:
             if col in df:
-                df[col] = pd.Series([keep(v) for v in df[col]], index=df.index, dtype=object)
+                values = df[col].tolist()
+                if not set(map(type, values)) <= fine:
+                    values = [keep(v) for v in values]
+                df[col] = pd.Series(values, index=df.index, dtype=object)
     if not all_status:
         df = df[df["status"].isin(reader.MEASURED)].reset_index(drop=True)
     return df
@@ -73,4 +96,4 @@ def load(paths: Union[str, Path, Iterable[Union[str, Path]]], all_status: bool =
     """A DataFrame of the records in ``paths``; measured points only unless ``all_status``."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    return frame(reader.read_records(list(paths), strict, warn), all_status)
+    return frame(reader.read_table(list(paths), strict, warn), all_status)

@@ -37,21 +37,30 @@ that is none of these formats is refused in one line.
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import math
 import re
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from analysis import physical
-from analysis.load import importers
+from analysis.load import importers, table
 from analysis.cli_common import UsageError
 from facts import spec as specs
 
-__all__ = ["ResultsError", "read_records", "as_float", "REQUIRED", "REPLICATE", "MEASURED", "NUMERIC", "BOOLEAN",
-           "TEXT", "Warn"]
+try:  # optional (the analysis extra): parses a line about twice as fast as json; json reads what it refuses
+    import orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    orjson = None
 
+__all__ = ["ResultsError", "read_records", "read_table", "as_float", "nested_text", "REQUIRED", "REPLICATE",
+           "MEASURED", "NUMERIC", "BOOLEAN", "TEXT", "KEPT", "Warn"]
+
+KEPT = ("schema", "kind", "status", "collective", "transport", "nranks", "size_bytes", "time_us", "algbw_gbs",
+        "busbw_gbs", "in_place")  # what read_table always keeps: the checks of every file read, a frame's basics
 REQUIRED = ("collective", "transport", "nranks", "size_bytes", "time_us", "busbw_gbs", "algbw_gbs")
 _STRUCTURE = ("schema", "collective", "transport", "nranks", "size_bytes", "status")
 MEASURED = physical.TIMED  # statuses that carry a time
@@ -93,13 +102,26 @@ def as_float(value) -> float:
     return value if math.isfinite(value) else math.nan
 
 
+def nested_text(value) -> str:
+    """A nested value (list or dict) as the loader keeps it: compact JSON text, keys sorted (hashable, and
+    decoded by :func:`analysis.load.ranks.decode`)."""
+    if orjson is not None:
+        try:
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+        except (TypeError, ValueError, orjson.JSONEncodeError):  # an int beyond 64 bits, a NaN: json below
+            pass
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
 def _whole_in(value, lo: int, hi: int) -> bool:
     v = as_float(value)
     return v == v and v.is_integer() and lo <= v <= hi
 
 
-def _check(rec) -> dict:
-    """The record if it has our schema and sound structural fields, else :class:`_Bad`."""
+def _check(rec, hooks: Optional[Dict[str, Callable[[dict], object]]] = None, drop=frozenset()) -> dict:
+    """The record if it has our schema and sound structural fields, else :class:`_Bad`; each of ``hooks``
+    (name -> function of the record, its nested values still lists and dicts) adds a field of that name;
+    nested values of fields in ``drop`` (which the caller will not keep) are left as they are."""
     if not isinstance(rec, dict):
         raise _Bad("not a JSON object")
     schema = rec.get("schema")
@@ -108,24 +130,34 @@ def _check(rec) -> dict:
                    f"{', '.join(str(k) for k in list(rec)[:6])}...)")
     # A sweep's failed point produced no row: it has no size (launch.sweep.failure_record).
     failed = rec.get("status") == "failed"
-    missing = [k for k in _STRUCTURE if rec.get(k) is None and not (failed and k == "size_bytes")]
-    if missing:
-        raise _Bad(f"collscale record without {', '.join(missing)}")
+    if None in map(rec.get, _STRUCTURE):
+        missing = [k for k in _STRUCTURE if rec.get(k) is None and not (failed and k == "size_bytes")]
+        if missing:
+            raise _Bad(f"collscale record without {', '.join(missing)}")
     wrong = [k for k in ("collective", "transport", "status") if not isinstance(rec[k], str) or not rec[k]]
-    if not _whole_in(rec["nranks"], 1, _MAX_RANKS):
+    nranks, size = rec["nranks"], rec["size_bytes"]
+    if not (nranks.__class__ is int and 1 <= nranks <= _MAX_RANKS) and not _whole_in(nranks, 1, _MAX_RANKS):
         wrong.append("nranks")
-    if not (failed and rec["size_bytes"] is None) and not _whole_in(rec["size_bytes"], 0, _MAX_BYTES):
+    if not (size.__class__ is int and 0 <= size <= _MAX_BYTES) and not (failed and size is None) \
+            and not _whole_in(size, 0, _MAX_BYTES):
         wrong.append("size_bytes")
     if rec.get("kind") is not None and not isinstance(rec["kind"], str):
         wrong.append("kind")
     if wrong:
         raise _Bad(f"collscale record with unusable {', '.join(wrong)}")
-    for k, v in rec.items():  # a newer writer's nested values stay readable (and hashable)
-        if isinstance(v, (list, dict)):
-            rec[k] = json.dumps(v, sort_keys=True)
-    rec["nranks"] = int(rec["nranks"])
-    if rec["size_bytes"] is not None:
-        rec["size_bytes"] = int(rec["size_bytes"])
+    if hooks:
+        for name, hook in hooks.items():
+            rec[name] = hook(rec)
+    types = list(map(type, rec.values()))
+    if list in types or dict in types:  # a newer writer's nested values stay readable (and hashable); a
+        # JSON parser gives no subclasses of list and dict
+        for k, t in zip(list(rec), types):
+            if (t is list or t is dict) and k not in drop:
+                rec[k] = nested_text(rec[k])
+    if nranks.__class__ is not int:
+        rec["nranks"] = int(nranks)
+    if size is not None and size.__class__ is not int:
+        rec["size_bytes"] = int(size)
     return rec
 
 
@@ -134,8 +166,9 @@ def _short(value) -> str:
     return text if len(text) <= 24 else text[:21] + "..."
 
 
-def _complete(rec: dict, derived: Dict[str, List[dict]]) -> dict:
-    """A measured record with a usable time and both bandwidths (derived where missing), else _Bad."""
+def _complete(rec: dict, derived: Dict[str, list], token) -> dict:
+    """A measured record with a usable time and both bandwidths (derived where missing, ``token`` added to
+    ``derived[column]``), else _Bad."""
     if rec["status"] not in MEASURED:
         return rec
     if not as_float(rec.get("time_us")) >= 0:
@@ -145,7 +178,7 @@ def _complete(rec: dict, derived: Dict[str, List[dict]]) -> dict:
     seconds = as_float(rec["time_us"]) * 1e-6
     if not as_float(rec.get("algbw_gbs")) >= 0:
         rec["algbw_gbs"] = rec["size_bytes"] / seconds / 1e9 if seconds > 0 else 0.0
-        derived.setdefault("algbw_gbs", []).append(rec)
+        derived.setdefault("algbw_gbs", []).append(token)
     if not as_float(rec.get("busbw_gbs")) >= 0:
         factor = rec.get("busbw_factor")
         if not as_float(factor) >= 0:
@@ -155,22 +188,11 @@ def _complete(rec: dict, derived: Dict[str, List[dict]]) -> dict:
                            f"facts.spec ({rec['collective']!r})")
             factor = rec["busbw_factor"] = spec.busbw_factor(rec["nranks"])
         rec["busbw_gbs"] = rec["algbw_gbs"] * factor
-        derived.setdefault("busbw_gbs", []).append(rec)
+        derived.setdefault("busbw_gbs", []).append(token)
     return rec
 
 
 # -- one file -------------------------------------------------------------------------------
-
-def _lines(data: bytes) -> Iterable[Tuple[int, Union[str, _Bad]]]:
-    """(line number, text or _Bad) for each non-blank line."""
-    for number, line in enumerate(data.split(b"\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            yield number, line.decode("utf-8")
-        except UnicodeDecodeError:
-            yield number, _Bad("not UTF-8 text")
-
 
 def _parse_json(text: str, last: bool):
     try:
@@ -183,15 +205,29 @@ def _parse_json(text: str, last: bool):
         raise _Bad(f"not JSON{where}{torn}") from None
 
 
-def _jsonl_records(path: Path, data: bytes):
-    torn_possible = not data.endswith(b"\n")
-    last = len(data.split(b"\n"))
-    for number, text in _lines(data):
-        if isinstance(text, _Bad):
-            yield number, text
+def _parse_line(line: bytes):
+    """One line's JSON value (orjson where it reads the line; else json, whose errors the warnings quote)."""
+    if orjson is not None:
+        try:
+            return orjson.loads(line)
+        except orjson.JSONDecodeError:  # NaN, a big int, a lone surrogate, bad text: json decides below
+            pass
+    torn = not line.endswith(b"\n")
+    try:
+        text = (line if torn else line[:-1]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Bad("not UTF-8 text") from None
+    return _parse_json(text, torn)
+
+
+def _jsonl_records(lines: Iterable[bytes], hooks=None, drop=frozenset()) -> Iterator[Tuple[int, Union[dict, _Bad]]]:
+    """(line number, record or _Bad) for each non-blank line of ``lines`` (each with its newline; only the
+    last can lack it: a torn line)."""
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
             continue
         try:
-            yield number, _check(_parse_json(text, torn_possible and number == last))
+            yield number, _check(_parse_line(line), hooks, drop)
         except _Bad as bad:
             yield number, bad
 
@@ -211,7 +247,7 @@ def _csv_value(key, value):
     return None if key in NUMERIC else value
 
 
-def _csv_records(path: Path, data: bytes):
+def _csv_records(path: Path, data: bytes, hooks=None):
     # One physical line per row (collscale's CSV rows never hold a newline): a
     # torn row with an open quote cannot swallow the rows after it.
     lines = data.decode("utf-8", "replace").splitlines()
@@ -236,12 +272,12 @@ def _csv_records(path: Path, data: bytes):
             yield number, _Bad(f"{len(row)} fields where the header has {len(header)} (a torn row?)")
             continue
         try:
-            yield number, _check({k: _csv_value(k, v) for k, v in zip(header, row)})
+            yield number, _check({k: _csv_value(k, v) for k, v in zip(header, row)}, hooks)
         except _Bad as bad:
             yield number, bad
 
 
-def _read_bytes(path: Path) -> bytes:
+def _checked_path(path: Path) -> None:
     text = str(path)
     if not text.strip() or "\x00" in text:
         raise ResultsError(f"{text!r}: not a path")
@@ -251,10 +287,37 @@ def _read_bytes(path: Path) -> bytes:
         raise ResultsError(f"{path}: is a directory; give the results files in it")
     if not path.is_file():
         raise ResultsError(f"{path}: not a regular file")
+
+
+def _read_bytes(path: Path, limit: int = -1) -> bytes:
+    """The file's bytes (the first ``limit`` of them, if given)."""
+    _checked_path(path)
     try:
-        return path.read_bytes()
+        with open(path, "rb") as f:
+            return f.read(limit)
     except OSError as exc:
         raise ResultsError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def _line_stream(path: Path) -> Iterator[bytes]:
+    """The file's lines, read as they are parsed (a results file can be larger than the memory it needs)."""
+    try:
+        with open(path, "rb", buffering=1 << 20) as f:
+            yield from f
+    except OSError as exc:
+        raise ResultsError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+@contextmanager
+def _no_gc():
+    """Millions of short-lived dicts and lists trigger the cycle collector over and over; they hold no cycles."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _skipped(path: Path, bad: List[Tuple[int, str]], n_read: int, strict: bool, warn: Warn) -> None:
@@ -291,47 +354,60 @@ def _imported(path: Path, data: bytes, given: importers.Given, strict: bool, war
     return physical.screen(path, parsed.records, None, strict, warn, ResultsError)
 
 
-def _read_file(path: Path, strict: bool, warn: Warn, given: importers.Given = importers.Given()) -> List[dict]:
-    data = _read_bytes(path)
-    if b"\x00" in data[:8192]:
+def _read_file(path: Path, strict: bool, warn: Warn, given: importers.Given, sink: "table.Sink", hooks=None) -> None:
+    """Every usable record of one file into ``sink`` (streamed: JSON Lines are parsed line by line)."""
+    head = _read_bytes(path, 1 << 16)
+    if b"\x00" in head[:8192]:
         raise ResultsError(f"{path}: a binary file, not collscale results (JSON Lines or CSV)")
-    ours = _collscale_like(data)
+    ours = _collscale_like(head)
     if not ours:
-        records = _imported(path, data, given, strict, warn)
+        records = _imported(path, _read_bytes(path), given, strict, warn)
         if records is not None:
-            return records
+            for name, hook in (hooks or {}).items():
+                for rec in records:
+                    rec[name] = hook(rec)
+            sink.extend(records, [physical.line_of(r) for r in records])
+            return
     if given != importers.Given():
         raise ResultsError(f"{path}: ranks=/transport= are for other tools' logs; collscale results say both")
-    is_csv = path.suffix.lower() == ".csv" or data.startswith(b"schema,")
-    good: List[Tuple[int, dict]] = []
+    is_csv = path.suffix.lower() == ".csv" or head.startswith(b"schema,")
+    items = _csv_records(path, _read_bytes(path), hooks) if is_csv else \
+        _jsonl_records(_line_stream(path), hooks, getattr(sink, "drop", frozenset()))
+    start = sink.n
+    good, timed, has_time = 0, False, False
     bad: List[Tuple[int, str]] = []
-    for number, item in (_csv_records if is_csv else _jsonl_records)(path, data):
+    derived: Dict[str, list] = {}
+    for number, item in items:
         if isinstance(item, _Bad):
             bad.append((number, str(item)))
-        else:
-            good.append((number, item))
+            continue
+        good += 1
+        if item["status"] in MEASURED:
+            timed = True
+            has_time = has_time or as_float(item.get("time_us")) >= 0
+            try:
+                item = _complete(item, derived, sink.n)
+            except _Bad as why:
+                bad.append((number, str(why)))
+                continue
+        sink.add(number, item)
     if not good and bad:
         raise ResultsError(f"{path}:{bad[0][0]}: {bad[0][1]}" + ("" if ours else f"; {_NEITHER}"))
-    timed = [r for _, r in good if r["status"] in MEASURED]
-    if timed and not any(as_float(r.get("time_us")) >= 0 for r in timed):
+    if timed and not has_time:
         raise ResultsError(f"{path}: missing required column(s): time_us (no measured record has a time)")
-    derived: Dict[str, List[dict]] = {}
-    out = []
-    for number, rec in good:
-        try:
-            out.append((number, _complete(rec, derived)))
-        except _Bad as item:
-            bad.append((number, str(item)))
-    _skipped(path, bad, len(out), strict, warn)
-    out = physical.screen(path, [r for _, r in out], [n for n, _ in out], strict, warn, ResultsError)
-    n_timed = sum(r["status"] in MEASURED for r in out)
-    kept = {id(r) for r in out}
-    for col, recs in sorted(derived.items()):
-        count = sum(id(r) in kept for r in recs)
+    sink.flush()
+    _skipped(path, bad, sink.n - start, strict, warn)
+    keep = physical.screen_columns(path, lambda key: sink.column(key, start), sink.n - start, sink.lines(start),
+                                   strict, warn, ResultsError)
+    index = None
+    if keep is not None:
+        index = sink.keep(start, keep)  # old row -> new row, for the rows kept
+    n_timed = sum(map(MEASURED.__contains__, sink.column("status", start)))
+    for col, rows in sorted(derived.items()):
+        count = len(rows) if index is None else sum(r in index for r in rows)
         how = "size_bytes / time_us" if col == "algbw_gbs" else "algbw_gbs x busbw_factor"
         if count:
             warn(f"{path}: {col} missing in {count} of {n_timed} measured records: derived as {how}")
-    return out
 
 
 def _file_and_options(name: Union[str, Path]) -> Tuple[Path, importers.Given]:
@@ -351,6 +427,18 @@ def _file_and_options(name: Union[str, Path]) -> Tuple[Path, importers.Given]:
     return Path(m.group("path")), importers.Given(int(ranks) if ranks else None, label)
 
 
+def _read(paths, strict: bool, warn: Optional[Warn], sink: "table.Sink", hooks=None) -> None:
+    if not paths:
+        raise ResultsError("no results files given")
+    warn = warn or (lambda message: print(f"analysis.results: warning: {message}", file=sys.stderr))
+    with _no_gc():
+        for p in paths:
+            path, given = _file_and_options(p)
+            _read_file(path, strict, warn, given, sink, hooks)
+    if not sink.n:
+        raise ResultsError(f"{', '.join(map(str, paths))}: no records")
+
+
 def read_records(paths: Sequence[Union[str, Path]], strict: bool = False, warn: Optional[Warn] = None) -> List[dict]:
     """Every record of every file, in order (CSV by suffix or header, else JSON Lines; another tool's log
     by its content, ``FILE:ranks=N`` telling its rank count).
@@ -358,13 +446,20 @@ def read_records(paths: Sequence[Union[str, Path]], strict: bool = False, warn: 
     ``warn`` (default: a line on stderr) receives one line per file that had
     lines skipped or values derived; ``strict`` makes a skipped line an error.
     """
-    warn = warn or (lambda message: print(f"analysis.results: warning: {message}", file=sys.stderr))
-    records: List[dict] = []
-    if not paths:
-        raise ResultsError("no results files given")
-    for p in paths:
-        path, given = _file_and_options(p)
-        records.extend(_read_file(path, strict, warn, given))
-    if not records:
-        raise ResultsError(f"{', '.join(map(str, paths))}: no records")
-    return records
+    sink = table.Records()
+    _read(list(paths) if paths else paths, strict, warn, sink)
+    return sink.records
+
+
+def read_table(paths: Sequence[Union[str, Path]], strict: bool = False, warn: Optional[Warn] = None,
+               drop: Sequence[str] = (), hooks: Optional[Dict[str, Callable[[dict], object]]] = None,
+               whole: Optional[Callable[[dict], bool]] = None, keep: Optional[Sequence[str]] = None
+               ) -> "table.Table":
+    """:func:`read_records` as columns (:class:`analysis.load.table.Table`), for results of any size: the
+    same records, checks and warnings, without a dict per record.  ``drop``: fields not kept;
+    ``hooks``: name -> function of a record (its nested values still lists and dicts), kept as a field
+    of that name; ``whole``: records for which this is true are also kept whole (``Table.records``);
+    ``keep``: the only fields kept (with those the reader checks: :data:`KEPT`)."""
+    sink = table.Table(drop, whole, None if keep is None else tuple(keep) + KEPT)
+    _read(list(paths) if paths else paths, strict, warn, sink, hooks)
+    return sink
