@@ -4,17 +4,19 @@ MPICH (4.x, 5.x: ``ch4:shm:posix``) runs intra-node allreduce, bcast and
 reduce with its ``release_gather`` algorithm whenever the job is not
 multi-threaded: its default selection (``maint/tuning/coll/ch4/posix_generic.json``
 in MPICH's sources) has one rule, ``is_multi_threaded=no`` -> release_gather,
-at every size.  release_gather is the fastest at small sizes and the
-slowest at large ones, since it moves the data through fixed shared-memory
-cells.  Under MPI_THREAD_MULTIPLE the rule does not match, so MPICH falls
-back to its generic algorithms (``MPIR_*_impl``: for allreduce at 2 ranks,
-reduce-scatter + allgather over point-to-point), which are 2-3x faster at
-16 MiB.  This is why MULTIPLE looked faster for large messages
-(docs/timing.md).
+at every size.  For allreduce and bcast release_gather is the fastest at
+small sizes and the slowest at large ones (it moves the data through
+fixed shared-memory cells).  Under MPI_THREAD_MULTIPLE the rule does not
+match, so MPICH falls back to its generic algorithms (``MPIR_*_impl``: for
+allreduce at 2 ranks, reduce-scatter + allgather over point-to-point),
+which are 1.5-7x faster at 16 MiB.  This is why MULTIPLE looked faster for
+large messages (docs/timing.md).
 
-:data:`TUNING_FILE` keeps release_gather up to :data:`RELEASE_GATHER_MAX_BYTES`
-and falls back above it, at any thread level, so one MPI_Init at FUNNELED
-gives both.  :func:`apply` points MPICH at it
+:data:`TUNING_FILE` keeps release_gather for allreduce and bcast up to
+:data:`RELEASE_GATHER_MAX_BYTES` and falls back above it, at any thread
+level, so one MPI_Init at FUNNELED gives both; reduce keeps MPICH's own
+rule (release_gather at every size), which is 3.8x faster than the
+fallback at 1 MiB and 16 MiB (measured: docs/results/2026-12.md).  :func:`apply` points MPICH at it
 (``MPIR_CVAR_CH4_POSIX_COLL_SELECTION_TUNING_JSON_FILE``, read at
 MPI_Init) unless the library is not MPICH or the user chose MPICH's
 selection themselves.
@@ -33,7 +35,7 @@ TUNING_VAR = "MPIR_CVAR_CH4_POSIX_COLL_SELECTION_TUNING_JSON_FILE"
 RELEASE_GATHER_MAX_BYTES = 256 * 1024  # the file's avg_msg_size<= bound (measured: docs/results/2026-12.md)
 # Variables by which a user chooses MPICH's intra-node selection: any of them set, collscale sets nothing.
 USER_VARS = (TUNING_VAR, "MPIR_CVAR_ALLREDUCE_POSIX_INTRA_ALGORITHM", "MPIR_CVAR_BCAST_POSIX_INTRA_ALGORITHM",
-             "MPIR_CVAR_REDUCE_POSIX_INTRA_ALGORITHM", "MPIR_CVAR_DEVICE_COLLECTIVES")
+             "MPIR_CVAR_REDUCE_POSIX_INTRA_ALGORITHM", "MPIR_CVAR_DEVICE_COLLECTIVES")  # (reduce: the same file)
 
 
 def is_mpich(library_version: str) -> bool:
@@ -59,5 +61,5 @@ def apply(library_version: str, env: MutableMapping[str, str] = os.environ) -> O
         return None
     env[TUNING_VAR] = str(TUNING_FILE)
     kib = RELEASE_GATHER_MAX_BYTES // 1024
-    return (f"MPICH intra-node allreduce/bcast/reduce: release_gather up to {kib} KiB, MPICH's generic algorithms "
+    return (f"MPICH intra-node allreduce and bcast: release_gather up to {kib} KiB, MPICH's generic algorithms "
             f"above (as MPI_THREAD_MULTIPLE gets them) via {TUNING_VAR}")

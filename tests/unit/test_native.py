@@ -260,6 +260,11 @@ def test_mpich_tuning_file_is_a_tree_mpich_accepts():
 
     tree = json.loads(mt.TUNING_FILE.read_text())
     assert set(tree) == {"collective=allreduce", "collective=bcast", "collective=reduce"}
+    # reduce keeps MPICH's own rule: release_gather at every size (faster there than the fallback)
+    assert tree["collective=reduce"]["comm_type=intra"]["is_multi_threaded=no"]["is_commutative=yes"] == {
+        "algorithm=MPIDI_POSIX_mpi_reduce_release_gather": {}}
+    for name in ("collective=allreduce", "collective=bcast"):
+        assert f"avg_msg_size<={mt.RELEASE_GATHER_MAX_BYTES}" in json.dumps(tree[name])
 
     def walk(node):
         keys = list(node)

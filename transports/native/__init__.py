@@ -39,7 +39,7 @@ def add_loop_flags(g) -> None:
                    "it, else python (default auto; the header and each record's loop field say which ran)")
     g.add_argument("--thread-level", choices=THREAD_LEVELS, default="auto",
                    help="MPI thread level requested at MPI_Init. auto: funneled when every rank has a core "
-                   "(with MPICH at any size: its intra-node allreduce/bcast/reduce then use its shared-memory "
+                   "(with MPICH at any size: its intra-node allreduce and bcast then use its shared-memory "
                    "algorithm up to 256 KiB and its generic ones above, as MULTIPLE would; with another MPI, "
                    "only for sweeps ending at 256 KiB or below), multiple when ranks outnumber cores or "
                    "larger sizes run on another MPI. A level given here is requested as it is, with the "
