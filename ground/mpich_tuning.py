@@ -45,6 +45,8 @@ def is_mpich(library_version: str) -> bool:
 
 def why_not(library_version: str, env: Mapping[str, str] = os.environ) -> Optional[str]:
     """Why the tuning file cannot be used, or None when it can."""
+    if env.get("COLLSCALE_MPICH_TUNING", "").strip().lower() in ("0", "no", "off", "false"):
+        return "COLLSCALE_MPICH_TUNING is off"
     if not is_mpich(library_version):
         return "not MPICH"
     given = [v for v in USER_VARS if env.get(v)]

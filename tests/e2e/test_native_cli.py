@@ -69,6 +69,7 @@ def test_header_and_records_say_which_loop_and_thread_level(runner, tmp_path, tr
         assert read_jsonl(out)[-1]["thread_level"] == "multiple" and read_jsonl(out)[-1]["loop"] == "compiled"
         assert "collective selection" not in forced.stdout  # a level given: the library's own selection
         # A sweep past 256 KiB, level left to auto: with MPICH, FUNNELED and its large collectives re-routed.
+        runner.env.pop("COLLSCALE_MPICH_TUNING", None)
         big = runner.cli(2, "allreduce", "--transport", "mpi", "-b", "8", "-e", "4M", "-f", "512", "-n", "3",
                          "--json", out, timeout=120)
         assert big.returncode == 0, big.stderr

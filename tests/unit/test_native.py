@@ -245,6 +245,8 @@ def test_mpich_tuning_applies_to_mpich_only_and_never_over_the_users_choice():
     assert mt.apply("Open MPI v4.1.4, package: Debian", {}) is None
     assert mt.why_not("Open MPI v4.1.4", {}) == "not MPICH"
     assert mt.why_not("Intel(R) MPI Library 2021.10", {}) == "not MPICH"
+    assert mt.apply(MPICH, {"COLLSCALE_MPICH_TUNING": "0"}) is None
+    assert "off" in mt.why_not(MPICH, {"COLLSCALE_MPICH_TUNING": "off"})
     for var in mt.USER_VARS:
         mine = {var: "mpir"}
         assert mt.apply(MPICH, mine) is None and mine == {var: "mpir"}
