@@ -191,13 +191,13 @@ def _pooled(recs: Sequence[Dict], slow: Tuple[str, ...], base: Tuple[str, ...]) 
 
 
 def evaluate(recs: Sequence[Dict], allreduce: ev.Allreduce, estimate: Optional[ev.Estimate] = None,
-             network: str = "sweep") -> List[Dict]:
+             network: str = "sweep", fitted: Optional[Dict[Tuple[str, int], Terms]] = None) -> List[Dict]:
     """Per record: measured step and E(N); uncalibrated and leave-one-model-out calibrated predictions,
     with ``allreduce`` for every record (``network="sweep"``) or each record's comm-only phase where it
-    has one (``"job"``)."""
+    has one (``"job"``).  ``fitted``: terms already fitted on the other models, by (model, ranks)."""
     recs = [r for r in recs if int(r["nranks"]) > 1]
     out = []
-    fitted: Dict[Tuple[str, int], Terms] = {}
+    fitted = {} if fitted is None else fitted  # (held-out model, ranks) -> its terms, fitted once
     for r, allreduce_r in zip(recs, networks(recs, allreduce, network)):
         real_step, real_e = r["ddp_ms"] * 1e-3, r["efficiency"]
         row = {"network": network if network == "each" else "job" if allreduce_r is not allreduce else "sweep",

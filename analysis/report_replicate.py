@@ -138,13 +138,14 @@ def section(records: Sequence[Dict], model_fits, outdir: Path, table) -> Tuple[L
     for (transport, n), group in sorted(by_key.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
         network = _network(model_fits, transport)
         multi = [g for g in group if n > 1]
-        evals = {id(r): e for r, e in zip(multi, calibrate.evaluate(group, network.allreduce) if network and n > 1
-                                          else [])}
         if network is None:
             missing.add(transport)
-        cache: Dict = {}
+        cache: Dict = {}  # the leave-one-model-out fits, made once for the intervals and the table
         bands = {(h["run_id"], h["model"], h["batch"]): h["interval"] for h in
                  (held_out.weak(group, network.allreduce, cache=cache) if network and n > 1 else [])}
+        fitted = {k: c.terms for k, c in cache.items() if c is not None}
+        evals = {id(r): e for r, e in zip(multi, calibrate.evaluate(group, network.allreduce, fitted=fitted)
+                                          if network and n > 1 else [])}
         if network and n > 1:
             strong_rows += held_out.strong(group, network.allreduce, cache=cache)
         for r in group:
