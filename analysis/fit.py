@@ -115,6 +115,25 @@ def fit_affine(sizes: Sequence[float], times_s: Sequence[float]) -> AffineFit:
     return AffineFit(float(a), float(theta), len(n), med, mx, r2)
 
 
+class _Line:
+    """A regime's line alone, for a leave-one-out prediction: :func:`fit_affine`'s coefficients (the same
+    arithmetic) without its error statistics, which nothing reads there."""
+
+    __slots__ = ("latency_s", "seconds_per_byte")
+
+    def __init__(self, latency_s: float, seconds_per_byte: float):
+        self.latency_s, self.seconds_per_byte = latency_s, seconds_per_byte
+
+    def predict(self, n) -> np.ndarray:
+        return self.latency_s + np.asarray(n, dtype=float) * self.seconds_per_byte
+
+
+def _line(n: np.ndarray, t: np.ndarray) -> _Line:
+    """:func:`fit_affine`'s line of points already checked (fit_segmented checked them all)."""
+    a, theta = _weighted_lstsq(np.column_stack([np.ones_like(n), n]), t)
+    return _Line(float(a), float(theta))
+
+
 @dataclass(frozen=True)
 class Segment:
     """One size regime of a :class:`SegmentedFit`: an affine fit over [lo, hi] bytes."""
@@ -207,7 +226,8 @@ def _segment_fits(n: np.ndarray, t: np.ndarray, cuts: Sequence[int], skip: Optio
             nn, tt = n[lo:hi], t[lo:hi]
             if left is not None:
                 nn, tt = np.delete(nn, left - lo), np.delete(tt, left - lo)
-            seg = Segment(float(nn[0]), float(nn[-1]), fit_affine(nn, tt)) if len(set(nn.tolist())) >= 2 else None
+            line = fit_affine if left is None else _line  # a left-out point's regime: its prediction alone
+            seg = Segment(float(nn[0]), float(nn[-1]), line(nn, tt)) if len(set(nn.tolist())) >= 2 else None
             if memo is not None:
                 memo[key] = seg
         if seg is None:
@@ -329,7 +349,8 @@ def fit_model(collective: str, sizes: Sequence[float], ranks: Sequence[int], tim
     names = list(algorithms or costmodel.ALGORITHMS[collective])
     fits = {}
     for algo in names:
-        co = np.array([costmodel.coefficients(collective, algo, int(q)) for q in p])
+        ps, where = np.unique(p, return_inverse=True)  # a function of p alone: once per rank count
+        co = np.array([costmodel.coefficients(collective, algo, int(q)) for q in ps], float).reshape(-1, 3)[where]
         A = np.column_stack([co[:, 0], co[:, 1] * n])
         if not A[:, 0].any() and not A[:, 1].any():
             continue

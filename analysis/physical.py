@@ -71,7 +71,9 @@ def _values(records: Sequence[dict], key: str) -> list:
         return [r.get(key) for r in records]
 
 
-def _col(values: list) -> np.ndarray:
+def _col(values) -> np.ndarray:
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iuf":  # numbers without a gap (the block reader's)
+        return values.astype(float)
     if set(map(type, values)) <= _PLAIN:  # the usual case, converted in C (None -> NaN)
         try:
             return np.array(values, dtype=float)

@@ -56,7 +56,7 @@ from analysis.report_plots import REPORT_FABRICS, draw as _draw_plots
 from analysis.report_text import fmt, table
 from ground import progress
 
-__all__ = ["build", "main", "holdout_accuracy"]
+__all__ = ["build", "main", "holdout_accuracy", "read_whole"]
 
 SCALING_MODELS = (("unet", (32, 256)), ("gpt2-small", (8, 32)))
 DEVICES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -159,10 +159,13 @@ def _fits_section(model_fits: List[fit.ModelFit]) -> List[str]:
 _RANKS = "ranks_summary"  # the column of analysis.load.ranks.summary
 
 
-def _read_whole(rec: dict) -> bool:
+def read_whole(rec: dict) -> bool:
     """Records the report reads whole: replicate runs, the triage's CPU probes and host pairs."""
     return rec["collective"] in (reader.REPLICATE, "cpu_probe") or (rec["collective"] == "sendrecv"
                                                                      and rec.get("split") == "pairs")
+
+
+read_whole.fields = ("collective", "split")  # what it reads: the block reader gives it just these
 
 
 _PHASES = ("reading results", "fitting", "scaling curves", "plots", "replication", "writing")
@@ -189,7 +192,7 @@ def build(paths: Sequence[str], outdir: str, measure_cpu: bool = False, strict: 
         # the sections that read them (replication, triage), the per-rank fields in brief (stragglers).
         tab = reader.read_table(list(paths), strict, bar.say(warn or cli_common.warner(PROG)),
                                 drop=() if baseline else per_rank.FIELDS_JSON, hooks={_RANKS: ranks.summary},
-                                whole=_read_whole)
+                                whole=read_whole)
         records = tab.records
         out = cli_common.output_dir("-o", outdir)
         allrec = points.frame(tab, all_status=True)

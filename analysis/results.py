@@ -34,7 +34,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _main(argv: Optional[Sequence[str]]) -> int:
     import pandas as pd
 
-    from analysis import cli_common, model_share
+    from analysis import cli_common, csv_out, model_share
     from facts import percent_of_model
 
     ap = cli_common.Parser(prog=f"python -m {PROG}", description="Read collscale results and other tools' logs "
@@ -53,7 +53,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
             print(f"{PROG}: fabric auto: {note}", file=sys.stderr)
     if out is not None:
         first = [c for c in record.FIELDS + importers.EXTRA_FIELDS if c in df]
-        df[first + [c for c in df.columns if c not in first]].to_csv(out, index=False)
+        csv_out.write(df[first + [c for c in df.columns if c not in first]], out)
         print(f"wrote {len(df)} rows to {out}")
         return 0
     shown = df[[c for c in _SHOWN if c in df and df[c].notna().any()]]

@@ -19,6 +19,8 @@ from facts import record
 
 __all__ = ["load", "frame", "placement", "split_replicate"]
 
+_TEXT = frozenset(reader.TEXT)
+
 
 def placement(rec: dict) -> str:
     """out-of-place / in-place, or down / up for weight streaming."""
@@ -55,8 +57,10 @@ def frame(records, all_status: bool = False):
     import numpy as np
     import pandas as pd
 
-    if isinstance(records, table.Table):
-        df = pd.DataFrame(_without(records, (reader.REPLICATE, "cpu_probe")))
+    if isinstance(records, table.Table):  # text arrays stay object arrays (as the loop below leaves them)
+        cols = _without(records, (reader.REPLICATE, "cpu_probe"))
+        df = pd.DataFrame({k: pd.Series(v, dtype=object, copy=False) if k in _TEXT and isinstance(v, np.ndarray)
+                           and v.dtype == object else v for k, v in cols.items()}, copy=False)
     else:
         records = split_replicate(records)[0]
         df = pd.DataFrame.from_records(records)
@@ -85,6 +89,8 @@ def frame(records, all_status: bool = False):
                 values = df[col].tolist()
                 if not set(map(type, values)) <= fine:
                     values = [keep(v) for v in values]
+                elif df[col].dtype == object:
+                    continue
                 df[col] = pd.Series(values, index=df.index, dtype=object)
     if not all_status:
         df = df[df["status"].isin(reader.MEASURED)].reset_index(drop=True)

@@ -86,6 +86,82 @@ def summary(rec: Dict):
     return (tuple((int(r), host) for r, host, _ in pairs if r == slowest), ts[-1], median, array("d", ts).tobytes())
 
 
+def _summary_columns(tab, fields) -> Optional[list]:
+    """:func:`summary` of every row of a block read by :mod:`analysis.load.arrow_blocks` (a pyarrow table
+    and the block's fields), or None: the block goes to the line reader (per-host times only, ``kind``
+    written as null)."""
+    import numpy as np
+    import pyarrow as pa
+
+    n = tab.num_rows
+    out: list = [None] * n
+    names = set(tab.column_names)
+
+    def text(name):
+        return tab.column(name).to_pylist() if name in names else [None] * n
+
+    if "rank_time_us" not in names:
+        return None if "host_time_us" in fields else out
+    if "kind" in names and tab.column("kind").null_count:
+        return None  # kind: null is not measured, a missing kind is: arrow does not tell them apart
+    status, kind, coll = text("status"), text("kind"), text("collective")
+    eligible = [st in reader.MEASURED and (k is None or k == "measured") and c not in (reader.REPLICATE, "cpu_probe")
+                for st, k, c in zip(status, kind, coll)]
+    times = tab.column("rank_time_us").combine_chunks()
+    if not hasattr(times, "offsets"):  # nothing but null in the rows sampled
+        return None
+    if times.null_count and "host_time_us" in fields and \
+            any(e and t for e, t in zip(eligible, times.is_null().to_pylist())):
+        return None
+    offsets = times.offsets.to_numpy()
+    values = times.values
+    vals = values.to_numpy(zero_copy_only=False) if not values.null_count else None
+    lengths = np.diff(offsets)
+    hosts = tab.column("rank_host").combine_chunks() if "rank_host" in names else None
+    h_off = h_values = h_valid = None
+    if hosts is not None:
+        if not hasattr(hosts, "offsets"):
+            hosts = None
+        else:
+            h_off, h_values, h_valid = hosts.offsets.to_numpy(), hosts.values, hosts.is_valid().to_numpy(
+                zero_copy_only=False)
+    groups = text("group_ranks")
+    slowest = text("slowest_rank")
+    valid = ~times.is_null().to_numpy(zero_copy_only=False)
+    plain = np.array(eligible, bool) & valid & (lengths > 0) & np.array([g is None for g in groups], bool)
+    if vals is None:
+        plain[:] = False
+    for i in np.flatnonzero(np.array(eligible, bool) & valid & ~plain).tolist():  # a group's ranks, gaps
+        out[i] = summary({"status": status[i], "kind": kind[i], "collective": coll[i], "group_ranks": groups[i],
+                          "slowest_rank": slowest[i], "rank_time_us": times[i].as_py(),
+                          "rank_host": hosts[i].as_py() if hosts is not None else None})
+    for size in np.unique(lengths[plain]).tolist():
+        rows = np.flatnonzero(plain & (lengths == size))
+        ts = np.sort(vals[offsets[rows][:, None] + np.arange(size)], axis=1)
+        top = ts[:, -1].tolist()
+        mid = ((ts[:, (size - 1) // 2] + ts[:, size // 2]) / 2).tolist()
+        top_rank = [int(r) if (r.__class__ is int or r.__class__ is float and r.is_integer()) and 0 <= r < size
+                    else None for r in (slowest[i] for i in rows.tolist())]
+        named = None
+        if hosts is not None:  # each row's slowest rank's host, where rank_host names it
+            at = np.array([-1 if r is None else r for r in top_rank], np.int64)
+            first = h_off[rows]
+            ok = (at >= 0) & h_valid[rows] & (first + at < h_off[rows + 1])
+            named = [None] * len(rows)
+            pick = np.flatnonzero(ok)
+            for k, host in zip(pick.tolist(), h_values.take(pa.array(first[pick] + at[pick])).to_pylist()):
+                named[k] = host
+        for j, i in enumerate(rows.tolist()):
+            r = top_rank[j]
+            pair = () if r is None else ((r, named[j] if named is not None else None),)
+            out[i] = (pair, top[j], mid[j], ts[j].tobytes())
+    return out
+
+
+summary.columns = _summary_columns
+summary.fields = ("status", "kind", "collective", "group_ranks", "slowest_rank", "rank_time_us", "rank_host")
+
+
 def frame(records: List[Dict]):
     """The ranks frame of :func:`analysis.load.reader.read_records`' records (measured points, status ok or
     wrong; replicate's training steps are not points)."""

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from analysis import physical
-from analysis.load import importers, table
+from analysis.load import arrow_blocks, importers, table
 from analysis.cli_common import UsageError
 from facts import spec as specs
 
@@ -73,7 +73,8 @@ TEXT = ("schema", "kind", "status", "run_id", "timestamp", "collective", "transp
          "dtype", "op", "op_impl", "aggregation", "reason", "hosts", "emulated", "sweep_id", "sweep_point",
          "phase", "split", "group_ranks", "group_hosts", "slowest_host")
 REPLICATE = "replicate"  # collectives.replicate's training-step records: a frame of their own
-NO_BANDWIDTH = (REPLICATE, "cpu_probe")  # records of a time alone: replicate's steps, the triage's CPU probe
+NO_BANDWIDTH = arrow_blocks.NO_BANDWIDTH  # records of a time alone: replicate's steps, the triage's CPU probe
+ARROW_MIN_BYTES = arrow_blocks.MIN_BYTES  # JSON Lines files this large are read a block at a time (tests lower it)
 _MAX_RANKS = 1 << 24
 _MAX_BYTES = 1 << 62
 Warn = Callable[[str], None]
@@ -220,10 +221,11 @@ def _parse_line(line: bytes):
     return _parse_json(text, torn)
 
 
-def _jsonl_records(lines: Iterable[bytes], hooks=None, drop=frozenset()) -> Iterator[Tuple[int, Union[dict, _Bad]]]:
+def _jsonl_records(lines: Iterable[bytes], hooks=None, drop=frozenset(),
+                   first: int = 1) -> Iterator[Tuple[int, Union[dict, _Bad]]]:
     """(line number, record or _Bad) for each non-blank line of ``lines`` (each with its newline; only the
-    last can lack it: a torn line)."""
-    for number, line in enumerate(lines, 1):
+    last can lack it: a torn line), the first being line ``first``."""
+    for number, line in enumerate(lines, first):
         if not line.strip():
             continue
         try:
@@ -371,26 +373,15 @@ def _read_file(path: Path, strict: bool, warn: Warn, given: importers.Given, sin
     if given != importers.Given():
         raise ResultsError(f"{path}: ranks=/transport= are for other tools' logs; collscale results say both")
     is_csv = path.suffix.lower() == ".csv" or head.startswith(b"schema,")
-    items = _csv_records(path, _read_bytes(path), hooks) if is_csv else \
-        _jsonl_records(_line_stream(path), hooks, getattr(sink, "drop", frozenset()))
     start = sink.n
-    good, timed, has_time = 0, False, False
-    bad: List[Tuple[int, str]] = []
-    derived: Dict[str, list] = {}
-    for number, item in items:
-        if isinstance(item, _Bad):
-            bad.append((number, str(item)))
-            continue
-        good += 1
-        if item["status"] in MEASURED:
-            timed = True
-            has_time = has_time or as_float(item.get("time_us")) >= 0
-            try:
-                item = _complete(item, derived, sink.n)
-            except _Bad as why:
-                bad.append((number, str(why)))
-                continue
-        sink.add(number, item)
+    tally = _Tally()
+    if is_csv:
+        tally.take(_csv_records(path, _read_bytes(path), hooks), sink)
+    elif arrow_blocks.usable(sink, hooks, path.stat().st_size, ARROW_MIN_BYTES):
+        _read_blocks(path, sink, hooks or {}, tally)
+    else:
+        tally.take(_jsonl_records(_line_stream(path), hooks, getattr(sink, "drop", frozenset())), sink)
+    good, timed, has_time, bad, derived = tally.good, tally.timed, tally.has_time, tally.bad, tally.derived
     if not good and bad:
         raise ResultsError(f"{path}:{bad[0][0]}: {bad[0][1]}" + ("" if ours else f"; {_NEITHER}"))
     if timed and not has_time:
@@ -408,6 +399,50 @@ def _read_file(path: Path, strict: bool, warn: Warn, given: importers.Given, sin
         how = "size_bytes / time_us" if col == "algbw_gbs" else "algbw_gbs x busbw_factor"
         if count:
             warn(f"{path}: {col} missing in {count} of {n_timed} measured records: derived as {how}")
+
+
+class _Tally:
+    """What the reading of one file found: records read, lines skipped (number, why), bandwidths derived."""
+
+    def __init__(self):
+        self.good, self.timed, self.has_time, self.bad, self.derived = 0, False, False, [], {}
+
+    def take(self, items: Iterable[Tuple[int, Union[dict, _Bad]]], sink: "table.Sink") -> None:
+        """The line reader's records (and bad lines) into ``sink``."""
+        for number, item in items:
+            if isinstance(item, _Bad):
+                self.bad.append((number, str(item)))
+                continue
+            self.good += 1
+            if item["status"] in MEASURED:
+                self.timed = True
+                self.has_time = self.has_time or as_float(item.get("time_us")) >= 0
+                try:
+                    item = _complete(item, self.derived, sink.n)
+                except _Bad as why:
+                    self.bad.append((number, str(why)))
+                    continue
+            sink.add(number, item)
+
+
+def _read_blocks(path: Path, sink: "table.Table", hooks: Dict[str, Callable], tally: _Tally) -> None:
+    """A large JSON Lines file into ``sink`` a block at a time (:mod:`analysis.load.arrow_blocks`); each
+    block it cannot read goes to the line reader."""
+    def record_of(line: bytes) -> dict:
+        rec = _check(_parse_line(line), hooks, sink.drop)
+        return _complete(rec, {}, 0) if rec["status"] in MEASURED else rec
+
+    def by_lines(first: int, lines: List[bytes]) -> None:
+        tally.take(_jsonl_records(lines, hooks, sink.drop, first), sink)
+
+    try:
+        with open(path, "rb", buffering=0) as f:
+            for got in arrow_blocks.read_file(f, sink, hooks, record_of, by_lines):
+                tally.good += got.n
+                if not tally.has_time:  # each measured row of a block read there has a usable time
+                    tally.timed = tally.has_time = any(map(MEASURED.__contains__, set(got.columns["status"])))
+    except OSError as exc:
+        raise ResultsError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
 def _file_and_options(name: Union[str, Path]) -> Tuple[Path, importers.Given]:

@@ -21,6 +21,8 @@ from array import array
 from itertools import compress
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set
 
+import numpy as np
+
 __all__ = ["Records", "Table", "Sink"]
 
 CHUNK = 8192  # records held as dicts before they become columns
@@ -63,13 +65,14 @@ class Records:
 
 
 class Table:
-    """The records as columns: ``columns[field]`` lists every record's value (None where it has none), in
+    """The records as columns: ``columns[field]`` holds every record's value (None where it has none), in
     the order the fields first appeared, but for the fields in ``drop`` (or, given ``keep``, any other);
-    ``records`` holds, whole, the records ``whole`` chose."""
+    ``records`` holds, whole, the records ``whole`` chose.  A column is a list, or a numpy array where
+    every value came from :mod:`analysis.load.arrow_blocks` as numbers or text without a gap."""
 
     def __init__(self, drop: Sequence[str] = (), whole: Optional[Callable[[dict], bool]] = None,
                  keep: Optional[Sequence[str]] = None):
-        self.columns: Dict[str, list] = {}
+        self._chunks: Dict[str, list] = {}  # field -> its chunks (lists, arrays), together self._rows long
         self.drop = frozenset(drop) if keep is None else _AllBut(frozenset(keep) - frozenset(drop))
         self._whole = whole
         self._pending: List[dict] = []
@@ -87,6 +90,20 @@ class Table:
         """The records ``whole`` chose, in order."""
         return [r for _, r in self.whole]
 
+    @property
+    def whole_rule(self) -> Optional[Callable[[dict], bool]]:
+        """The predicate that chooses the records kept whole (None: none are)."""
+        return self._whole
+
+    @property
+    def columns(self) -> Dict[str, Sequence]:
+        """field -> its values (a list or a numpy array), every row's."""
+        self.flush()
+        for key, chunks in self._chunks.items():
+            if len(chunks) > 1:
+                chunks[:] = [_joined(chunks)]
+        return {key: chunks[0] if chunks else [] for key, chunks in self._chunks.items()}
+
     def add(self, line: int, rec: dict) -> None:
         if self._whole is not None and self._whole(rec):
             self.whole.append((self.n, rec))
@@ -99,6 +116,21 @@ class Table:
         for rec, line in zip(recs, lines):
             self.add(line, rec)
         self.flush()
+
+    def _append(self, cols: Dict[str, Sequence], n: int) -> None:
+        """``n`` rows as columns (lists or arrays) after those held; a field they lack is None there."""
+        for key, values in cols.items():
+            if key in self.drop:
+                continue
+            have = self._chunks.get(key)
+            if have is None:
+                self._chunks[key] = ([[None] * self._rows] if self._rows else []) + [values]
+            else:
+                have.append(values)
+        for key, have in self._chunks.items():
+            if key not in cols:
+                have.append([None] * n)
+        self._rows += n
 
     def flush(self) -> None:
         recs, self._pending = self._pending, []
@@ -126,20 +158,21 @@ class Table:
                 continue
             memo = self._memo.setdefault(key, {} if _is_text(values) else None)
             if memo is not None:  # one object per distinct text: a run id, a host list
-                values = list(map(memo.setdefault, values, values))
+                cols[key] = list(map(memo.setdefault, values, values))
                 if len(memo) > _UNIQUE:
                     self._memo[key] = None
-            have = self.columns.get(key)
-            if have is None:
-                self.columns[key] = [None] * self._rows + values
-            else:
-                have.extend(values)
-        for key, have in self.columns.items():
-            if key not in cols or key in self.drop:
-                have.extend([None] * len(recs))
-        self._rows += len(recs)
+        self._append(cols, len(recs))
 
-    def column(self, key: str, start: int = 0) -> list:
+    def add_block(self, columns: Dict[str, Sequence], lines: Sequence[int], whole: Sequence[tuple] = ()) -> None:
+        """Rows already as columns (:mod:`analysis.load.arrow_blocks`: each of ``columns`` as long as
+        ``lines``, text already one object per distinct value); ``whole``: (row in the block, record) of the
+        rows kept whole."""
+        self.flush()
+        self.whole.extend((self._rows + i, rec) for i, rec in whole)
+        self._lines.extend(lines.tolist() if hasattr(lines, "tolist") else lines)
+        self._append(columns, len(lines))
+
+    def column(self, key: str, start: int = 0) -> Sequence:
         self.flush()
         col = self.columns.get(key)
         return [None] * (self._rows - start) if col is None else col[start:]
@@ -151,13 +184,40 @@ class Table:
         self.flush()
         flags = mask.tolist()
         for key, col in self.columns.items():
-            col[start:] = list(compress(col[start:], flags))
+            head, tail = col[:start], col[start:]
+            if isinstance(col, np.ndarray):
+                self._chunks[key] = [head, tail[np.asarray(mask, bool)]]
+            else:
+                self._chunks[key] = [head, list(compress(tail, flags))]
         self._lines[start:] = array("q", compress(self._lines[start:], flags))
         kept = [i for i, k in enumerate(flags, start) if k]
         new = {old: new for new, old in enumerate(kept, start)}
         self.whole = [(i if i < start else new[i], r) for i, r in self.whole if i < start or i in new]
         self._rows = start + len(kept)
         return set(kept)
+
+
+def _joined(chunks: list):
+    """One column of its chunks: an array where every chunk is an array of one dtype, else a list."""
+    chunks = [c for c in chunks if len(c)]
+    if not chunks:
+        return []
+    arrays = [c for c in chunks if isinstance(c, np.ndarray)]
+    if arrays and len({c.dtype for c in arrays}) == 1:  # the lists too, where their values are of that dtype
+        dtype = arrays[0].dtype
+        same = {"i": {int}, "f": {float}, "b": {bool}}.get(dtype.kind)
+        try:
+            if dtype == object:
+                return np.concatenate([c if isinstance(c, np.ndarray) else np.fromiter(c, object, len(c))
+                                       for c in chunks])
+            if same is not None and all(isinstance(c, np.ndarray) or set(map(type, c)) <= same for c in chunks):
+                return np.concatenate([np.asarray(c, dtype) for c in chunks])
+        except OverflowError:  # an int beyond 64 bits
+            pass
+    out: list = []
+    for c in chunks:
+        out.extend(c.tolist() if isinstance(c, np.ndarray) else c)
+    return out
 
 
 Sink = object  # Records or Table: what reader._read_file writes into

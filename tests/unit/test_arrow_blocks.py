@@ -1,0 +1,183 @@
+"""The block reader (analysis.load.arrow_blocks, pyarrow) gives what the line reader gives: the same columns, the
+same warnings naming file:line, the same whole records and per-rank summaries, whatever it has to hand back."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("pyarrow")
+pytest.importorskip("orjson")
+
+from analysis import report, stragglers  # noqa: E402
+from analysis.load import arrow_blocks, points, ranks, reader, table  # noqa: E402
+from facts import per_rank, record  # noqa: E402
+
+
+def _rec(i, p=4, **extra):
+    t = 1.0 + (i % 24) * 0.5
+    hosts = {r: f"node{r // 2}" for r in range(p)}
+    rec = record.new("measured", "ok", run_id=f"r{i // 24}", collective="allreduce", transport="shm", nranks=p,
+                     size_bytes=8 << (i % 24), dtype="float32", op="sum", in_place=False, time_us=t,
+                     algbw_gbs=(8 << (i % 24)) / t / 1e3, busbw_gbs=(8 << (i % 24)) / t / 1e3, busbw_factor=1.5,
+                     **per_rank.fields([t * (1 + 0.01 * ((r * 7 + i) % 5)) for r in range(p)], hosts))
+    rec.update(extra)
+    return rec
+
+
+def _write(path, recs, damage=(), torn=True):
+    lines = [json.dumps(r, separators=(",", ":")) for r in recs]
+    for i in damage:
+        lines[i] = lines[i][:-30] + "}"
+    text = "\n".join(lines) + "\n"
+    if torn:
+        text += lines[0][:50]
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def blocks(monkeypatch):
+    """Every file by blocks, small ones: a bad line costs a few lines, not the file."""
+    monkeypatch.setattr(reader, "ARROW_MIN_BYTES", 0)
+    monkeypatch.setattr(arrow_blocks, "BLOCK", 1 << 15)
+    monkeypatch.setattr(arrow_blocks, "MIN_LINES", 4)
+    read = {"blocks": 0, "rows": 0}
+    real = table.Table.add_block
+
+    def counted(self, columns, lines, whole=()):
+        read["blocks"] += 1
+        read["rows"] += len(lines)
+        return real(self, columns, lines, whole)
+
+    monkeypatch.setattr(table.Table, "add_block", counted)
+    real_blocks = arrow_blocks.blocks
+    monkeypatch.setattr(arrow_blocks, "blocks", lambda f, first_line=1, size=None: real_blocks(f, first_line, 1 << 15))
+    return read
+
+
+def _plain(col):
+    return col.tolist() if isinstance(col, np.ndarray) else list(col)
+
+
+def _same(a, b, nested=per_rank.FIELDS_JSON):
+    """The two tables hold the same rows, lines, whole records and values (nested JSON decoded)."""
+    assert list(a.lines()) == list(b.lines())
+    ca, cb = a.columns, b.columns
+    assert list(ca) == list(cb)
+    for key in cb:
+        x, y = _plain(ca[key]), _plain(cb[key])
+        if key in nested:
+            x = [None if v is None else json.loads(v) for v in x]
+            y = [None if v is None else json.loads(v) for v in y]
+        for u, v in zip(x, y):
+            assert (u == v and type(u) is type(v)) or (isinstance(u, float) and math.isnan(u) and math.isnan(v)), key
+        assert len(x) == len(y)
+    assert a.whole == b.whole
+
+
+def _both(path, monkeypatch, **kw):
+    said_blocks, said_lines = [], []
+    by_blocks = reader.read_table([path], warn=said_blocks.append, **kw)
+    monkeypatch.setattr(reader, "ARROW_MIN_BYTES", 1 << 62)
+    by_lines = reader.read_table([path], warn=said_lines.append, **kw)
+    assert said_blocks == said_lines
+    return by_blocks, by_lines, said_lines
+
+
+def test_blocks_give_the_line_readers_columns_and_warnings(tmp_path, blocks, monkeypatch):
+    recs = [_rec(i, p=2 + i % 5) for i in range(600)]
+    recs[100]["note"] = "a field the sample may not see"  # kept only where the sample saw it? the line's block
+    recs[101]["root"] = 3  # null elsewhere: that block goes to the line reader
+    path = _write(tmp_path / "r.jsonl", recs, damage=(300,))
+    a, b, said = _both(path, monkeypatch)
+    assert blocks["rows"] > 500, "the blocks were not read by pyarrow"
+    cols = [k for k in b.columns if k != "note"]
+    a_cols, b_cols = a.columns, b.columns
+    assert len(said) == 1 and ":301: skipped: not JSON" in said[0] and "1 more (line 601)" in said[0]
+    for key in cols:
+        x, y = _plain(a_cols[key]), _plain(b_cols[key])
+        if key in per_rank.FIELDS_JSON:
+            x = [None if v is None else json.loads(v) for v in x]
+            y = [None if v is None else json.loads(v) for v in y]
+        assert x == y, key
+    pd.testing.assert_frame_equal(points.frame(a, all_status=True).drop(columns=["note"], errors="ignore"),
+                                  points.frame(b, all_status=True).drop(columns=["note"], errors="ignore"))
+
+
+def test_blocks_give_the_reports_summaries_and_whole_records(tmp_path, blocks, monkeypatch):
+    recs = [_rec(i, p=2 + i % 7) for i in range(400)]
+    recs[50] = dict(_rec(50), collective="replicate")  # kept whole
+    recs[60]["slowest_rank"] = None
+    recs[61]["rank_time_us"] = [1.0, None, 2.0, 3.0]  # a damaged entry: that row by the per-record summary
+    recs[62]["group_ranks"] = "4,5,6,7"
+    recs[63]["slowest_rank"] = 6
+    recs[62]["slowest_rank"] = 5
+    recs[64]["kind"] = "modelled"
+    path = _write(tmp_path / "r.jsonl", recs)
+    kw = dict(drop=per_rank.FIELDS_JSON, hooks={"s": ranks.summary}, whole=report.read_whole)
+    a, b, _ = _both(path, monkeypatch, **kw)
+    assert blocks["rows"] > 300
+    _same(a, b)
+    assert [r["collective"] for r in a.records] == ["replicate"]
+    got = stragglers.points_table(points.frame(a), "s")
+    pd.testing.assert_frame_equal(got, stragglers.points_table(points.frame(b), "s"))
+    assert not got.empty
+
+
+def test_refused_blocks_go_to_the_line_reader(tmp_path, blocks, monkeypatch):
+    """What a block cannot be read for -- a bandwidth to derive, a key inside a string, text where a number
+    was, a CR line end, blank lines, another writer's shape -- costs speed only."""
+    recs = [_rec(i) for i in range(300)]
+    del recs[20]["algbw_gbs"]  # derived, and said so
+    recs[40]["rank_host"] = ['"rank_host":', "x", "y", "z"]  # the key inside a string
+    recs[80]["nranks"] = "four"  # skipped by the line reader
+    recs[120]["time_us"] = -1.0
+    path = tmp_path / "r.jsonl"
+    lines = [json.dumps(r, separators=(",", ":")) for r in recs]
+    lines[150] += "\r"
+    lines[160:160] = ["", "   "]
+    lines[200] = json.dumps(recs[200], indent=1).replace("\n", "")  # spaces between fields
+    path.write_text("\n".join(lines) + "\n")
+    a, b, said = _both(path, monkeypatch)
+    _same(a, b)
+    assert any("algbw_gbs missing in 1" in s for s in said)
+    assert blocks["rows"] > 100
+
+
+def test_nested_text_is_the_files_own(tmp_path, blocks, monkeypatch):
+    recs = [_rec(i, p=3) for i in range(200)]
+    recs[5]["rank_host"] = None
+    path = _write(tmp_path / "r.jsonl", recs, torn=False)
+    tab = reader.read_table([path], warn=lambda m: None)
+    assert blocks["rows"] == 200
+    assert tab.columns["rank_host"][5] is None and tab.columns["rank_host"][6] == '["node0","node0","node1"]'
+    text = path.read_text().splitlines()[7]
+    assert json.dumps(recs[7]["host_time_us"], separators=(",", ":")) in text
+    assert tab.columns["host_time_us"][7] == json.dumps(recs[7]["host_time_us"], separators=(",", ":"))
+
+
+def test_without_pyarrow_the_line_reader(tmp_path, monkeypatch):
+    monkeypatch.setattr(reader, "ARROW_MIN_BYTES", 0)
+    monkeypatch.setattr(arrow_blocks, "pa", None)
+    path = _write(tmp_path / "r.jsonl", [_rec(i) for i in range(50)])
+    assert not arrow_blocks.usable(table.Table(), None, 1 << 40)
+    tab = reader.read_table([path], warn=lambda m: None)
+    assert tab.n == 50
+
+
+def test_blocks_are_whole_lines(tmp_path):
+    data = b"".join(b'{"a":%d}\n' % i for i in range(1000)) + b'{"a":'
+    path = tmp_path / "x"
+    path.write_bytes(data)
+    got, lines = b"", []
+    with open(path, "rb") as f:
+        for first, buf, n in arrow_blocks.blocks(f, 1, 100):
+            piece = bytes(buf[:n])
+            assert piece.endswith(b"\n") or piece == b'{"a":'
+            lines.append((first, piece.count(b"\n")))
+            got += piece
+    assert got == data
+    assert all(a + n == b for (a, n), (b, _) in zip(lines, lines[1:]))
