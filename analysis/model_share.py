@@ -52,7 +52,8 @@ def choices(df, arg: Optional[str]) -> Tuple[Choices, List[str]]:
     and :func:`headlines` so that a report chooses (and guesses) once."""
     out: Choices = {}
     said: Dict[str, List[str]] = {}
-    for key, g in _timed(df).groupby(list(_KEY), dropna=False, sort=True):
+    for key, g in fit.columns(_timed(df), *_KEY, "fabric", "gpu", "nhosts", "ranks_per_host").groupby(
+            list(_KEY), dropna=False, sort=True):
         choice, note = pom.choose(_first(g, "fabric"), arg, _first(g, "gpu"), _first(g, "nhosts"),
                               _first(g, "ranks_per_host"), key[2])
         if note:

@@ -86,7 +86,7 @@ def holdout_accuracy(df, min_size: int = 64 * 1024, column: Optional[str] = None
     column = column or _time_column(df)
     out = []
     keys = ["transport", "collective", "nranks"]
-    for (transport, collective, p), g in df.groupby(keys):
+    for (transport, collective, p), g in fit.columns(df, *keys, column).groupby(keys):
         g = fit.fit_rows(g)
         g = g[(g[column] >= physical.MIN_TIME_US) & (g[column] <= physical.MAX_TIME_US)]  # a p50 too
         g = g.groupby("size_bytes", as_index=False)[column].median().sort_values("size_bytes")

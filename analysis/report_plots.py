@@ -76,7 +76,7 @@ def _collective_plot(plt, sub, extra, collective: str, metric: str, ylabel: str,
     try:
         model_colors = iter(plt.get_cmap("Dark2")(np.linspace(0, 1, 8)))
         drawn, zero = 0, []
-        for (transport, p), g in sub.groupby(["transport", "nranks"]):
+        for (transport, p), g in fit.columns(sub, "transport", metric).groupby(["transport", "nranks"]):
             g = _positive(fit.fit_rows(g, min_ranks=1).groupby("size_bytes", as_index=False)[metric].median(), metric)
             if g.empty:
                 zero.append((transport, int(p)))

@@ -64,6 +64,7 @@ def points_table(points, column: str = "ranks"):
     if df.empty or column not in df:
         return pd.DataFrame(columns=_COLS)
     rows = []
+    df = df[list(dict.fromkeys((*_SERIES, *_POINT, column)))]  # grouping splits every column a frame holds
     for key, g in df.groupby(_SERIES, sort=True, dropna=False):
         summ = g[column].tolist()
         top = pd.Series([s[1] for s in summ], index=g.index)

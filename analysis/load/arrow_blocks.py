@@ -18,7 +18,8 @@ last and every :data:`SAMPLE`-th, parsed in full): pyarrow is told those
 fields, with the types the sample shows, and ignores any other.  A field
 that appears in no line of the sample is therefore not kept from that
 block; records of one writer have the same fields, so this drops nothing
-from collscale's own results.
+from collscale's own results (``COLLSCALE_READ_BY_LINES=1`` reads a file
+that mixes writers line by line).
 
 Nested values (per-rank lists and dicts) are kept as the JSON text the file
 holds (the line reader keeps them as compact text with sorted keys: the
@@ -30,11 +31,13 @@ otherwise the file goes to the line reader.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+import os
+import re
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from analysis import physical
+from analysis.load.record_checks import MEASURED, NO_BANDWIDTH
 
 try:  # optional (the analysis extra)
     import pyarrow as pa
@@ -48,14 +51,14 @@ try:
 except ImportError:  # pragma: no cover - depends on the environment
     orjson = None
 
-__all__ = ["BLOCK", "MIN_BYTES", "SAMPLE", "NO_BANDWIDTH", "available", "usable", "blocks", "read_file", "lines_of",
+__all__ = ["BLOCK", "MIN_BYTES", "SAMPLE", "LINES_ONLY", "available", "usable", "blocks", "read_file", "lines_of",
            "Block", "read_block"]
 
+LINES_ONLY = "COLLSCALE_READ_BY_LINES"  # =1: every file by the line reader (a file that mixes writers' fields)
 BLOCK = 32 << 20  # bytes of whole lines parsed at once
 MIN_BYTES = 64 << 20  # smaller files: the line reader (a fraction of a second for them)
 SAMPLE = 16  # every SAMPLE-th line of a block is parsed in full to learn its fields
 MIN_LINES = 512  # a refused block is halved down to this many lines
-NO_BANDWIDTH = ("replicate", "cpu_probe")  # records of a time alone: replicate's steps, the triage's CPU probe
 TYPED_LISTS = {"rank_time_us": "double", "rank_host": "string"}  # nested fields a hook may read as columns
 _MAX_INT = 1 << 62
 _CHECKED = ("schema", "kind", "status", "collective", "transport", "nranks", "size_bytes", "time_us", "algbw_gbs",
@@ -69,7 +72,7 @@ def available() -> bool:
 
 def usable(sink, hooks, size: int, min_bytes: int = MIN_BYTES) -> bool:
     """Whether a JSON Lines file of ``size`` bytes read into ``sink`` with ``hooks`` can take this path."""
-    if not available() or size < min_bytes or not hasattr(sink, "add_block"):
+    if not available() or size < min_bytes or not hasattr(sink, "add_block") or os.environ.get(LINES_ONLY) == "1":
         return False
     if any(getattr(h, "columns", None) is None for h in (hooks or {}).values()):
         return False
@@ -101,11 +104,11 @@ def blocks(f, first_line: int = 1, size: int = BLOCK) -> Iterator[Tuple[int, byt
         yield number, buf, have
 
 
-def read_file(f, sink, hooks: Dict[str, Callable], record_of: Callable[[bytes], dict],
+def read_file(f, sink, hooks: Dict[str, Callable], lines: "LineReader",
               by_lines: Callable[[int, List[bytes]], None]) -> Iterator["Block"]:
     """Every block of the open binary file ``f`` into ``sink`` (a :class:`~analysis.load.table.Table`),
     yielding each :class:`Block` read; each region refused goes to ``by_lines(its first line number, its
-    lines)`` (the line reader).  ``hooks`` and ``record_of`` as in :func:`read_block`."""
+    lines)`` (the line reader).  ``hooks`` and ``lines`` as in :func:`read_block`."""
     memo: Dict[str, dict] = {}
     drop = sink.drop
 
@@ -113,7 +116,7 @@ def read_file(f, sink, hooks: Dict[str, Callable], record_of: Callable[[bytes], 
         return key not in drop
 
     for first, buf, length in blocks(f):
-        for got in read_block(buf, 0, length, first, keep, hooks, sink.whole_rule, record_of, memo):
+        for got in read_block(buf, 0, length, first, keep, hooks, sink.whole_rule, lines, memo):
             if isinstance(got, Block):
                 sink.add_block(got.columns, got.lines, got.whole)
                 yield got
@@ -128,6 +131,17 @@ def lines_of(data: bytes) -> List[bytes]:
     if last != b"\n":
         lines.append(last[:-1])
     return lines
+
+
+class LineReader(NamedTuple):
+    """What the line reader lends the block reader: ``record(line)``, its record of one line (checked,
+    completed: for the records kept whole); ``nested(line, keys)``, the line's value of each key as it keeps
+    it (nested values as its compact JSON text); ``numeric``, the fields it reads as numbers (whose ints
+    and floats may mix in a block)."""
+
+    record: Callable[[bytes], dict]
+    nested: Callable[[bytes, Sequence[str]], list]
+    numeric: frozenset
 
 
 class Block:
@@ -149,7 +163,7 @@ class _Refused(Exception):
 
 
 def read_block(buf, lo: int, hi: int, first_line: int, keep: Callable[[str], bool], hooks: Dict[str, Callable],
-               whole: Optional[Callable[[dict], bool]], record_of: Callable[[bytes], dict],
+               whole: Optional[Callable[[dict], bool]], lines: LineReader,
                memo: Dict[str, dict]) -> Iterator[Union[Block, Tuple[int, bytes]]]:
     """The block ``buf[lo:hi]`` (whole lines, the first being line ``first_line``): a :class:`Block` of
     columns, or, where it cannot be read so, (first line, bytes) for the line reader -- a block refused
@@ -158,24 +172,23 @@ def read_block(buf, lo: int, hi: int, first_line: int, keep: Callable[[str], boo
 
     ``keep(field)``: whether the sink keeps a field; ``hooks``: name -> hook with a ``columns`` function
     (of the pyarrow table and the block's fields); ``whole``: the predicate of records kept whole (with
-    ``fields``); ``record_of(line)``: the line reader's record of a line (for those); ``memo``: field
-    -> {text: text}, so that repeated text is one object across blocks."""
+    ``fields``); ``lines``: what the line reader lends (:class:`LineReader`); ``memo``: field -> {text:
+    text}, so that repeated text is one object across blocks."""
     try:
-        yield _read(buf, lo, hi, first_line, keep, hooks, whole, record_of, memo)
+        yield _read(buf, lo, hi, first_line, keep, hooks, whole, lines, memo)
         return
     except _Refused:
         pass
-    lines = buf.count(b"\n", lo, hi)
+    count = buf.count(b"\n", lo, hi)
     mid = buf.find(b"\n", lo + (hi - lo) // 2, hi) + 1
-    if lines < 2 * MIN_LINES or not lo < mid < hi:
+    if count < 2 * MIN_LINES or not lo < mid < hi:
         yield first_line, bytes(buf[lo:hi])
         return
-    yield from read_block(buf, lo, mid, first_line, keep, hooks, whole, record_of, memo)
-    yield from read_block(buf, mid, hi, first_line + buf.count(b"\n", lo, mid), keep, hooks, whole, record_of,
-                          memo)
+    yield from read_block(buf, lo, mid, first_line, keep, hooks, whole, lines, memo)
+    yield from read_block(buf, mid, hi, first_line + buf.count(b"\n", lo, mid), keep, hooks, whole, lines, memo)
 
 
-def _read(buf, lo, hi, first_line, keep, hooks, whole, record_of, memo) -> Block:
+def _read(buf, lo, hi, first_line, keep, hooks, whole, reader: LineReader, memo) -> Block:
     if hi <= lo or buf[hi - 1] != 10:
         raise _Refused  # a torn last line: the line reader says so
     raw = np.frombuffer(buf, np.uint8, hi - lo, lo)
@@ -188,8 +201,9 @@ def _read(buf, lo, hi, first_line, keep, hooks, whole, record_of, memo) -> Block
     starts, ends = starts[rows], ends[rows]
     if not len(rows) or not (raw[starts - lo] == 0x7B).all():
         raise _Refused  # a line that is not an object, or starts with white space (blank-looking lines too)
+    _text_checked(buf, lo, hi, raw)
     lines = rows + first_line
-    fields, nested = _sample(buf, starts, ends)
+    fields, nested = _sample(buf, starts, ends, reader.numeric)
     wanted = set(k for k in fields if keep(k))
     wanted.update(_CHECKED)
     for hook in hooks.values():
@@ -210,7 +224,7 @@ def _read(buf, lo, hi, first_line, keep, hooks, whole, record_of, memo) -> Block
         raise _Refused
     _checked(tab, n)
     columns: Dict[str, list] = {}
-    texts = _texts(buf, lo, hi, starts, ends, [k for k in fields if k in nested and keep(k)])
+    texts = _texts(buf, starts, ends, [k for k in fields if k in nested and keep(k)], reader.nested)
     for k in fields:
         if keep(k):
             columns[k] = texts[k] if k in nested else _values(tab.column(k), memo.setdefault(k, {}))
@@ -225,13 +239,14 @@ def _read(buf, lo, hi, first_line, keep, hooks, whole, record_of, memo) -> Block
                 [None] * n for k in whole.fields]
         for i, values in enumerate(zip(*cols)):
             if whole(dict(zip(whole.fields, values))):
-                chosen.append((i, record_of(bytes(buf[starts[i]:ends[i] + 1]))))
+                chosen.append((i, reader.record(bytes(buf[starts[i]:ends[i] + 1]))))
     return Block(columns, lines, chosen)
 
 
-def _sample(buf, starts: np.ndarray, ends: np.ndarray) -> Tuple[Dict[str, type], set]:
+def _sample(buf, starts: np.ndarray, ends: np.ndarray, numeric: frozenset) -> Tuple[Dict[str, type], set]:
     """The fields of a sample of the block's lines, in their order, each with its type (NoneType when only
-    null was seen), and the fields whose values are lists or dicts."""
+    null was seen), and the fields whose values are lists or dicts.  Ints and floats of one field make it
+    a float where the field is ``numeric`` (the line reader's frame reads both as the same number)."""
     n = len(starts)
     picks = sorted(set(range(0, n, SAMPLE)) | {n - 1})
     fields: Dict[str, type] = {}
@@ -254,13 +269,29 @@ def _sample(buf, starts: np.ndarray, ends: np.ndarray) -> Tuple[Dict[str, type],
             if have is None or have is type(None):
                 fields[k] = t
             elif t is not have and t is not type(None):
-                if {t, have} == {int, float}:
+                if {t, have} == {int, float} and k in numeric:
                     fields[k] = float
                 else:
                     raise _Refused  # text here, a number there: the line reader keeps each as it is
             if t is list or t is dict:
                 nested.add(k)
     return fields, nested
+
+
+_NOT_JSON = re.compile(rb"[:,\[]\s*(?:-NaN|-?Inf(?!inity))")  # numbers pyarrow reads, Python's parsers refuse
+
+
+def _text_checked(buf, lo: int, hi: int, raw: np.ndarray) -> None:
+    """Refuse a block that is not UTF-8, or that spells a number as only pyarrow reads it (Inf, -NaN):
+    the line reader skips such lines, with their line numbers."""
+    if (raw >= 0x80).any():
+        try:
+            str(memoryview(buf)[lo:hi], "utf-8")
+        except UnicodeDecodeError:
+            raise _Refused from None
+    if (buf.find(b"Inf", lo, hi) >= 0 or buf.find(b"-NaN", lo, hi) >= 0) and \
+            _NOT_JSON.search(memoryview(buf)[lo:hi]):
+        raise _Refused
 
 
 def _arrow_type(key: str, t: type):
@@ -300,7 +331,7 @@ def _checked(tab, n: int) -> None:
     kind = col("kind")
     if not (pa.types.is_string(kind.type) or pa.types.is_null(kind.type)):
         raise _Refused
-    timed = pc.is_in(status, pa.array(list(physical.TIMED)))
+    timed = pc.is_in(status, pa.array(list(MEASURED)))
     if not pc.any(timed).as_py():
         return
     ok = _usable(col("time_us"))
@@ -350,71 +381,15 @@ def _values(col, memo: dict):
     raise _Refused
 
 
-def _texts(buf, lo: int, hi: int, starts: np.ndarray, ends: np.ndarray, keys: Sequence[str]) -> Dict[str, np.ndarray]:
-    """Each row's value of each nested field in ``keys`` as the JSON text the line holds (None where it has
-    none, or null), found for the whole block at once.
-
-    Where each ``"key":`` occurs comes from splitting the block at it (in C); a value runs from there to the
-    comma before the next of these keys on its line, or to the line's closing brace.  The block is refused
-    when a key occurs twice on a line (inside a string, say), when a line does not end with its brace, or
-    when a value does not begin with ``[`` or ``{`` and end with the matching bracket (a field that
-    follows it) -- a field met in no line of the sample can still hide after a nested value in brackets
-    of its own (see the module's text)."""
-    out: Dict[str, np.ndarray] = {}
+def _texts(buf, starts: np.ndarray, ends: np.ndarray, keys: Sequence[str],
+           nested: Callable[[bytes, Sequence[str]], list]) -> Dict[str, list]:
+    """Each row's value of each nested field in ``keys`` as the line reader keeps it (its compact JSON
+    text): each line parsed again by the line reader's parser (where a nested value ends cannot be told
+    from its bytes alone: escapes, brackets in strings, the same key at another depth)."""
     if not keys:
-        return out
-    n = len(starts)
-    raw = np.frombuffer(buf, np.uint8, hi - lo, lo)
-    close = ends - 1  # each line's closing brace
-    if not (raw[close - lo] == 0x7D).all():
-        raise _Refused  # white space (a CR) after the brace: the line reader
-    block = bytes(memoryview(buf)[lo:hi])
-    pos, row, key = [], [], []
-    for k, name in enumerate(keys):
-        tag = b'"' + name.encode() + b'":'
-        pieces = block.split(tag)
-        if len(pieces) < 2:
-            continue
-        lens = np.fromiter(map(len, pieces), np.int64, len(pieces))[:-1]
-        at = np.cumsum(lens) + np.arange(len(lens)) * len(tag) + lo
-        r = np.searchsorted(ends, at)
-        if (np.diff(r) == 0).any() or not ((r < n) & (starts[np.minimum(r, n - 1)] <= at)).all():
-            raise _Refused  # twice on a line
-        pos.append(at)
-        row.append(r)
-        key.append(np.full(len(at), k))
-        del pieces
-    if not pos:
-        return {name: [None] * n for name in keys}
-    pos, row, key = np.concatenate(pos), np.concatenate(row), np.concatenate(key)
-    order = np.argsort(pos, kind="stable")
-    pos, row, key = pos[order], row[order], key[order]
-    tag_len = np.array([len(name.encode()) + 3 for name in keys])[key]
-    first = pos + tag_len
-    same = np.zeros(len(pos), bool)
-    same[:-1] = row[1:] == row[:-1]
-    stop = np.where(same, np.roll(pos, -1) - 1, close[row])  # the comma before the next key, or the brace
-    if not (raw[stop[same] - lo] == 0x2C).all() or (stop <= first).any():
-        raise _Refused
-    opener, closer = raw[first - lo], raw[stop - 1 - lo]
-    null = (opener == 0x6E) & (stop - first == 4)  # null
-    paired = ((opener == 0x5B) & (closer == 0x5D)) | ((opener == 0x7B) & (closer == 0x7D))
-    if not (null | paired).all():
-        raise _Refused
-    if block.isascii():
-        text = block.decode("ascii")
-        pieces = [text[a:b] for a, b in zip((first - lo).tolist(), (stop - lo).tolist())]
-    else:
-        try:
-            pieces = [block[a:b].decode() for a, b in zip((first - lo).tolist(), (stop - lo).tolist())]
-        except UnicodeDecodeError:
-            raise _Refused from None
-    values = np.empty(len(pieces), object)
-    values[:] = pieces
-    values[null] = None
-    for k, name in enumerate(keys):
-        col = np.full(n, None, object)
-        mine = key == k
-        col[row[mine]] = values[mine]
-        out[name] = col
-    return out
+        return {}
+    try:
+        values = [nested(buf[s:e], keys) for s, e in zip(starts.tolist(), ends.tolist())]
+    except ValueError:  # a line its parser refuses
+        raise _Refused from None
+    return {k: list(col) for k, col in zip(keys, zip(*values))}

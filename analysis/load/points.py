@@ -19,8 +19,6 @@ from facts import record
 
 __all__ = ["load", "frame", "placement", "split_replicate"]
 
-_TEXT = frozenset(reader.TEXT)
-
 
 def placement(rec: dict) -> str:
     """out-of-place / in-place, or down / up for weight streaming."""
@@ -48,6 +46,19 @@ def _without(tab, collectives) -> Dict[str, list]:
     return {k: list(compress(v, flags)) for k, v in tab.columns.items()}
 
 
+def _column(values):
+    """A column as the frame holds it: text (and text with gaps) as Python objects -- pandas' own text type
+    cannot hold every string JSON can (a lone surrogate) -- numbers and yes/no as pandas infers them."""
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(values, np.ndarray):
+        return pd.Series(values, dtype=object, copy=False) if values.dtype == object else values
+    if set(map(type, values)) <= {str, type(None)} and len(values):
+        return pd.Series(values, dtype=object)
+    return values
+
+
 def frame(records, all_status: bool = False):
     """The DataFrame of :func:`read_records`' records (or :func:`~analysis.load.reader.read_table`'s
     table); measured points only unless ``all_status``.
@@ -57,22 +68,23 @@ def frame(records, all_status: bool = False):
     import numpy as np
     import pandas as pd
 
-    if isinstance(records, table.Table):  # text arrays stay object arrays (as the loop below leaves them)
+    if isinstance(records, table.Table):
         cols = _without(records, (reader.REPLICATE, "cpu_probe"))
-        df = pd.DataFrame({k: pd.Series(v, dtype=object, copy=False) if k in _TEXT and isinstance(v, np.ndarray)
-                           and v.dtype == object else v for k, v in cols.items()}, copy=False)
     else:
         records = split_replicate(records)[0]
-        df = pd.DataFrame.from_records(records)
-    for col in record.FIELDS:  # every record the project writes has them all: code may rely on them
-        if col not in df:
-            df[col] = None
+        cols = {k: [r.get(k) for r in records] for k in dict.fromkeys(k for r in records for k in r)}
+    df = pd.DataFrame({k: _column(v) for k, v in cols.items()}, copy=False)
+    missing = [c for c in record.FIELDS if c not in df]  # every record the project writes has them all: code
+    if missing:  # may rely on them (added at once: a column at a time fragments the frame)
+        df = pd.concat([df, pd.DataFrame({c: pd.Series([None] * len(df), index=df.index, dtype=object)
+                                          for c in missing})], axis=1)
     kinds = df["kind"].tolist()
     if not all(map(str.__instancecheck__, kinds)):
         df["kind"] = [k if isinstance(k, str) else "measured" for k in kinds]
-    df["placement"] = [str(ph) if ph and ph == ph else "in-place" if ip and ip == ip else "out-of-place"
-                       for ph, ip in zip(df["phase"].tolist() if "phase" in df else [None] * len(df),
-                                         df["in_place"].tolist())]  # placement() of each record (NaN: none)
+    df["placement"] = pd.Series([str(ph) if ph and ph == ph else "in-place" if ip and ip == ip else "out-of-place"
+                                 for ph, ip in zip(df["phase"].tolist() if "phase" in df else [None] * len(df),
+                                                   df["in_place"].tolist())], index=df.index, dtype=object)
+    # placement() of each record (NaN: none)
     for col in reader.NUMERIC:
         if col in df:
             try:

@@ -108,19 +108,25 @@ def _summary_columns(tab, fields) -> Optional[list]:
     eligible = [st in reader.MEASURED and (k is None or k == "measured") and c not in (reader.REPLICATE, "cpu_probe")
                 for st, k, c in zip(status, kind, coll)]
     times = tab.column("rank_time_us").combine_chunks()
-    if not hasattr(times, "offsets"):  # nothing but null in the rows sampled
-        return None
+    top_type = tab.column("slowest_rank").type if "slowest_rank" in names else pa.null()
+    if not pa.types.is_list(times.type) or not (pa.types.is_integer(top_type) or pa.types.is_floating(top_type)
+                                                or pa.types.is_null(top_type)):
+        return None  # lists of another shape, a slowest rank written as text or true: per record
     if times.null_count and "host_time_us" in fields and \
             any(e and t for e, t in zip(eligible, times.is_null().to_pylist())):
         return None
     offsets = times.offsets.to_numpy()
     values = times.values
     vals = values.to_numpy(zero_copy_only=False) if not values.null_count else None
+    if vals is not None and not np.isfinite(vals).all():
+        vals = None  # NaN sorts as Python's sort leaves it: per record
     lengths = np.diff(offsets)
     hosts = tab.column("rank_host").combine_chunks() if "rank_host" in names else None
     h_off = h_values = h_valid = None
     if hosts is not None:
-        if not hasattr(hosts, "offsets"):
+        if not pa.types.is_list(hosts.type):
+            if not pa.types.is_null(hosts.type):
+                return None  # rank_host written as text: per record
             hosts = None
         else:
             h_off, h_values, h_valid = hosts.offsets.to_numpy(), hosts.values, hosts.is_valid().to_numpy(
@@ -132,14 +138,16 @@ def _summary_columns(tab, fields) -> Optional[list]:
     if vals is None:
         plain[:] = False
     for i in np.flatnonzero(np.array(eligible, bool) & valid & ~plain).tolist():  # a group's ranks, gaps
-        out[i] = summary({"status": status[i], "kind": kind[i], "collective": coll[i], "group_ranks": groups[i],
-                          "slowest_rank": slowest[i], "rank_time_us": times[i].as_py(),
-                          "rank_host": hosts[i].as_py() if hosts is not None else None})
+        rec = {"status": status[i], "collective": coll[i], "group_ranks": groups[i], "slowest_rank": slowest[i],
+               "rank_time_us": times[i].as_py(), "rank_host": hosts[i].as_py() if hosts is not None else None}
+        if "kind" in names:  # absent, it is measured; null, it is not (summary's rule)
+            rec["kind"] = kind[i]
+        out[i] = summary(rec)
     for size in np.unique(lengths[plain]).tolist():
         rows = np.flatnonzero(plain & (lengths == size))
         ts = np.sort(vals[offsets[rows][:, None] + np.arange(size)], axis=1)
         top = ts[:, -1].tolist()
-        mid = ((ts[:, (size - 1) // 2] + ts[:, size // 2]) / 2).tolist()
+        mid = (ts[:, size // 2] if size % 2 else (ts[:, size // 2 - 1] + ts[:, size // 2]) / 2).tolist()
         top_rank = [int(r) if (r.__class__ is int or r.__class__ is float and r.is_integer()) and 0 <= r < size
                     else None for r in (slowest[i] for i in rows.tolist())]
         named = None

@@ -23,6 +23,10 @@ it), busbw = algbw x busbw factor (the record's ``busbw_factor``, else
 Records of the schema family (``schema: collscale.row/<version>``) load
 whatever their version; fields this loader does not know are kept.
 
+:func:`read_table` reads a JSON Lines file of 64 MB or more a block at a
+time with pyarrow where it is installed (:mod:`analysis.load.arrow_blocks`),
+handing back to this line reader each block it cannot read as it would.
+
 Other tools' logs.  A file that is not collscale results is given to
 :mod:`analysis.load.importers`, which recognises nccl-tests/rccl-tests (stdout
 and JSON), OSU micro-benchmarks, IMB-MPI1 and hccl_demo output by content and
@@ -38,8 +42,6 @@ from __future__ import annotations
 
 import csv
 import gc
-import json
-import math
 import re
 import sys
 from contextlib import contextmanager
@@ -48,13 +50,10 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 
 from analysis import physical
 from analysis.load import arrow_blocks, importers, table
+from analysis.load.record_checks import MAX_RANKS as _MAX_RANKS, MEASURED, STRUCTURE as _STRUCTURE
+from analysis.load.record_checks import Bad as _Bad, as_float, check as _check, complete as _complete
+from analysis.load.record_checks import nested_text, parse_line as _parse_line
 from analysis.cli_common import UsageError
-from facts import spec as specs
-
-try:  # optional (the analysis extra): parses a line about twice as fast as json; json reads what it refuses
-    import orjson
-except ImportError:  # pragma: no cover - depends on the environment
-    orjson = None
 
 __all__ = ["ResultsError", "read_records", "read_table", "as_float", "nested_text", "REQUIRED", "REPLICATE",
            "MEASURED", "NUMERIC", "BOOLEAN", "TEXT", "KEPT", "Warn"]
@@ -62,8 +61,6 @@ __all__ = ["ResultsError", "read_records", "read_table", "as_float", "nested_tex
 KEPT = ("schema", "kind", "status", "collective", "transport", "nranks", "size_bytes", "time_us", "algbw_gbs",
         "busbw_gbs", "in_place")  # what read_table always keeps: the checks of every file read, a frame's basics
 REQUIRED = ("collective", "transport", "nranks", "size_bytes", "time_us", "busbw_gbs", "algbw_gbs")
-_STRUCTURE = ("schema", "collective", "transport", "nranks", "size_bytes", "status")
-MEASURED = physical.TIMED  # statuses that carry a time
 NUMERIC = ("nranks", "nhosts", "ranks_per_host", "size_bytes", "count", "iters", "warmup", "time_us",
             "time_us_min", "time_us_p50", "time_us_p99", "time_us_max", "time_us_rank_min",
             "time_us_rank_max", "algbw_gbs", "busbw_gbs", "busbw_factor", "wrong", "checks", "root",
@@ -73,10 +70,7 @@ TEXT = ("schema", "kind", "status", "run_id", "timestamp", "collective", "transp
          "dtype", "op", "op_impl", "aggregation", "reason", "hosts", "emulated", "sweep_id", "sweep_point",
          "phase", "split", "group_ranks", "group_hosts", "slowest_host")
 REPLICATE = "replicate"  # collectives.replicate's training-step records: a frame of their own
-NO_BANDWIDTH = arrow_blocks.NO_BANDWIDTH  # records of a time alone: replicate's steps, the triage's CPU probe
 ARROW_MIN_BYTES = arrow_blocks.MIN_BYTES  # JSON Lines files this large are read a block at a time (tests lower it)
-_MAX_RANKS = 1 << 24
-_MAX_BYTES = 1 << 62
 Warn = Callable[[str], None]
 _NEITHER = "neither collscale results (JSON Lines or CSV) nor a log of " + ", ".join(importers.TOOLS)
 _OPTIONS = re.compile(r"^(?P<path>.+?):(?P<opts>(?:ranks|transport)=[^,:]*(?:,(?:ranks|transport)=[^,:]*)*)$")
@@ -84,141 +78,6 @@ _OPTIONS = re.compile(r"^(?P<path>.+?):(?P<opts>(?:ranks|transport)=[^,:]*(?:,(?
 
 class ResultsError(UsageError):
     """A results file that cannot be read as collscale results (names file and line)."""
-
-
-class _Bad(Exception):
-    """One unreadable line (skipped unless strict)."""
-
-
-# -- one record -----------------------------------------------------------------------------
-
-def as_float(value) -> float:
-    """A JSON or CSV number as a finite float, else NaN (bools, text, 10**400, infinities)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return math.nan
-    try:
-        value = float(value)
-    except OverflowError:
-        return math.nan
-    return value if math.isfinite(value) else math.nan
-
-
-def nested_text(value) -> str:
-    """A nested value (list or dict) as the loader keeps it: compact JSON text, keys sorted (hashable, and
-    decoded by :func:`analysis.load.ranks.decode`)."""
-    if orjson is not None:
-        try:
-            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
-        except (TypeError, ValueError, orjson.JSONEncodeError):  # an int beyond 64 bits, a NaN: json below
-            pass
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
-def _whole_in(value, lo: int, hi: int) -> bool:
-    v = as_float(value)
-    return v == v and v.is_integer() and lo <= v <= hi
-
-
-def _check(rec, hooks: Optional[Dict[str, Callable[[dict], object]]] = None, drop=frozenset()) -> dict:
-    """The record if it has our schema and sound structural fields, else :class:`_Bad`; each of ``hooks``
-    (name -> function of the record, its nested values still lists and dicts) adds a field of that name;
-    nested values of fields in ``drop`` (which the caller will not keep) are left as they are."""
-    if not isinstance(rec, dict):
-        raise _Bad("not a JSON object")
-    schema = rec.get("schema")
-    if not (isinstance(schema, str) and (schema == "collscale.row" or schema.startswith("collscale.row/"))):
-        raise _Bad("not a collscale record (no 'schema: collscale.row/...'; keys: "
-                   f"{', '.join(str(k) for k in list(rec)[:6])}...)")
-    # A sweep's failed point produced no row: it has no size (launch.sweep.failure_record).
-    failed = rec.get("status") == "failed"
-    if None in map(rec.get, _STRUCTURE):
-        missing = [k for k in _STRUCTURE if rec.get(k) is None and not (failed and k == "size_bytes")]
-        if missing:
-            raise _Bad(f"collscale record without {', '.join(missing)}")
-    wrong = [k for k in ("collective", "transport", "status") if not isinstance(rec[k], str) or not rec[k]]
-    nranks, size = rec["nranks"], rec["size_bytes"]
-    if not (nranks.__class__ is int and 1 <= nranks <= _MAX_RANKS) and not _whole_in(nranks, 1, _MAX_RANKS):
-        wrong.append("nranks")
-    if not (size.__class__ is int and 0 <= size <= _MAX_BYTES) and not (failed and size is None) \
-            and not _whole_in(size, 0, _MAX_BYTES):
-        wrong.append("size_bytes")
-    if rec.get("kind") is not None and not isinstance(rec["kind"], str):
-        wrong.append("kind")
-    if wrong:
-        raise _Bad(f"collscale record with unusable {', '.join(wrong)}")
-    if hooks:
-        for name, hook in hooks.items():
-            rec[name] = hook(rec)
-    types = list(map(type, rec.values()))
-    if list in types or dict in types:  # a newer writer's nested values stay readable (and hashable); a
-        # JSON parser gives no subclasses of list and dict
-        for k, t in zip(list(rec), types):
-            if (t is list or t is dict) and k not in drop:
-                rec[k] = nested_text(rec[k])
-    if nranks.__class__ is not int:
-        rec["nranks"] = int(nranks)
-    if size is not None and size.__class__ is not int:
-        rec["size_bytes"] = int(size)
-    return rec
-
-
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 24 else text[:21] + "..."
-
-
-def _complete(rec: dict, derived: Dict[str, list], token) -> dict:
-    """A measured record with a usable time and both bandwidths (derived where missing, ``token`` added to
-    ``derived[column]``), else _Bad."""
-    if rec["status"] not in MEASURED:
-        return rec
-    if not as_float(rec.get("time_us")) >= 0:
-        raise _Bad(f"measured record without a usable time_us ({_short(rec.get('time_us'))})")
-    if rec["collective"] in NO_BANDWIDTH:  # a training step, a CPU probe: no sized transfer, no bandwidth
-        return rec
-    seconds = as_float(rec["time_us"]) * 1e-6
-    if not as_float(rec.get("algbw_gbs")) >= 0:
-        rec["algbw_gbs"] = rec["size_bytes"] / seconds / 1e9 if seconds > 0 else 0.0
-        derived.setdefault("algbw_gbs", []).append(token)
-    if not as_float(rec.get("busbw_gbs")) >= 0:
-        factor = rec.get("busbw_factor")
-        if not as_float(factor) >= 0:
-            spec = specs.find(rec["collective"])
-            if spec is None:
-                raise _Bad(f"measured record without busbw_gbs or busbw_factor, of a collective not in "
-                           f"facts.spec ({rec['collective']!r})")
-            factor = rec["busbw_factor"] = spec.busbw_factor(rec["nranks"])
-        rec["busbw_gbs"] = rec["algbw_gbs"] * factor
-        derived.setdefault("busbw_gbs", []).append(token)
-    return rec
-
-
-# -- one file -------------------------------------------------------------------------------
-
-def _parse_json(text: str, last: bool):
-    try:
-        return json.loads(text)
-    except RecursionError:
-        raise _Bad("not JSON (nested too deeply)") from None
-    except ValueError as exc:
-        where = f" ({exc.msg}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else f" ({exc})"
-        torn = "; a torn last line (no newline at the end: a run killed mid-write?)" if last else ""
-        raise _Bad(f"not JSON{where}{torn}") from None
-
-
-def _parse_line(line: bytes):
-    """One line's JSON value (orjson where it reads the line; else json, whose errors the warnings quote)."""
-    if orjson is not None:
-        try:
-            return orjson.loads(line)
-        except orjson.JSONDecodeError:  # NaN, a big int, a lone surrogate, bad text: json decides below
-            pass
-    torn = not line.endswith(b"\n")
-    try:
-        text = (line if torn else line[:-1]).decode("utf-8")
-    except UnicodeDecodeError:
-        raise _Bad("not UTF-8 text") from None
-    return _parse_json(text, torn)
 
 
 def _jsonl_records(lines: Iterable[bytes], hooks=None, drop=frozenset(),
@@ -428,19 +287,29 @@ class _Tally:
 def _read_blocks(path: Path, sink: "table.Table", hooks: Dict[str, Callable], tally: _Tally) -> None:
     """A large JSON Lines file into ``sink`` a block at a time (:mod:`analysis.load.arrow_blocks`); each
     block it cannot read goes to the line reader."""
-    def record_of(line: bytes) -> dict:
+    def record(line: bytes) -> dict:
         rec = _check(_parse_line(line), hooks, sink.drop)
         return _complete(rec, {}, 0) if rec["status"] in MEASURED else rec
+
+    def nested(line: bytes, keys: Sequence[str]) -> list:
+        try:
+            rec = _parse_line(line)
+        except _Bad as bad:
+            raise ValueError(str(bad)) from None
+        if not isinstance(rec, dict):
+            raise ValueError("not a JSON object")
+        return [nested_text(v) if isinstance(v, (list, dict)) else v for v in map(rec.get, keys)]
 
     def by_lines(first: int, lines: List[bytes]) -> None:
         tally.take(_jsonl_records(lines, hooks, sink.drop, first), sink)
 
+    lender = arrow_blocks.LineReader(record, nested, frozenset(NUMERIC))
     try:
         with open(path, "rb", buffering=0) as f:
-            for got in arrow_blocks.read_file(f, sink, hooks, record_of, by_lines):
+            for got in arrow_blocks.read_file(f, sink, hooks, lender, by_lines):
                 tally.good += got.n
-                if not tally.has_time:  # each measured row of a block read there has a usable time
-                    tally.timed = tally.has_time = any(map(MEASURED.__contains__, set(got.columns["status"])))
+                if not tally.has_time and any(map(MEASURED.__contains__, set(got.columns["status"]))):
+                    tally.timed = tally.has_time = True  # each measured row of a block read there has a time
     except OSError as exc:
         raise ResultsError(f"{path}: cannot read: {exc.strerror or exc}") from None
 

@@ -6,7 +6,7 @@ import json
 import pandas as pd
 
 from analysis import stragglers
-from analysis.load import points, ranks, reader
+from analysis.load import points, ranks, reader, record_checks
 from facts import per_rank, record
 
 
@@ -64,7 +64,7 @@ def test_without_orjson_the_same_frame_and_warnings(tmp_path, monkeypatch):
     path = _file(tmp_path)
     said_fast, said_plain = [], []
     fast = points.frame(reader.read_table([path], warn=said_fast.append), all_status=True)
-    monkeypatch.setattr(reader, "orjson", None)
+    monkeypatch.setattr(record_checks, "orjson", None)
     plain = points.frame(reader.read_table([path], warn=said_plain.append), all_status=True)
     pd.testing.assert_frame_equal(plain, fast)
     assert said_plain == said_fast and len(said_plain) == 2

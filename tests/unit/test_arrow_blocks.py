@@ -168,6 +168,13 @@ def test_without_pyarrow_the_line_reader(tmp_path, monkeypatch):
     assert tab.n == 50
 
 
+def test_the_line_reader_on_request(tmp_path, monkeypatch):
+    monkeypatch.setenv(arrow_blocks.LINES_ONLY, "1")
+    assert not arrow_blocks.usable(table.Table(), None, 1 << 40)
+    monkeypatch.setenv(arrow_blocks.LINES_ONLY, "0")
+    assert arrow_blocks.usable(table.Table(), None, 1 << 40)
+
+
 def test_blocks_are_whole_lines(tmp_path):
     data = b"".join(b'{"a":%d}\n' % i for i in range(1000)) + b'{"a":'
     path = tmp_path / "x"
@@ -181,3 +188,62 @@ def test_blocks_are_whole_lines(tmp_path):
             got += piece
     assert got == data
     assert all(a + n == b for (a, n), (b, _) in zip(lines, lines[1:]))
+
+
+def _line(rec):
+    return json.dumps(rec, separators=(",", ":"))
+
+
+def _swap(old, new):
+    return lambda line: line.replace(old, new, 1)
+
+
+_MODES = {"all": {}, "report": dict(drop=per_rank.FIELDS_JSON, hooks={"s": ranks.summary}, whole=report.read_whole),
+          "predict": dict(drop=per_rank.FIELDS_JSON, keep=("phase", "op", "oversubscribed"))}
+_HOSTILE = {  # line 6 (index 5) of 60 rewritten: what pyarrow reads and Python's parsers do not, and the like
+    "Inf": _swap('"time_us_p99":', '"time_us_p99":Inf,"x":'),
+    "-NaN": _swap('"time_us_p99":', '"time_us_p99":-NaN,"x":'),
+    "not UTF-8": lambda line: line.replace('"ok"', '"o\udcff"').encode("utf-8", "surrogateescape").decode("latin-1"),
+    "escaped key": _swap('"rank_host":', '"rank_h\\u006fst":'),
+    "space before colon": _swap('"rank_host":', '"rank_host" :'),
+    "bracket in a host": _swap('"node1"', '"n]{ode1"'),
+    "rank_host as text": lambda line: line.replace('"rank_host":[', '"rank_host":"[').replace(']}', ']"}')
+    .replace('"node0"', '\\"node0\\"').replace('"node1"', '\\"node1\\"'),
+    "slowest true": _swap('"slowest_rank":', '"slowest_rank":true,"y":'),
+    "huge time": lambda line: line.replace('"rank_time_us":[', '"rank_time_us":[1.7e308,'),
+    "NaN rank time": lambda line: line.replace('"rank_time_us":[', '"rank_time_us":[NaN,'),
+    "big int in a list": lambda line: line.replace('"rank_time_us":[', '"rank_time_us":[123456789012345678901234567890,'),
+    "surrogate": _swap('"run_id":"', '"run_id":"\\ud800'),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_HOSTILE))
+@pytest.mark.parametrize("mode", sorted(_MODES))
+def test_hostile_lines_read_alike(tmp_path, blocks, monkeypatch, case, mode):
+    lines = [_line(_rec(i)) for i in range(60)]
+    lines[5] = _HOSTILE[case](lines[5])
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(("\n".join(lines) + "\n").encode("latin-1" if case == "not UTF-8" else "utf-8"))
+    a, b, _ = _both(path, monkeypatch, **_MODES[mode])
+    _same(a, b)
+    pd.testing.assert_frame_equal(points.frame(a, all_status=True), points.frame(b, all_status=True))
+
+
+def test_a_required_column_missing_is_said_by_both(tmp_path, blocks, monkeypatch):
+    """Measured records without a time first (the line reader's), then blocks of unsupported points: still
+    'missing time_us' (a block of rows without a time must not reset what the line reader saw)."""
+    recs = [dict(_rec(i), time_us=None) for i in range(4)]
+    recs += [dict(_rec(i), status="unsupported", time_us=None) for i in range(4, 60)]
+    path = _write(tmp_path / "r.jsonl", recs, torn=False)
+    for limit in (0, 1 << 62):
+        monkeypatch.setattr(reader, "ARROW_MIN_BYTES", limit)
+        with pytest.raises(reader.ResultsError, match="missing required column"):
+            reader.read_table([path], warn=lambda m: None)
+
+
+def test_a_failed_point_without_a_size_reads(tmp_path, blocks, monkeypatch):
+    recs = [_rec(i) for i in range(60)]
+    del recs[5]["size_bytes"]
+    recs[5]["status"] = "failed"
+    a, b, _ = _both(_write(tmp_path / "r.jsonl", recs), monkeypatch)
+    _same(a, b)
