@@ -428,6 +428,7 @@ def fit_rows(df, min_ranks: int = 2, **match):
 def fit_transport(df, transport: str) -> List[ModelFit]:
     """Model fits for every collective one transport measured (non-reducing ones first)."""
     sub = df[(df["transport"] == transport) & (df.get("kind", "measured") == "measured")]
+    sub = columns(sub, "collective", "oversubscribed")  # what is read below: a million rows copied once less
     out: List[ModelFit] = []
     beta_ref = None
     order = sorted(set(sub["collective"]), key=lambda c: (_reduces(c), c))

@@ -115,7 +115,7 @@ def headlines(df, arg: Optional[str], chosen: Optional[Choices] = None
     given (:func:`choices`), the share at its headline size, that size).  Uses out-of-place rows of op
     sum where there are any, median per size."""
     out: Dict[Tuple, Tuple[Optional[pom.Choice], Optional[pom.Share], int]] = {}
-    for key, g in df.groupby(list(_KEY), sort=True):
+    for key, g in fit.columns(df, *_KEY, "fabric", "gpu", "nhosts", "ranks_per_host").groupby(list(_KEY), sort=True):
         rows = fit.fit_rows(g, min_ranks=1)
         if rows.empty:
             continue

@@ -41,7 +41,7 @@ def _series(meas):
 
 
 def _what(paths: Sequence[str], df, allrec, meas) -> List[str]:
-    runs = sorted(set(allrec["run_id"].dropna().astype(str))) if "run_id" in allrec else []
+    runs = sorted(set(map(str, allrec["run_id"].dropna()))) if "run_id" in allrec else []
     parts = []
     for (transport, collective, p), g in _series(meas):
         parts.append(f"{transport} {collective} on {int(p)} rank{'s' if p != 1 else ''} "

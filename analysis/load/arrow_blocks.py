@@ -289,8 +289,8 @@ def _text_checked(buf, lo: int, hi: int, raw: np.ndarray) -> None:
             str(memoryview(buf)[lo:hi], "utf-8")
         except UnicodeDecodeError:
             raise _Refused from None
-    if (buf.find(b"Inf", lo, hi) >= 0 or buf.find(b"-NaN", lo, hi) >= 0) and \
-            _NOT_JSON.search(memoryview(buf)[lo:hi]):
+    if (buf.find(b"I", lo, hi) >= 0 or buf.find(b"N", lo, hi) >= 0) and \
+            _NOT_JSON.search(memoryview(buf)[lo:hi]):  # one byte is found at memchr's pace: 20x a word
         raise _Refused
 
 
