@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -79,16 +80,19 @@ def usable(sink, hooks, size: int, min_bytes: int = MIN_BYTES) -> bool:
     return sink.whole_rule is None or getattr(sink.whole_rule, "fields", None) is not None
 
 
-def blocks(f, first_line: int = 1, size: int = BLOCK) -> Iterator[Tuple[int, bytearray, int]]:
+def blocks(f, first_line: int = 1, size: int = BLOCK, buffers: int = 1) -> Iterator[Tuple[int, bytearray, int]]:
     """(number of its first line, buffer, length) of each block of whole lines of the open binary file
-    ``f``: the block is ``buffer[:length]``, valid until the next block is asked for (one buffer is
-    reused).  The last block is what follows the last newline (a torn line), if anything."""
-    buf = bytearray(size)
+    ``f``: the block is ``buffer[:length]``, valid until ``buffers`` more blocks are asked for (the
+    buffers are reused in turn).  The last block is what follows the last newline (a torn line), if
+    anything."""
+    bufs = [bytearray(size) for _ in range(buffers)]
+    turn = 0
+    buf = bufs[0]
     have = 0  # bytes in buf: the carry of the previous read, then what this read added
     number = first_line
     while True:
         if have == len(buf):  # a line longer than the buffer
-            buf = buf + bytearray(len(buf))
+            buf = bufs[turn] = buf + bytearray(len(buf))
         got = f.readinto(memoryview(buf)[have:])
         if not got:
             break
@@ -98,8 +102,12 @@ def blocks(f, first_line: int = 1, size: int = BLOCK) -> Iterator[Tuple[int, byt
             continue
         yield number, buf, cut
         number += buf.count(b"\n", 0, cut)
-        buf[:have - cut] = buf[cut:have]
-        have -= cut
+        turn = (turn + 1) % buffers
+        nxt = bufs[turn]
+        if len(nxt) < have - cut:
+            nxt = bufs[turn] = bytearray(len(buf))
+        nxt[:have - cut] = buf[cut:have]
+        buf, have = nxt, have - cut
     if have:
         yield number, buf, have
 
@@ -110,18 +118,41 @@ def read_file(f, sink, hooks: Dict[str, Callable], lines: "LineReader",
     yielding each :class:`Block` read; each region refused goes to ``by_lines(its first line number, its
     lines)`` (the line reader).  ``hooks`` and ``lines`` as in :func:`read_block`."""
     memo: Dict[str, dict] = {}
-    drop = sink.drop
+    drop, whole = sink.drop, sink.whole_rule
+    source = blocks(f, buffers=2)
 
     def keep(key: str) -> bool:
         return key not in drop
 
-    for first, buf, length in blocks(f):
-        for got in read_block(buf, 0, length, first, keep, hooks, sink.whole_rule, lines, memo):
-            if isinstance(got, Block):
-                sink.add_block(got.columns, got.lines, got.whole)
-                yield got
-            else:
-                by_lines(got[0], lines_of(got[1]))
+    def ahead():  # in a thread of its own: the next block read and parsed while the last one is finished
+        nxt = next(source, None)
+        if nxt is None:
+            return None
+        try:
+            return nxt, _parse(nxt[1], 0, nxt[2], nxt[0], keep, hooks, whole, lines)
+        except _Refused:
+            return nxt, None
+
+    with ThreadPoolExecutor(1) as pool:  # pyarrow's parse lets go of the GIL: one block's parse overlaps
+        pending = pool.submit(ahead)    # the Python work on the one before
+        while True:
+            got = pending.result()
+            if got is None:
+                break
+            (first, buf, length), parsed = got
+            pending = pool.submit(ahead)  # into the other buffer: this one is read until the next turn
+            try:
+                if parsed is None:
+                    raise _Refused
+                done: Iterator = iter([_finish(parsed, keep, hooks, whole, lines, memo)])
+            except _Refused:
+                done = _halves(buf, 0, length, first, keep, hooks, whole, lines, memo)
+            for block in done:
+                if isinstance(block, Block):
+                    sink.add_block(block.columns, block.lines, block.whole)
+                    yield block
+                else:
+                    by_lines(block[0], lines_of(block[1]))
 
 
 def lines_of(data: bytes) -> List[bytes]:
@@ -175,10 +206,15 @@ def read_block(buf, lo: int, hi: int, first_line: int, keep: Callable[[str], boo
     ``fields``); ``lines``: what the line reader lends (:class:`LineReader`); ``memo``: field -> {text:
     text}, so that repeated text is one object across blocks."""
     try:
-        yield _read(buf, lo, hi, first_line, keep, hooks, whole, lines, memo)
+        yield _finish(_parse(buf, lo, hi, first_line, keep, hooks, whole, lines), keep, hooks, whole, lines, memo)
         return
     except _Refused:
         pass
+    yield from _halves(buf, lo, hi, first_line, keep, hooks, whole, lines, memo)
+
+
+def _halves(buf, lo, hi, first_line, keep, hooks, whole, lines, memo) -> Iterator[Union[Block, Tuple[int, bytes]]]:
+    """:func:`read_block` of each half of a refused block, or the block for the line reader when small."""
     count = buf.count(b"\n", lo, hi)
     mid = buf.find(b"\n", lo + (hi - lo) // 2, hi) + 1
     if count < 2 * MIN_LINES or not lo < mid < hi:
@@ -188,7 +224,20 @@ def read_block(buf, lo: int, hi: int, first_line: int, keep: Callable[[str], boo
     yield from read_block(buf, mid, hi, first_line + buf.count(b"\n", lo, mid), keep, hooks, whole, lines, memo)
 
 
-def _read(buf, lo, hi, first_line, keep, hooks, whole, reader: LineReader, memo) -> Block:
+class _Parsed(NamedTuple):
+    """A block parsed by pyarrow and checked: what :func:`_finish` makes columns of."""
+
+    buf: bytearray
+    tab: object
+    starts: np.ndarray
+    ends: np.ndarray
+    lines: np.ndarray
+    fields: Dict[str, type]
+    nested: set
+
+
+def _parse(buf, lo, hi, first_line, keep, hooks, whole, reader: LineReader) -> _Parsed:
+    """The block parsed and checked (:func:`_checked`), or :class:`_Refused`."""
     if hi <= lo or buf[hi - 1] != 10:
         raise _Refused  # a torn last line: the line reader says so
     raw = np.frombuffer(buf, np.uint8, hi - lo, lo)
@@ -223,6 +272,13 @@ def _read(buf, lo, hi, first_line, keep, hooks, whole, reader: LineReader, memo)
     if tab.num_rows != n:
         raise _Refused
     _checked(tab, n)
+    return _Parsed(buf, tab, starts, ends, lines, fields, nested)
+
+
+def _finish(parsed: _Parsed, keep, hooks, whole, reader: LineReader, memo) -> Block:
+    """A parsed block's columns, hooks and whole records, or :class:`_Refused`."""
+    buf, tab, starts, ends, lines, fields, nested = parsed
+    n = len(lines)
     columns: Dict[str, list] = {}
     texts = _texts(buf, starts, ends, [k for k in fields if k in nested and keep(k)], reader.nested)
     for k in fields:

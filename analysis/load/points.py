@@ -73,18 +73,21 @@ def frame(records, all_status: bool = False):
     else:
         records = split_replicate(records)[0]
         cols = {k: [r.get(k) for r in records] for k in dict.fromkeys(k for r in records for k in r)}
-    df = pd.DataFrame({k: _column(v) for k, v in cols.items()}, copy=False)
-    missing = [c for c in record.FIELDS if c not in df]  # every record the project writes has them all: code
-    if missing:  # may rely on them (added at once: a column at a time fragments the frame)
-        df = pd.concat([df, pd.DataFrame({c: pd.Series([None] * len(df), index=df.index, dtype=object)
-                                          for c in missing})], axis=1)
+    n = len(next(iter(cols.values()))) if cols else 0
+    cols = dict(cols)
+    for c in record.FIELDS:  # every record the project writes has them all: code may rely on them
+        cols.setdefault(c, [None] * n)
+
+    def values(c):
+        v = cols.get(c)
+        return [None] * n if v is None else v.tolist() if isinstance(v, np.ndarray) else v
+
+    cols["placement"] = [str(ph) if ph and ph == ph else "in-place" if ip and ip == ip else "out-of-place"
+                         for ph, ip in zip(values("phase"), values("in_place"))]  # placement() (NaN: none)
+    df = pd.DataFrame({k: _column(v) for k, v in cols.items()}, copy=False)  # at once: inserts fragment it
     kinds = df["kind"].tolist()
     if not all(map(str.__instancecheck__, kinds)):
         df["kind"] = [k if isinstance(k, str) else "measured" for k in kinds]
-    df["placement"] = pd.Series([str(ph) if ph and ph == ph else "in-place" if ip and ip == ip else "out-of-place"
-                                 for ph, ip in zip(df["phase"].tolist() if "phase" in df else [None] * len(df),
-                                                   df["in_place"].tolist())], index=df.index, dtype=object)
-    # placement() of each record (NaN: none)
     for col in reader.NUMERIC:
         if col in df:
             try:

@@ -54,7 +54,8 @@ def blocks(monkeypatch):
 
     monkeypatch.setattr(table.Table, "add_block", counted)
     real_blocks = arrow_blocks.blocks
-    monkeypatch.setattr(arrow_blocks, "blocks", lambda f, first_line=1, size=None: real_blocks(f, first_line, 1 << 15))
+    monkeypatch.setattr(arrow_blocks, "blocks",
+                        lambda f, first_line=1, size=None, buffers=1: real_blocks(f, first_line, 1 << 15, buffers))
     return read
 
 
@@ -175,14 +176,19 @@ def test_the_line_reader_on_request(tmp_path, monkeypatch):
     assert arrow_blocks.usable(table.Table(), None, 1 << 40)
 
 
-def test_blocks_are_whole_lines(tmp_path):
-    data = b"".join(b'{"a":%d}\n' % i for i in range(1000)) + b'{"a":'
+@pytest.mark.parametrize("buffers", [1, 2])
+def test_blocks_are_whole_lines(tmp_path, buffers):
+    """Blocks of whole lines, numbered; with two buffers, a block stays whole while the next is read."""
+    data = b"".join(b'{"a":%d}\n' % i for i in range(1000)) + b'{"a":' + b"7" * 300 + b"}\n" + b'{"a":'
     path = tmp_path / "x"
     path.write_bytes(data)
-    got, lines = b"", []
+    got, lines, last = b"", [], None
     with open(path, "rb") as f:
-        for first, buf, n in arrow_blocks.blocks(f, 1, 100):
+        for first, buf, n in arrow_blocks.blocks(f, 1, 100, buffers):
+            if buffers == 2 and last is not None:
+                assert bytes(last[0][:last[1]]) == last[2]  # the block before, untouched
             piece = bytes(buf[:n])
+            last = (buf, n, piece)
             assert piece.endswith(b"\n") or piece == b'{"a":'
             lines.append((first, piece.count(b"\n")))
             got += piece
