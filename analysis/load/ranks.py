@@ -159,10 +159,12 @@ def _summary_columns(tab, fields) -> Optional[list]:
             pick = np.flatnonzero(ok)
             for k, host in zip(pick.tolist(), h_values.take(pa.array(first[pick] + at[pick])).to_pylist()):
                 named[k] = host
-        for j, i in enumerate(rows.tolist()):
-            r = top_rank[j]
-            pair = () if r is None else ((r, named[j] if named is not None else None),)
-            out[i] = (pair, top[j], mid[j], ts[j].tobytes())
+        whole = ts.tobytes()
+        width = 8 * size
+        packed = [whole[k:k + width] for k in range(0, len(whole), width)]  # each row's doubles
+        pairs = [() if r is None else ((r, h),) for r, h in zip(top_rank, named or [None] * len(rows))]
+        for i, value in zip(rows.tolist(), zip(pairs, top, mid, packed)):
+            out[i] = value
     return out
 
 
