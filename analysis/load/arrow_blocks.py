@@ -21,9 +21,10 @@ block; records of one writer have the same fields, so this drops nothing
 from collscale's own results (``COLLSCALE_READ_BY_LINES=1`` reads a file
 that mixes writers line by line).
 
-Nested values (per-rank lists and dicts) are kept as the JSON text the file
-holds (the line reader keeps them as compact text with sorted keys: the
-same values).  Hooks (:func:`analysis.load.reader.read_table`) run on whole
+Nested values (per-rank lists and dicts) that a command keeps are taken by
+parsing each line again with the line reader's parser, so they are the
+same compact JSON text with sorted keys (where such a value ends cannot be
+told from the bytes alone).  Hooks (:func:`analysis.load.reader.read_table`) run on whole
 blocks when they carry a ``columns`` function (:func:`analysis.load.ranks.summary`
 does), and the predicate choosing whole records when it names its ``fields``;
 otherwise the file goes to the line reader.
