@@ -37,7 +37,8 @@ from analysis import physical
 from facts import costmodel
 from facts import spec as specs
 
-__all__ = ["ROW_COLUMNS", "columns", "AffineFit", "SegmentedFit", "ModelFit", "fit_affine", "fit_segmented", "fit_model", "fit_transport", "fit_frame",
+__all__ = ["ROW_COLUMNS", "columns", "AffineFit", "SegmentedFit", "ModelFit", "fit_affine", "fit_segmented", "fit_model",
+           "fit_transport", "fit_frame",
            "fit_rows"]
 
 

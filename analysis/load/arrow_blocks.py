@@ -6,12 +6,13 @@ about 30 us a record, so 30 s for a million.  With pyarrow installed (the
 of whole lines (:data:`BLOCK` bytes); each block is parsed by pyarrow's
 multi-threaded JSON reader into columns, and the reader's checks run on the
 columns at once.  A block that anything is wrong with -- a line that is not
-JSON, not an object or not ours, a value of an unexpected type, a field
-missing, a measured record without a usable time or bandwidth, a nested
-value whose text cannot be cut out safely -- is given back to the line
-reader whole, which reads it as it reads any file: skipping the bad lines
-with their ``file:line``, deriving missing bandwidths.  Both give the same
-records; a block read here just costs far less.
+JSON, not UTF-8, not an object or not ours, a value of an unexpected type,
+a field missing, a measured record without a usable time or bandwidth --
+is halved, each half tried again, down to :data:`MIN_LINES` lines, which
+the line reader reads as it reads any file: skipping the bad lines with
+their ``file:line``, deriving missing bandwidths.  Both give the same
+records; a block read here just costs far less.  The next block is read
+and parsed in a thread while the last one is finished.
 
 Which fields a block has is taken from a sample of its lines (the first, the
 last and every :data:`SAMPLE`-th, parsed in full): pyarrow is told those
@@ -39,7 +40,8 @@ from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequenc
 
 import numpy as np
 
-from analysis.load.record_checks import MEASURED, NO_BANDWIDTH
+from analysis.load.record_checks import CHECKED, MAX_BYTES, MAX_RANKS, MEASURED, NO_BANDWIDTH, Bad, nested_of, \
+    record_of
 
 try:  # optional (the analysis extra)
     import pyarrow as pa
@@ -53,8 +55,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the environment
     orjson = None
 
-__all__ = ["BLOCK", "MIN_BYTES", "SAMPLE", "LINES_ONLY", "available", "usable", "blocks", "read_file", "lines_of",
-           "Block", "read_block"]
+__all__ = ["BLOCK", "MIN_BYTES", "SAMPLE", "LINES_ONLY", "available", "usable", "blocks", "read_file", "Block"]
 
 LINES_ONLY = "COLLSCALE_READ_BY_LINES"  # =1: every file by the line reader (a file that mixes writers' fields)
 BLOCK = 32 << 20  # bytes of whole lines parsed at once
@@ -62,9 +63,6 @@ MIN_BYTES = 64 << 20  # smaller files: the line reader (a fraction of a second f
 SAMPLE = 16  # every SAMPLE-th line of a block is parsed in full to learn its fields
 MIN_LINES = 512  # a refused block is halved down to this many lines
 TYPED_LISTS = {"rank_time_us": "double", "rank_host": "string"}  # nested fields a hook may read as columns
-_MAX_INT = 1 << 62
-_CHECKED = ("schema", "kind", "status", "collective", "transport", "nranks", "size_bytes", "time_us", "algbw_gbs",
-            "busbw_gbs")  # what the checks read
 
 
 def available() -> bool:
@@ -113,24 +111,22 @@ def blocks(f, first_line: int = 1, size: int = BLOCK, buffers: int = 1) -> Itera
         yield number, buf, have
 
 
-def read_file(f, sink, hooks: Dict[str, Callable], lines: "LineReader",
+def read_file(f, sink, hooks: Dict[str, Callable], numeric: Sequence[str],
               by_lines: Callable[[int, List[bytes]], None]) -> Iterator["Block"]:
     """Every block of the open binary file ``f`` into ``sink`` (a :class:`~analysis.load.table.Table`),
     yielding each :class:`Block` read; each region refused goes to ``by_lines(its first line number, its
-    lines)`` (the line reader).  ``hooks`` and ``lines`` as in :func:`read_block`."""
-    memo: Dict[str, dict] = {}
-    drop, whole = sink.drop, sink.whole_rule
+    lines)`` (the line reader).  ``hooks``: name -> hook with a ``columns`` function (of the pyarrow table
+    and the block's fields); ``numeric``: the fields the line reader reads as numbers (whose ints and
+    floats may mix in a block)."""
+    how = _Reading(sink.drop, hooks, sink.whole_rule, frozenset(numeric), {})
     source = blocks(f, buffers=2)
-
-    def keep(key: str) -> bool:
-        return key not in drop
 
     def ahead():  # in a thread of its own: the next block read and parsed while the last one is finished
         nxt = next(source, None)
         if nxt is None:
             return None
         try:
-            return nxt, _parse(nxt[1], 0, nxt[2], nxt[0], keep, hooks, whole, lines)
+            return nxt, _parse(nxt[1], 0, nxt[2], nxt[0], how)
         except _Refused:
             return nxt, None
 
@@ -145,18 +141,18 @@ def read_file(f, sink, hooks: Dict[str, Callable], lines: "LineReader",
             try:
                 if parsed is None:
                     raise _Refused
-                done: Iterator = iter([_finish(parsed, keep, hooks, whole, lines, memo)])
+                done: Iterator = iter([_finish(parsed, how)])
             except _Refused:
-                done = _halves(buf, 0, length, first, keep, hooks, whole, lines, memo)
+                done = _halves(buf, 0, length, first, how)
             for block in done:
                 if isinstance(block, Block):
                     sink.add_block(block.columns, block.lines, block.whole)
                     yield block
                 else:
-                    by_lines(block[0], lines_of(block[1]))
+                    by_lines(block[0], _lines_of(block[1]))
 
 
-def lines_of(data: bytes) -> List[bytes]:
+def _lines_of(data: bytes) -> List[bytes]:
     """The lines of ``data``, each with its newline (the last may lack it), split as a file is: at \\n only."""
     lines = [line + b"\n" for line in data.split(b"\n")]
     last = lines.pop()
@@ -165,20 +161,23 @@ def lines_of(data: bytes) -> List[bytes]:
     return lines
 
 
-class LineReader(NamedTuple):
-    """What the line reader lends the block reader: ``record(line)``, its record of one line (checked,
-    completed: for the records kept whole); ``nested(line, keys)``, the line's value of each key as it keeps
-    it (nested values as its compact JSON text); ``numeric``, the fields it reads as numbers (whose ints
-    and floats may mix in a block)."""
+class _Reading(NamedTuple):
+    """How one file is read: the fields the sink drops, the hooks, the predicate of records kept whole
+    (with its ``fields``), the numeric fields, and field -> {text: text} (repeated text one object)."""
 
-    record: Callable[[bytes], dict]
-    nested: Callable[[bytes, Sequence[str]], list]
+    drop: object
+    hooks: Dict[str, Callable]
+    whole: Optional[Callable[[dict], bool]]
     numeric: frozenset
+    memo: Dict[str, dict]
+
+    def keep(self, key: str) -> bool:
+        return key not in self.drop
 
 
 class Block:
-    """One block read as columns: ``columns`` (field -> list of values), ``lines`` (each row's line
-    number) and ``whole`` ((row, record) of the rows the predicate chose)."""
+    """One block read as columns: ``columns`` (field -> its values: a list or a numpy array), ``lines``
+    (each row's line number) and ``whole`` ((row, record) of the rows the predicate chose)."""
 
     def __init__(self, columns: Dict[str, list], lines: np.ndarray, whole: List[tuple]):
         self.columns = columns
@@ -194,35 +193,28 @@ class _Refused(Exception):
     """This block goes to the line reader."""
 
 
-def read_block(buf, lo: int, hi: int, first_line: int, keep: Callable[[str], bool], hooks: Dict[str, Callable],
-               whole: Optional[Callable[[dict], bool]], lines: LineReader,
-               memo: Dict[str, dict]) -> Iterator[Union[Block, Tuple[int, bytes]]]:
+def _read_block(buf, lo: int, hi: int, first_line: int, how: _Reading) -> Iterator[Union[Block, Tuple[int, bytes]]]:
     """The block ``buf[lo:hi]`` (whole lines, the first being line ``first_line``): a :class:`Block` of
     columns, or, where it cannot be read so, (first line, bytes) for the line reader -- a block refused
     is halved, and each half tried, down to :data:`MIN_LINES` lines (a bad line costs only its
-    neighbours the line reader's pace).
-
-    ``keep(field)``: whether the sink keeps a field; ``hooks``: name -> hook with a ``columns`` function
-    (of the pyarrow table and the block's fields); ``whole``: the predicate of records kept whole (with
-    ``fields``); ``lines``: what the line reader lends (:class:`LineReader`); ``memo``: field -> {text:
-    text}, so that repeated text is one object across blocks."""
+    neighbours the line reader's pace)."""
     try:
-        yield _finish(_parse(buf, lo, hi, first_line, keep, hooks, whole, lines), keep, hooks, whole, lines, memo)
+        yield _finish(_parse(buf, lo, hi, first_line, how), how)
         return
     except _Refused:
         pass
-    yield from _halves(buf, lo, hi, first_line, keep, hooks, whole, lines, memo)
+    yield from _halves(buf, lo, hi, first_line, how)
 
 
-def _halves(buf, lo, hi, first_line, keep, hooks, whole, lines, memo) -> Iterator[Union[Block, Tuple[int, bytes]]]:
-    """:func:`read_block` of each half of a refused block, or the block for the line reader when small."""
+def _halves(buf, lo, hi, first_line, how: _Reading) -> Iterator[Union[Block, Tuple[int, bytes]]]:
+    """:func:`_read_block` of each half of a refused block, or the block for the line reader when small."""
     count = buf.count(b"\n", lo, hi)
     mid = buf.find(b"\n", lo + (hi - lo) // 2, hi) + 1
     if count < 2 * MIN_LINES or not lo < mid < hi:
         yield first_line, bytes(buf[lo:hi])
         return
-    yield from read_block(buf, lo, mid, first_line, keep, hooks, whole, lines, memo)
-    yield from read_block(buf, mid, hi, first_line + buf.count(b"\n", lo, mid), keep, hooks, whole, lines, memo)
+    yield from _read_block(buf, lo, mid, first_line, how)
+    yield from _read_block(buf, mid, hi, first_line + buf.count(b"\n", lo, mid), how)
 
 
 class _Parsed(NamedTuple):
@@ -237,7 +229,7 @@ class _Parsed(NamedTuple):
     nested: set
 
 
-def _parse(buf, lo, hi, first_line, keep, hooks, whole, reader: LineReader) -> _Parsed:
+def _parse(buf, lo, hi, first_line, how: _Reading) -> _Parsed:
     """The block parsed and checked (:func:`_checked`), or :class:`_Refused`."""
     if hi <= lo or buf[hi - 1] != 10:
         raise _Refused  # a torn last line: the line reader says so
@@ -253,13 +245,13 @@ def _parse(buf, lo, hi, first_line, keep, hooks, whole, reader: LineReader) -> _
         raise _Refused  # a line that is not an object, or starts with white space (blank-looking lines too)
     _text_checked(buf, lo, hi, raw)
     lines = rows + first_line
-    fields, nested = _sample(buf, starts, ends, reader.numeric)
-    wanted = set(k for k in fields if keep(k))
-    wanted.update(_CHECKED)
-    for hook in hooks.values():
+    fields, nested = _sample(buf, starts, ends, how.numeric)
+    wanted = set(k for k in fields if how.keep(k))
+    wanted.update(CHECKED)
+    for hook in how.hooks.values():
         wanted.update(getattr(hook, "fields", ()))
-    if whole is not None:
-        wanted.update(whole.fields)
+    if how.whole is not None:
+        wanted.update(how.whole.fields)
     schema = pa.schema([(k, _arrow_type(k, fields[k])) for k in fields
                         if k in wanted and (k not in nested or k in TYPED_LISTS)])
     try:
@@ -276,27 +268,28 @@ def _parse(buf, lo, hi, first_line, keep, hooks, whole, reader: LineReader) -> _
     return _Parsed(buf, tab, starts, ends, lines, fields, nested)
 
 
-def _finish(parsed: _Parsed, keep, hooks, whole, reader: LineReader, memo) -> Block:
+def _finish(parsed: _Parsed, how: _Reading) -> Block:
     """A parsed block's columns, hooks and whole records, or :class:`_Refused`."""
     buf, tab, starts, ends, lines, fields, nested = parsed
     n = len(lines)
     columns: Dict[str, list] = {}
-    texts = _texts(buf, starts, ends, [k for k in fields if k in nested and keep(k)], reader.nested)
+    texts = _texts(buf, starts, ends, [k for k in fields if k in nested and how.keep(k)])
     for k in fields:
-        if keep(k):
-            columns[k] = texts[k] if k in nested else _values(tab.column(k), memo.setdefault(k, {}))
-    for name, hook in hooks.items():
+        if how.keep(k):
+            columns[k] = texts[k] if k in nested else _values(tab.column(k), how.memo.setdefault(k, {}))
+    for name, hook in how.hooks.items():
         values = hook.columns(tab, fields)
         if values is None:
             raise _Refused
         columns[name] = values
     chosen: List[tuple] = []
+    whole = how.whole
     if whole is not None:
         cols = [columns[k] if k in columns else _values(tab.column(k), {}) if k in tab.column_names else
                 [None] * n for k in whole.fields]
         for i, values in enumerate(zip(*cols)):
             if whole(dict(zip(whole.fields, values))):
-                chosen.append((i, reader.record(bytes(buf[starts[i]:ends[i] + 1]))))
+                chosen.append((i, record_of(bytes(buf[starts[i]:ends[i] + 1]), how.hooks, how.drop)))
     return Block(columns, lines, chosen)
 
 
@@ -358,8 +351,8 @@ def _arrow_type(key: str, t: type):
 
 
 def _checked(tab, n: int) -> None:
-    """The line reader's checks (reader._check and reader._complete) of every row at once: a row it would
-    skip, or complete, sends the block to it."""
+    """The line reader's checks (:func:`~analysis.load.record_checks.check` and ``complete``) of every
+    row at once: a row it would skip, or complete, sends the block to it."""
     def col(name):
         return tab.column(name) if name in tab.column_names else pa.nulls(n)
 
@@ -378,10 +371,10 @@ def _checked(tab, n: int) -> None:
     status = col("status")
     nranks, size = col("nranks"), col("size_bytes")
     if not pa.types.is_int64(nranks.type) or nranks.null_count or \
-            pc.min(nranks).as_py() < 1 or pc.max(nranks).as_py() > (1 << 24):
+            pc.min(nranks).as_py() < 1 or pc.max(nranks).as_py() > MAX_RANKS:
         raise _Refused
     if not pa.types.is_int64(size.type) or pc.min(size).as_py() is not None and (
-            pc.min(size).as_py() < 0 or pc.max(size).as_py() > _MAX_INT):
+            pc.min(size).as_py() < 0 or pc.max(size).as_py() > MAX_BYTES):
         raise _Refused
     if size.null_count and not pc.all(pc.or_(pc.is_valid(size), pc.equal(status, "failed"))).as_py():
         raise _Refused
@@ -401,7 +394,7 @@ def _checked(tab, n: int) -> None:
 
 
 def _usable(c):
-    """True where a column holds a finite number >= 0 (as reader.as_float(v) >= 0)."""
+    """True where a column holds a finite number >= 0 (as ``record_checks.as_float(v) >= 0``)."""
     if pa.types.is_null(c.type):
         return pa.array(np.zeros(len(c), bool))
     if not (pa.types.is_floating(c.type) or pa.types.is_integer(c.type)):
@@ -438,15 +431,14 @@ def _values(col, memo: dict):
     raise _Refused
 
 
-def _texts(buf, starts: np.ndarray, ends: np.ndarray, keys: Sequence[str],
-           nested: Callable[[bytes, Sequence[str]], list]) -> Dict[str, list]:
+def _texts(buf, starts: np.ndarray, ends: np.ndarray, keys: Sequence[str]) -> Dict[str, list]:
     """Each row's value of each nested field in ``keys`` as the line reader keeps it (its compact JSON
     text): each line parsed again by the line reader's parser (where a nested value ends cannot be told
     from its bytes alone: escapes, brackets in strings, the same key at another depth)."""
     if not keys:
         return {}
     try:
-        values = [nested(buf[s:e], keys) for s, e in zip(starts.tolist(), ends.tolist())]
-    except ValueError:  # a line its parser refuses
+        values = [nested_of(buf[s:e], keys) for s, e in zip(starts.tolist(), ends.tolist())]
+    except Bad:  # a line its parser refuses
         raise _Refused from None
     return {k: list(col) for k, col in zip(keys, zip(*values))}

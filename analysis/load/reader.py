@@ -50,7 +50,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 
 from analysis import physical
 from analysis.load import arrow_blocks, importers, table
-from analysis.load.record_checks import MAX_RANKS as _MAX_RANKS, MEASURED, STRUCTURE as _STRUCTURE
+from analysis.load.record_checks import CHECKED, MAX_RANKS as _MAX_RANKS, MEASURED, STRUCTURE as _STRUCTURE
 from analysis.load.record_checks import Bad as _Bad, as_float, check as _check, complete as _complete
 from analysis.load.record_checks import nested_text, parse_line as _parse_line
 from analysis.cli_common import UsageError
@@ -58,8 +58,7 @@ from analysis.cli_common import UsageError
 __all__ = ["ResultsError", "read_records", "read_table", "as_float", "nested_text", "REQUIRED", "REPLICATE",
            "MEASURED", "NUMERIC", "BOOLEAN", "TEXT", "KEPT", "Warn"]
 
-KEPT = ("schema", "kind", "status", "collective", "transport", "nranks", "size_bytes", "time_us", "algbw_gbs",
-        "busbw_gbs", "in_place")  # what read_table always keeps: the checks of every file read, a frame's basics
+KEPT = CHECKED + ("in_place",)  # what read_table always keeps: the checks of every file read, a frame's basics
 REQUIRED = ("collective", "transport", "nranks", "size_bytes", "time_us", "busbw_gbs", "algbw_gbs")
 NUMERIC = ("nranks", "nhosts", "ranks_per_host", "size_bytes", "count", "iters", "warmup", "time_us",
             "time_us_min", "time_us_p50", "time_us_p99", "time_us_max", "time_us_rank_min",
@@ -287,26 +286,12 @@ class _Tally:
 def _read_blocks(path: Path, sink: "table.Table", hooks: Dict[str, Callable], tally: _Tally) -> None:
     """A large JSON Lines file into ``sink`` a block at a time (:mod:`analysis.load.arrow_blocks`); each
     block it cannot read goes to the line reader."""
-    def record(line: bytes) -> dict:
-        rec = _check(_parse_line(line), hooks, sink.drop)
-        return _complete(rec, {}, 0) if rec["status"] in MEASURED else rec
-
-    def nested(line: bytes, keys: Sequence[str]) -> list:
-        try:
-            rec = _parse_line(line)
-        except _Bad as bad:
-            raise ValueError(str(bad)) from None
-        if not isinstance(rec, dict):
-            raise ValueError("not a JSON object")
-        return [nested_text(v) if isinstance(v, (list, dict)) else v for v in map(rec.get, keys)]
-
     def by_lines(first: int, lines: List[bytes]) -> None:
         tally.take(_jsonl_records(lines, hooks, sink.drop, first), sink)
 
-    lender = arrow_blocks.LineReader(record, nested, frozenset(NUMERIC))
     try:
         with open(path, "rb", buffering=0) as f:
-            for got in arrow_blocks.read_file(f, sink, hooks, lender, by_lines):
+            for got in arrow_blocks.read_file(f, sink, hooks, NUMERIC, by_lines):
                 tally.good += got.n
                 if not tally.has_time and any(map(MEASURED.__contains__, set(got.columns["status"]))):
                     tally.timed = tally.has_time = True  # each measured row of a block read there has a time

@@ -22,10 +22,12 @@ try:  # optional (the analysis extra): parses a line about twice as fast as json
 except ImportError:  # pragma: no cover - depends on the environment
     orjson = None
 
-__all__ = ["Bad", "as_float", "nested_text", "check", "complete", "parse_line", "STRUCTURE", "MEASURED",
-           "NO_BANDWIDTH", "MAX_RANKS", "MAX_BYTES"]
+__all__ = ["Bad", "as_float", "nested_text", "check", "complete", "parse_line", "record_of", "nested_of", "STRUCTURE",
+           "CHECKED", "MEASURED", "NO_BANDWIDTH", "MAX_RANKS", "MAX_BYTES"]
 
 STRUCTURE = ("schema", "collective", "transport", "nranks", "size_bytes", "status")
+CHECKED = ("schema", "kind", "status", "collective", "transport", "nranks", "size_bytes", "time_us", "algbw_gbs",
+           "busbw_gbs")  # what check and complete read
 MEASURED = physical.TIMED  # statuses that carry a time
 NO_BANDWIDTH = ("replicate", "cpu_probe")  # records of a time alone: replicate's steps, the triage's CPU probe
 MAX_RANKS = 1 << 24
@@ -161,3 +163,18 @@ def parse_line(line: bytes):
     except UnicodeDecodeError:
         raise Bad("not UTF-8 text") from None
     return _parse_json(text, torn)
+
+
+def record_of(line: bytes, hooks: Optional[Dict[str, Callable[[dict], object]]] = None, drop=frozenset()) -> dict:
+    """One line's checked record (a measured one completed), or :class:`Bad`."""
+    rec = check(parse_line(line), hooks, drop)
+    return complete(rec, {}, 0) if rec["status"] in MEASURED else rec
+
+
+def nested_of(line: bytes, keys) -> list:
+    """One line's value of each of ``keys`` as :func:`check` keeps it (lists and dicts as
+    :func:`nested_text`), or :class:`Bad`."""
+    rec = parse_line(line)
+    if not isinstance(rec, dict):
+        raise Bad("not a JSON object")
+    return [nested_text(v) if isinstance(v, (list, dict)) else v for v in map(rec.get, keys)]
