@@ -1,46 +1,69 @@
-"""A DataFrame as CSV, a chunk of rows at a time through the csv module: what pandas' ``to_csv(index=False)``
-writes, several times faster for a million rows.
+"""A DataFrame as CSV: what pandas' ``to_csv(index=False)`` writes, byte for byte, many times faster for a
+million rows.
 
-pandas formats every cell in Python before its writer sees it (28 us a row of
-61 columns, measured); here each column of a chunk becomes a list of Python
-values (numbers as numbers, missing as None) and :mod:`csv` formats them in
-C: the same text -- numbers as ``repr`` writes them, True/False, an empty
-cell for a missing value (None, NaN), quotes only where a cell needs them,
-``\\n`` line ends.
+The text is pandas': numbers as Python's ``repr`` writes them, ``True`` and
+``False``, an empty cell for a missing value (None, NaN, NA), quotes only
+where :mod:`csv` puts them (the cells it would quote, found by asking it),
+``\\n`` line ends.  With pyarrow (the analysis extra) each chunk of rows is
+formatted column by column in Arrow's kernels and joined into lines there
+(:func:`_chunk_text`); the few float cells whose Arrow text is not ``repr``'s
+(exponents, magnitudes under 1e-4) are formatted by ``repr`` itself.  Without
+pyarrow, or for a column of mixed Python values, the cells go through
+:mod:`csv` (:func:`_cells`).
 """
 
 from __future__ import annotations
 
 import csv
+import io
+import math
+import re
 from pathlib import Path
-from typing import Union
+from typing import List, Union
 
 import numpy as np
+
+try:  # optional (the analysis extra)
+    import pyarrow as pa
+    import pyarrow.compute as pc
+except ImportError:  # pragma: no cover - depends on the environment
+    pa = pc = None
 
 __all__ = ["write", "CHUNK"]
 
 CHUNK = 1 << 15  # rows a chunk
 
 
-def write(df, path: Union[str, Path], chunk: int = CHUNK) -> None:
-    """``df`` (its columns in order, no index) as CSV at ``path``."""
+def write(df, path: Union[str, Path], chunk: int = CHUNK, arrow: bool = True) -> None:
+    """``df`` (its columns in order, no index) as CSV at ``path``; ``arrow=False`` formats through
+    :mod:`csv` alone (what happens without pyarrow)."""
     cols = [str(c) for c in df.columns]
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        out = csv.writer(f, lineterminator="\n")
-        out.writerow(cols)
+    by_arrow = arrow and pa is not None and len(cols) > 1  # csv quotes a lone empty cell: one column goes through csv
+    with open(path, "wb") as f:
+        f.write(_rows_text([cols]).encode())
         for lo in range(0, len(df), chunk):
             part = df.iloc[lo:lo + chunk]
-            out.writerows(zip(*(_cells(part.iloc[:, j]) for j in range(len(cols)))))
+            if by_arrow:
+                f.write(_chunk_text(part))
+            else:
+                f.write(_rows_text(zip(*(_cells(part.iloc[:, j]) for j in range(len(cols))))).encode())
+
+
+def _rows_text(rows) -> str:
+    """Rows of Python values as :mod:`csv` writes them."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()
 
 
 def _cells(series) -> list:
     """A column's values as csv writes them as pandas does: missing values (None, NaN, NA) as None."""
     kind = series.dtype.kind
-    if kind in "iub":
+    if kind in "iub" and isinstance(series.dtype, np.dtype):
         return series.to_numpy().tolist()
-    if kind == "f":
+    if kind == "f" and isinstance(series.dtype, np.dtype):
         values = series.to_numpy()
-        cells = values.tolist()
+        cells = values.tolist() if values.dtype == np.float64 else values.astype(str).tolist()  # float32's digits
         for i in np.flatnonzero(np.isnan(values)).tolist():
             cells[i] = None
         return cells
@@ -51,3 +74,112 @@ def _cells(series) -> list:
         for i in np.flatnonzero(missing).tolist():
             cells[i] = None
     return cells
+
+
+def _quoted_chars() -> str:
+    """The characters that make :mod:`csv` quote a cell, asked of this Python's csv (a carriage return is
+    quoted by some versions and not by others)."""
+    return "".join(c for c in ',"\r\n\t' if _rows_text([[f"a{c}b", "x"]]).startswith('"'))
+
+
+if pa is not None:
+    _NEEDS_QUOTES = "[" + re.escape(_quoted_chars()) + "]"
+    _TEXT = pa.large_string()
+    _EMPTY = pa.scalar("", _TEXT)
+    _QUOTE = pa.scalar('"', _TEXT)
+
+
+def _chunk_text(part) -> bytes:
+    """A chunk of rows as CSV lines: each column as Arrow text, the columns joined by commas, a newline
+    after each row."""
+    cols = [_column_text(part.iloc[:, j]) for j in range(part.shape[1])]
+    rows = pc.binary_join_element_wise(*cols, pa.scalar(",", _TEXT))
+    lines = pc.binary_join_element_wise(rows, _EMPTY, pa.scalar("\n", _TEXT))
+    lines = lines.combine_chunks() if isinstance(lines, pa.ChunkedArray) else lines
+    if not len(lines):
+        return b""
+    offsets = np.frombuffer(lines.buffers()[1], np.int64)[lines.offset:lines.offset + len(lines) + 1]
+    return memoryview(lines.buffers()[2])[int(offsets[0]):int(offsets[-1])].tobytes()
+
+
+def _column_text(series):
+    """One column's cells as Arrow text, no nulls: what :mod:`csv` writes of each (see :func:`_cells`)."""
+    dtype = series.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind == "b":
+        return pc.if_else(pa.array(series.to_numpy()), pa.scalar("True", _TEXT), pa.scalar("False", _TEXT))
+    if isinstance(dtype, np.dtype) and dtype.kind in "iu":
+        return pc.cast(pa.array(series.to_numpy()), _TEXT)
+    if dtype == np.float64:
+        return _floats_text(series.to_numpy())
+    cells = series.to_numpy(dtype=object).tolist()
+    kinds = set(map(type, cells))
+    if not kinds <= {str, bool, int, type(None)}:  # NaN, NA, NaT: missing, as _cells says
+        cells = _cells(series)
+        kinds = set(map(type, cells))
+    kinds.discard(type(None))
+    if kinds <= {str}:
+        return _texts(pa.array(cells, _TEXT))
+    if kinds <= {bool}:
+        flags = pa.array(cells, pa.bool_())
+        return pc.fill_null(pc.if_else(flags, pa.scalar("True", _TEXT), pa.scalar("False", _TEXT)), _EMPTY)
+    if kinds <= {int}:
+        try:
+            return pc.fill_null(pc.cast(pa.array(cells, pa.int64()), _TEXT), _EMPTY)
+        except (OverflowError, pa.ArrowInvalid):  # beyond 64 bits: csv below
+            pass
+    elif kinds <= {float}:
+        return _floats_text(np.array([math.nan if c is None else c for c in cells], np.float64))
+    if any(type(c) is str and ("\n" in c or "\r" in c) for c in cells):  # a line break in a cell: one at a time
+        return pa.array([_rows_text([[c, None]])[:-2] for c in cells], _TEXT)
+    return pa.array([line[:-1] for line in _rows_text([c, None] for c in cells).split("\n")[:-1]], _TEXT)
+
+
+def _texts(text):
+    """Text cells (nulls empty), quoted as csv quotes them."""
+    quote = pc.match_substring_regex(text, _NEEDS_QUOTES)
+    quoted = pc.sum(quote).as_py() or 0
+    if quoted:
+        inner = pc.replace_substring(text, '"', '""') if pc.any(pc.match_substring(text, '"')).as_py() else text
+        wrapped = pc.binary_join_element_wise(_QUOTE, inner, _QUOTE, _EMPTY)
+        text = wrapped if quoted == len(text) - text.null_count else pc.if_else(quote, wrapped, text)
+    return pc.fill_null(text, _EMPTY)
+
+
+def _floats_text(values: np.ndarray):
+    """Float cells as ``repr`` writes them, NaN as an empty cell: Arrow's shortest digits where they are
+    ``repr``'s (``2`` given ``.0``), ``repr`` itself for cells Arrow writes with an exponent or ``repr``
+    would (magnitudes under 1e-4 or from 1e16)."""
+    text = pc.cast(pa.array(values), _TEXT)
+    with np.errstate(invalid="ignore"):
+        size = np.abs(values)
+        odd = (size != 0) & ((size < 1e-4) | (size >= 1e16))
+        whole = values == np.trunc(values)  # 2, -0, 0 (not inf: it is not finite, below)
+    odd |= pc.match_substring(text, "e").to_numpy(zero_copy_only=False)
+    odd &= np.isfinite(values)
+    whole &= np.isfinite(values) & ~odd
+    if whole.any():
+        text = pc.if_else(pa.array(whole), pc.binary_join_element_wise(text, pa.scalar(".0", _TEXT), _EMPTY), text)
+    if odd.any():
+        where = np.flatnonzero(odd)
+        fixed = text.to_pylist() if len(where) * 8 > len(values) else None
+        if fixed is None:
+            text = _replace(text, where, [repr(v) for v in values[where].tolist()])
+        else:
+            for i, v in zip(where.tolist(), values[where].tolist()):
+                fixed[i] = repr(v)
+            text = pa.array(fixed, _TEXT)
+    nan = np.isnan(values)
+    if nan.any():
+        text = pc.if_else(pa.array(nan), _EMPTY, text)
+    return text
+
+
+def _replace(text, where: np.ndarray, cells: List[str]):
+    """``text`` with the cells at positions ``where`` (ascending) replaced."""
+    pieces, lo = [], 0
+    for i, cell in zip(where.tolist(), cells):
+        pieces.append(text.slice(lo, i - lo))
+        pieces.append(pa.array([cell], _TEXT))
+        lo = i + 1
+    pieces.append(text.slice(lo))
+    return pa.concat_arrays(pieces)
