@@ -433,12 +433,53 @@ def _values(col, memo: dict):
 
 def _texts(buf, starts: np.ndarray, ends: np.ndarray, keys: Sequence[str]) -> Dict[str, list]:
     """Each row's value of each nested field in ``keys`` as the line reader keeps it (its compact JSON
-    text): each line parsed again by the line reader's parser (where a nested value ends cannot be told
-    from its bytes alone: escapes, brackets in strings, the same key at another depth)."""
+    text, keys sorted).  Where a nested value ends cannot be told from its bytes alone (escapes, brackets
+    in strings, the same key at another depth), so each line is parsed again: from the keys on where that
+    suffix is sure to give the line's values (:func:`_tail`), else whole by the line reader's parser."""
     if not keys:
         return {}
+    marks = [orjson.dumps(k) for k in keys]
+    absent = [None] * len(keys)
+    loads, dumps, sort = orjson.loads, orjson.dumps, orjson.OPT_SORT_KEYS
+    values = []
     try:
-        values = [nested_of(buf[s:e], keys) for s, e in zip(starts.tolist(), ends.tolist())]
-    except Bad:  # a line its parser refuses
+        for s, e in zip(starts.tolist(), ends.tolist()):
+            line = buf[s:e]
+            rec = _tail(line, keys, marks, loads)
+            if rec is None:
+                values.append(nested_of(line, keys))
+            elif rec is False:
+                values.append(absent)
+            else:
+                values.append([dumps(v, option=sort).decode() if type(v) in (list, dict) else v
+                               for v in map(rec.get, keys)])
+    except (Bad, orjson.JSONEncodeError):  # a line its parser refuses; a value orjson does not write
         raise _Refused from None
     return {k: list(col) for k, col in zip(keys, zip(*values))}
+
+
+def _tail(line, keys: Sequence[str], marks: Sequence[bytes], loads):
+    """The line's members from the first of the last places of ``marks`` (``keys`` quoted) on, as a dict,
+    where that suffix is sure to give each key the value the whole line gives it; False where no mark is
+    in the line (nor an escape that could spell one); None where unsure.
+
+    The line is valid JSON (pyarrow parsed it) and has no backslash, so a mark is a whole string, and
+    ``{`` + the suffix parses only where the mark starts a key at the top (a value is followed by no
+    colon; a key deeper leaves closing brackets over).  A key the suffix holds is its last at the top,
+    which is what a parser keeps; a key it lacks whose mark is in the suffix all the same (deeper, or a
+    value) may be at the top before it, so the line is unsure unless the mark is not there."""
+    if b"\\" in line:
+        return None
+    last = list(map(line.rfind, marks))
+    found = [i for i in last if i >= 0]
+    if not found:
+        return False
+    p = min(found)
+    try:
+        rec = loads(b"{" + line[p:])
+    except orjson.JSONDecodeError:
+        return None
+    for key, mark, i in zip(keys, marks, last):
+        if i >= 0 and key not in rec and line.find(mark, 0, p) >= 0:
+            return None
+    return rec

@@ -63,16 +63,13 @@ def _plain(col):
     return col.tolist() if isinstance(col, np.ndarray) else list(col)
 
 
-def _same(a, b, nested=per_rank.FIELDS_JSON):
-    """The two tables hold the same rows, lines, whole records and values (nested JSON decoded)."""
+def _same(a, b):
+    """The two tables hold the same rows, lines, whole records and values (nested ones the same text)."""
     assert list(a.lines()) == list(b.lines())
     ca, cb = a.columns, b.columns
     assert list(ca) == list(cb)
     for key in cb:
         x, y = _plain(ca[key]), _plain(cb[key])
-        if key in nested:
-            x = [None if v is None else json.loads(v) for v in x]
-            y = [None if v is None else json.loads(v) for v in y]
         for u, v in zip(x, y):
             assert (u == v and type(u) is type(v)) or (isinstance(u, float) and math.isnan(u) and math.isnan(v)), key
         assert len(x) == len(y)
@@ -221,6 +218,12 @@ _HOSTILE = {  # line 6 (index 5) of 60 rewritten: what pyarrow reads and Python'
     "NaN rank time": lambda line: line.replace('"rank_time_us":[', '"rank_time_us":[NaN,'),
     "big int in a list": lambda line: line.replace('"rank_time_us":[', '"rank_time_us":[123456789012345678901234567890,'),
     "surrogate": _swap('"run_id":"', '"run_id":"\\ud800'),
+    # where the nested values' suffix starts (arrow_blocks._tail): a key's name as a value, deeper, twice, in text
+    "key name as a value": _swap('"run_id":"r0"', '"run_id":"rank_host"'),
+    "key twice": lambda line: line[:-1] + ',"rank_time_us":[2.5,1]}',
+    "key in escaped text": _swap('"run_id":"', '"run_id":"\\"rank_host\\":[1],'),
+    "unsorted nested keys": lambda line: line[:-1] + ',"host_time_us":{"n1":[1,0.1],"n0":[0,{"y":2,"x":1}]}}',
+    "spaces": lambda line: line.replace(",", " , ").replace(":", " : ") + "  ",
 }
 
 
@@ -234,6 +237,37 @@ def test_hostile_lines_read_alike(tmp_path, blocks, monkeypatch, case, mode):
     a, b, _ = _both(path, monkeypatch, **_MODES[mode])
     _same(a, b)
     pd.testing.assert_frame_equal(points.frame(a, all_status=True), points.frame(b, all_status=True))
+
+
+_TAILS = [  # (line, whether its suffix from the keys' last places is trusted)
+    (b'{"a":1,"rank_host":["n0"],"rank_time_us":[1.5,2]}', True),
+    (b'{"rank_time_us":[1,2],"a":{"rank_host":[9]},"rank_host":["n1"]}', True),
+    (b'{"a":{"rank_host":[9]},"rank_host":["n1"]}', True),
+    (b'{"a":[{"rank_host":[9]}],"rank_host":["n1"]}', True),
+    (b'{"rank_host":["n1"],"a":[{"rank_host":[9]}]}', False),  # last found deeper: "]}" left over
+    (b'{"rank_host":["n1"],"a":"rank_host"}', False),  # last found a value: no colon after it
+    (b'{"a":"rank_host","rank_host":["n1"]}', True),
+    (b'{"a":"x\\"rank_host\\":[1]","rank_host":["n1"]}', False),  # an escape: not looked at
+    (b'{"rank_h\\u006fst":[3],"rank_host":["n1"]}', False),
+    (b'{"a":1}', True),  # neither key: both absent
+    (b'{"rank_host" : {"b":1,"a":[{"y":2,"x":1}]} , "rank_host":[4] }  ', True),  # the last of a key twice
+    (b'{"rank_host":[1],"rank_time_us":[3],"a":{"rank_host":2}}', False),  # last rank_host deeper, first at top
+    (b'{"rank_host":[1],"rank_time_us":[3],"a":"rank_host"}', False),
+    (b'{"rank_time_us":[3],"a":{"rank_host":2}}', True),  # no rank_host at the top: none
+    (b'{"rank_host":[1],"a":{"rank_time_us":[2]},"rank_time_us":[3]}', True),
+]
+
+
+def test_nested_values_from_a_trusted_suffix_only():
+    keys = ["rank_host", "rank_time_us"]
+    buf = b"".join(line + b"\n" for line, _ in _TAILS)
+    ends = np.cumsum([len(line) + 1 for line, _ in _TAILS]) - 1
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    got = arrow_blocks._texts(buf, starts, ends, keys)
+    marks = [json.dumps(k).encode() for k in keys]
+    for i, (line, trusted) in enumerate(_TAILS):
+        assert [got[k][i] for k in keys] == arrow_blocks.nested_of(line, keys)
+        assert (arrow_blocks._tail(line, keys, marks, arrow_blocks.orjson.loads) is not None) == trusted, line
 
 
 def test_a_required_column_missing_is_said_by_both(tmp_path, blocks, monkeypatch):
