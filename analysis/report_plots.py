@@ -27,7 +27,7 @@ from analysis.sanitise import file_part, label as _label
 from ground.sizes import human_size
 from facts import spec as specs
 
-__all__ = ["draw", "short_compute", "REPORT_FABRICS"]
+__all__ = ["draw", "draw_collectives", "draw_scaling", "short_compute", "REPORT_FABRICS", "PLOTTED"]
 
 REPORT_FABRICS = ("nvlink3", "nvlink4", "gaudi2-roce", "ipu-link", "cerebras-swarmx", "eth-100g")
 _METRICS = (("busbw_gbs", "bus bandwidth (GB/s)", "busbw"), ("time_us", "time per call (us)", "time"))
@@ -35,35 +35,52 @@ _METRICS = (("busbw_gbs", "bus bandwidth (GB/s)", "busbw"), ("time_us", "time pe
 
 def draw(df, scaling_rows: Dict[str, List[Dict]], outdir: Path) -> Tuple[List[Path], List[str]]:
     """Write the plots into ``outdir``; returns their paths and notes on what was left out."""
+    made, notes = draw_collectives(df, outdir)
+    return made + draw_scaling(scaling_rows, outdir), notes
+
+
+def draw_collectives(df, outdir: Path) -> Tuple[List[Path], List[str]]:
+    """Each collective's bus bandwidth and time plots (measured series, their fits, MODELLED fabrics)."""
+    plt = _pyplot()
+    made: List[Path] = []
+    notes: List[str] = []
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_NO_GLYPH)
+        meas = df[df["kind"] == "measured"]
+        modelled = df[df["kind"] == "modelled"]
+        for collective in sorted(set(meas["collective"])):
+            sub = meas[(meas["collective"] == collective) & (meas["size_bytes"] > 0)]
+            if sub.empty:
+                continue
+            extra = modelled[modelled["collective"] == collective]
+            for metric, ylabel, stem in _METRICS:
+                path = _collective_plot(plt, sub, extra, collective, metric, ylabel,
+                                        outdir / f"{stem}_{file_part(collective)}.png", notes)
+                if path is not None:
+                    made.append(path)
+    return made, notes
+
+
+def draw_scaling(scaling_rows: Dict[str, List[Dict]], outdir: Path) -> List[Path]:
+    """The MODELLED scaling-efficiency plot of each workload with rows."""
+    plt = _pyplot()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_NO_GLYPH)
+        return [_scaling_plot(plt, model, rows, outdir / f"scaling_{file_part(model)}.png")
+                for model, rows in scaling_rows.items() if rows]
+
+
+PLOTTED = ("kind", "collective", "transport") + fit.ROW_COLUMNS  # the columns draw_collectives reads
+_NO_GLYPH = r"Glyph \d+ .*missing from"  # a transport named in emoji: drawn as a box
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from")  # a transport named in emoji
-        return _draw(plt, df, scaling_rows, outdir)
-
-
-def _draw(plt, df, scaling_rows: Dict[str, List[Dict]], outdir: Path) -> Tuple[List[Path], List[str]]:
-    made: List[Path] = []
-    notes: List[str] = []
-    meas = df[df["kind"] == "measured"]
-    modelled = df[df["kind"] == "modelled"]
-    for collective in sorted(set(meas["collective"])):
-        sub = meas[(meas["collective"] == collective) & (meas["size_bytes"] > 0)]
-        if sub.empty:
-            continue
-        extra = modelled[modelled["collective"] == collective]
-        for metric, ylabel, stem in _METRICS:
-            path = _collective_plot(plt, sub, extra, collective, metric, ylabel,
-                                    outdir / f"{stem}_{file_part(collective)}.png", notes)
-            if path is not None:
-                made.append(path)
-    for model, rows in scaling_rows.items():
-        if rows:
-            made.append(_scaling_plot(plt, model, rows, outdir / f"scaling_{file_part(model)}.png"))
-    return made, notes
+    return plt
 
 
 def _positive(g, metric: str):

@@ -32,9 +32,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:
-    import pandas as pd
-
-    from analysis import cli_common, csv_out, model_share
+    from analysis import cli_common
     from facts import percent_of_model
 
     ap = cli_common.Parser(prog=f"python -m {PROG}", description="Read collscale results and other tools' logs "
@@ -46,7 +44,21 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     cli_common.add_strict(ap)
     a = ap.parse_args(argv)
     out = cli_common.output_file("--csv", a.csv)
-    df = points.frame(reader.read_table(a.files, a.strict, cli_common.warner(PROG)), all_status=True)
+    with reader.settled() as settle:
+        tab = reader.read_table(a.files, a.strict, cli_common.warner(PROG))
+        settle()  # what was read stays out of the cycle collector's walks
+        df = points.frame(tab, all_status=True)
+        del tab
+        return _table(a, out, df)
+
+
+def _table(a, out, df) -> int:
+    """The table read, annotated, written or printed."""
+    import pandas as pd
+
+    from analysis import csv_out, model_share
+    from facts import percent_of_model
+
     if a.fabric:
         df, notes = model_share.annotate(df, a.fabric)
         for note in notes:

@@ -287,10 +287,20 @@ def _finish(parsed: _Parsed, how: _Reading) -> Block:
     if whole is not None:
         cols = [columns[k] if k in columns else _values(tab.column(k), {}) if k in tab.column_names else
                 [None] * n for k in whole.fields]
-        for i, values in enumerate(zip(*cols)):
-            if whole(dict(zip(whole.fields, values))):
-                chosen.append((i, record_of(bytes(buf[starts[i]:ends[i] + 1]), how.hooks, how.drop)))
+        for i in _chosen(whole, cols):
+            chosen.append((i, record_of(bytes(buf[starts[i]:ends[i] + 1]), how.hooks, how.drop)))
     return Block(columns, lines, chosen)
+
+
+def _chosen(whole: Callable[[dict], bool], cols: list) -> List[int]:
+    """The rows for which ``whole`` (a function of ``whole.fields`` alone: ``cols``) is true, asked once
+    per distinct combination of values (a few in a block), not per row."""
+    keys = list(zip(*cols))
+    try:
+        yes = {k for k in set(keys) if whole(dict(zip(whole.fields, k)))}
+    except TypeError:  # a value that cannot be hashed: each row asked
+        return [i for i, k in enumerate(keys) if whole(dict(zip(whole.fields, k)))]
+    return [i for i, k in enumerate(keys) if k in yes] if yes else []
 
 
 def _sample(buf, starts: np.ndarray, ends: np.ndarray, numeric: frozenset) -> Tuple[Dict[str, type], set]:

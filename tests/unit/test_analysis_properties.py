@@ -164,7 +164,7 @@ def report_argv(draw, pool_dir):
 @contextlib.contextmanager
 def quick_report():
     """The report without its plots and scaling curves (seconds each); the rest runs."""
-    with mock.patch.object(report, "_draw_plots", lambda df, rows, out: ([], [])), \
+    with mock.patch.object(report.plot_worker.Drawing, "result", lambda self: ([], [])), \
             mock.patch.object(report, "_scaling_rows", lambda fits, cpu: {}):
         yield
 

@@ -1,0 +1,85 @@
+"""The report's plots drawn in a process of their own (analysis.plot_worker) are the plots drawn in the report's."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import plot_worker, report
+from facts import record
+
+pytest.importorskip("matplotlib")
+
+
+def _results(path):
+    recs = []
+    for transport in ("shm", "mpi"):
+        for p in (2, 3):
+            for k in range(3, 20):
+                size = 1 << k
+                t = 2.0 + size / (3e3 if transport == "shm" else 1e3)
+                recs.append(record.new("measured", "ok", run_id="r1", collective="allreduce", transport=transport,
+                                       nranks=p, size_bytes=size, dtype="float32", op="sum", in_place=False,
+                                       time_us=t, algbw_gbs=size / t / 1e3, busbw_gbs=size / t / 1e3,
+                                       busbw_factor=1.0))
+    path.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    return path
+
+
+def _report(tmp_path, results, name, min_rows, monkeypatch):
+    monkeypatch.setattr(plot_worker, "MIN_ROWS", min_rows)
+    out = tmp_path / name
+    paths = report.build([str(results)], str(out))
+    return out, sorted(p for p in paths if p.endswith(".png"))
+
+
+def test_plots_drawn_apart_are_the_plots_drawn_here(tmp_path, monkeypatch):
+    results = _results(tmp_path / "r.jsonl")
+    here, here_png = _report(tmp_path, results, "here", 1 << 62, monkeypatch)
+    apart, apart_png = _report(tmp_path, results, "apart", 0, monkeypatch)
+    assert here_png == apart_png and "time_allreduce.png" in here_png and any(p.startswith("scaling_") for p in here_png)
+    assert (here / "report.md").read_text() == (apart / "report.md").read_text()
+    for name in here_png:
+        assert (apart / name).stat().st_size > 0
+
+
+def _points():
+    return pd.DataFrame({"kind": ["measured"] * 4, "collective": ["allreduce"] * 4, "transport": ["shm"] * 4,
+                         "nranks": [2] * 4, "size_bytes": [8, 16, 32, 64], "time_us": [1.0, 1.1, 1.2, 1.3],
+                         "busbw_gbs": [0.1, 0.2, 0.3, 0.4]}).astype({"kind": object, "collective": object,
+                                                                     "transport": object})
+
+
+def test_a_process_that_fails_leaves_the_plots_to_the_report(tmp_path, monkeypatch):
+    monkeypatch.setattr(plot_worker, "MIN_ROWS", 0)
+    monkeypatch.setattr(plot_worker.sys, "executable", "/bin/false")
+    with plot_worker.Drawing(_points(), tmp_path) as drawing:
+        assert drawing._proc is not None
+        drawing.scaling({})
+        made, notes = drawing.result()
+    assert [p.name for p in made] == ["busbw_allreduce.png", "time_allreduce.png"] and notes == []
+
+
+def test_the_process_does_not_outlive_an_error(tmp_path):
+    df = _points()
+    with pytest.raises(RuntimeError):
+        with plot_worker.Drawing(df, tmp_path, apart=True) as drawing:
+            drawing._start()
+            proc = drawing._proc
+            raise RuntimeError("the report failed")
+    assert proc.poll() is not None
+
+
+def test_columns_travel_whole():
+    df = pd.DataFrame({"f": [1.5, math.nan, -0.0, 1e300], "i": np.array([1, 2, 3, 1 << 40]),
+                       "b": [True, False, True, True], "s": pd.Series(["shm", None, "é,\n\"", "shm"], dtype=object),
+                       "m": pd.Series([1, "a", None, 2.5], dtype=object)})
+    header, buffers = plot_worker._columns(df)
+    import io
+    message = plot_worker._message("collectives", (header, buffers))
+    what, head, source = plot_worker._read_message(io.BytesIO(message))
+    got = plot_worker._frame(head, source)
+    assert what == "collectives"
+    pd.testing.assert_frame_equal(got, df, check_dtype=True)
