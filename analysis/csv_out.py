@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import csv
 import io
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 import math
 import re
 from pathlib import Path
@@ -29,9 +31,10 @@ try:  # optional (the analysis extra)
 except ImportError:  # pragma: no cover - depends on the environment
     pa = pc = None
 
-__all__ = ["write", "CHUNK"]
+__all__ = ["write", "CHUNK", "THREADS"]
 
 CHUNK = 1 << 15  # rows a chunk
+THREADS = 2  # chunks formatted at once
 
 
 def write(df, path: Union[str, Path], chunk: int = CHUNK, arrow: bool = True) -> None:
@@ -39,14 +42,27 @@ def write(df, path: Union[str, Path], chunk: int = CHUNK, arrow: bool = True) ->
     :mod:`csv` alone (what happens without pyarrow)."""
     cols = [str(c) for c in df.columns]
     by_arrow = arrow and pa is not None and len(cols) > 1  # csv quotes a lone empty cell: one column goes through csv
+    parts = (df.iloc[lo:lo + chunk] for lo in range(0, len(df), chunk))
     with open(path, "wb") as f:
         f.write(_rows_text([cols]).encode())
-        for lo in range(0, len(df), chunk):
-            part = df.iloc[lo:lo + chunk]
-            if by_arrow:
-                f.write(_chunk_text(part))
-            else:
+        if by_arrow:
+            with ThreadPoolExecutor(THREADS) as pool:  # Arrow's kernels let go of the interpreter
+                for text in _in_order(pool, _chunk_text, parts, THREADS + 1):
+                    f.write(text)
+        else:
+            for part in parts:
                 f.write(_rows_text(zip(*(_cells(part.iloc[:, j]) for j in range(len(cols))))).encode())
+
+
+def _in_order(pool, fn, items, ahead: int):
+    """``fn`` of each item, in order, at most ``ahead`` of them under way or done and not yet taken."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def _rows_text(rows) -> str:

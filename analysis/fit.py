@@ -362,8 +362,8 @@ def fit_model(collective: str, sizes: Sequence[float], ranks: Sequence[int], tim
         raise ValueError("a fit needs at least two points")
     names = list(algorithms or costmodel.ALGORITHMS[collective])
     fits = {}
+    ps, where = np.unique(p, return_inverse=True)  # the coefficients are a function of p alone: once per rank count
     for algo in names:
-        ps, where = np.unique(p, return_inverse=True)  # a function of p alone: once per rank count
         co = np.array([costmodel.coefficients(collective, algo, int(q)) for q in ps], float).reshape(-1, 3)[where]
         A = np.column_stack([co[:, 0], co[:, 1] * n])
         if not A[:, 0].any() and not A[:, 1].any():

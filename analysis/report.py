@@ -158,6 +158,9 @@ def _fits_section(model_fits: List[fit.ModelFit]) -> List[str]:
 
 
 _RANKS = "ranks_summary"  # the column of analysis.load.ranks.summary
+UNREAD = ("op_impl", "iters", "warmup", "fresh_inputs", "thread_level", "aggregation", "time_us_min", "time_us_p99",
+          "time_us_max", "time_us_rank_min", "time_us_rank_max", "slowest_host", "transport_version",
+          "collscale_version", "python_version", "numpy_version", "mpi4py_version")  # no section reads them: not kept
 
 
 def read_whole(rec: dict) -> bool:
@@ -192,7 +195,7 @@ def build(paths: Sequence[str], outdir: str, measure_cpu: bool = False, strict: 
         # Columns, not a dict per record (results of a cluster's sweeps hold millions); whole records only for
         # the sections that read them (replication, triage), the per-rank fields in brief (stragglers).
         tab = reader.read_table(list(paths), strict, bar.say(warn or cli_common.warner(PROG)),
-                                drop=() if baseline else per_rank.FIELDS_JSON, hooks={_RANKS: ranks.summary},
+                                drop=() if baseline else per_rank.FIELDS_JSON + UNREAD, hooks={_RANKS: ranks.summary},
                                 whole=read_whole)
         settle()  # what was read stays out of the cycle collector's walks
         records = tab.records

@@ -65,12 +65,13 @@ def points_table(points, column: str = "ranks"):
         return pd.DataFrame(columns=_COLS)
     rows = []
     df = df[list(dict.fromkeys((*_SERIES, *_POINT, column)))]  # grouping splits every column a frame holds
+    point = df.groupby(_POINT, dropna=False, sort=False).ngroup()  # once: a point lies in one series
     for key, g in df.groupby(_SERIES, sort=True, dropna=False):
         summ = g[column].tolist()
         top = pd.Series([s[1] for s in summ], index=g.index)
         mid = pd.Series([s[2] for s in summ], index=g.index)
-        ids = g.groupby(_POINT, dropna=False, sort=False).ngroup()
-        n = int(ids.max()) + 1
+        ids, firsts = pd.factorize(point.loc[g.index].to_numpy())  # the series' points, numbered as they come
+        n = len(firsts)
         if n < len(g):  # a point in several records: its ranks pooled
             pooled = {}
             for i, s in zip(ids.tolist(), summ):

@@ -246,14 +246,13 @@ def _parse(buf, lo, hi, first_line, how: _Reading) -> _Parsed:
     _text_checked(buf, lo, hi, raw)
     lines = rows + first_line
     fields, nested = _sample(buf, starts, ends, how.numeric)
-    wanted = set(k for k in fields if how.keep(k))
-    wanted.update(CHECKED)
+    read = set(CHECKED)  # what the checks, the hooks and the whole-record predicate read as columns
     for hook in how.hooks.values():
-        wanted.update(getattr(hook, "fields", ()))
+        read.update(getattr(hook, "fields", ()))
     if how.whole is not None:
-        wanted.update(how.whole.fields)
+        read.update(how.whole.fields)
     schema = pa.schema([(k, _arrow_type(k, fields[k])) for k in fields
-                        if k in wanted and (k not in nested or k in TYPED_LISTS)])
+                        if (k in read or how.keep(k)) and (k not in nested or k in TYPED_LISTS and k in read)])
     try:
         tab = pj.read_json(pa.BufferReader(pa.py_buffer(memoryview(buf)[lo:hi])),
                            read_options=pj.ReadOptions(block_size=max(1 << 20, (hi - lo) // 2 + 1)),

@@ -76,7 +76,8 @@ def frame(records, all_status: bool = False):
     n = len(next(iter(cols.values()))) if cols else 0
     cols = dict(cols)
     for c in record.FIELDS:  # every record the project writes has them all: code may rely on them
-        cols.setdefault(c, [None] * n)
+        if c not in cols:  # as the loop below would leave a column of None: NaN for a number, else None
+            cols[c] = np.full(n, np.nan) if c in reader.NUMERIC else np.full(n, None, dtype=object)
 
     def values(c):
         v = cols.get(c)

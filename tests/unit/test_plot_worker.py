@@ -83,3 +83,19 @@ def test_columns_travel_whole():
     got = plot_worker._frame(head, source)
     assert what == "collectives"
     pd.testing.assert_frame_equal(got, df, check_dtype=True)
+
+
+def test_the_fields_the_report_does_not_keep_change_nothing_in_it(tmp_path, monkeypatch):
+    """report.UNREAD is left out as results are read; read or not, they must not change a line of the report."""
+    monkeypatch.setattr(report, "UNREAD", ())
+    monkeypatch.setattr(plot_worker.Drawing, "result", lambda self: ([], []))
+    plain = _results(tmp_path / "plain.jsonl")
+    odd = tmp_path / "odd.jsonl"
+    recs = [json.loads(line) for line in plain.read_text().splitlines()]
+    for i, rec in enumerate(recs):
+        rec.update({k: (f"x{i}" if k.endswith(("_version", "_impl", "level", "aggregation", "host")) else
+                        (i % 2 == 0 if k == "fresh_inputs" else 1000.0 + i)) for k in report.UNREAD})
+    odd.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    a = report.build([str(plain)], str(tmp_path / "a"))["report.md"].read_text()
+    b = report.build([str(odd)], str(tmp_path / "b"))["report.md"].read_text()
+    assert a.replace("plain.jsonl", "odd.jsonl") == b
