@@ -28,21 +28,26 @@ def _results(path):
     return path
 
 
-def _report(tmp_path, results, name, min_rows, monkeypatch):
+def _drawn(df, outdir, min_rows, monkeypatch):
     monkeypatch.setattr(plot_worker, "MIN_ROWS", min_rows)
-    out = tmp_path / name
-    paths = report.build([str(results)], str(out))
-    return out, sorted(p for p in paths if p.endswith(".png"))
+    outdir.mkdir()
+    with plot_worker.Drawing(df, outdir) as drawing:
+        apart = drawing._proc is not None
+        drawing.scaling({})
+        made, notes = drawing.result()
+    return apart, [p.relative_to(outdir) for p in made], notes
 
 
 def test_plots_drawn_apart_are_the_plots_drawn_here(tmp_path, monkeypatch):
-    results = _results(tmp_path / "r.jsonl")
-    here, here_png = _report(tmp_path, results, "here", 1 << 62, monkeypatch)
-    apart, apart_png = _report(tmp_path, results, "apart", 0, monkeypatch)
-    assert here_png == apart_png and "time_allreduce.png" in here_png and any(p.startswith("scaling_") for p in here_png)
-    assert (here / "report.md").read_text() == (apart / "report.md").read_text()
-    for name in here_png:
-        assert (apart / name).stat().st_size > 0
+    df = _points()
+    one_rank = df.assign(nranks=1, transport="mpi", busbw_gbs=0.0)  # no bus bandwidth: a note says so
+    df = pd.concat([df, one_rank], ignore_index=True)
+    here = _drawn(df, tmp_path / "here", 1 << 62, monkeypatch)
+    apart = _drawn(df, tmp_path / "apart", 0, monkeypatch)
+    assert apart[0] and not here[0]
+    assert apart[1:] == here[1:] and len(here[1]) == 2 and here[2]
+    for name in here[1]:
+        assert (tmp_path / "apart" / name).stat().st_size > 0
 
 
 def _points():
