@@ -40,6 +40,11 @@ THREADS = 2  # chunks formatted at once
 def write(df, path: Union[str, Path], chunk: int = CHUNK, arrow: bool = True) -> None:
     """``df`` (its columns in order, no index) as CSV at ``path``; ``arrow=False`` formats through
     :mod:`csv` alone (what happens without pyarrow)."""
+    if chunk < 1:
+        raise ValueError(f"chunk must be a positive number of rows, not {chunk}")
+    if not _plain(df):  # what collscale's frames never are: pandas writes it
+        df.to_csv(path, index=False)
+        return
     cols = [str(c) for c in df.columns]
     by_arrow = arrow and pa is not None and len(cols) > 1  # csv quotes a lone empty cell: one column goes through csv
     parts = (df.iloc[lo:lo + chunk] for lo in range(0, len(df), chunk))
@@ -63,6 +68,17 @@ def _in_order(pool, fn, items, ahead: int):
             yield pending.popleft().result()
     while pending:
         yield pending.popleft().result()
+
+
+def _plain(df) -> bool:
+    """Whether the frame is one this module writes as pandas does: columns named by text, a column level of
+    one, no dates or times (pandas writes those in its own formats)."""
+    import pandas as pd
+
+    return (len(df.columns) > 0 and not isinstance(df.columns, pd.MultiIndex)
+            and all(isinstance(c, str) for c in df.columns)
+            and not any(isinstance(t, np.dtype) and t.kind in "mM" or not isinstance(t, np.dtype)
+                        and getattr(t, "kind", "") in "mM" for t in df.dtypes))
 
 
 def _rows_text(rows) -> str:
@@ -145,7 +161,7 @@ def _column_text(series):
             pass
     elif kinds <= {float}:
         return _floats_text(np.array([math.nan if c is None else c for c in cells], np.float64))
-    if any(type(c) is str and ("\n" in c or "\r" in c) for c in cells):  # a line break in a cell: one at a time
+    if any(isinstance(c, str) and ("\n" in c or "\r" in c) for c in cells):  # a line break: a cell at a time
         return pa.array([_rows_text([[c, None]])[:-2] for c in cells], _TEXT)
     return pa.array([line[:-1] for line in _rows_text([c, None] for c in cells).split("\n")[:-1]], _TEXT)
 

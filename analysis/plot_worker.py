@@ -46,15 +46,19 @@ class Drawing:
         self._sender: Optional[threading.Thread] = None
         self._queue: "queue.Queue[Optional[bytes]]" = queue.Queue()
         if apart and len(df) >= MIN_ROWS:
-            self._start()
+            try:
+                self._start()
+            except BaseException:  # an interrupt while the columns are encoded: no process left behind
+                self.close()
+                raise
 
     def _start(self) -> None:
         root = str(Path(__file__).resolve().parents[1])
         env = dict(os.environ, MPLBACKEND="Agg",
                    PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
         try:
-            self._proc = subprocess.Popen([sys.executable, "-m", "analysis.plot_worker", str(self.outdir)],
-                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+            self._proc = subprocess.Popen([sys.executable, "-m", "analysis.plot_worker", str(self.outdir),
+                                           str(os.getpid())], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         except OSError:
             return  # drawn here
         try:
@@ -144,8 +148,8 @@ def _message(what: str, header, buffers: List[bytes] = ()) -> bytes:
 
 
 def _columns(df) -> Tuple[dict, List[bytes]]:
-    """A frame as a JSON header and raw buffers: numbers and booleans as their arrays' bytes, anything
-    else as int32 codes into a JSON list of its values (None for a missing one)."""
+    """A frame as a JSON header and raw buffers: numbers and booleans as their arrays' bytes, text (or
+    None) as int32 codes into a JSON list of its values; ValueError for a column of anything else."""
     import numpy as np
     import pandas as pd
 
@@ -156,7 +160,10 @@ def _columns(df) -> Tuple[dict, List[bytes]]:
             a = np.ascontiguousarray(s.to_numpy())
             cols.append([str(name), a.dtype.str, None])
         else:
-            codes, uniques = pd.factorize(s.to_numpy(dtype=object), use_na_sentinel=True)
+            values = s.to_numpy(dtype=object)
+            if not set(map(type, values.tolist())) <= {str, type(None)}:
+                raise ValueError(f"column {name!r} holds more than text")  # 1 and True would be one code
+            codes, uniques = pd.factorize(values, use_na_sentinel=True)
             a = codes.astype(np.int32)
             cols.append([str(name), None, list(uniques.tolist()) + [None]])
         buffers.append(a.tobytes())
@@ -198,12 +205,32 @@ def _frame(header: dict, source):
     return pd.DataFrame(data, index=pd.RangeIndex(n))
 
 
+def _die_with(parent: Optional[int]) -> None:
+    """This process ends with the report: killed when it dies (Linux: a signal from the kernel; elsewhere
+    the end of stdin), deaf to the terminal's Ctrl-C, which the report itself answers by killing it."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before the signal was asked for
+        os._exit(1)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """The process: messages on stdin (the collectives' columns, then the scaling rows), the plots into the
     directory named, their paths and notes as JSON on stdout at the end of stdin."""
     from analysis import report_plots
 
-    outdir = Path((argv if argv is not None else sys.argv[1:])[0])
+    args = argv if argv is not None else sys.argv[1:]
+    outdir = Path(args[0])
+    _die_with(int(args[1]) if len(args) > 1 else None)
     made: List[str] = []
     notes: List[str] = []
     scaling: List[str] = []

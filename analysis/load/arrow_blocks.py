@@ -286,8 +286,11 @@ def _finish(parsed: _Parsed, how: _Reading) -> Block:
     if whole is not None:
         cols = [columns[k] if k in columns else _values(tab.column(k), {}) if k in tab.column_names else
                 [None] * n for k in whole.fields]
-        for i in _chosen(whole, cols):
-            chosen.append((i, record_of(bytes(buf[starts[i]:ends[i] + 1]), how.hooks, how.drop)))
+        try:
+            for i in _chosen(whole, cols):
+                chosen.append((i, record_of(bytes(buf[starts[i]:ends[i] + 1]), how.hooks, how.drop)))
+        except Bad:  # pyarrow read what Python's parsers do not (nested 1,000 deep): the line reader says so
+            raise _Refused from None
     return Block(columns, lines, chosen)
 
 
@@ -451,10 +454,13 @@ def _texts(buf, starts: np.ndarray, ends: np.ndarray, keys: Sequence[str]) -> Di
     absent = [None] * len(keys)
     loads, dumps, sort = orjson.loads, orjson.dumps, orjson.OPT_SORT_KEYS
     values = []
+    lo, hi = int(starts[0]), int(ends[-1])  # what no line of the block has, no line is asked for
+    escapes = buf.find(b"\\", lo, hi) >= 0
+    odd = buf.find(b"N", lo, hi) >= 0 or buf.find(b"I", lo, hi) >= 0
     try:
         for s, e in zip(starts.tolist(), ends.tolist()):
             line = buf[s:e]
-            rec = _tail(line, keys, marks, loads)
+            rec = _tail(line, keys, marks, loads, escapes, odd)
             if rec is None:
                 values.append(nested_of(line, keys))
             elif rec is False:
@@ -467,7 +473,7 @@ def _texts(buf, starts: np.ndarray, ends: np.ndarray, keys: Sequence[str]) -> Di
     return {k: list(col) for k, col in zip(keys, zip(*values))}
 
 
-def _tail(line, keys: Sequence[str], marks: Sequence[bytes], loads):
+def _tail(line, keys: Sequence[str], marks: Sequence[bytes], loads, escapes: bool = True, odd: bool = True):
     """The line's members from the first of the last places of ``marks`` (``keys`` quoted) on, as a dict,
     where that suffix is sure to give each key the value the whole line gives it; False where no mark is
     in the line (nor an escape that could spell one); None where unsure.
@@ -476,13 +482,16 @@ def _tail(line, keys: Sequence[str], marks: Sequence[bytes], loads):
     ``{`` + the suffix parses only where the mark starts a key at the top (a value is followed by no
     colon; a key deeper leaves closing brackets over).  A key the suffix holds is its last at the top,
     which is what a parser keeps; a key it lacks whose mark is in the suffix all the same (deeper, or a
-    value) may be at the top before it, so the line is unsure unless the mark is not there."""
-    if b"\\" in line:
+    value) may be at the top before it, so the line is unsure unless the mark is not there.  ``escapes``
+    and ``odd`` say whether the block holds a backslash, and a capital N or I (of NaN, Infinity) at all."""
+    if escapes and b"\\" in line:
         return None
     last = list(map(line.rfind, marks))
     found = [i for i in last if i >= 0]
     if not found:
         return False
+    if odd and (b"NaN" in line or b"Inf" in line):  # what orjson refuses, pyarrow reads: the line reader's
+        return None                                  # json would read the line, an int beyond 64 bits whole
     p = min(found)
     try:
         rec = loads(b"{" + line[p:])

@@ -72,10 +72,16 @@ def test_floats_are_repr():
     assert got == ["" if math.isnan(v) else repr(v) for v in values.tolist()]
 
 
-def test_one_column_and_empty_frames(tmp_path):
+def test_one_column_empty_and_odd_frames(tmp_path):
     for df in (pd.DataFrame({"s": ["", None, "a"]}), pd.DataFrame({"a": [], "b": []}),
-               pd.DataFrame({"a": [1.5], "b": [""]})):
-        ours, theirs = tmp_path / "ours.csv", tmp_path / "pandas.csv"
-        csv_out.write(df, ours)
-        df.to_csv(theirs, index=False)
-        assert ours.read_bytes() == theirs.read_bytes()
+               pd.DataFrame({"a": [1.5], "b": [""]}), pd.DataFrame(index=range(3)),
+               pd.DataFrame({"a": pd.Series([np.str_("x\ny"), "z", None], dtype=object), "b": 1}),
+               pd.DataFrame({None: [1, 2], "b": [3, 4]}), pd.DataFrame({("a", 1): [1], ("b", 2): [2]}),
+               pd.DataFrame({"d": pd.to_datetime(["2020-01-01"]), "x": [1]})):
+        for arrow in (True, False):
+            ours, theirs = tmp_path / "ours.csv", tmp_path / "pandas.csv"
+            csv_out.write(df, ours, arrow=arrow)
+            df.to_csv(theirs, index=False)
+            assert ours.read_bytes() == theirs.read_bytes()
+    with pytest.raises(ValueError):
+        csv_out.write(pd.DataFrame({"a": [1]}), tmp_path / "x.csv", chunk=0)

@@ -2,6 +2,11 @@
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -79,8 +84,10 @@ def test_the_process_does_not_outlive_an_error(tmp_path):
 
 def test_columns_travel_whole():
     df = pd.DataFrame({"f": [1.5, math.nan, -0.0, 1e300], "i": np.array([1, 2, 3, 1 << 40]),
-                       "b": [True, False, True, True], "s": pd.Series(["shm", None, "é,\n\"", "shm"], dtype=object),
-                       "m": pd.Series([1, "a", None, 2.5], dtype=object)})
+                       "b": [True, False, True, True], "s": pd.Series(["shm", None, "é,\n\"", "shm"], dtype=object)})
+    for mixed in ([1, "a", None, 2.5], [1, True, "a", None], ["a", float("nan"), None, "b"]):
+        with pytest.raises(ValueError):  # 1 and True, NaN and None would arrive as one: drawn in the report
+            plot_worker._columns(df.assign(m=pd.Series(mixed, dtype=object)))
     header, buffers = plot_worker._columns(df)
     import io
     message = plot_worker._message("collectives", (header, buffers))
@@ -104,3 +111,43 @@ def test_the_fields_the_report_does_not_keep_change_nothing_in_it(tmp_path, monk
     a = report.build([str(plain)], str(tmp_path / "a"))["report.md"].read_text()
     b = report.build([str(odd)], str(tmp_path / "b"))["report.md"].read_text()
     assert a.replace("plain.jsonl", "odd.jsonl") == b
+
+
+_KILLED_REPORT = """
+import os, signal, sys, time
+import pandas as pd
+from analysis import plot_worker
+plot_worker.MIN_ROWS = 0
+df = pd.DataFrame({"kind": ["measured"] * 4, "collective": ["allreduce"] * 4, "transport": ["shm"] * 4,
+                   "nranks": [2] * 4, "size_bytes": [8, 16, 32, 64], "time_us": [1.0, 1.1, 1.2, 1.3],
+                   "busbw_gbs": [0.1, 0.2, 0.3, 0.4]}).astype({"kind": object, "collective": object, "transport": object})
+drawing = plot_worker.Drawing(df, sys.argv[1])
+print(drawing._proc.pid, flush=True)
+while not drawing._queue.empty():
+    time.sleep(0.01)
+time.sleep(0.2)  # the frame in the pipe: a process that outlived the report would draw it
+os.kill(os.getpid(), signal.SIGKILL)  # no way out runs: the process must end all the same
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_the_process_ends_with_a_killed_report(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", _KILLED_REPORT, str(tmp_path)], capture_output=True, text=True,
+                          timeout=60)
+    pid = int(proc.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = _running(pid)
+    if alive:
+        os.kill(pid, signal.SIGKILL)
+    assert not alive
+    assert not list(tmp_path.glob("*.png"))  # killed as it started, not when it had drawn and found no report
