@@ -31,7 +31,7 @@ try:  # optional (the analysis extra)
 except ImportError:  # pragma: no cover - depends on the environment
     pa = pc = None
 
-__all__ = ["write", "CHUNK", "THREADS"]
+__all__ = ["write", "floats_text", "CHUNK", "THREADS"]
 
 CHUNK = 1 << 15  # rows a chunk
 THREADS = 2  # chunks formatted at once
@@ -142,7 +142,7 @@ def _column_text(series):
     if isinstance(dtype, np.dtype) and dtype.kind in "iu":
         return pc.cast(pa.array(series.to_numpy()), _TEXT)
     if dtype == np.float64:
-        return _floats_text(series.to_numpy())
+        return floats_text(series.to_numpy())
     cells = series.to_numpy(dtype=object).tolist()
     kinds = set(map(type, cells))
     if not kinds <= {str, bool, int, type(None)}:  # NaN, NA, NaT: missing, as _cells says
@@ -160,7 +160,7 @@ def _column_text(series):
         except (OverflowError, pa.ArrowInvalid):  # beyond 64 bits: csv below
             pass
     elif kinds <= {float}:
-        return _floats_text(np.array([math.nan if c is None else c for c in cells], np.float64))
+        return floats_text(np.array([math.nan if c is None else c for c in cells], np.float64))
     if any(isinstance(c, str) and ("\n" in c or "\r" in c) for c in cells):  # a line break: a cell at a time
         return pa.array([_rows_text([[c, None]])[:-2] for c in cells], _TEXT)
     return pa.array([line[:-1] for line in _rows_text([c, None] for c in cells).split("\n")[:-1]], _TEXT)
@@ -177,7 +177,7 @@ def _texts(text):
     return pc.fill_null(text, _EMPTY)
 
 
-def _floats_text(values: np.ndarray):
+def floats_text(values: np.ndarray):
     """Float cells as ``repr`` writes them, NaN as an empty cell: Arrow's shortest digits where they are
     ``repr``'s (``2`` given ``.0``), ``repr`` itself for cells Arrow writes with an exponent or ``repr``
     would (magnitudes under 1e-4 or from 1e16)."""

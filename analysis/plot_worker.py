@@ -26,7 +26,7 @@ import threading
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-__all__ = ["Drawing", "MIN_ROWS", "main"]
+__all__ = ["Drawing", "MIN_ROWS", "message", "read", "main"]
 
 MIN_ROWS = 100_000  # rows from which the plots are drawn in a process of their own
 
@@ -62,7 +62,7 @@ class Drawing:
         except OSError:
             return  # drawn here
         try:
-            data = _message("collectives", _columns(self._df))
+            data = message("collectives", self._df)
         except (TypeError, ValueError):  # a value JSON cannot carry: drawn here
             self.close()
             self._proc = None
@@ -91,7 +91,7 @@ class Drawing:
         self._rows = rows
         if self._proc is not None:
             try:
-                self._queue.put(_message("scaling", rows))
+                self._queue.put(message("scaling", rows))
             except (TypeError, ValueError):  # a value JSON cannot carry: all drawn here
                 self.close()
                 self._proc = None
@@ -139,12 +139,22 @@ class Drawing:
         self.close()
 
 
-def _message(what: str, header, buffers: List[bytes] = ()) -> bytes:
-    """One message: its header's length, the header (JSON), then the buffers it sizes."""
-    if isinstance(header, tuple):
-        header, buffers = header
+def message(what: str, data) -> bytes:
+    """One message to the process: its header's length, the header (JSON), then the buffers it sizes.
+    ``data``: the frame of the collectives' plots (:func:`_columns`), or the scaling rows (JSON)."""
+    header, buffers = _columns(data) if what == "collectives" else (data, [])
     head = json.dumps({"what": what, "data": header}, allow_nan=True).encode()
     return struct.pack("<Q", len(head)) + head + b"".join(buffers)
+
+
+def read(source) -> Optional[Tuple[str, object]]:
+    """The next :func:`message` from ``source`` as (what, data), or None at the end."""
+    size = source.read(8)
+    if len(size) < 8:
+        return None
+    head = json.loads(_exactly(source, struct.unpack("<Q", size)[0]))
+    what, data = head["what"], head["data"]
+    return what, _frame(data, source) if what == "collectives" else data
 
 
 def _columns(df) -> Tuple[dict, List[bytes]]:
@@ -168,15 +178,6 @@ def _columns(df) -> Tuple[dict, List[bytes]]:
             cols.append([str(name), None, list(uniques.tolist()) + [None]])
         buffers.append(a.tobytes())
     return {"rows": len(df), "columns": cols}, buffers
-
-
-def _read_message(source) -> Optional[Tuple[str, object, object]]:
-    """The next message (what, header, the source to read its buffers from), or None at the end."""
-    size = source.read(8)
-    if len(size) < 8:
-        return None
-    head = json.loads(_exactly(source, struct.unpack("<Q", size)[0]))
-    return head["what"], head["data"], source
 
 
 def _exactly(source, n: int) -> bytes:
@@ -237,15 +238,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     source = sys.stdin.buffer
     try:
         while True:
-            message = _read_message(source)
-            if message is None:
+            got = read(source)
+            if got is None:
                 break
-            what, header, source = message
+            what, data = got
             if what == "collectives":
-                paths, notes = report_plots.draw_collectives(_frame(header, source), outdir)
+                paths, notes = report_plots.draw_collectives(data, outdir)
                 made = [str(p) for p in paths]
             elif what == "scaling":
-                scaling = [str(p) for p in report_plots.draw_scaling(header, outdir)]
+                scaling = [str(p) for p in report_plots.draw_scaling(data, outdir)]
     except Exception as exc:  # the report draws the plots itself, and says what fails there
         print(f"analysis.plot_worker: {type(exc).__name__}: {exc}; the report draws the plots itself",
               file=sys.stderr)

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 pytest.importorskip("pyarrow")
-pytest.importorskip("orjson")
+orjson = pytest.importorskip("orjson")
 
 from analysis import report, stragglers  # noqa: E402
-from analysis.load import arrow_blocks, points, ranks, reader, table  # noqa: E402
+from analysis.load import arrow_blocks, nested_texts, points, ranks, reader, record_checks, table  # noqa: E402
 from facts import per_rank, record  # noqa: E402
 
 
@@ -218,7 +218,7 @@ _HOSTILE = {  # line 6 (index 5) of 60 rewritten: what pyarrow reads and Python'
     "NaN rank time": lambda line: line.replace('"rank_time_us":[', '"rank_time_us":[NaN,'),
     "big int in a list": lambda line: line.replace('"rank_time_us":[', '"rank_time_us":[123456789012345678901234567890,'),
     "surrogate": _swap('"run_id":"', '"run_id":"\\ud800'),
-    # where the nested values' suffix starts (arrow_blocks._tail): a key's name as a value, deeper, twice, in text
+    # where the nested values' suffix starts (nested_texts.tail): a key's name as a value, deeper, twice, in text
     "key name as a value": _swap('"run_id":"r0"', '"run_id":"rank_host"'),
     "key twice": lambda line: line[:-1] + ',"rank_time_us":[2.5,1]}',
     "key in escaped text": _swap('"run_id":"', '"run_id":"\\"rank_host\\":[1],'),
@@ -263,11 +263,11 @@ def test_nested_values_from_a_trusted_suffix_only():
     buf = b"".join(line + b"\n" for line, _ in _TAILS)
     ends = np.cumsum([len(line) + 1 for line, _ in _TAILS]) - 1
     starts = np.concatenate([[0], ends[:-1] + 1])
-    got = arrow_blocks._texts(buf, starts, ends, keys)
+    got = nested_texts.texts(buf, starts, ends, keys)
     marks = [json.dumps(k).encode() for k in keys]
     for i, (line, trusted) in enumerate(_TAILS):
-        assert [got[k][i] for k in keys] == arrow_blocks.nested_of(line, keys)
-        assert (arrow_blocks._tail(line, keys, marks, arrow_blocks.orjson.loads) is not None) == trusted, line
+        assert [got[k][i] for k in keys] == record_checks.nested_of(line, keys)
+        assert (nested_texts.tail(line, keys, marks, orjson.loads) is not None) == trusted, line
 
 
 def test_a_required_column_missing_is_said_by_both(tmp_path, blocks, monkeypatch):

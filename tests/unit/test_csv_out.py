@@ -68,7 +68,7 @@ def test_arrow_and_csv_paths_agree_on_every_dtype(tmp_path):
 
 def test_floats_are_repr():
     values = _floats(20000, seed=3)
-    got = csv_out._floats_text(values).to_pylist()
+    got = csv_out.floats_text(values).to_pylist()
     assert got == ["" if math.isnan(v) else repr(v) for v in values.tolist()]
 
 

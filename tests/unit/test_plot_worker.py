@@ -87,13 +87,12 @@ def test_columns_travel_whole():
                        "b": [True, False, True, True], "s": pd.Series(["shm", None, "é,\n\"", "shm"], dtype=object)})
     for mixed in ([1, "a", None, 2.5], [1, True, "a", None], ["a", float("nan"), None, "b"]):
         with pytest.raises(ValueError):  # 1 and True, NaN and None would arrive as one: drawn in the report
-            plot_worker._columns(df.assign(m=pd.Series(mixed, dtype=object)))
-    header, buffers = plot_worker._columns(df)
+            plot_worker.message("collectives", df.assign(m=pd.Series(mixed, dtype=object)))
     import io
-    message = plot_worker._message("collectives", (header, buffers))
-    what, head, source = plot_worker._read_message(io.BytesIO(message))
-    got = plot_worker._frame(head, source)
+    source = io.BytesIO(plot_worker.message("collectives", df) + plot_worker.message("scaling", {"unet": [{"a": 1}]}))
+    what, got = plot_worker.read(source)
     assert what == "collectives"
+    assert plot_worker.read(source) == ("scaling", {"unet": [{"a": 1}]}) and plot_worker.read(source) is None
     pd.testing.assert_frame_equal(got, df, check_dtype=True)
 
 
@@ -120,7 +119,8 @@ from analysis import plot_worker
 plot_worker.MIN_ROWS = 0
 df = pd.DataFrame({"kind": ["measured"] * 4, "collective": ["allreduce"] * 4, "transport": ["shm"] * 4,
                    "nranks": [2] * 4, "size_bytes": [8, 16, 32, 64], "time_us": [1.0, 1.1, 1.2, 1.3],
-                   "busbw_gbs": [0.1, 0.2, 0.3, 0.4]}).astype({"kind": object, "collective": object, "transport": object})
+                   "busbw_gbs": [0.1, 0.2, 0.3, 0.4]})
+df = df.astype({"kind": object, "collective": object, "transport": object})
 drawing = plot_worker.Drawing(df, sys.argv[1])
 print(drawing._proc.pid, flush=True)
 while not drawing._queue.empty():
