@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 
 from analysis.load import importers, points, reader
 from facts import record
+from ground import progress
 
 __all__ = ["main", "PROG"]
 
@@ -44,16 +45,25 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     cli_common.add_strict(ap)
     a = ap.parse_args(argv)
     out = cli_common.output_file("--csv", a.csv)
-    with reader.settled() as settle:
-        tab = reader.read_table(a.files, a.strict, cli_common.warner(PROG))
+    # A bar on a terminal, for a CSV (a table printed there would run through it)
+    with (progress.bar(2, PROG) if out is not None else progress.Progress()) as bar, reader.settled() as settle:
+        bar.step("reading results")
+        tab = reader.read_table(a.files, a.strict, bar.say(cli_common.warner(PROG)))
         settle()  # what was read stays out of the cycle collector's walks
         df = points.frame(tab, all_status=True)
         del tab
-        return _table(a, out, df)
+        bar.done()
+        bar.step("writing the CSV")
+        code = _table(a, out, df, bar)
+        bar.done()
+    if out is not None:
+        print(f"wrote {code} rows to {out}")
+        return 0
+    return code
 
 
-def _table(a, out, df) -> int:
-    """The table read, annotated, written or printed."""
+def _table(a, out, df, bar) -> int:
+    """The table read, annotated, written (its row count) or printed (0)."""
     import pandas as pd
 
     from analysis import csv_out, model_share
@@ -62,12 +72,11 @@ def _table(a, out, df) -> int:
     if a.fabric:
         df, notes = model_share.annotate(df, a.fabric)
         for note in notes:
-            print(f"{PROG}: fabric auto: {note}", file=sys.stderr)
+            bar.say(print)(f"{PROG}: fabric auto: {note}", file=sys.stderr)
     if out is not None:
         first = [c for c in record.FIELDS + importers.EXTRA_FIELDS if c in df]
         csv_out.write(df[first + [c for c in df.columns if c not in first]], out)
-        print(f"wrote {len(df)} rows to {out}")
-        return 0
+        return len(df)
     shown = df[[c for c in _SHOWN if c in df and df[c].notna().any()]]
     if a.fabric:
         shown = model_share.shown(shown, df)

@@ -78,3 +78,13 @@ def test_sweep_shows_progress_on_a_terminal_only(runner, tmp_path):
     piped = runner.run(cmd + ["--dir", str(tmp_path / "b"), *SWEEP_ARGS[4:]], timeout=120)
     assert piped.returncode == 0 and "%|" not in piped.stderr and "point/s" not in piped.stderr, piped.stderr
     assert "2 of 2 points completed" in piped.stdout
+
+
+def test_results_csv_shows_progress_on_a_terminal_only(runner, tmp_path):
+    cmd = [sys.executable, "-m", "analysis.results", str(LOG), "--csv"]
+    code, stdout, term = _in_pty(runner, cmd + [str(tmp_path / "a.csv")], tmp_path)
+    assert code == 0 and "wrote" in stdout, term
+    assert "analysis.results" in term and "/2" in term and "reading results" in term, term
+    piped = runner.run(cmd + [str(tmp_path / "b.csv")], timeout=120)
+    assert piped.returncode == 0 and piped.stderr == "", piped.stderr
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
