@@ -23,12 +23,14 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 __all__ = ["Drawing", "MIN_ROWS", "message", "read", "main"]
 
 MIN_ROWS = 100_000  # rows from which the plots are drawn in a process of their own
+GRACE = 120.0  # seconds the process may take beyond a second per 10,000 rows before it is given up
 
 
 class Drawing:
@@ -106,9 +108,25 @@ class Drawing:
         return got
 
     def _answer(self) -> Optional[Tuple[List[Path], List[str]]]:
-        """The process's answer, or None where it failed (its error is on stderr)."""
+        """The process's answer, or None where it failed (its error is on stderr) or took longer than
+        :data:`GRACE` plus a second per 10,000 rows (it is killed: the plots are drawn here)."""
+        import select
+
         self._queue.put(None)
-        out = self._proc.stdout.read()
+        deadline = time.monotonic() + GRACE + len(self._df) / 10_000
+        fd, chunks = self._proc.stdout.fileno(), []
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                self.close()
+                print("analysis.plot_worker: no answer in time; the report draws the plots itself",
+                      file=sys.stderr)
+                return None
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        out = b"".join(chunks)
         self._sender.join()
         if self._proc.wait() != 0:
             return None

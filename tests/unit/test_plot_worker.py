@@ -72,6 +72,22 @@ def test_a_process_that_fails_leaves_the_plots_to_the_report(tmp_path, monkeypat
     assert [p.name for p in made] == ["busbw_allreduce.png", "time_allreduce.png"] and notes == []
 
 
+def test_a_process_that_never_answers_is_given_up(tmp_path, monkeypatch):
+    silent = tmp_path / "silent"
+    silent.write_text("#!/bin/sh\nexec sleep 60\n")
+    silent.chmod(0o755)
+    monkeypatch.setattr(plot_worker, "MIN_ROWS", 0)
+    monkeypatch.setattr(plot_worker, "GRACE", 0.5)
+    monkeypatch.setattr(plot_worker.sys, "executable", str(silent))
+    start = time.monotonic()
+    with plot_worker.Drawing(_points(), tmp_path) as drawing:
+        proc = drawing._proc
+        drawing.scaling({})
+        made, _ = drawing.result()
+    assert time.monotonic() - start < 30 and proc.poll() is not None
+    assert [p.name for p in made] == ["busbw_allreduce.png", "time_allreduce.png"]
+
+
 def test_the_process_does_not_outlive_an_error(tmp_path):
     df = _points()
     with pytest.raises(RuntimeError):
