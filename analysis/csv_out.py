@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import csv
 import io
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 import math
 import re
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import List, Union
+from typing import Union
 
 import numpy as np
 
@@ -119,6 +119,7 @@ if pa is not None:
     _TEXT = pa.large_string()
     _EMPTY = pa.scalar("", _TEXT)
     _QUOTE = pa.scalar('"', _TEXT)
+    _TRUE, _FALSE = pa.scalar("True", _TEXT), pa.scalar("False", _TEXT)
 
 
 def _chunk_text(part) -> bytes:
@@ -138,7 +139,7 @@ def _column_text(series):
     """One column's cells as Arrow text, no nulls: what :mod:`csv` writes of each (see :func:`_cells`)."""
     dtype = series.dtype
     if isinstance(dtype, np.dtype) and dtype.kind == "b":
-        return pc.if_else(pa.array(series.to_numpy()), pa.scalar("True", _TEXT), pa.scalar("False", _TEXT))
+        return pc.if_else(pa.array(series.to_numpy()), _TRUE, _FALSE)
     if isinstance(dtype, np.dtype) and dtype.kind in "iu":
         return pc.cast(pa.array(series.to_numpy()), _TEXT)
     if dtype == np.float64:
@@ -153,7 +154,7 @@ def _column_text(series):
         return _texts(pa.array(cells, _TEXT))
     if kinds <= {bool}:
         flags = pa.array(cells, pa.bool_())
-        return pc.fill_null(pc.if_else(flags, pa.scalar("True", _TEXT), pa.scalar("False", _TEXT)), _EMPTY)
+        return pc.fill_null(pc.if_else(flags, _TRUE, _FALSE), _EMPTY)
     if kinds <= {int}:
         try:
             return pc.fill_null(pc.cast(pa.array(cells, pa.int64()), _TEXT), _EMPTY)
@@ -192,26 +193,9 @@ def floats_text(values: np.ndarray):
     if whole.any():
         text = pc.if_else(pa.array(whole), pc.binary_join_element_wise(text, pa.scalar(".0", _TEXT), _EMPTY), text)
     if odd.any():
-        where = np.flatnonzero(odd)
-        fixed = text.to_pylist() if len(where) * 8 > len(values) else None
-        if fixed is None:
-            text = _replace(text, where, [repr(v) for v in values[where].tolist()])
-        else:
-            for i, v in zip(where.tolist(), values[where].tolist()):
-                fixed[i] = repr(v)
-            text = pa.array(fixed, _TEXT)
+        text = pc.replace_with_mask(text, pa.array(odd), pa.array([repr(v) for v in values[odd].tolist()], _TEXT))
     nan = np.isnan(values)
     if nan.any():
         text = pc.if_else(pa.array(nan), _EMPTY, text)
     return text
 
-
-def _replace(text, where: np.ndarray, cells: List[str]):
-    """``text`` with the cells at positions ``where`` (ascending) replaced."""
-    pieces, lo = [], 0
-    for i, cell in zip(where.tolist(), cells):
-        pieces.append(text.slice(lo, i - lo))
-        pieces.append(pa.array([cell], _TEXT))
-        lo = i + 1
-    pieces.append(text.slice(lo))
-    return pa.concat_arrays(pieces)

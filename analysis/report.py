@@ -42,8 +42,9 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -190,7 +191,7 @@ def build(paths: Sequence[str], outdir: str, measure_cpu: bool = False, strict: 
     On a terminal, a progress bar on stderr names the phase (:mod:`ground.progress`).
     """
     fabric = percent_of_model.check_arg(fabric)
-    with progress.bar(len(_PHASES), "report") as bar, reader.settled() as settle:
+    with progress.bar(len(_PHASES), "report") as bar, reader.settled() as settle, ExitStack() as later:
         bar.step(_PHASES[0])
         # Columns, not a dict per record (results of a cluster's sweeps hold millions); whole records only for
         # the sections that read them (replication, triage), the per-rank fields in brief (stragglers).
@@ -211,64 +212,43 @@ def build(paths: Sequence[str], outdir: str, measure_cpu: bool = False, strict: 
         for g in guesses:
             bar.say(note or (lambda text: print(f"{PROG}: fabric auto: {text}", file=sys.stderr)))(g)
         bar.done()
-        read = _Read(list(paths), out, records, allrec, df, meas, base, baseline, fabric, guesses, chosen)
-        with plot_worker.Drawing(df, out, apart=not measure_cpu) as drawing:  # drawn while the tables are made
-            return _sections(read, bar, drawing, measure_cpu, per_step_ms)
-
-
-class _Read(NamedTuple):
-    """What :func:`build` read, for :func:`_sections`."""
-    paths: List[str]
-    out: Path
-    records: list
-    allrec: object
-    df: object
-    meas: object
-    base: object
-    baseline: Optional[str]
-    fabric: Optional[str]
-    guesses: List[str]
-    chosen: dict
-
-
-def _sections(r: _Read, bar, drawing, measure_cpu: bool, per_step_ms: Optional[float]) -> Dict[str, Path]:
-    """The report's sections, written; the plots (``drawing``) waited for last."""
-    bar.step(_PHASES[1])
-    model_fits = fit.fit_frame(r.meas) if not r.meas.empty else []
-    accuracy = holdout_accuracy(r.meas)
-    bar.done()
-    bar.step(_PHASES[2])
-    scaling_rows = _scaling_rows(model_fits, measure_cpu)
-    seed = report_seed.rows(scaling_rows, per_step_ms)
-    bar.done()
-    bar.step(_PHASES[3])
-    drawing.scaling(scaling_rows)
-    bar.done()
-    bar.step(_PHASES[4])
-    rep_md, rep_plots = report_replicate.section(r.records, model_fits, r.out, table)
-    tri_md, tri_plots = triage.section(r.records, r.out, r.fabric if r.fabric != percent_of_model.AUTO else None)
-    bar.done()
-    bar.step(_PHASES[5])
-    head = report_summary.summary(r.paths, r.df, r.allrec, r.meas, r.fabric, r.guesses, r.chosen)
-    md = [""] + stragglers.section(stragglers.points_table(r.df, _RANKS))
-    md += tri_md + [f"![{p.stem}]({p.name})" for p in tri_plots] + ([""] if tri_plots else [])
-    if r.base is not None:
-        md += [""] + compare.section(r.base, r.df, r.baseline)
-    md += [""] + _fits_section(model_fits) + report_seed.section(seed)
-    if rep_md:
-        md += rep_md + [""] + [f"![{p.stem}]({p.name})" for p in rep_plots] + [""]
-    md += report_appendix.appendix(r.meas, r.allrec, accuracy, scaling_rows, r.fabric, r.chosen)
-    plots, plot_notes = drawing.result()
-    shown = ["## Plots", "", "Measured series are solid lines with markers; anything MODELLED is dashed.", ""]
-    shown += [f"![{p.stem}]({p.name})" for p in plots]
-    if plot_notes:
-        shown += ["", "Left out of the plots:", ""] + [f"- {n}" for n in plot_notes]
-    md = [sanitise.text(line) for line in head + shown + md]  # a record's text never breaks a line or hides a character
-    md_path = r.out / "report.md"
-    md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
-    html_path = r.out / "index.html"
-    html_path.write_text(report_html.page(md, r.out), encoding="utf-8")
-    bar.done()
+        drawing = later.enter_context(plot_worker.Drawing(df, out, apart=not measure_cpu))  # while tables are made
+        bar.step(_PHASES[1])
+        model_fits = fit.fit_frame(meas) if not meas.empty else []
+        accuracy = holdout_accuracy(meas)
+        bar.done()
+        bar.step(_PHASES[2])
+        scaling_rows = _scaling_rows(model_fits, measure_cpu)
+        seed = report_seed.rows(scaling_rows, per_step_ms)
+        bar.done()
+        bar.step(_PHASES[3])
+        drawing.scaling(scaling_rows)
+        bar.done()
+        bar.step(_PHASES[4])
+        rep_md, rep_plots = report_replicate.section(records, model_fits, out, table)
+        tri_md, tri_plots = triage.section(records, out, fabric if fabric != percent_of_model.AUTO else None)
+        bar.done()
+        bar.step(_PHASES[5])
+        head = report_summary.summary(paths, df, allrec, meas, fabric, guesses, chosen)
+        md = [""] + stragglers.section(stragglers.points_table(df, _RANKS))
+        md += tri_md + [f"![{p.stem}]({p.name})" for p in tri_plots] + ([""] if tri_plots else [])
+        if base is not None:
+            md += [""] + compare.section(base, df, baseline)
+        md += [""] + _fits_section(model_fits) + report_seed.section(seed)
+        if rep_md:
+            md += rep_md + [""] + [f"![{p.stem}]({p.name})" for p in rep_plots] + [""]
+        md += report_appendix.appendix(meas, allrec, accuracy, scaling_rows, fabric, chosen)
+        plots, plot_notes = drawing.result()  # waited for last
+        shown = ["## Plots", "", "Measured series are solid lines with markers; anything MODELLED is dashed.", ""]
+        shown += [f"![{p.stem}]({p.name})" for p in plots]
+        if plot_notes:
+            shown += ["", "Left out of the plots:", ""] + [f"- {n}" for n in plot_notes]
+        md = [sanitise.text(line) for line in head + shown + md]  # a record's text never breaks a line or hides one
+        md_path = out / "report.md"
+        md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
+        html_path = out / "index.html"
+        html_path.write_text(report_html.page(md, out), encoding="utf-8")
+        bar.done()
     return {"report.md": md_path, "index.html": html_path, **{p.name: p for p in plots + rep_plots + tri_plots}}
 
 

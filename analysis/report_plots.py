@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -41,11 +42,9 @@ def draw(df, scaling_rows: Dict[str, List[Dict]], outdir: Path) -> Tuple[List[Pa
 
 def draw_collectives(df, outdir: Path) -> Tuple[List[Path], List[str]]:
     """Each collective's bus bandwidth and time plots (measured series, their fits, MODELLED fabrics)."""
-    plt = _pyplot()
     made: List[Path] = []
     notes: List[str] = []
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=_NO_GLYPH)
+    with _pyplot() as plt:
         meas = df[df["kind"] == "measured"]
         modelled = df[df["kind"] == "modelled"]
         for collective in sorted(set(meas["collective"])):
@@ -63,24 +62,25 @@ def draw_collectives(df, outdir: Path) -> Tuple[List[Path], List[str]]:
 
 def draw_scaling(scaling_rows: Dict[str, List[Dict]], outdir: Path) -> List[Path]:
     """The MODELLED scaling-efficiency plot of each workload with rows."""
-    plt = _pyplot()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=_NO_GLYPH)
+    with _pyplot() as plt:
         return [_scaling_plot(plt, model, rows, outdir / f"scaling_{file_part(model)}.png")
                 for model, rows in scaling_rows.items() if rows]
 
 
 PLOTTED = ("kind", "collective", "transport") + fit.ROW_COLUMNS  # the columns draw_collectives reads
-_NO_GLYPH = r"Glyph \d+ .*missing from"  # a transport named in emoji: drawn as a box
 
 
+@contextmanager
 def _pyplot():
+    """matplotlib's pyplot (drawing to files), a glyph the font lacks drawn as a box without a warning."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from")  # a transport named in emoji
+        yield plt
 
 
 def _positive(g, metric: str):

@@ -56,14 +56,11 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         bar.step("writing the CSV")
         code = _table(a, out, df, bar)
         bar.done()
-    if out is not None:
-        print(f"wrote {code} rows to {out}")
-        return 0
     return code
 
 
 def _table(a, out, df, bar) -> int:
-    """The table read, annotated, written (its row count) or printed (0)."""
+    """The table read, annotated, written or printed."""
     import pandas as pd
 
     from analysis import csv_out, model_share
@@ -76,7 +73,8 @@ def _table(a, out, df, bar) -> int:
     if out is not None:
         first = [c for c in record.FIELDS + importers.EXTRA_FIELDS if c in df]
         csv_out.write(df[first + [c for c in df.columns if c not in first]], out)
-        return len(df)
+        bar.say(print)(f"wrote {len(df)} rows to {out}")
+        return 0
     shown = df[[c for c in _SHOWN if c in df and df[c].notna().any()]]
     if a.fabric:
         shown = model_share.shown(shown, df)

@@ -79,12 +79,12 @@ def frame(records, all_status: bool = False):
         if c not in cols:  # as the loop below would leave a column of None: NaN for a number, else None
             cols[c] = np.full(n, np.nan) if c in reader.NUMERIC else np.full(n, None, dtype=object)
 
-    def values(c):
+    def listed(c):
         v = cols.get(c)
         return [None] * n if v is None else v.tolist() if isinstance(v, np.ndarray) else v
 
     cols["placement"] = [str(ph) if ph and ph == ph else "in-place" if ip and ip == ip else "out-of-place"
-                         for ph, ip in zip(values("phase"), values("in_place"))]  # placement() (NaN: none)
+                         for ph, ip in zip(listed("phase"), listed("in_place"))]  # placement() (NaN: none)
     df = pd.DataFrame({k: _column(v) for k, v in cols.items()}, copy=False)  # at once: inserts fragment it
     kinds = df["kind"].tolist()
     if not all(map(str.__instancecheck__, kinds)):
