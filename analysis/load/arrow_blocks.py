@@ -22,10 +22,11 @@ block; records of one writer have the same fields, so this drops nothing
 from collscale's own results (``COLLSCALE_READ_BY_LINES=1`` reads a file
 that mixes writers line by line).
 
-Nested values (per-rank lists and dicts) that a command keeps are taken by
-parsing each line again (:mod:`analysis.load.nested_texts`), so they are
-the same compact JSON text with sorted keys (where such a value ends
-cannot be told from the bytes alone).  Hooks (:func:`analysis.load.reader.read_table`) run on whole
+Nested values (per-rank lists and dicts) that a command keeps are the
+line reader's compact JSON text with sorted keys: written in C, in the
+parsing thread, where a line's bytes tell them exactly
+(:mod:`analysis.load.nested_native`), else by parsing the line again
+(:mod:`analysis.load.nested_texts`).  Hooks (:func:`analysis.load.reader.read_table`) run on whole
 blocks when they carry a ``columns`` function (:func:`analysis.load.ranks.summary`
 does), and the predicate choosing whole records when it names its ``fields``;
 otherwise the file goes to the line reader.
@@ -40,7 +41,7 @@ from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequenc
 
 import numpy as np
 
-from analysis.load import nested_texts
+from analysis.load import nested_native, nested_texts
 from analysis.load.record_checks import CHECKED, MAX_BYTES, MAX_RANKS, MEASURED, NO_BANDWIDTH, Bad, record_of
 
 try:  # optional (the analysis extra)
@@ -227,6 +228,8 @@ class _Parsed(NamedTuple):
     lines: np.ndarray
     fields: Dict[str, type]
     nested: set
+    kept: list  # the nested fields kept
+    scan: object  # the C's pass over the nested values kept (nested_native.Scan), or None
 
 
 def _parse(buf, lo, hi, first_line, how: _Reading) -> _Parsed:
@@ -264,15 +267,17 @@ def _parse(buf, lo, hi, first_line, how: _Reading) -> _Parsed:
     if tab.num_rows != n:
         raise _Refused
     _checked(tab, n)
-    return _Parsed(buf, tab, starts, ends, lines, fields, nested)
+    kept = [k for k in fields if k in nested and how.keep(k)]
+    return _Parsed(buf, tab, starts, ends, lines, fields, nested, kept, None)
 
 
 def _finish(parsed: _Parsed, how: _Reading) -> Block:
     """A parsed block's columns, hooks and whole records, or :class:`_Refused`."""
-    buf, tab, starts, ends, lines, fields, nested = parsed
+    buf, tab, starts, ends, lines, fields, nested, kept, scan = parsed
     n = len(lines)
     columns: Dict[str, list] = {}
-    texts = nested_texts.texts(buf, starts, ends, [k for k in fields if k in nested and how.keep(k)])
+    scan = nested_native.scan(buf, starts, ends, kept) if kept else None  # in C, the GIL let go
+    texts = nested_texts.texts(buf, starts, ends, kept, scan)
     if texts is None:  # a line the line reader's parser refuses
         raise _Refused
     for k in fields:

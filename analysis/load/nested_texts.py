@@ -25,35 +25,45 @@ except ImportError:  # pragma: no cover - depends on the environment
 __all__ = ["texts", "tail"]
 
 
-def texts(buf, starts: np.ndarray, ends: np.ndarray, keys: Sequence[str]) -> Optional[Dict[str, list]]:
+def texts(buf, starts: np.ndarray, ends: np.ndarray, keys: Sequence[str], scan=None) -> Optional[Dict[str, list]]:
     """Each row's value of each nested field in ``keys`` as the line reader keeps it (its compact JSON
-    text, keys sorted).  Where a nested value ends cannot be told from its bytes alone (escapes, brackets
-    in strings, the same key at another depth), so each line is parsed again: from the keys on where that
-    suffix is sure to give the line's values (:func:`tail`), else whole by the line reader's parser.  None
-    where that parser refuses a line (the block goes to the line reader)."""
+    text, keys sorted).  ``scan``: what the C wrote for these lines (:func:`analysis.load.nested_native.scan`),
+    whose rows it left unsure are done here.  Where a nested value ends cannot be told from its bytes
+    alone in Python (escapes, brackets in strings, the same key at another depth), so each line is parsed
+    again: from the keys on where that suffix is sure to give the line's values (:func:`tail`), else whole
+    by the line reader's parser.  None where that parser refuses a line (the block goes to the line
+    reader)."""
     if not keys:
         return {}
+    if scan is not None:
+        columns, rows = scan.columns(), scan.unsure.tolist()
+    else:
+        columns, rows = {k: [None] * len(starts) for k in keys}, range(len(starts))
     marks = [orjson.dumps(k) for k in keys]
     absent = [None] * len(keys)
     loads, dumps, sort = orjson.loads, orjson.dumps, orjson.OPT_SORT_KEYS
-    values = []
+    cols = [columns[k] for k in keys]
+    if not len(rows):
+        return columns
     lo, hi = int(starts[0]), int(ends[-1])  # what no line of the block has, no line is asked for
     escapes = buf.find(b"\\", lo, hi) >= 0
     odd = buf.find(b"N", lo, hi) >= 0 or buf.find(b"I", lo, hi) >= 0
+    first, last = starts.tolist(), ends.tolist()
     try:
-        for s, e in zip(starts.tolist(), ends.tolist()):
-            line = buf[s:e]
+        for i in rows:
+            line = buf[first[i]:last[i]]
             rec = tail(line, keys, marks, loads, escapes, odd)
             if rec is None:
-                values.append(nested_of(line, keys))
+                values = nested_of(line, keys)
             elif rec is False:
-                values.append(absent)
+                values = absent
             else:
-                values.append([dumps(v, option=sort).decode() if type(v) in (list, dict) else v
-                               for v in map(rec.get, keys)])
+                values = [dumps(v, option=sort).decode() if type(v) in (list, dict) else v for v in map(rec.get, keys)]
+            for col, v in zip(cols, values):
+                col[i] = v
     except (Bad, orjson.JSONEncodeError):  # a line its parser refuses; a value orjson does not write
         return None
-    return {k: list(col) for k, col in zip(keys, zip(*values))}
+    return columns
 
 
 def tail(line, keys: Sequence[str], marks: Sequence[bytes], loads, escapes: bool = True, odd: bool = True):

@@ -16,7 +16,7 @@ import pytest
 
 from collectives import cli
 from transports.native import shm as native_shm, thread_hint
-from transports.native.build import BuildError, build, load
+from ground.native_build import BuildError, build, load
 from transports.native.timer import NativeLoop, NativeTimer
 from ground.comm import FUNNELED_MAX_BYTES, SelfComm, choose_thread_level
 from ground.dtypes import DTYPES, ConfigError
@@ -64,7 +64,7 @@ def test_two_processes_building_at_once_compile_once(tmp_path):
     cc = _counting_compiler(tmp_path, delay=0.5)  # the second one arrives while the first compiles
     code = textwrap.dedent(f"""
         import sys
-        from transports.native.build import build
+        from ground.native_build import build
         b = build("answer", {str(src)!r}, [{str(cc)!r}])
         print(b.compiled, b.path)
     """)

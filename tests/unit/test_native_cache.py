@@ -25,8 +25,9 @@ import pytest
 from hypothesis import example, given, settings, strategies as st
 
 import tests.unit.hypothesis_profile  # noqa: F401  (derandomized, no deadline)
-from transports.native import agree, verify
-from transports.native.build import BuildError, build, load
+from transports.native import agree
+from ground import native_verify as verify
+from ground.native_build import BuildError, build, load
 
 ROOT = Path(__file__).resolve().parents[2]
 ANSWER = "int cs_answer(void) { return %d; }\n"
@@ -256,7 +257,7 @@ def test_ranks_finding_a_torn_object_at_once_rebuild_it_once(cache, tmp_path):
     log = tmp_path / "compiles.log"  # the same key needs the same command: count the compiles inside
     code = textwrap.dedent(f"""
         import hashlib, os
-        from transports.native import build as b
+        from ground import native_build as b
         real = b._compile
         def logged(*a, **k):
             open({str(log)!r}, "a").write("run\\n")

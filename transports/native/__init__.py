@@ -7,8 +7,9 @@ floor").  Transports with a compiled path attach it to the
 calls they bind (``Bound.native``); the harness then runs warm-up, timed
 loop and validation through it (:class:`~transports.native.timer.NativeTimer`).
 
-* :mod:`.build`: compile on first use, cached by source, compiler and MPI
-  library; one compiler at a time under a file lock.
+* :mod:`ground.native_build` (below every package: the analysis builds C
+  too): compile on first use, cached by source, compiler and MPI library;
+  one compiler at a time under a file lock.
 * :mod:`.timer`: :class:`NativeLoop` (one compiled call) and the timer.
 * :mod:`.mpi` + ``mpi_loop.c``: the loop over the MPI library mpi4py loaded.
 * :mod:`.shm` + ``shm_loop.c``: the shm transport's steps (flags, copies,

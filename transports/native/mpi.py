@@ -1,7 +1,7 @@
 """The mpi transport's compiled loop: built with the MPI that mpi4py loaded, verified, bound.
 
 :func:`load` compiles ``mpi_loop.c`` (once per MPI library, compiler and
-source; see :mod:`transports.native.build`) with the compiler wrapper of the
+source; see :mod:`ground.native_build`) with the compiler wrapper of the
 MPI mpi4py uses, loads its verified bytes with ctypes (from memory, never
 the cached file), and checks before anything is timed that it talks to the *same* initialised library as mpi4py: same library
 version string, same handle sizes, and the communicator's size and this
@@ -28,7 +28,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from transports.native.build import BuildError, Built, build, load as load_built
+from ground.native_build import BuildError, Built, build, load as load_built
 from transports.native.timer import NativeLoop
 from ground.mismatch import library_line
 

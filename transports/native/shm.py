@@ -1,7 +1,7 @@
 """The shm transport's compiled loop: ``shm_loop.c`` built with the C compiler, loaded with ctypes.
 
 No MPI is involved: the object is built with ``$CC`` (default ``cc``),
-cached and verified like the MPI loop (:mod:`transports.native.build`), and
+cached and verified like the MPI loop (:mod:`ground.native_build`), and
 loaded from its verified bytes, never from the cached file.  What it runs
 (each call's steps) is written by :mod:`transports.shm.compiled`; this
 module only knows the codes the C side reads.
@@ -10,12 +10,10 @@ module only knows the codes the C side reads.
 from __future__ import annotations
 
 import ctypes
-import os
-import shlex
 from pathlib import Path
 from typing import Optional
 
-from transports.native.build import Built, build, load as load_built
+from ground.native_build import Built, build, c_compiler, load as load_built
 
 __all__ = ["ShmLoops", "load", "OPCODES", "TYPES", "REDUCE_OPS", "POLICIES", "CONFIG", "STEP"]
 
@@ -30,10 +28,6 @@ POLICIES = {"futex": 0, "yield": 1, "spin": 2}
 CONFIG = ("base", "p", "me", "oversubscribed", "policy", "spin_ns", "yields", "timeout_ns")
 STEP = 8  # int64 words per step
 STATE = 4  # epoch, eager-call count, peer and step description of a timeout
-
-
-def c_compiler():
-    return shlex.split(os.environ.get("CC") or "cc")
 
 
 class ShmLoops:
@@ -56,5 +50,5 @@ class ShmLoops:
 
 
 def load(token: Optional[str] = None) -> ShmLoops:
-    """Build (or find in the cache) the shm loop; :class:`~transports.native.build.BuildError` if not."""
+    """Build (or find in the cache) the shm loop; :class:`~ground.native_build.BuildError` if not."""
     return ShmLoops(build("shm_loop", str(SOURCE), c_compiler(), token=token))

@@ -9,7 +9,7 @@ the Python ABI.  So a rebuilt mpi4py against a site MPI, another
 compiler, or an edited source each get an object of their own, and a
 cached one is never stale.
 
-The cache is used only where it is private and whole (:mod:`.verify`): the
+The cache is used only where it is private and whole (:mod:`ground.native_verify`): the
 directory is created 0700 and refused if another user owns it or group or
 others can write it; an object (0700) is used only with its SHA-256 file
 (``<object>.sha256``, 0600, written at build time) matching the bytes read,
@@ -36,16 +36,17 @@ import fcntl
 import hashlib
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Sequence
 
-from transports.native import verify
-from transports.native.verify import BuildError
+from ground import native_verify as verify
+from ground.native_verify import BuildError
 
-__all__ = ["BuildError", "Built", "build", "load", "cache_dir", "CFLAGS", "compiler_env"]
+__all__ = ["BuildError", "Built", "build", "load", "cache_dir", "c_compiler", "CFLAGS", "compiler_env"]
 
 CFLAGS = ("-O3", "-fPIC", "-shared", "-std=gnu11", "-fno-strict-aliasing")
 COMPILE_TIMEOUT_S = 120.0
@@ -74,6 +75,11 @@ def cache_dir() -> str:
         return explicit
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "collscale", "native")
+
+
+def c_compiler() -> list:
+    """The plain C compiler's command: ``$CC`` (split as a shell would), else ``cc``."""
+    return shlex.split(os.environ.get("CC") or "cc")
 
 
 def compiler_env() -> Dict[str, str]:
