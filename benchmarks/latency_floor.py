@@ -299,7 +299,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.worker:
         return worker(args)
-    from transports.native.build import compiler_env
+    from ground.native_build import compiler_env
     from transports.native.mpi import mpi_compiler
     from ground.env import affinity, usable_cores
 

@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--collectives", default="allreduce")
     a = ap.parse_args(argv)
-    from transports.native.build import compiler_env
+    from ground.native_build import compiler_env
     from transports.native.mpi import mpi_compiler
 
     colls = [c.strip() for c in a.collectives.split(",") if c.strip()]
