@@ -31,10 +31,11 @@ try:  # optional (the analysis extra)
 except ImportError:  # pragma: no cover - depends on the environment
     pa = pc = None
 
-__all__ = ["write", "floats_text", "CHUNK", "THREADS"]
+__all__ = ["write", "floats_text", "CHUNK", "THREADS", "FEW"]
 
 CHUNK = 1 << 15  # rows a chunk
 THREADS = 2  # chunks formatted at once
+FEW = 8  # a text column with at most one distinct value in FEW rows is quoted once per value
 
 
 def write(df, path: Union[str, Path], chunk: int = CHUNK, arrow: bool = True) -> None:
@@ -47,15 +48,16 @@ def write(df, path: Union[str, Path], chunk: int = CHUNK, arrow: bool = True) ->
         return
     cols = [str(c) for c in df.columns]
     by_arrow = arrow and pa is not None and len(cols) > 1  # csv quotes a lone empty cell: one column goes through csv
-    parts = (df.iloc[lo:lo + chunk] for lo in range(0, len(df), chunk))
+    spans = [(lo, lo + chunk) for lo in range(0, len(df), chunk)]
     with open(path, "wb") as f:
         f.write(_rows_text([cols]).encode())
         if by_arrow:
+            few = [_few_texts(df.iloc[:, j], chunk) for j in range(len(cols))]
             with ThreadPoolExecutor(THREADS) as pool:  # Arrow's kernels let go of the interpreter
-                for text in _in_order(pool, _chunk_text, parts, THREADS + 1):
+                for text in _in_order(pool, lambda span: _chunk_text(df, few, *span), spans, THREADS + 1):
                     f.write(text)
         else:
-            for part in parts:
+            for part in (df.iloc[lo:hi] for lo, hi in spans):
                 f.write(_rows_text(zip(*(_cells(part.iloc[:, j]) for j in range(len(cols))))).encode())
 
 
@@ -122,10 +124,31 @@ if pa is not None:
     _TRUE, _FALSE = pa.scalar("True", _TEXT), pa.scalar("False", _TEXT)
 
 
-def _chunk_text(part) -> bytes:
-    """A chunk of rows as CSV lines: each column as Arrow text, the columns joined by commas, a newline
-    after each row."""
-    cols = [_column_text(part.iloc[:, j]) for j in range(part.shape[1])]
+def _few_texts(series, chunk: int):
+    """``(each distinct value's cell, each row's code)`` of a text column of few distinct values (its first
+    chunk has at most one in :data:`FEW` distinct): each text is quoted once, and a chunk's cells are taken
+    from them.  None for any other column (each chunk formats its own cells)."""
+    import pandas as pd
+
+    if not (series.dtype == object and len(series) > chunk):
+        return None
+    head = pd.unique(series.iloc[:chunk].to_numpy())
+    if len(head) * FEW > chunk:
+        return None
+    codes, values = pd.factorize(series.to_numpy(), use_na_sentinel=True)  # None, NaN, NA: -1, a missing cell
+    if len(values) * FEW > len(series) or not all(type(v) is str for v in values):  # True == 1 to a hash:
+        return None                                                                 # text alone is sure
+    cells = pa.concat_arrays([_texts(pa.array(list(values), _TEXT)), pa.array([""], _TEXT)])
+    codes[codes < 0] = len(values)
+    return cells, codes
+
+
+def _chunk_text(df, few, lo: int, hi: int) -> bytes:
+    """Rows ``lo:hi`` as CSV lines: each column as Arrow text (taken from its distinct values' cells where
+    ``few`` has them), the columns joined by commas, a newline after each row."""
+    part = df.iloc[lo:hi]
+    cols = [_column_text(part.iloc[:, j]) if few[j] is None else pc.take(few[j][0], pa.array(few[j][1][lo:hi]))
+            for j in range(part.shape[1])]
     rows = pc.binary_join_element_wise(*cols, pa.scalar(",", _TEXT))
     lines = pc.binary_join_element_wise(rows, _EMPTY, pa.scalar("\n", _TEXT))
     lines = lines.combine_chunks() if isinstance(lines, pa.ChunkedArray) else lines

@@ -49,8 +49,10 @@ def _frame(n: int, seed: int = 0) -> pd.DataFrame:
     })
 
 
-@pytest.mark.parametrize("arrow", [True, False])
-def test_same_bytes_as_pandas(tmp_path, arrow):
+@pytest.mark.parametrize("arrow,few", [(True, csv_out.FEW), (True, 1 << 40), (False, csv_out.FEW)])
+def test_same_bytes_as_pandas(tmp_path, monkeypatch, arrow, few):
+    """Text columns of few distinct values quoted once per value, or per chunk (FEW so large no column has few)."""
+    monkeypatch.setattr(csv_out, "FEW", few)
     df = _frame(4000)
     ours, theirs = tmp_path / "ours.csv", tmp_path / "pandas.csv"
     csv_out.write(df, ours, chunk=1000, arrow=arrow)
