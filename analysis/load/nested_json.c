@@ -6,13 +6,17 @@
  * A line is unsure when it holds a backslash, is not one JSON object, or a
  * wanted field holds a scalar other than null.  A nested value makes its
  * line unsure when it holds a text with a byte outside 0x20..0x7e, an
- * exponent, a float whose shortest form is not its own text (more than 15
- * significant digits, a trailing zero, below 1e-4), an integer of more than
- * 18 digits or -0, a repeated key, or more than MAXDEPTH levels.  Inside
- * those bounds a number's text is the one Python's repr and orjson write
- * (15 significant digits or fewer name one double; the fixed notation is
- * theirs from 1e-4 to 1e16), so the value is copied, white space dropped
- * and keys sorted by their bytes.
+ * exponent, a float whose text is not its shortest (a trailing zero, below
+ * 1e-4, 1e15 or more, or past 15 significant digits a shorter text naming
+ * the same double), an integer of more than 18 digits or -0, a repeated
+ * key, or more than MAXDEPTH levels.  Inside those bounds a number's text
+ * is the one Python's repr and orjson write (15 significant digits or fewer
+ * name one double; the fixed notation is theirs from 1e-4 to 1e16), so the
+ * value is copied, white space dropped and keys sorted by their bytes.
+ *
+ * The values of other fields are only skipped, their syntax not checked:
+ * the caller gives lines pyarrow has read and whose text was checked
+ * (UTF-8, no control characters) -- this pass is not a JSON validator.
  *
  * Output: key j's texts one after another in out + j * cap, row i's text
  * at [offs[j*(n+1)+i], offs[j*(n+1)+i+1]) of it; valid[j*n+i] 1 for a
@@ -365,13 +369,13 @@ static int line(cur p, cur e, int64_t row, int64_t n, const unsigned char *keys,
             if (j < 0) {
                 p = skip(p, e, 1);
                 if (!p) return 1;
-            } else if (*p == '{' || *p == '[') {
+            } else if (p < e && (*p == '{' || *p == '[')) {
                 unsigned char *o = out + j * cap + at[j];  /* a repeated key: the last is kept */
                 p = value(p, e, &o, 1, c);
                 if (!p) return 1;
                 offs[j * (n + 1) + row + 1] = o - (out + j * cap);
                 valid[j * n + row] = 1;
-            } else if (*p == 'n') {
+            } else if (p < e && *p == 'n') {
                 p = literal(p, e, NULL);
                 if (!p) return 1;
                 offs[j * (n + 1) + row + 1] = at[j];

@@ -72,7 +72,8 @@ class Scan(NamedTuple):
     unsure: np.ndarray
 
     def columns(self) -> Dict[str, List[Optional[str]]]:
-        """Key -> each row's text, None where null or absent (and in the unsure rows)."""
+        """Key -> each row's text, None where null or absent (and in the unsure rows).  Once only: the
+        output buffer then serves another block."""
         n, cap = self.n, self.cap
         columns = {}
         for j, key in enumerate(self.keys):
@@ -82,7 +83,7 @@ class Scan(NamedTuple):
                                                    pa.py_buffer(valid))
             columns[key] = arr.to_pylist()  # ASCII only: the C writes no other byte
         with _lock:  # copied out: the buffer serves another block
-            if len(_spare) < SPARE:
+            if len(_spare) < SPARE and not any(b is self.out for b in _spare):
                 _spare.append(self.out)
         return columns
 
@@ -95,9 +96,14 @@ def scan(buf, starts: np.ndarray, ends: np.ndarray, keys: Sequence[str]) -> Opti
     fn = library()
     if fn is None:
         return None
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"keys named twice: {list(keys)}")
     names = [k.encode() for k in keys]
     n, m = len(starts), len(keys)
     lo, hi = int(starts[0]), int(ends[-1])
+    first, last = np.asarray(starts, np.int64) - lo, np.asarray(ends, np.int64) - lo  # held: the C reads them
+    if not (lo >= 0 and hi <= len(buf) and (first <= last).all() and (last[:-1] < first[1:]).all()):
+        raise ValueError("lines must be in order, apart, and inside the buffer")
     cap = hi - lo + 1
     with _lock:
         fits = [i for i, b in enumerate(_spare) if len(b) >= m * cap]
@@ -106,7 +112,6 @@ def scan(buf, starts: np.ndarray, ends: np.ndarray, keys: Sequence[str]) -> Opti
     valid = np.empty(m * n, np.uint8)
     unsure = np.empty(n, np.uint8)
     view = np.frombuffer(buf, np.uint8, hi - lo, lo)
-    first, last = np.asarray(starts, np.int64) - lo, np.asarray(ends, np.int64) - lo  # held: the C reads them
     lengths = np.array([len(x) for x in names], np.int32)
     got = fn(view.ctypes.data, first.ctypes.data, last.ctypes.data, n, b"".join(names), lengths.ctypes.data, m,
              out.ctypes.data, cap, offs.ctypes.data, valid.ctypes.data, unsure.ctypes.data)

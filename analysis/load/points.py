@@ -102,6 +102,9 @@ def frame(records, all_status: bool = False):
                              (reader.BOOLEAN, lambda v: v if isinstance(v, bool) else None, {bool, type(None)})):
         for col in cols:
             if col in df:
+                if str in fine and df[col].dtype.kind in "iu":  # whole numbers as text, at once
+                    df[col] = pd.Series(list(map(str, df[col].tolist())), index=df.index, dtype=object)
+                    continue
                 values = df[col].tolist()
                 if not set(map(type, values)) <= fine:
                     values = [keep(v) for v in values]

@@ -167,3 +167,13 @@ def test_no_compiler_means_python_alone(monkeypatch, tmp_path):
     assert nested_native.scan(buf, starts, ends, KEYS) is None
     got = nested_texts.texts(buf, starts, ends, KEYS)
     assert [got[k][0] for k in KEYS] == _expected(_SURE[0])
+
+
+def test_bad_calls_are_refused(native):
+    buf = b'{"rank_host":["a"]}\n{"rank_host":\n'
+    with pytest.raises(ValueError, match="twice"):
+        nested_native.scan(buf, np.array([0]), np.array([19]), ["rank_host", "rank_host"])
+    with pytest.raises(ValueError, match="in order"):
+        nested_native.scan(buf, np.array([20, 0]), np.array([33, 19]), ["rank_host"])
+    cols, unsure = _scan([b'{"rank_host":', b'{"rank_host": '])  # a line that ends at a wanted key's colon
+    assert unsure == {0, 1}
