@@ -172,6 +172,22 @@ static int by_key(const void *a, const void *b) {
     return (x->klen > y->klen) - (x->klen < y->klen);
 }
 
+/* Past white space and then a comma (written at *out where out) or ``close``: 1 after a comma, 2 after
+ * ``close``, 0 where neither follows. */
+static int after(cur *pp, cur e, unsigned char close, unsigned char **out) {
+    cur p = ws(*pp, e);
+    if (p < e && *p == ',') {
+        if (out) *(*out)++ = ',';
+        *pp = ws(p + 1, e);
+        return 1;
+    }
+    if (p < e && *p == close) {
+        *pp = p + 1;
+        return 2;
+    }
+    return 0;
+}
+
 static cur value(cur p, cur e, unsigned char **out, int depth, ctx *c);
 
 static cur object(cur p, cur e, unsigned char **out, int depth, ctx *c) {
@@ -214,17 +230,9 @@ static cur object(cur p, cur e, unsigned char **out, int depth, ctx *c) {
         m = &c->m[idx];  /* the array may have moved under a nested object */
         m->end = o;
         if (idx > base && by_key(&c->m[idx - 1], m) >= 0) sorted = 0;
-        p = ws(p, e);
-        if (p < e && *p == ',') {
-            *o++ = ',';
-            p = ws(p + 1, e);
-            continue;
-        }
-        if (p < e && *p == '}') {
-            p++;
-            break;
-        }
-        return NULL;
+        int next = after(&p, e, '}', &o);
+        if (next == 2) break;
+        if (next == 0) return NULL;
     }
     *o++ = '}';
     size_t count = c->n - base;
@@ -270,17 +278,9 @@ static cur array(cur p, cur e, unsigned char **out, int depth, ctx *c) {
     for (;;) {
         p = value(p, e, &o, depth + 1, c);
         if (!p) return NULL;
-        p = ws(p, e);
-        if (p < e && *p == ',') {
-            *o++ = ',';
-            p = ws(p + 1, e);
-            continue;
-        }
-        if (p < e && *p == ']') {
-            p++;
-            break;
-        }
-        return NULL;
+        int next = after(&p, e, ']', &o);
+        if (next == 2) break;
+        if (next == 0) return NULL;
     }
     *o++ = ']';
     *out = o;
@@ -322,13 +322,9 @@ static cur skip(cur p, cur e, int depth) {
             }
             p = skip(p, e, depth + 1);
             if (!p) return NULL;
-            p = ws(p, e);
-            if (p < e && *p == ',') {
-                p = ws(p + 1, e);
-                continue;
-            }
-            if (p < e && *p == close) return p + 1;
-            return NULL;
+            int next = after(&p, e, close, NULL);
+            if (next == 2) return p;
+            if (next == 0) return NULL;
         }
     }
     if (c == 't' || c == 'f' || c == 'n') return literal(p, e, NULL);
@@ -383,16 +379,9 @@ static int line(cur p, cur e, int64_t row, int64_t n, const unsigned char *keys,
             } else {
                 return 1;  /* a scalar where a nested value was seen: Python keeps it as it is */
             }
-            p = ws(p, e);
-            if (p < e && *p == ',') {
-                p = ws(p + 1, e);
-                continue;
-            }
-            if (p < e && *p == '}') {
-                p++;
-                break;
-            }
-            return 1;
+            int next = after(&p, e, '}', NULL);
+            if (next == 2) break;
+            if (next == 0) return 1;
         }
     }
     p = ws(p, e);
