@@ -132,10 +132,13 @@ def _few_texts(series, chunk: int):
 
     if not (series.dtype == object and len(series) > chunk):
         return None
-    head = pd.unique(series.iloc[:chunk].to_numpy())
-    if len(head) * FEW > chunk:
+    try:
+        head = pd.unique(series.iloc[:chunk].to_numpy())
+        if len(head) * FEW > chunk:
+            return None
+        codes, values = pd.factorize(series.to_numpy(), use_na_sentinel=True)  # None, NaN, NA: -1, a missing cell
+    except TypeError:  # a list or dict among the cells (unhashable): each chunk formats its own
         return None
-    codes, values = pd.factorize(series.to_numpy(), use_na_sentinel=True)  # None, NaN, NA: -1, a missing cell
     if len(values) * FEW > len(series) or not all(type(v) is str for v in values):  # True == 1 to a hash:
         return None                                                                 # text alone is sure
     cells = pa.concat_arrays([_texts(pa.array(list(values), _TEXT)), pa.array([""], _TEXT)])

@@ -60,6 +60,14 @@ def test_same_bytes_as_pandas(tmp_path, monkeypatch, arrow, few):
     assert ours.read_bytes() == theirs.read_bytes()
 
 
+def test_unhashable_cells_as_pandas_writes_them(tmp_path):
+    df = pd.DataFrame({"a": [[1, 2], {"x": 1}, None, "t"] * 30, "b": range(120)})
+    ours, theirs = tmp_path / "ours.csv", tmp_path / "pandas.csv"
+    csv_out.write(df, ours, chunk=10)
+    df.to_csv(theirs, index=False)
+    assert ours.read_bytes() == theirs.read_bytes()
+
+
 def test_arrow_and_csv_paths_agree_on_every_dtype(tmp_path):
     df = _frame(3000, seed=7)
     a, b = tmp_path / "a.csv", tmp_path / "b.csv"
