@@ -137,8 +137,8 @@ def _few_texts(series, chunk: int):
         if len(head) * FEW > chunk:
             return None
         codes, values = pd.factorize(series.to_numpy(), use_na_sentinel=True)  # None, NaN, NA: -1, a missing cell
-    except TypeError:  # a list or dict among the cells (unhashable): each chunk formats its own
-        return None
+    except Exception:  # noqa: BLE001 - a cell that cannot be hashed (a list, a dict, any other): each chunk
+        return None      # formats its own cells, as before
     if len(values) * FEW > len(series) or not all(type(v) is str for v in values):  # True == 1 to a hash:
         return None                                                                 # text alone is sure
     cells = pa.concat_arrays([_texts(pa.array(list(values), _TEXT)), pa.array([""], _TEXT)])

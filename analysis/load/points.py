@@ -102,7 +102,8 @@ def frame(records, all_status: bool = False):
                              (reader.BOOLEAN, lambda v: v if isinstance(v, bool) else None, {bool, type(None)})):
         for col in cols:
             if col in df:
-                if str in fine and df[col].dtype.kind in "iu":  # whole numbers as text, at once
+                dtype = df[col].dtype
+                if str in fine and isinstance(dtype, np.dtype) and dtype.kind in "iu":  # whole numbers as text
                     df[col] = pd.Series(list(map(str, df[col].tolist())), index=df.index, dtype=object)
                     continue
                 values = df[col].tolist()

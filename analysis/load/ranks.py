@@ -139,15 +139,15 @@ def _summary_columns(tab, fields) -> Optional[list]:
     if vals is None:
         plain[:] = False
 
-    def value(name, i):
+    def cell(name, i):
         return tab.column(name)[i].as_py() if name in names else None
 
     for i in np.flatnonzero(eligible & valid & ~plain).tolist():  # a group's ranks, gaps
-        rec = {"status": value("status", i), "collective": value("collective", i),
-               "group_ranks": value("group_ranks", i), "slowest_rank": slowest[i], "rank_time_us": times[i].as_py(),
+        rec = {"status": cell("status", i), "collective": cell("collective", i),
+               "group_ranks": cell("group_ranks", i), "slowest_rank": slowest[i], "rank_time_us": times[i].as_py(),
                "rank_host": hosts[i].as_py() if hosts is not None else None}
         if "kind" in names:  # absent, it is measured; null, it is not (summary's rule)
-            rec["kind"] = value("kind", i)
+            rec["kind"] = cell("kind", i)
         out[i] = summary(rec)
     for size in np.unique(lengths[plain]).tolist():
         rows = np.flatnonzero(plain & (lengths == size))
@@ -174,9 +174,9 @@ def _summary_columns(tab, fields) -> Optional[list]:
     return out
 
 
-def _flags(tab, name: str, keep) -> "np.ndarray":
-    """``keep`` of each row's value of text column ``name`` (None where null or absent), asked once per
-    distinct value."""
+def _flags(tab, name: str, keep):
+    """A bool array: ``keep`` of each row's value of text column ``name`` (None where null or absent),
+    asked once per distinct value."""
     import numpy as np
 
     n = tab.num_rows

@@ -61,7 +61,15 @@ def test_same_bytes_as_pandas(tmp_path, monkeypatch, arrow, few):
 
 
 def test_unhashable_cells_as_pandas_writes_them(tmp_path):
-    df = pd.DataFrame({"a": [[1, 2], {"x": 1}, None, "t"] * 30, "b": range(120)})
+    class Unhashable:
+        def __hash__(self):
+            raise ValueError("no hash")
+
+        def __str__(self):
+            return "u"
+
+    df = pd.DataFrame({"a": [[1, 2], {"x": 1}, None, "t"] * 30, "b": range(120),
+                       "c": ["v" if i != 50 else Unhashable() for i in range(120)]})
     ours, theirs = tmp_path / "ours.csv", tmp_path / "pandas.csv"
     csv_out.write(df, ours, chunk=10)
     df.to_csv(theirs, index=False)
