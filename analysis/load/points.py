@@ -67,6 +67,7 @@ def frame(records, all_status: bool = False):
     :mod:`analysis.load.replicate_runs`."""
     import numpy as np
     import pandas as pd
+    from pandas.api.types import infer_dtype
 
     if isinstance(records, table.Table):
         cols = _without(records, (reader.REPLICATE, "cpu_probe"))
@@ -91,6 +92,14 @@ def frame(records, all_status: bool = False):
         df["kind"] = [k if isinstance(k, str) else "measured" for k in kinds]
     for col in reader.NUMERIC:
         if col in df:
+            dtype = df[col].dtype
+            if isinstance(dtype, np.dtype) and dtype.kind in "iuf":  # numbers already: infinities out, if any
+                if dtype.kind == "f" and np.isinf(df[col].to_numpy()).any():
+                    df[col] = df[col].replace([np.inf, -np.inf], np.nan)
+                continue
+            if dtype == object and len(df) and df[col].isna().all():  # None in every row (a field never written)
+                df[col] = np.full(len(df), np.nan)
+                continue
             try:
                 df[col] = pd.to_numeric(df[col], errors="coerce")
             except OverflowError:  # an integer beyond any float (10**400)
@@ -106,6 +115,8 @@ def frame(records, all_status: bool = False):
                 if str in fine and isinstance(dtype, np.dtype) and dtype.kind in "iu":  # whole numbers as text
                     df[col] = pd.Series(list(map(str, df[col].tolist())), index=df.index, dtype=object)
                     continue
+                if dtype == object and str in fine and infer_dtype(df[col].to_numpy(), skipna=False) == "string":
+                    continue  # text in every row (a C pass over the column, not a type per row)
                 values = df[col].tolist()
                 if not set(map(type, values)) <= fine:
                     values = [keep(v) for v in values]
