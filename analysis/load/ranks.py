@@ -97,9 +97,6 @@ def _summary_columns(tab, fields) -> Optional[list]:
     out: list = [None] * n
     names = set(tab.column_names)
 
-    def text(name):
-        return tab.column(name).to_pylist() if name in names else [None] * n
-
     if "rank_time_us" not in names:
         return None if "host_time_us" in fields else out
     if "kind" in names and tab.column("kind").null_count:
@@ -131,7 +128,10 @@ def _summary_columns(tab, fields) -> Optional[list]:
         else:
             h_off, h_values, h_valid = hosts.offsets.to_numpy(), hosts.values, hosts.is_valid().to_numpy(
                 zero_copy_only=False)
-    slowest = text("slowest_rank")
+    top_col = tab.column("slowest_rank").combine_chunks() if "slowest_rank" in names else None
+    with np.errstate(invalid="ignore"):  # each row's slowest rank as a double (NaN where null)
+        top_at = np.full(n, np.nan) if top_col is None or pa.types.is_null(top_col.type) else \
+            np.asarray(top_col.to_numpy(zero_copy_only=False), np.float64)
     valid = ~times.is_null().to_numpy(zero_copy_only=False)
     no_group = tab.column("group_ranks").is_null().to_numpy(zero_copy_only=False) if "group_ranks" in names \
         else np.ones(n, bool)
@@ -144,7 +144,7 @@ def _summary_columns(tab, fields) -> Optional[list]:
 
     for i in np.flatnonzero(eligible & valid & ~plain).tolist():  # a group's ranks, gaps
         rec = {"status": cell("status", i), "collective": cell("collective", i),
-               "group_ranks": cell("group_ranks", i), "slowest_rank": slowest[i], "rank_time_us": times[i].as_py(),
+               "group_ranks": cell("group_ranks", i), "slowest_rank": cell("slowest_rank", i), "rank_time_us": times[i].as_py(),
                "rank_host": hosts[i].as_py() if hosts is not None else None}
         if "kind" in names:  # absent, it is measured; null, it is not (summary's rule)
             rec["kind"] = cell("kind", i)
@@ -154,11 +154,11 @@ def _summary_columns(tab, fields) -> Optional[list]:
         ts = np.sort(vals[offsets[rows][:, None] + np.arange(size)], axis=1)
         top = ts[:, -1].tolist()
         mid = (ts[:, size // 2] if size % 2 else (ts[:, size // 2 - 1] + ts[:, size // 2]) / 2).tolist()
-        top_rank = [int(r) if (r.__class__ is int or r.__class__ is float and r.is_integer()) and 0 <= r < size
-                    else None for r in (slowest[i] for i in rows.tolist())]
+        r = top_at[rows]
+        with np.errstate(invalid="ignore"):  # a whole number of a rank listed: its index, else -1
+            at = np.where(np.isfinite(r) & (r == np.floor(r)) & (r >= 0) & (r < size), r, -1).astype(np.int64)
         named = None
         if hosts is not None:  # each row's slowest rank's host, where rank_host names it
-            at = np.array([-1 if r is None else r for r in top_rank], np.int64)
             first = h_off[rows]
             ok = (at >= 0) & h_valid[rows] & (first + at < h_off[rows + 1])
             named = [None] * len(rows)
@@ -168,7 +168,7 @@ def _summary_columns(tab, fields) -> Optional[list]:
         whole = ts.tobytes()
         width = 8 * size
         packed = [whole[k:k + width] for k in range(0, len(whole), width)]  # each row's doubles
-        pairs = [() if r is None else ((r, h),) for r, h in zip(top_rank, named or [None] * len(rows))]
+        pairs = [() if r < 0 else ((r, h),) for r, h in zip(at.tolist(), named or [None] * len(rows))]
         for i, value in zip(rows.tolist(), zip(pairs, top, mid, packed)):
             out[i] = value
     return out
