@@ -23,8 +23,9 @@ from collscale's own results (``COLLSCALE_READ_BY_LINES=1`` reads a file
 that mixes writers line by line).
 
 Nested values (per-rank lists and dicts) that a command keeps are the
-line reader's compact JSON text with sorted keys: written in C, in the
-parsing thread, where a line's bytes tell them exactly
+line reader's compact JSON text with sorted keys: written in C (in the
+main thread, the GIL let go, while the next block is parsed) where a
+line's bytes tell them exactly
 (:mod:`analysis.load.nested_native`), else by parsing the line again
 (:mod:`analysis.load.nested_texts`).  Hooks (:func:`analysis.load.reader.read_table`) run on whole
 blocks when they carry a ``columns`` function (:func:`analysis.load.ranks.summary`
@@ -228,8 +229,6 @@ class _Parsed(NamedTuple):
     lines: np.ndarray
     fields: Dict[str, type]
     nested: set
-    kept: list  # the nested fields kept
-    scan: object  # the C's pass over the nested values kept (nested_native.Scan), or None
 
 
 def _parse(buf, lo, hi, first_line, how: _Reading) -> _Parsed:
@@ -267,15 +266,15 @@ def _parse(buf, lo, hi, first_line, how: _Reading) -> _Parsed:
     if tab.num_rows != n:
         raise _Refused
     _checked(tab, n)
-    kept = [k for k in fields if k in nested and how.keep(k)]
-    return _Parsed(buf, tab, starts, ends, lines, fields, nested, kept, None)
+    return _Parsed(buf, tab, starts, ends, lines, fields, nested)
 
 
 def _finish(parsed: _Parsed, how: _Reading) -> Block:
     """A parsed block's columns, hooks and whole records, or :class:`_Refused`."""
-    buf, tab, starts, ends, lines, fields, nested, kept, scan = parsed
+    buf, tab, starts, ends, lines, fields, nested = parsed
     n = len(lines)
     columns: Dict[str, list] = {}
+    kept = [k for k in fields if k in nested and how.keep(k)]
     scan = nested_native.scan(buf, starts, ends, kept) if kept else None  # in C, the GIL let go
     texts = nested_texts.texts(buf, starts, ends, kept, scan)
     if texts is None:  # a line the line reader's parser refuses

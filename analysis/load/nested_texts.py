@@ -39,12 +39,12 @@ def texts(buf, starts: np.ndarray, ends: np.ndarray, keys: Sequence[str], scan=N
         columns, rows = scan.columns(), scan.unsure.tolist()
     else:
         columns, rows = {k: [None] * len(starts) for k in keys}, range(len(starts))
+    if not len(rows):
+        return columns
     marks = [orjson.dumps(k) for k in keys]
     absent = [None] * len(keys)
     loads, dumps, sort = orjson.loads, orjson.dumps, orjson.OPT_SORT_KEYS
     cols = [columns[k] for k in keys]
-    if not len(rows):
-        return columns
     lo, hi = int(starts[0]), int(ends[-1])  # what no line of the block has, no line is asked for
     escapes = buf.find(b"\\", lo, hi) >= 0
     odd = buf.find(b"N", lo, hi) >= 0 or buf.find(b"I", lo, hi) >= 0

@@ -143,9 +143,8 @@ def _summary_columns(tab, fields) -> Optional[list]:
         return tab.column(name)[i].as_py() if name in names else None
 
     for i in np.flatnonzero(eligible & valid & ~plain).tolist():  # a group's ranks, gaps
-        rec = {"status": cell("status", i), "collective": cell("collective", i),
-               "group_ranks": cell("group_ranks", i), "slowest_rank": cell("slowest_rank", i), "rank_time_us": times[i].as_py(),
-               "rank_host": hosts[i].as_py() if hosts is not None else None}
+        rec = {k: cell(k, i) for k in ("status", "collective", "group_ranks", "slowest_rank")}
+        rec.update(rank_time_us=times[i].as_py(), rank_host=hosts[i].as_py() if hosts is not None else None)
         if "kind" in names:  # absent, it is measured; null, it is not (summary's rule)
             rec["kind"] = cell("kind", i)
         out[i] = summary(rec)
@@ -178,13 +177,12 @@ def _flags(tab, name: str, keep):
     """A bool array: ``keep`` of each row's value of text column ``name`` (None where null or absent),
     asked once per distinct value."""
     import numpy as np
+    import pyarrow as pa
 
     n = tab.num_rows
     if name not in tab.column_names:
         return np.full(n, bool(keep(None)))
     col = tab.column(name).combine_chunks()
-    import pyarrow as pa
-
     try:
         codes = col.dictionary_encode()
     except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):  # a type it does not encode
